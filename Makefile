@@ -1,0 +1,42 @@
+# Agent Bridge: `make run` and `make test` are the whole set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= config.yaml
+HOST ?= 127.0.0.1
+PORT ?= 8000
+EMULATOR_PORT ?= 8100
+
+.PHONY: run test check lint types emulator bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	AZURE_EMULATOR_URL=$${AZURE_EMULATOR_URL:-http://127.0.0.1:$(EMULATOR_PORT)} \
+	  $(BIN)/agent-bridge dev --config $(CONFIG) --host $(HOST) --port $(PORT) --emulator-port $(EMULATOR_PORT)
+
+emulator: $(STAMP)
+	$(BIN)/agent-bridge emulator --host $(HOST) --port $(EMULATOR_PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+check: lint types test
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,320 @@
+"""What the tests see of the emulator: request stats, injected faults, and the `/_emulator/` routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.emulator.http import EmulatorHTTPError, error_response
+from app.emulator.options import EmulatorOptions
+
+# Path segments that are object ids, replaced by a placeholder to name the operation.
+_ID_SEGMENT = re.compile(r"^(asst|thread|msg|run|step|call|resp|conv|fc)_[A-Za-z0-9]+$")
+_PLACEHOLDER = {
+    "asst": "{assistant_id}",
+    "thread": "{thread_id}",
+    "msg": "{message_id}",
+    "run": "{run_id}",
+    "step": "{step_id}",
+    "call": "{call_id}",
+    "resp": "{response_id}",
+    "conv": "{conversation_id}",
+    "fc": "{item_id}",
+}
+_PROJECT = re.compile(r"^/api/projects/[^/]+")
+_AGENT_NAME = re.compile(r"^(/api/projects/\{project\}/agents/)([^/]+)")
+_VERSION = re.compile(r"(/versions/)([^/]+)")
+
+
+def operation_of(method: str, path: str) -> str:
+    """`POST /openai/threads/thread_abc/runs` -> `POST /openai/threads/{thread_id}/runs`."""
+    path = _PROJECT.sub("/api/projects/{project}", path)
+    path = _AGENT_NAME.sub(r"\1{agent_name}", path)
+    path = _VERSION.sub(r"\1{version}", path)
+    parts = []
+    for segment in path.split("/"):
+        m = _ID_SEGMENT.match(segment)
+        parts.append(_PLACEHOLDER[m.group(1)] if m else segment)
+    return f"{method} {'/'.join(parts)}"
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    operation: str
+    query: str
+    body: Any
+    status: int = 0
+
+
+class Stats:
+    """Requests counted by operation, plus a bounded log of the last requests with their bodies."""
+
+    def __init__(self, log_size: int = 2000) -> None:
+        self.by_operation: Counter[str] = Counter()
+        self.log: deque[RecordedRequest] = deque(maxlen=log_size)
+
+    def record(self, entry: RecordedRequest) -> None:
+        self.by_operation[entry.operation] += 1
+        self.log.append(entry)
+
+    def reset(self) -> None:
+        self.by_operation.clear()
+        self.log.clear()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": sum(self.by_operation.values()),
+            "by_operation": dict(self.by_operation),
+            "requests": [
+                {
+                    "method": r.method,
+                    "path": r.path,
+                    "operation": r.operation,
+                    "query": r.query,
+                    "status": r.status,
+                    "body": r.body,
+                }
+                for r in self.log
+            ],
+        }
+
+
+@dataclass
+class FaultRule:
+    path: re.Pattern[str]
+    status: int | None
+    remaining: int
+    method: str | None = None
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    message: str | None = None
+    latency_ms: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            self.remaining > 0
+            and (self.method is None or self.method == method)
+            and self.path.search(path) is not None
+        )
+
+
+class Faults:
+    """Make the next N requests whose path matches a regex answer a status (and/or wait)."""
+
+    def __init__(self) -> None:
+        self.rules: list[FaultRule] = []
+
+    def add(self, spec: dict[str, Any]) -> FaultRule:
+        try:
+            rule = FaultRule(
+                path=re.compile(str(spec["path"])),
+                status=int(spec["status"]) if spec.get("status") is not None else None,
+                remaining=int(spec.get("count", 1)),
+                method=str(spec["method"]).upper() if spec.get("method") else None,
+                retry_after=str(spec["retry_after"]) if spec.get("retry_after") is not None else None,
+                retry_after_ms=str(spec["retry_after_ms"]) if spec.get("retry_after_ms") is not None else None,
+                message=spec.get("message"),
+                latency_ms=float(spec.get("latency_ms", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError, re.error) as exc:
+            raise EmulatorHTTPError(400, f"Invalid fault: {exc!r}") from exc
+        self.rules.append(rule)
+        return rule
+
+    def take(self, method: str, path: str) -> FaultRule | None:
+        for rule in self.rules:
+            if rule.matches(method, path):
+                rule.remaining -= 1
+                return rule
+        return None
+
+    def reset(self) -> None:
+        self.rules.clear()
+
+
+@dataclass
+class EmulatorContext:
+    """Everything the emulator's surfaces share; built once per app."""
+
+    options: EmulatorOptions
+    stats: Stats = field(default_factory=Stats)
+    faults: Faults = field(default_factory=Faults)
+    resets: list[Callable[[], None]] = field(default_factory=list)
+    """Each surface registers how to forget its state (called by `/_emulator/reset`)."""
+    threads_view: Callable[[], list[dict[str, Any]]] | None = None
+    """Set by the Assistants surface: every thread ever created, deleted or not."""
+
+
+_FAULT_MESSAGES = {
+    401: "Access denied due to invalid subscription key or wrong API endpoint.",
+    429: "Rate limit is exceeded. Try again in 1 seconds.",
+}
+
+
+def _fault_response(rule: FaultRule) -> Response:
+    assert rule.status is not None
+    headers: dict[str, str] = {}
+    if rule.retry_after is not None:
+        headers["retry-after"] = rule.retry_after
+    if rule.retry_after_ms is not None:
+        headers["retry-after-ms"] = rule.retry_after_ms
+    message = rule.message or _FAULT_MESSAGES.get(rule.status, f"Injected fault: status {rule.status}.")
+    return error_response(
+        rule.status, message, type="server_error" if rule.status >= 500 else "invalid_request_error",
+        code=str(rule.status), headers=headers,
+    )
+
+
+class EmulatorMiddleware:
+    """Latency, faults, auth and stats around every Azure request (not the `/_emulator/` hooks)."""
+
+    def __init__(self, app: ASGIApp, ctx: EmulatorContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        # Buffer the body so it can be logged and still be read by the handler.
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        entry = RecordedRequest(
+            method=method,
+            path=path,
+            operation=operation_of(method, path),
+            query=scope.get("query_string", b"").decode(),
+            body=body,
+        )
+        self.ctx.stats.record(entry)
+
+        async def send_recording(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                entry.status = int(message["status"])
+            await send(message)
+
+        if self.ctx.options.latency_ms > 0:
+            await asyncio.sleep(self.ctx.options.latency_ms / 1000)
+        rule = self.ctx.faults.take(method, path)
+        if rule is not None:
+            if rule.latency_ms > 0:
+                await asyncio.sleep(rule.latency_ms / 1000)
+            if rule.status is not None:
+                await _fault_response(rule)(scope, replay, send_recording)
+                return
+        if not path.startswith("/msi/") and not _authorised(scope):
+            response = JSONResponse(
+                {
+                    "error": {
+                        "code": "401",
+                        "message": "Access denied due to missing subscription key or Authorization header. "
+                        "Make sure to include an 'api-key' or 'Authorization: Bearer' header.",
+                    }
+                },
+                status_code=401,
+            )
+            await response(scope, replay, send_recording)
+            return
+        await self.app(scope, replay, send_recording)
+
+
+def _authorised(scope: Scope) -> bool:
+    """Any non-empty `api-key`, or a non-empty Bearer token (Azure would validate it; we don't)."""
+    for name, value in scope.get("headers", []):
+        if name == b"api-key" and value.strip():
+            return True
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return True
+    return False
+
+
+def hook_routes(ctx: EmulatorContext) -> list[BaseRoute]:
+    async def stats(request: Request) -> Response:
+        return JSONResponse(ctx.stats.as_dict())
+
+    async def reset_stats(request: Request) -> Response:
+        ctx.stats.reset()
+        return JSONResponse({"reset": "stats"})
+
+    async def threads(request: Request) -> Response:
+        data = ctx.threads_view() if ctx.threads_view is not None else []
+        return JSONResponse({"object": "list", "data": data})
+
+    async def faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            ctx.faults.reset()
+            return JSONResponse({"faults": []})
+        if request.method == "POST":
+            spec = await request.json()
+            specs = spec if isinstance(spec, list) else [spec]
+            try:
+                for one in specs:
+                    ctx.faults.add(one)
+            except EmulatorHTTPError as exc:
+                return exc.response()
+        return JSONResponse(
+            {
+                "faults": [
+                    {"path": r.path.pattern, "status": r.status, "remaining": r.remaining, "method": r.method}
+                    for r in ctx.faults.rules
+                ]
+            }
+        )
+
+    async def config(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                ctx.options.update(await request.json())
+            except (KeyError, TypeError, ValueError) as exc:
+                return error_response(400, f"Unknown or invalid option: {exc}")
+        return JSONResponse(ctx.options.as_dict())
+
+    async def reset(request: Request) -> Response:
+        for forget in ctx.resets:
+            forget()
+        ctx.stats.reset()
+        ctx.faults.reset()
+        return JSONResponse({"reset": True})
+
+    return [
+        Route("/_emulator/stats", stats, methods=["GET"]),
+        Route("/_emulator/stats/reset", reset_stats, methods=["POST"]),
+        Route("/_emulator/threads", threads, methods=["GET"]),
+        Route("/_emulator/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_emulator/config", config, methods=["GET", "POST"]),
+        Route("/_emulator/reset", reset, methods=["POST"]),
+    ]

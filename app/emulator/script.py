@@ -1,0 +1,180 @@
+"""The emulator's deterministic "model": what an agent answers, driven by the last user message.
+
+- plain text -> `Echo: <text>`;
+- lines `/tool NAME {json}` -> calls of function NAME (several lines: parallel calls); once the outputs
+  are back, `Tool NAME returned: <output>`, one line per call;
+- `/sleep MS` waits before answering; `/fail CODE` fails the run; `/incomplete` ends it incomplete;
+- the agent named `flights-demo` replays the seed notebook: `my_cat_born_date`, then `get_flights`
+  from that date to Easter 2021, then `There are N flights between ...`.
+
+Both the Assistants and the Foundry v2 surfaces turn their state into `Item`s and ask `plan_turn`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+FLIGHTS_AGENT = "flights-demo"
+EASTER_2021 = "2021-04-04"
+
+ItemKind = Literal["user", "assistant", "tool_call", "tool_output"]
+PlanKind = Literal["reply", "tool_calls", "fail", "incomplete"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One conversation item, the same for threads and Responses input."""
+
+    kind: ItemKind
+    text: str = ""
+    name: str = ""
+    arguments: str = ""
+    call_id: str = ""
+
+
+@dataclass(frozen=True)
+class PlannedCall:
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: PlanKind
+    usage: Usage
+    text: str = ""
+    tool_calls: tuple[PlannedCall, ...] = ()
+    error_code: str = ""
+    error_message: str = ""
+    sleep_ms: float = 0.0
+    incomplete_reason: str = "max_completion_tokens"
+    deltas: tuple[str, ...] = field(default=())
+
+
+_TOOL_LINE = re.compile(r"^/tool\s+([A-Za-z0-9_.-]+)\s*(.*)$")
+_SLEEP_LINE = re.compile(r"^/sleep\s+(\d+(?:\.\d+)?)\s*$")
+_FAIL_LINE = re.compile(r"^/fail(?:\s+(\S+))?\s*$")
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def chunk_text(text: str) -> tuple[str, ...]:
+    """Split a reply into several deltas (a word and its trailing space each)."""
+    pieces = re.findall(r"\S+\s*|\s+", text)
+    return tuple(pieces) if pieces else (text,)
+
+
+def _prompt_tokens(items: list[Item]) -> int:
+    return sum(words(i.text) + words(i.name) + words(i.arguments) + 1 for i in items)
+
+
+def _current_turn(items: list[Item]) -> tuple[str, list[Item]]:
+    """The last user message and everything after it (the calls and outputs of this turn)."""
+    for index in range(len(items) - 1, -1, -1):
+        if items[index].kind == "user":
+            return items[index].text, items[index + 1 :]
+    return "", list(items)
+
+
+def _outputs_by_call(turn: list[Item]) -> list[tuple[Item, str]]:
+    outputs = {i.call_id: i.text for i in turn if i.kind == "tool_output"}
+    return [(call, outputs[call.call_id]) for call in turn if call.kind == "tool_call" and call.call_id in outputs]
+
+
+def _reply(text: str, prompt: int, sleep_ms: float = 0.0) -> Plan:
+    return Plan(
+        kind="reply", text=text, usage=Usage(prompt, words(text)), sleep_ms=sleep_ms, deltas=chunk_text(text)
+    )
+
+
+def _calls(calls: list[PlannedCall], prompt: int, sleep_ms: float = 0.0) -> Plan:
+    completion = sum(words(c.name) + words(c.arguments) for c in calls)
+    return Plan(kind="tool_calls", tool_calls=tuple(calls), usage=Usage(prompt, completion), sleep_ms=sleep_ms)
+
+
+def plan_turn(agent_name: str | None, items: list[Item], tool_names: set[str] | None = None) -> Plan:
+    """Decide the agent's next step given the whole conversation so far."""
+    prompt = _prompt_tokens(items)
+    user_text, turn = _current_turn(items)
+    lines = [line.strip() for line in user_text.splitlines()]
+    sleep_ms = 0.0
+    rest: list[str] = []
+    tool_lines: list[PlannedCall] = []
+    for line in lines:
+        if m := _SLEEP_LINE.match(line):
+            sleep_ms += float(m.group(1))
+        elif m := _FAIL_LINE.match(line):
+            code = m.group(1) or "server_error"
+            return Plan(
+                kind="fail",
+                usage=Usage(prompt, 0),
+                error_code=code,
+                error_message=f"The run failed with a simulated '{code}' error.",
+                sleep_ms=sleep_ms,
+            )
+        elif line == "/incomplete":
+            text = "Echo: this answer was cut short"
+            return Plan(
+                kind="incomplete", text=text, usage=Usage(prompt, words(text)), sleep_ms=sleep_ms,
+                deltas=chunk_text(text),
+            )
+        elif m := _TOOL_LINE.match(line):
+            arguments = m.group(2).strip() or "{}"
+            tool_lines.append(PlannedCall(m.group(1), arguments))
+        elif line:
+            rest.append(line)
+
+    if tool_lines:
+        answered = _outputs_by_call(turn)
+        if answered:
+            return _reply("\n".join(f"Tool {c.name} returned: {out}" for c, out in answered), prompt, sleep_ms)
+        missing = [c.name for c in tool_lines if tool_names is not None and c.name not in tool_names]
+        if missing:
+            return _reply(f"I have no tool named {missing[0]}.", prompt, sleep_ms)
+        return _calls(tool_lines, prompt, sleep_ms)
+
+    if agent_name == FLIGHTS_AGENT and "flight" in user_text.lower():
+        return _flights(turn, prompt, sleep_ms)
+
+    text = " ".join(rest)
+    if not text:
+        return _reply(f"Slept {sleep_ms:g} ms." if sleep_ms else "Echo: ", prompt, sleep_ms)
+    return _reply(f"Echo: {text}", prompt, sleep_ms)
+
+
+def _flights(turn: list[Item], prompt: int, sleep_ms: float) -> Plan:
+    answered = {call.name: out for call, out in _outputs_by_call(turn)}
+    if "my_cat_born_date" not in answered:
+        return _calls([PlannedCall("my_cat_born_date", json.dumps({"cat_name": "Mike"}))], prompt, sleep_ms)
+    born = _json_field(answered["my_cat_born_date"], "cat_born_date")
+    if "get_flights" not in answered:
+        args = json.dumps({"date_1": born, "date_2": EASTER_2021})
+        return _calls([PlannedCall("get_flights", args)], prompt, sleep_ms)
+    flights = _json_field(answered["get_flights"], "flights")
+    text = f"There are {flights} flights between your cat Mike's birth date ({born}) and Easter 2021 ({EASTER_2021})."
+    return _reply(text, prompt, sleep_ms)
+
+
+def _json_field(output: str, key: str) -> str:
+    try:
+        value = json.loads(output)
+    except ValueError:
+        return output.strip()
+    if isinstance(value, dict) and key in value:
+        return str(value[key])
+    return output.strip()

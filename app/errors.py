@@ -1,0 +1,129 @@
+"""The one error tree: every error a client can see, with its HTTP status and OpenAI error type.
+
+    BridgeError                      500 server_error
+    ├── InvalidRequestError          400 invalid_request_error   (names the field in `param`)
+    │   └── ToolOutputsExpiredError  400 invalid_request_error   code=tool_outputs_expired
+    ├── AuthenticationError          401 authentication_error    code=invalid_api_key
+    ├── PermissionDeniedError        403 permission_error
+    ├── NotFoundError                404 invalid_request_error   (unknown or another owner's id)
+    │   └── ModelNotFoundError       404 invalid_request_error   code=model_not_found
+    ├── ConflictError                409 invalid_request_error   code=conversation_busy
+    ├── PayloadTooLargeError         413 invalid_request_error   code=request_too_large
+    ├── RateLimitError               429 rate_limit_error        (+ Retry-After)
+    ├── UpstreamError                502 upstream_error          (Azure failed; its message kept)
+    │   ├── RunFailedError           502 upstream_error          code=<the run's last_error.code>
+    │   └── UpstreamAuthError        502 upstream_error          code=upstream_authentication_failed
+    ├── StoreUnavailableError        503 service_unavailable     code=state_store_unavailable
+    └── UpstreamTimeoutError         504 timeout_error           code=upstream_timeout
+
+Foreign exceptions (httpx, redis, azure-identity) are translated where they are caught, with
+`raise ... from exc`; one handler in `app/api/` renders the envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BridgeError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequestError(BridgeError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ToolOutputsExpiredError(InvalidRequestError):
+    default_code = "tool_outputs_expired"
+
+
+class AuthenticationError(BridgeError):
+    status = 401
+    type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDeniedError(BridgeError):
+    status = 403
+    type = "permission_error"
+    default_code = "permission_denied"
+
+
+class NotFoundError(BridgeError):
+    status = 404
+    type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    default_code = "model_not_found"
+
+
+class ConflictError(BridgeError):
+    status = 409
+    type = "invalid_request_error"
+    default_code = "conversation_busy"
+
+
+class PayloadTooLargeError(BridgeError):
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimitError(BridgeError):
+    status = 429
+    type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.headers.setdefault("Retry-After", str(max(1, round(retry_after))))
+
+
+class UpstreamError(BridgeError):
+    status = 502
+    type = "upstream_error"
+    default_code = "upstream_error"
+
+
+class RunFailedError(UpstreamError):
+    default_code = "run_failed"
+
+
+class UpstreamAuthError(UpstreamError):
+    default_code = "upstream_authentication_failed"
+
+
+class StoreUnavailableError(BridgeError):
+    status = 503
+    type = "service_unavailable"
+    default_code = "state_store_unavailable"
+
+
+class UpstreamTimeoutError(BridgeError):
+    status = 504
+    type = "timeout_error"
+    default_code = "upstream_timeout"

@@ -1,0 +1,91 @@
+"""Shared fixtures: a real Redis (started if none answers), the emulator on a real port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from app.emulator import EmulatorOptions, create_emulator_app
+from tests.support.servers import ServerThread, free_port
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def _answers(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG") or s.recv(0) == b""
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """`REDIS_URL` (default db 15 on 127.0.0.1:6379); else a `redis-server` started on a free port."""
+    url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    if _answers(url):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.exit(
+            f"No Redis answers at {url} and no redis-server is installed: "
+            "install redis-server (apt-get install redis-server) or set REDIS_URL.",
+            returncode=3,
+        )
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = f"redis://127.0.0.1:{port}/15"
+    deadline = time.monotonic() + 10
+    while not _answers(started):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.exit(f"redis-server did not start on port {port}; set REDIS_URL.", returncode=3)
+        time.sleep(0.05)
+    try:
+        yield started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of its own for each test, so tests never see each other's state."""
+    return f"abtest:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[ServerThread]:
+    server = ServerThread(create_emulator_app(EmulatorOptions())).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def emulator(emulator_server: ServerThread) -> Iterator[ServerThread]:
+    """The session's emulator, reset (state, stats, faults, options) before each test."""
+    with httpx.Client(base_url=emulator_server.url) as c:
+        c.post("/_emulator/reset").raise_for_status()
+        c.post(
+            "/_emulator/config",
+            json={"latency_ms": 0, "token_delay_ms": 0, "run_expiry_s": 600, "token_ttl_s": 3600},
+        ).raise_for_status()
+    yield emulator_server
