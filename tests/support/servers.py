@@ -23,6 +23,7 @@ class ServerThread:
     """A uvicorn server in a daemon thread; `url` is its base address."""
 
     def __init__(self, app: Any, port: int | None = None) -> None:
+        self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -36,7 +37,10 @@ class ServerThread:
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        finally:
+            self.loop.close()  # else pytest (warnings as errors) fails the session on an unclosed loop
 
     def start(self) -> ServerThread:
         self.thread.start()

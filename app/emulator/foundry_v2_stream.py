@@ -1,0 +1,93 @@
+"""The Responses event stream (`stream: true`): `response.*` events with `sequence_number`, no `[DONE]`."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from app.emulator.hooks import EmulatorContext
+from app.emulator.http import sse
+from app.emulator.script import Plan
+
+_TERMINAL = {
+    "completed": "response.completed",
+    "failed": "response.failed",
+    "incomplete": "response.incomplete",
+}
+
+
+async def stream_events(
+    ctx: EmulatorContext,
+    body: dict[str, Any],
+    plan: Plan,
+    output: list[dict[str, Any]],
+    finish: Callable[[], dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    """Replay `output` as events; `finish()` gives the final Response (also run if the client goes away)."""
+    counter = itertools.count()
+
+    def event(kind: str, **fields: Any) -> bytes:
+        return sse(kind, {"type": kind, "sequence_number": next(counter), **fields})
+
+    try:
+        snapshot = copy.deepcopy(body)
+        yield event("response.created", response=snapshot)
+        yield event("response.in_progress", response=snapshot)
+        if plan.sleep_ms > 0:
+            await asyncio.sleep(plan.sleep_ms / 1000)
+        for index, item in enumerate(output):
+            if item["type"] == "message":
+                async for chunk in _message(ctx, event, index, item, plan):
+                    yield chunk
+            else:
+                yield event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "arguments": "", "status": "in_progress"},
+                )
+                yield event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=item["arguments"],
+                )
+                yield event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+                yield event("response.output_item.done", output_index=index, item=item)
+        final = copy.deepcopy(finish())
+        yield event(_TERMINAL.get(final["status"], "response.completed"), response=final)
+    finally:
+        finish()
+
+
+async def _message(
+    ctx: EmulatorContext, event: Callable[..., bytes], index: int, item: dict[str, Any], plan: Plan
+) -> AsyncIterator[bytes]:
+    part = item["content"][0]
+    where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+    yield event(
+        "response.output_item.added",
+        output_index=index,
+        item={**item, "status": "in_progress", "content": []},
+    )
+    yield event(
+        "response.content_part.added",
+        **where,
+        part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+    )
+    for n, delta in enumerate(plan.deltas or (part["text"],)):
+        delay = ctx.options.token_delay_ms
+        if n and delay > 0:
+            await asyncio.sleep(delay / 1000)
+        yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+    yield event("response.output_text.done", **where, text=part["text"], logprobs=[])
+    yield event("response.content_part.done", **where, part=part)
+    yield event("response.output_item.done", output_index=index, item=item)
