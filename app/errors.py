@@ -127,3 +127,7 @@ class UpstreamTimeoutError(BridgeError):
     status = 504
     type = "timeout_error"
     default_code = "upstream_timeout"
+
+
+class ConfigError(Exception):
+    """An invalid `config.yaml` or environment: start-up stops with this message (never sent to a client)."""

@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import httpx
@@ -16,6 +17,9 @@ import pytest
 
 from app.emulator import EmulatorOptions, create_emulator_app
 from tests.support.servers import ServerThread, free_port
+
+if TYPE_CHECKING:
+    from tests.support.bridge import Bridge
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -89,3 +93,12 @@ def emulator(emulator_server: ServerThread) -> Iterator[ServerThread]:
             json={"latency_ms": 0, "token_delay_ms": 0, "run_expiry_s": 600, "token_ttl_s": 3600},
         ).raise_for_status()
     yield emulator_server
+
+
+@pytest.fixture
+def bridge(emulator: ServerThread, redis_url: str, redis_prefix: str) -> Iterator[Bridge]:
+    """The bridge with the test routes (see `tests.support.bridge.routes_for`), on its own Redis prefix."""
+    from tests.support.bridge import running_bridge
+
+    with running_bridge(emulator.url, redis_url, redis_prefix) as running:
+        yield running

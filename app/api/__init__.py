@@ -1,0 +1,1 @@
+"""The HTTP surface (the only package that imports FastAPI): routes, dependencies, SSE, error rendering."""

@@ -1,0 +1,105 @@
+"""`POST /v1/chat/completions`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.api import sse
+from app.api.deps import OwnerDep, ServiceDep
+from app.core import chat_codec, timing
+from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.turn import ToolCall
+from app.errors import BridgeError, UpstreamError
+from app.wire.chat import ChatCompletionRequest
+
+router = APIRouter()
+
+
+def _bound_headers(first: TurnEvent) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if isinstance(first, ThreadBound):
+        if first.thread_id:
+            headers["x-thread-id"] = first.thread_id
+        if first.response_id:
+            headers["x-response-id"] = first.response_id
+    return headers
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest,
+    service: ServiceDep,
+    owner: OwnerDep,
+    x_conversation_id: Annotated[str | None, Header(max_length=256)] = None,
+) -> JSONResponse | StreamingResponse:
+    events = service.chat(body, owner=owner, conversation_id=x_conversation_id)
+    # The first event binds the upstream thread; errors before it are plain HTTP errors.
+    first = await anext(events)
+    headers = _bound_headers(first)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
+        frames = sse.guarded(_chunks(renderer, events), _stream_error)
+        return StreamingResponse(
+            frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers}
+        )
+    return await _complete(body.model, first, events, headers)
+
+
+async def _complete(
+    model: str, first: TurnEvent, events: AsyncIterator[TurnEvent], headers: dict[str, str]
+) -> JSONResponse:
+    parts: list[str] = []
+    calls: tuple[ToolCall, ...] = ()
+    done: TurnCompleted | None = None
+    async for event in _chain(first, events):
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        elif isinstance(event, ToolCallsRequired):
+            calls = event.calls
+        elif isinstance(event, TurnCompleted):
+            done = event
+    if done is None:
+        raise UpstreamError("The turn ended without an answer from the agent.")
+    completion = chat_codec.render_completion(
+        completion_id=chat_codec.new_completion_id(),
+        model=model,
+        created=int(time.time()),
+        text="".join(parts),
+        tool_calls=calls,
+        finish_reason=done.finish_reason,
+        usage=done.usage,
+    )
+    current = timing.current()
+    if current is not None:
+        headers["x-agent-bridge-overhead-ms"] = f"{current.overhead_ms():.3f}"
+    return JSONResponse(completion, headers=headers)
+
+
+async def _chain(first: TurnEvent, rest: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
+    yield first
+    async for event in rest:
+        yield event
+
+
+async def _chunks(renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent]) -> AsyncIterator[bytes]:
+    yield sse.data(renderer.role())
+    async for event in events:
+        if isinstance(event, TextDelta):
+            yield sse.data(renderer.text(event.text))
+        elif isinstance(event, ToolCallsRequired):
+            yield sse.data(renderer.tool_calls(event.calls))
+        elif isinstance(event, TurnCompleted):
+            yield sse.data(renderer.finish(event.finish_reason))
+            if renderer.include_usage:
+                yield sse.data(renderer.usage(event.usage))
+    yield sse.DONE
+
+
+def _stream_error(error: BridgeError) -> list[bytes]:
+    return [sse.data(error.envelope()), sse.DONE]

@@ -1,0 +1,76 @@
+"""The one place errors become HTTP: OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import BridgeError, InvalidRequestError, NotFoundError
+
+log = logging.getLogger("agent_bridge.errors")
+
+
+def render(error: BridgeError) -> JSONResponse:
+    return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [p for p in loc if p != "body"]
+    if not parts:
+        return None
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequestError:
+    """The first problem of a rejected body, naming the field like OpenAI does (`messages[0].role`)."""
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequestError("The request body is invalid.")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError("The request body is not valid JSON.", code="invalid_json")
+    param = _param(tuple(first.get("loc", ())))
+    if param is None:
+        if first.get("type") == "missing":
+            return InvalidRequestError("The request needs a JSON body.", code="missing_body")
+        return InvalidRequestError(f"The request body is invalid: {first.get('msg')}.", code="invalid_body")
+    kind = first.get("type", "")
+    if kind == "missing":
+        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return InvalidRequestError(f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value")
+
+
+def install(app: FastAPI) -> None:
+    async def bridge_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BridgeError)
+        return render(exc)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return render(validation_error(exc))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return render(NotFoundError(f"Unknown path: {request.method} {request.url.path}", code="unknown_url"))
+        error = InvalidRequestError(str(exc.detail), code=f"http_{exc.status_code}")
+        response = render(error)
+        response.status_code = exc.status_code
+        return response
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return render(BridgeError("The bridge hit an internal error; it has been logged.", code="internal_error"))
+
+    app.add_exception_handler(BridgeError, bridge_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,43 @@
+"""Liveness, readiness and the model list."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import SettingsDep, StoreDep
+from app.errors import StoreUnavailableError
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(settings: SettingsDep, store: StoreDep) -> JSONResponse:
+    checks: dict[str, Any] = {"config": {"ok": True, "routes": len(settings.routes)}}
+    try:
+        await store.ping()
+        checks["redis"] = {"ok": True}
+    except StoreUnavailableError as exc:
+        checks["redis"] = {"ok": False, "error": exc.message}
+    ready = all(c["ok"] for c in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/v1/models")
+async def models(settings: SettingsDep) -> dict[str, Any]:
+    created = int(time.time())
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": f"azure-{route.backend}"}
+            for name, route in settings.routes.items()
+        ],
+    }

@@ -1,0 +1,1 @@
+"""The Assistants backend: `asst_*` agents on Azure OpenAI or Foundry classic (threads and runs)."""

@@ -1,0 +1,122 @@
+"""HTTP calls of the Assistants API, on Azure OpenAI (`/openai/...`) or a Foundry project (classic paths)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from app.backends.upstream import SSEEvent, UpstreamClient
+from app.settings import RouteSettings
+
+AOAI_DEFAULT_API_VERSION = "2024-05-01-preview"
+FOUNDRY_CLASSIC_DEFAULT_API_VERSION = "v1"
+
+
+class AssistantsClient:
+    """One route's view of the Assistants API: the right base path, api-version and credentials."""
+
+    def __init__(self, upstream: UpstreamClient, route: RouteSettings) -> None:
+        self.upstream = upstream
+        endpoint = route.endpoint.rstrip("/")
+        if route.is_project:
+            self.base = endpoint
+            version = route.api_version or FOUNDRY_CLASSIC_DEFAULT_API_VERSION
+        else:
+            self.base = endpoint + "/openai"
+            version = route.api_version or AOAI_DEFAULT_API_VERSION
+        self.params = {"api-version": version}
+        self.lists_threads = route.is_project
+
+    def _url(self, path: str) -> str:
+        return self.base + path
+
+    # -- streamed operations (the default: no polling, text and tool calls as they happen) --------
+
+    def create_thread_and_run_stream(
+        self, body: dict[str, Any], deadline: float
+    ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
+        return self.upstream.stream(
+            "POST", self._url("/threads/runs"), json=body, params=self.params, deadline=deadline
+        )
+
+    def create_run_stream(
+        self, thread_id: str, body: dict[str, Any], deadline: float
+    ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
+        return self.upstream.stream(
+            "POST", self._url(f"/threads/{thread_id}/runs"), json=body, params=self.params, deadline=deadline
+        )
+
+    def submit_tool_outputs_stream(
+        self, thread_id: str, run_id: str, outputs: list[dict[str, str]], deadline: float
+    ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
+        return self.upstream.stream(
+            "POST",
+            self._url(f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
+            json={"tool_outputs": outputs, "stream": True},
+            params=self.params,
+            deadline=deadline,
+        )
+
+    # -- plain operations -------------------------------------------------------------------------
+
+    async def create_thread_and_run(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "POST", self._url("/threads/runs"), json=body, params=self.params, deadline=deadline, idempotent=False
+        )
+        return result
+
+    async def create_run(self, thread_id: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "POST",
+            self._url(f"/threads/{thread_id}/runs"),
+            json=body,
+            params=self.params,
+            deadline=deadline,
+            idempotent=False,
+        )
+        return result
+
+    async def submit_tool_outputs(
+        self, thread_id: str, run_id: str, outputs: list[dict[str, str]], deadline: float
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "POST",
+            self._url(f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
+            json={"tool_outputs": outputs},
+            params=self.params,
+            deadline=deadline,
+            idempotent=False,
+        )
+        return result
+
+    async def get_run(self, thread_id: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "GET", self._url(f"/threads/{thread_id}/runs/{run_id}"), params=self.params, deadline=deadline
+        )
+        return result
+
+    async def cancel_run(self, thread_id: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "POST", self._url(f"/threads/{thread_id}/runs/{run_id}/cancel"), params=self.params, deadline=deadline
+        )
+        return result
+
+    async def run_messages(self, thread_id: str, run_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
+        params = {**self.params, "run_id": run_id, "order": "asc", "limit": "100"}
+        result = await self.upstream.request(
+            "GET", self._url(f"/threads/{thread_id}/messages"), params=params, deadline=deadline
+        )
+        data: list[dict[str, Any]] = result.get("data") or []
+        return data
+
+    async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
+        await self.upstream.request(
+            "DELETE", self._url(f"/threads/{thread_id}"), params=self.params, deadline=deadline
+        )
+
+    async def get_assistant(self, assistant_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "GET", self._url(f"/assistants/{assistant_id}"), params=self.params
+        )
+        return result

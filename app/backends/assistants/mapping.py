@@ -1,0 +1,150 @@
+"""Pure translation between the neutral turn and the Assistants wire format (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.turn import FunctionTool, Item, Message, ToolCall, ToolResult, TurnOptions, Usage
+from app.errors import RunFailedError, ToolOutputsExpiredError, UpstreamError
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete", "requires_action"})
+ACTIVE = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
+
+
+def message_param(item: Item) -> dict[str, Any]:
+    """A conversation item as an Assistants message (`additional_messages` / `thread.messages`).
+
+    Threads hold only user and assistant text, so tool traffic from a replayed history is written
+    as text that keeps its meaning for the model.
+    """
+    if isinstance(item, ToolResult):
+        return {"role": "user", "content": f"[tool call {item.call_id} returned]\n{item.output or '(empty)'}"}
+    text = item.text
+    if item.tool_calls:
+        calls = "\n".join(f"[called {c.name}({c.arguments}) as {c.id}]" for c in item.tool_calls)
+        text = f"{text}\n{calls}" if text else calls
+    return {"role": item.role, "content": text or "(empty)"}
+
+
+def tool_param(tool: FunctionTool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    if tool.parameters is not None:
+        function["parameters"] = tool.parameters
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
+
+
+def run_params(
+    *,
+    assistant_id: str,
+    instructions: str | None,
+    tools: tuple[FunctionTool, ...] | None,
+    agent_tools: list[dict[str, Any]] | None,
+    options: TurnOptions,
+    stream: bool,
+) -> dict[str, Any]:
+    """The body of a run: system text as `additional_instructions` (it never enters the thread)."""
+    body: dict[str, Any] = {"assistant_id": assistant_id}
+    if stream:
+        body["stream"] = True
+    if instructions:
+        body["additional_instructions"] = instructions
+    if tools is not None:
+        # Request tools replace the agent's function tools; its built-in tools stay.
+        builtin = [t for t in agent_tools or [] if t.get("type") != "function"]
+        body["tools"] = builtin + [tool_param(t) for t in tools]
+    if options.temperature is not None:
+        body["temperature"] = options.temperature
+    if options.top_p is not None:
+        body["top_p"] = options.top_p
+    if options.max_output_tokens is not None:
+        body["max_completion_tokens"] = options.max_output_tokens
+    if options.tool_choice is not None:
+        body["tool_choice"] = options.tool_choice
+    if options.parallel_tool_calls is not None:
+        body["parallel_tool_calls"] = options.parallel_tool_calls
+    if options.response_format is not None:
+        body["response_format"] = options.response_format
+    return body
+
+
+def usage_of(run: dict[str, Any]) -> Usage | None:
+    usage = run.get("usage")
+    if not usage:
+        return None
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    return Usage(prompt, completion, int(usage.get("total_tokens") or prompt + completion))
+
+
+def tool_calls_of(run: dict[str, Any]) -> tuple[ToolCall, ...]:
+    action = run.get("required_action") or {}
+    calls = (action.get("submit_tool_outputs") or {}).get("tool_calls") or []
+    return tuple(
+        ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"].get("arguments") or "")
+        for c in calls
+        if c.get("type", "function") == "function"
+    )
+
+
+def text_deltas(delta_event: dict[str, Any]) -> list[str]:
+    """The text pieces of a `thread.message.delta` payload."""
+    out: list[str] = []
+    for part in (delta_event.get("delta") or {}).get("content") or []:
+        if part.get("type") == "text":
+            value = (part.get("text") or {}).get("value")
+            if value:
+                out.append(value)
+    return out
+
+
+def message_text(message: dict[str, Any]) -> str:
+    return "".join(
+        (part.get("text") or {}).get("value", "") for part in message.get("content") or [] if part.get("type") == "text"
+    )
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run that stopped should end the turn."""
+
+    finish_reason: str
+    usage: Usage | None
+
+
+def outcome(run: dict[str, Any], *, tool_round: bool) -> RunOutcome:
+    """Map a run's terminal status to the end of a turn, or raise the error the client should see."""
+    status = run.get("status")
+    if status == "completed":
+        return RunOutcome("stop", usage_of(run))
+    if status == "incomplete":
+        return RunOutcome("length", usage_of(run))
+    if status == "requires_action":
+        return RunOutcome("tool_calls", usage_of(run))
+    if status == "failed":
+        error = run.get("last_error") or {}
+        code = error.get("code") or "run_failed"
+        raise RunFailedError(f"The agent's run failed: {error.get('message') or code}", code=str(code))
+    if status == "expired":
+        if tool_round:
+            raise ToolOutputsExpiredError(
+                "The tool outputs came too late: the agent's run expired while waiting for them. "
+                "Send the conversation again to start a new run."
+            )
+        raise UpstreamError("The agent's run expired before it finished.", code="run_expired")
+    if status == "cancelled":
+        raise UpstreamError("The agent's run was cancelled upstream.", code="run_cancelled")
+    raise UpstreamError(f"The agent's run ended in an unexpected status {status!r}.")
+
+
+def active_run_id(message: str) -> str | None:
+    """The run id in Azure's 400 "Thread thread_x already has an active run run_y." (or the messages variant)."""
+    for word in message.replace(".", " ").split():
+        if word.startswith("run_"):
+            return word
+    return None
+

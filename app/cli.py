@@ -1,0 +1,148 @@
+"""`agent-bridge serve | emulator | dev | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from app.errors import ConfigError
+from app.settings import Settings, load_settings
+
+
+def _load(path: str) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"agent-bridge: invalid configuration\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _load(args.config)
+    if args.workers > 1:
+        if settings.redis_url is None:
+            print("agent-bridge: several workers need a shared Redis: set REDIS_URL.", file=sys.stderr)
+            return 2
+        os.environ["AGENT_BRIDGE_CONFIG"] = args.config
+        uvicorn.run(
+            "app.main:create_app_from_env", factory=True, host=args.host, port=args.port,
+            workers=args.workers, log_level=args.log_level, proxy_headers=True,
+        )
+        return 0
+    from app.main import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, proxy_headers=True)
+    return 0
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.emulator import EmulatorOptions, create_emulator_app
+
+    options = EmulatorOptions(
+        latency_ms=args.latency_ms,
+        token_delay_ms=args.token_delay_ms,
+        run_expiry_s=args.run_expiry_s,
+        empty=args.empty,
+    )
+    uvicorn.run(create_emulator_app(options), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    print(f"{args.config}: OK, {len(settings.routes)} routes")
+    for name, route in settings.routes.items():
+        target = route.assistant_id if route.assistant_id else f"{route.agent.name}:{route.agent.version or 'latest'}"  # type: ignore[union-attr]
+        print(f"  {name}: {route.backend} {target} at {route.endpoint} (auth {route.auth.type})")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    """The emulator and the bridge together, stopped together (`make run`)."""
+    _load(args.config)
+    exe = [sys.executable, "-m", "app.cli"]
+    emulator = subprocess.Popen([*exe, "emulator", "--host", args.host, "--port", str(args.emulator_port)])
+    bridge = subprocess.Popen(
+        [*exe, "serve", "--config", args.config, "--host", args.host, "--port", str(args.port)]
+    )
+    children = [emulator, bridge]
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(
+        f"agent-bridge: emulator on http://{args.host}:{args.emulator_port}, bridge on http://{args.host}:{args.port}"
+        " (Ctrl-C stops both)",
+        flush=True,
+    )
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    codes = [child.returncode or 0 for child in children]
+    return next((code for code in codes if code > 0), 0)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="agent-bridge", description="An OpenAI-compatible proxy for Azure agents.")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the bridge")
+    serve.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))
+    serve.add_argument("--host", default=os.environ.get("AGENT_BRIDGE_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("AGENT_BRIDGE_PORT", "8000")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("AGENT_BRIDGE_WORKERS", "1")))
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    emulator = sub.add_parser("emulator", help="run the local Azure emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8100)
+    emulator.add_argument("--latency-ms", type=float, default=0.0, help="latency added to every request")
+    emulator.add_argument("--token-delay-ms", type=float, default=0.0, help="spacing of streamed deltas")
+    emulator.add_argument("--run-expiry-s", type=float, default=600.0, help="how long a run waits for tool outputs")
+    emulator.add_argument("--empty", action="store_true", help="start without the demo agents")
+    emulator.add_argument("--log-level", default="warning")
+    emulator.set_defaults(run=_emulator)
+
+    dev = sub.add_parser("dev", help="run the emulator and the bridge together")
+    dev.add_argument("--config", default="config.yaml")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--emulator-port", type=int, default=8100)
+    dev.set_defaults(run=_dev)
+
+    check = sub.add_parser("check-config", help="validate a config file without starting")
+    check.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))
+    check.set_defaults(run=_check_config)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

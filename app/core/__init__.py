@@ -1,0 +1,1 @@
+"""The backend-neutral core: turns, events, the two client dialects' codecs, and the service."""

@@ -1,0 +1,90 @@
+"""Stateless chat clients on stateful upstream conversations: find what Azure already has.
+
+A chat client resends its whole history every turn. After each turn the fingerprint of the history
+*including the reply as the client will echo it* is stored against the upstream cursor (thread id or
+last response id). The next request's longest stored prefix tells where to continue and which items
+are new. With `X-Conversation-Id`, the client names the conversation instead and may send only its
+newest messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.core import fingerprint
+from app.core.turn import Item, Message
+
+
+class ConversationIndex(Protocol):
+    """Where fingerprints and conversation ids map to upstream cursors (the Redis store)."""
+
+    async def find_conversation(
+        self, owner: str, route: str, fingerprints: Sequence[str]
+    ) -> tuple[int, str] | None: ...
+
+    async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None: ...
+
+    async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None: ...
+
+    async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Resolution:
+    cursor: str | None
+    new_items: tuple[Item, ...]
+    prefix_fingerprint: str | None
+    """Fingerprint of the items the cursor already holds (None when unknown or new)."""
+
+
+def _after_last_assistant(items: tuple[Item, ...]) -> tuple[Item, ...]:
+    for index in range(len(items) - 1, -1, -1):
+        item = items[index]
+        if isinstance(item, Message) and item.role == "assistant":
+            return items[index + 1 :]
+    return items
+
+
+async def resolve(
+    index: ConversationIndex,
+    *,
+    owner: str,
+    route: str,
+    items: tuple[Item, ...],
+    conversation_id: str | None,
+) -> Resolution:
+    if conversation_id is not None:
+        cursor = await index.conversation_by_id(owner, route, conversation_id)
+        if cursor is None:
+            return Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
+        return Resolution(cursor=cursor, new_items=_after_last_assistant(items), prefix_fingerprint=None)
+    prints = fingerprint.chain(items)
+    # Only prefixes that end with an assistant message can have been stored.
+    candidates = [i for i, item in enumerate(items) if isinstance(item, Message) and item.role == "assistant"]
+    if not candidates:
+        return Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
+    hit = await index.find_conversation(owner, route, [prints[i] for i in candidates])
+    if hit is None:
+        return Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
+    position, cursor = hit
+    end = candidates[position]
+    return Resolution(cursor=cursor, new_items=items[end + 1 :], prefix_fingerprint=prints[end])
+
+
+async def remember(
+    index: ConversationIndex,
+    *,
+    owner: str,
+    route: str,
+    items: tuple[Item, ...],
+    reply: Message,
+    cursor: str,
+    conversation_id: str | None,
+) -> None:
+    """Store where this conversation continues, keyed by what the client will send next time."""
+    if conversation_id is not None:
+        await index.bind_conversation_id(owner, route, conversation_id, cursor)
+        return
+    await index.save_conversation(owner, route, fingerprint.extend(None, (*items, reply)), cursor)

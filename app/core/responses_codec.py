@@ -1,0 +1,298 @@
+"""Responses <-> the neutral turn: parse input items, render Responses and their full event stream.
+
+One `ResponseBuilder` serves both a streamed and a plain turn, so `responses.stream(...)`'s final
+response and the non-streamed result are the same object. Rendered dicts follow OpenAI's `Response`
+and `ResponseStreamEvent` schemas (the tests validate them).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from app.core.turn import FunctionTool, Item, Message, ToolCall, ToolResult, TurnOptions, Usage
+from app.errors import BridgeError, InvalidRequestError
+from app.wire.responses import ResponsesRequest
+
+_TEXT_PARTS = ("input_text", "output_text", "text")
+
+
+def _content_text(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequestError("Content must be a string or a list of parts.", param=where)
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS or not isinstance(part.get("text"), str):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise InvalidRequestError(
+                f"Content parts of type '{kind}' are not supported on Assistants routes; send text.",
+                param=f"{where}[{j}]",
+                code="unsupported_content",
+            )
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
+    """Input items as neutral items; system/developer messages and `instructions` become instructions."""
+    instructions: list[str] = [req.instructions] if req.instructions else []
+    if req.input is None or req.input == "" or req.input == []:
+        raise InvalidRequestError("input must not be empty.", param="input")
+    if isinstance(req.input, str):
+        return (Message("user", req.input),), "\n\n".join(instructions) or None
+    items: list[Item] = []
+    for i, raw in enumerate(req.input):
+        where = f"input[{i}]"
+        kind = raw.get("type", "message")
+        if kind == "message":
+            role = raw.get("role")
+            if role in ("system", "developer"):
+                instructions.append(_content_text(raw.get("content"), f"{where}.content"))
+            elif role in ("user", "assistant"):
+                items.append(Message(role, _content_text(raw.get("content"), f"{where}.content")))
+            else:
+                raise InvalidRequestError(f"Invalid role {role!r}.", param=f"{where}.role")
+        elif kind == "function_call":
+            call = ToolCall(
+                id=_required_str(raw, "call_id", where), name=_required_str(raw, "name", where),
+                arguments=str(raw.get("arguments") or ""),
+            )
+            last = items[-1] if items else None
+            if isinstance(last, Message) and last.role == "assistant":
+                items[-1] = Message("assistant", last.text, (*last.tool_calls, call))
+            else:
+                items.append(Message("assistant", "", (call,)))
+        elif kind == "function_call_output":
+            output = raw.get("output")
+            text = output if isinstance(output, str) else _content_text(output, f"{where}.output")
+            items.append(ToolResult(call_id=_required_str(raw, "call_id", where), output=text))
+        else:
+            raise InvalidRequestError(
+                f"Input items of type '{kind}' are not supported on Assistants routes.",
+                param=f"{where}.type",
+                code="unsupported_input",
+            )
+    if not items:
+        raise InvalidRequestError("input needs at least one user message or function_call_output.", param="input")
+    return tuple(items), "\n\n".join(instructions) or None
+
+
+def _required_str(raw: dict[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"Missing required parameter: '{where}.{key}'.", param=f"{where}.{key}")
+    return value
+
+
+def parse_tools(req: ResponsesRequest) -> tuple[FunctionTool, ...] | None:
+    if req.tools is None:
+        return None
+    tools = []
+    for i, tool in enumerate(req.tools):
+        if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+            raise InvalidRequestError(
+                "Only function tools can be given on Assistants routes; the agent's own tools stay.",
+                param=f"tools[{i}]",
+                code="unsupported_tool",
+            )
+        tools.append(
+            FunctionTool(
+                name=tool["name"], description=tool.get("description"), parameters=tool.get("parameters"),
+                strict=tool.get("strict"),
+            )
+        )
+    return tuple(tools)
+
+
+def parse_options(req: ResponsesRequest) -> TurnOptions:
+    tool_choice: str | dict[str, Any] | None = req.tool_choice
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function" and "name" in tool_choice:
+        tool_choice = {"type": "function", "function": {"name": tool_choice["name"]}}
+    return TurnOptions(
+        temperature=req.temperature,
+        top_p=req.top_p,
+        max_output_tokens=req.max_output_tokens,
+        tool_choice=tool_choice,
+        parallel_tool_calls=req.parallel_tool_calls,
+    )
+
+
+def new_response_id() -> str:
+    return "resp_" + secrets.token_hex(24)
+
+
+def usage_dict(usage: Usage | None) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+class ResponseBuilder:
+    """Builds one Response from neutral events; every method returns the stream events it implies."""
+
+    def __init__(self, req: ResponsesRequest, *, response_id: str | None = None) -> None:
+        self.id = response_id or new_response_id()
+        self.req = req
+        self.created_at = int(time.time())
+        self.status = "in_progress"
+        self.output: list[dict[str, Any]] = []
+        self.usage: Usage | None = None
+        self.error: dict[str, Any] | None = None
+        self.incomplete_details: dict[str, Any] | None = None
+        self.completed_at: int | None = None
+        self._seq = 0
+        self._message: dict[str, Any] | None = None
+        self._text: list[str] = []
+
+    # -- the Response object ----------------------------------------------------------------------
+
+    def response(self) -> dict[str, Any]:
+        req = self.req
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": self.status,
+            "completed_at": self.completed_at,
+            "error": self.error,
+            "incomplete_details": self.incomplete_details,
+            "instructions": req.instructions,
+            "max_output_tokens": req.max_output_tokens,
+            "model": req.model,
+            "output": [dict(item) for item in self.output],
+            "parallel_tool_calls": req.parallel_tool_calls if req.parallel_tool_calls is not None else True,
+            "previous_response_id": req.previous_response_id,
+            "store": req.store if req.store is not None else True,
+            "temperature": req.temperature if req.temperature is not None else 1.0,
+            "text": req.text or {"format": {"type": "text"}},
+            "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
+            "tools": req.tools or [],
+            "top_p": req.top_p if req.top_p is not None else 1.0,
+            "truncation": "disabled",
+            "usage": usage_dict(self.usage),
+            "metadata": req.metadata or {},
+        }
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return event
+
+    def start(self) -> list[dict[str, Any]]:
+        return [
+            self._event("response.created", response=self.response()),
+            self._event("response.in_progress", response=self.response()),
+        ]
+
+    def text(self, delta: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if self._message is None:
+            self._message = {
+                "id": "msg_" + secrets.token_hex(24), "type": "message", "status": "in_progress",
+                "role": "assistant", "content": [],
+            }
+            self.output.append(self._message)
+            index = len(self.output) - 1
+            events.append(self._event("response.output_item.added", output_index=index, item=dict(self._message)))
+            events.append(
+                self._event(
+                    "response.content_part.added", item_id=self._message["id"], output_index=index,
+                    content_index=0, part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                )
+            )
+        self._text.append(delta)
+        events.append(
+            self._event(
+                "response.output_text.delta", item_id=self._message["id"], output_index=len(self.output) - 1,
+                content_index=0, delta=delta, logprobs=[],
+            )
+        )
+        return events
+
+    def _close_message(self) -> list[dict[str, Any]]:
+        if self._message is None:
+            return []
+        message, self._message = self._message, None
+        index = self.output.index(message)
+        text = "".join(self._text)
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        message["content"] = [part]
+        message["status"] = "completed"
+        return [
+            self._event(
+                "response.output_text.done", item_id=message["id"], output_index=index, content_index=0,
+                text=text, logprobs=[],
+            ),
+            self._event(
+                "response.content_part.done", item_id=message["id"], output_index=index, content_index=0,
+                part=dict(part),
+            ),
+            self._event("response.output_item.done", output_index=index, item=dict(message)),
+        ]
+
+    def tool_calls(self, calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+        events = self._close_message()
+        for call in calls:
+            item = {
+                "id": "fc_" + secrets.token_hex(24), "type": "function_call", "status": "in_progress",
+                "call_id": call.id, "name": call.name, "arguments": "",
+            }
+            self.output.append(item)
+            index = len(self.output) - 1
+            events.append(self._event("response.output_item.added", output_index=index, item=dict(item)))
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta", item_id=item["id"], output_index=index,
+                    delta=call.arguments,
+                )
+            )
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                    name=call.name, arguments=call.arguments,
+                )
+            )
+            item["arguments"] = call.arguments
+            item["status"] = "completed"
+            events.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
+        return events
+
+    def finish(self, finish_reason: str, usage: Usage | None) -> list[dict[str, Any]]:
+        events = self._close_message()
+        self.usage = usage
+        self.completed_at = int(time.time())
+        if finish_reason == "length":
+            self.status = "incomplete"
+            self.incomplete_details = {"reason": "max_output_tokens"}
+            events.append(self._event("response.incomplete", response=self.response()))
+        else:
+            self.status = "completed"
+            events.append(self._event("response.completed", response=self.response()))
+        return events
+
+    def fail(self, error: BridgeError) -> list[dict[str, Any]]:
+        """A failure after the stream began: the response fails, then an error event says why."""
+        events = self._close_message()
+        self.status = "failed"
+        code = error.code if error.code in _RESPONSE_ERROR_CODES else "server_error"
+        self.error = {"code": code, "message": error.message}
+        events.append(self._event("response.failed", response=self.response()))
+        events.append(self._event("error", code=error.code, message=error.message, param=error.param))
+        return events
+
+
+# OpenAI's ResponseErrorCode values that a run's failure can carry through unchanged.
+_RESPONSE_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})

@@ -1,0 +1,193 @@
+"""`/v1/responses` for any route: Assistants turns rendered as Responses, Foundry v2 relayed whole.
+
+Response ids are owner-scoped: every id handed to a client is recorded with its owner before the
+client sees it, and every lookup (`previous_response_id`, GET, DELETE) checks it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from app.core import responses_codec
+from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted
+from app.core.records import ResponseRecord
+from app.core.service import AgentBackend
+from app.core.turn import TurnRequest
+from app.errors import InvalidRequestError, ModelNotFoundError, NotFoundError, RunFailedError
+from app.settings import RouteSettings, Settings
+from app.wire.responses import ResponsesRequest
+
+StreamEvent = dict[str, Any]
+
+
+class ResponseIndex(Protocol):
+    async def save_response(self, rec: ResponseRecord) -> None: ...
+
+    async def get_response(self, response_id: str, owner: str) -> ResponseRecord | None: ...
+
+    async def delete_response(self, response_id: str) -> None: ...
+
+
+class ResponsesPassthrough(Protocol):
+    """The Foundry v2 side: forwards a sanitized body with the route's agent_reference."""
+
+    def stream(self, body: dict[str, Any], *, model: str, deadline: float) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+
+    async def get(self, response_id: str, model: str) -> dict[str, Any]: ...
+
+    async def delete(self, response_id: str, model: str) -> dict[str, Any]: ...
+
+
+_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def final_response(events: list[StreamEvent]) -> dict[str, Any]:
+    """The Response a plain (non-streamed) request returns: the one the terminal event carries."""
+    for event in reversed(events):
+        if event.get("type") in _TERMINAL:
+            response: dict[str, Any] = event["response"]
+            if response.get("status") == "failed":
+                error = response.get("error") or {}
+                raise RunFailedError(
+                    f"The agent's response failed: {error.get('message') or 'no reason given'}",
+                    code=str(error.get("code") or "run_failed"),
+                )
+            return response
+    raise RunFailedError("The agent's response ended without a final status.", code="upstream_stream_ended")
+
+
+class ResponsesService:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Mapping[str, AgentBackend],
+        index: ResponseIndex,
+        passthrough: ResponsesPassthrough | None,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.index = index
+        self.passthrough = passthrough
+
+    def route(self, model: str) -> RouteSettings:
+        route = self.settings.route(model)
+        if route is None:
+            raise ModelNotFoundError(
+                f"The model '{model}' does not exist or you do not have access to it.", param="model"
+            )
+        return route
+
+    async def _previous(self, req: ResponsesRequest, owner: str) -> ResponseRecord | None:
+        if not req.previous_response_id:
+            return None
+        record = await self.index.get_response(req.previous_response_id, owner)
+        if record is None or record.route != req.model:
+            raise NotFoundError(
+                f"Previous response with id '{req.previous_response_id}' not found.",
+                param="previous_response_id",
+            )
+        return record
+
+    def respond(self, req: ResponsesRequest, body: dict[str, Any], *, owner: str) -> AsyncIterator[StreamEvent]:
+        """Responses stream events for one request, whatever the backend (first event: response.created)."""
+        route = self.route(req.model)
+        if route.backend == "foundry":
+            return self._relay(req, body, route, owner)
+        return self._assistants(req, route, owner)
+
+    async def _assistants(self, req: ResponsesRequest, route: RouteSettings, owner: str) -> AsyncIterator[StreamEvent]:
+        if req.conversation is not None:
+            raise InvalidRequestError(
+                "conversation is available on Foundry v2 routes; on Assistants routes continue a "
+                "conversation with previous_response_id.",
+                param="conversation",
+            )
+        items, instructions = responses_codec.parse_input(req)
+        previous = await self._previous(req, owner)
+        turn = TurnRequest(
+            owner=owner,
+            model=req.model,
+            route=route,
+            items=items,
+            cursor=previous.thread_id if previous else None,
+            new_items=items,
+            instructions=instructions,
+            tools=responses_codec.parse_tools(req),
+            options=responses_codec.parse_options(req),
+            deadline=time.monotonic() + route.timeout,
+        )
+        builder = responses_codec.ResponseBuilder(req)
+        async for event in self.backends["assistants"].run_turn(turn):
+            if isinstance(event, ThreadBound):
+                for out in builder.start():
+                    yield out
+            elif isinstance(event, TextDelta):
+                for out in builder.text(event.text):
+                    yield out
+            elif isinstance(event, ToolCallsRequired):
+                for out in builder.tool_calls(event.calls):
+                    yield out
+            elif isinstance(event, TurnCompleted):
+                final = builder.finish(event.finish_reason, event.usage)
+                if req.store is not False:
+                    await self.index.save_response(
+                        ResponseRecord(
+                            response_id=builder.id,
+                            owner=owner,
+                            route=req.model,
+                            backend="assistants",
+                            thread_id=event.cursor,
+                            run_id=None,
+                            upstream_id=None,
+                            created_at=time.time(),
+                            data={"response": builder.response()},
+                        )
+                    )
+                for out in final:
+                    yield out
+
+    async def _relay(
+        self, req: ResponsesRequest, body: dict[str, Any], route: RouteSettings, owner: str
+    ) -> AsyncIterator[StreamEvent]:
+        assert self.passthrough is not None
+        await self._previous(req, owner)
+        async for name, data in self.passthrough.stream(body, model=req.model, deadline=time.monotonic() + route.timeout):
+            if name == "response.created":
+                upstream_id = data["response"]["id"]
+                await self.index.save_response(
+                    ResponseRecord(
+                        response_id=upstream_id,
+                        owner=owner,
+                        route=req.model,
+                        backend="foundry",
+                        thread_id=None,
+                        run_id=None,
+                        upstream_id=upstream_id,
+                        created_at=time.time(),
+                    )
+                )
+            yield data
+
+    async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
+        record = await self._owned(response_id, owner)
+        if record.backend == "foundry":
+            assert self.passthrough is not None
+            return await self.passthrough.get(record.upstream_id or response_id, record.route)
+        response: dict[str, Any] = record.data.get("response", {})
+        return response
+
+    async def delete(self, response_id: str, *, owner: str) -> dict[str, Any]:
+        record = await self._owned(response_id, owner)
+        if record.backend == "foundry":
+            assert self.passthrough is not None
+            await self.passthrough.delete(record.upstream_id or response_id, record.route)
+        await self.index.delete_response(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    async def _owned(self, response_id: str, owner: str) -> ResponseRecord:
+        record = await self.index.get_response(response_id, owner)
+        if record is None:
+            raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
+        return record

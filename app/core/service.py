@@ -1,0 +1,101 @@
+"""The service: routes a model name to its backend and plays a chat turn through the neutral core."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.core import chat_codec, conversation
+from app.core.conversation import ConversationIndex
+from app.core.events import TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.turn import Message, ToolCall, TurnRequest
+from app.errors import InvalidRequestError, ModelNotFoundError
+from app.settings import RouteSettings, Settings
+from app.wire.chat import ChatCompletionRequest
+
+
+class AgentBackend(Protocol):
+    """Plays one turn against Azure and yields neutral events (see `app.core.events`)."""
+
+    def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]: ...
+
+
+@dataclass
+class Reply:
+    """What the agent said in a turn, accumulated from its events."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def message(self) -> Message:
+        return Message(role="assistant", text=self.text, tool_calls=self.tool_calls)
+
+
+class TurnService:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Mapping[str, AgentBackend],
+        index: ConversationIndex,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.index = index
+
+    def route(self, model: str) -> RouteSettings:
+        route = self.settings.route(model)
+        if route is None:
+            raise ModelNotFoundError(
+                f"The model '{model}' does not exist or you do not have access to it.", param="model"
+            )
+        return route
+
+    async def chat(
+        self, req: ChatCompletionRequest, *, owner: str, conversation_id: str | None
+    ) -> AsyncIterator[TurnEvent]:
+        """Play one chat turn; the conversation's new cursor is stored before the last event is yielded."""
+        route = self.route(req.model)
+        limit = self.settings.limits.max_messages
+        if len(req.messages) > limit:
+            raise InvalidRequestError(
+                f"Too many messages: {len(req.messages)}; this bridge accepts at most {limit}.",
+                param="messages",
+                code="too_many_messages",
+            )
+        parsed = chat_codec.parse_request(req)
+        found = await conversation.resolve(
+            self.index, owner=owner, route=req.model, items=parsed.items, conversation_id=conversation_id
+        )
+        turn = TurnRequest(
+            owner=owner,
+            model=req.model,
+            route=route,
+            items=parsed.items,
+            cursor=found.cursor,
+            new_items=found.new_items,
+            instructions=parsed.instructions,
+            tools=parsed.tools,
+            options=parsed.options,
+            deadline=time.monotonic() + route.timeout,
+        )
+        reply = Reply()
+        parts: list[str] = []
+        async for event in self.backends[route.backend].run_turn(turn):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, ToolCallsRequired):
+                reply.tool_calls = event.calls
+            elif isinstance(event, TurnCompleted):
+                reply.text = "".join(parts)
+                await conversation.remember(
+                    self.index,
+                    owner=owner,
+                    route=req.model,
+                    items=parsed.items,
+                    reply=reply.message(),
+                    cursor=event.cursor,
+                    conversation_id=conversation_id,
+                )
+            yield event

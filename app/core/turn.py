@@ -1,0 +1,87 @@
+"""The neutral model of one turn: conversation items, tools and options, whatever the client dialect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app.settings import RouteSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Literal["user", "assistant"]
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    call_id: str
+    output: str
+
+
+Item = Message | ToolResult
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionTool:
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOptions:
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """What a backend needs to play one turn against Azure."""
+
+    owner: str
+    model: str
+    route: RouteSettings
+    items: tuple[Item, ...]
+    """The whole conversation as the client holds it (used when a new upstream conversation is seeded)."""
+    cursor: str | None
+    """The upstream conversation to continue (Assistants: a thread id; Foundry v2: a response id)."""
+    new_items: tuple[Item, ...]
+    """What to send when `cursor` is still valid: the items the upstream side has not seen."""
+    instructions: str | None
+    tools: tuple[FunctionTool, ...] | None
+    """Function tools from the request; None keeps the agent's own."""
+    options: TurnOptions = field(default_factory=TurnOptions)
+    deadline: float = 0.0
+    """Absolute `time.monotonic()` by which the turn must end (the route's timeout)."""
+
+
+def pending_tool_results(items: tuple[Item, ...]) -> tuple[ToolResult, ...]:
+    """The tool results at the end of the conversation (the answer to the agent's last calls)."""
+    tail: list[ToolResult] = []
+    for item in reversed(items):
+        if not isinstance(item, ToolResult):
+            break
+        tail.append(item)
+    return tuple(reversed(tail))

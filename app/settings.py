@@ -1,0 +1,212 @@
+"""Settings: environment > config.yaml > defaults, validated once at start-up.
+
+`config.yaml` values may reference environment variables as `${VAR}` or `${VAR:-default}`.
+Every problem is reported as `<file>: <dotted.key>: <what is wrong>`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _duration(value: Any) -> Any:
+    """`30`, `30s`, `500ms`, `5m`, `2h`, `7d` -> seconds."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"expected a duration such as 30s, 5m or 7d, got {value!r}")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthSettings(_Strict):
+    """How the bridge authenticates to Azure for one route."""
+
+    type: Literal["api_key", "entra"] = "api_key"
+    api_key: str | None = None
+    client_id: str | None = None
+    """Entra only: the client id of a user-assigned managed identity."""
+    scope: str | None = None
+    """Entra only: overrides the scope the backend needs."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthSettings:
+        if self.type == "api_key" and not self.api_key:
+            raise ValueError("auth.type api_key needs auth.api_key")
+        return self
+
+
+class AgentRef(_Strict):
+    name: str = Field(min_length=1, max_length=256)
+    version: str | None = None
+
+
+class RouteSettings(_Strict):
+    """One model name a client can use, and the Azure agent behind it."""
+
+    endpoint: str
+    """Azure OpenAI resource (`https://<res>.openai.azure.com`) or Foundry project
+    (`https://<res>.services.ai.azure.com/api/projects/<project>`)."""
+    assistant_id: str | None = None
+    agent: AgentRef | None = None
+    api_version: str | None = None
+    auth: AuthSettings
+    upstream: Literal["stream", "poll"] = "stream"
+    """How the bridge follows an Assistants run: streamed (default) or polled with adaptive backoff."""
+    timeout: Seconds = 300.0
+    """Deadline of one turn; past it the run is cancelled and the client gets 504."""
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RouteSettings:
+        if (self.assistant_id is None) == (self.agent is None):
+            raise ValueError("a route needs exactly one of assistant_id (Assistants) or agent (Foundry v2)")
+        if self.assistant_id is not None and not self.assistant_id.startswith("asst_"):
+            raise ValueError(f"assistant_id must start with 'asst_', got {self.assistant_id!r}")
+        parsed = urlparse(self.endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"endpoint must be an http(s) URL, got {self.endpoint!r}")
+        if self.agent is not None and not self.is_project:
+            raise ValueError("a Foundry v2 agent needs a project endpoint (.../api/projects/<project>)")
+        return self
+
+    @property
+    def backend(self) -> Literal["assistants", "foundry"]:
+        return "assistants" if self.assistant_id is not None else "foundry"
+
+    @property
+    def is_project(self) -> bool:
+        return "/api/projects/" in urlparse(self.endpoint).path
+
+
+class ThreadSettings(_Strict):
+    ttl: Seconds = 7 * 86400.0
+    """Threads idle longer than this are deleted on Azure, then forgotten."""
+
+
+class LimitSettings(_Strict):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_messages: int = Field(default=1000, gt=0)
+    lock_wait: Seconds = 5.0
+    """How long a turn waits for a busy conversation before answering 409."""
+
+
+class Settings(BaseSettings):
+    """Everything the bridge is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENT_BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    redis_prefix: str = "ab:"
+    routes: dict[str, RouteSettings] = Field(default_factory=dict)
+    threads: ThreadSettings = ThreadSettings()
+    limits: LimitSettings = LimitSettings()
+    config_path: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    def route(self, model: str) -> RouteSettings | None:
+        return self.routes.get(model)
+
+
+_yaml_data: ContextVar[dict[str, Any]] = ContextVar("_yaml_data", default={})
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _yaml_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_yaml_data.get())
+
+
+def interpolate(node: Any, env: dict[str, str], path: str = "") -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of a parsed YAML tree."""
+    if isinstance(node, dict):
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def replace(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+
+    return _ENV_REF.sub(replace, node)
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read `config.yaml` (if given), interpolate env references, validate; raise ConfigError on any problem."""
+    environ = dict(os.environ if env is None else env)
+    data: dict[str, Any] = {}
+    source = str(path) if path is not None else "settings"
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: file not found") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        try:
+            data = interpolate(raw, environ)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        data["config_path"] = str(path)
+    token = _yaml_data.set(data)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from exc
+    finally:
+        _yaml_data.reset(token)

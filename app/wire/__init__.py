@@ -1,0 +1,1 @@
+"""OpenAI request models: generous on input (extra fields allowed), strict on the fields we use."""

@@ -1,0 +1,109 @@
+"""The bridge on a real port, configured against the test emulator and a real Redis."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+
+from app.backends.polling import PollPolicy
+from app.backends.retry import RetryPolicy
+from app.main import create_app
+from app.settings import Settings, load_settings
+from tests.support.servers import ServerThread
+
+KEY = {"type": "api_key", "api_key": "test-key"}
+
+
+def routes_for(emulator_url: str, **extra: dict[str, Any]) -> dict[str, Any]:
+    project = f"{emulator_url}/api/projects/demo"
+    routes: dict[str, Any] = {
+        "demo-assistant": {"endpoint": emulator_url, "assistant_id": "asst_demo", "auth": KEY},
+        "flights-assistant": {"endpoint": emulator_url, "assistant_id": "asst_flights", "auth": KEY},
+        "classic-assistant": {"endpoint": project, "assistant_id": "asst_demo", "auth": KEY},
+        "classic-flights": {"endpoint": project, "assistant_id": "asst_flights", "auth": KEY},
+        "poll-assistant": {"endpoint": emulator_url, "assistant_id": "asst_demo", "auth": KEY, "upstream": "poll"},
+        "poll-flights": {
+            "endpoint": emulator_url, "assistant_id": "asst_flights", "auth": KEY, "upstream": "poll",
+        },
+        "demo-agent": {"endpoint": project, "agent": {"name": "demo-agent", "version": "1"}, "auth": KEY},
+        "flights-agent": {"endpoint": project, "agent": {"name": "flights-demo", "version": "1"}, "auth": KEY},
+    }
+    routes.update(extra)
+    return routes
+
+
+@dataclass
+class Bridge:
+    server: ServerThread
+    settings: Settings
+    emulator_url: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        kwargs.setdefault("api_key", "unused")
+        kwargs.setdefault("max_retries", 0)
+        return openai.OpenAI(base_url=f"{self.url}/v1", **kwargs)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    @property
+    def state(self) -> Any:
+        """The bridge app's `app.state` (store, service, ...), for assertions on Redis."""
+        return self.server.app.state
+
+    # -- what the emulator saw ------------------------------------------------------------------
+
+    def emulator(self) -> httpx.Client:
+        return httpx.Client(base_url=self.emulator_url, timeout=30)
+
+    def emulator_threads(self) -> list[dict[str, Any]]:
+        with self.emulator() as c:
+            data: list[dict[str, Any]] = c.get("/_emulator/threads").json()["data"]
+            return data
+
+    def emulator_stats(self) -> dict[str, int]:
+        with self.emulator() as c:
+            stats: dict[str, int] = c.get("/_emulator/stats").json()["by_operation"]
+            return stats
+
+    def reset_stats(self) -> None:
+        with self.emulator() as c:
+            c.post("/_emulator/stats/reset").raise_for_status()
+
+    def fault(self, **spec: Any) -> None:
+        with self.emulator() as c:
+            c.post("/_emulator/faults", json=spec).raise_for_status()
+
+
+@contextlib.contextmanager
+def running_bridge(
+    emulator_url: str,
+    redis_url: str | None,
+    prefix: str,
+    *,
+    routes: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Iterator[Bridge]:
+    config = load_settings(
+        None,
+        env={},
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        routes=routes if routes is not None else routes_for(emulator_url),
+        **settings,
+    )
+    app = create_app(config, retry=RetryPolicy.testing(), poll=PollPolicy.testing())
+    server = ServerThread(app).start()
+    try:
+        yield Bridge(server=server, settings=config, emulator_url=emulator_url)
+    finally:
+        server.stop()

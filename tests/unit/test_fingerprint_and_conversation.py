@@ -1,0 +1,78 @@
+"""Fingerprints and the resolution of a chat history to an upstream cursor (pure, with a dict index)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from app.core import conversation, fingerprint
+from app.core.turn import Item, Message, ToolCall, ToolResult
+
+
+class DictIndex:
+    """An in-memory stand-in for Redis, implementing the ConversationIndex protocol."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.lookups = 0
+
+    async def find_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
+        self.lookups += 1
+        hit = None
+        for i, fp in enumerate(fingerprints):
+            if (v := self.data.get(f"{owner}:{route}:{fp}")) is not None:
+                hit = (i, v)
+        return hit
+
+    async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None:
+        self.data[f"{owner}:{route}:{fingerprint}"] = value
+
+    async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:
+        return self.data.get(f"{owner}:{route}:id:{conversation_id}")
+
+    async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None:
+        self.data[f"{owner}:{route}:id:{conversation_id}"] = value
+
+
+U1, A1, U2 = Message("user", "one"), Message("assistant", "Echo: one"), Message("user", "two")
+
+
+def test_chain_is_prefix_stable_and_content_sensitive() -> None:
+    full = fingerprint.chain([U1, A1, U2])
+    assert fingerprint.chain([U1, A1]) == full[:2]
+    assert fingerprint.extend(None, [U1, A1]) == full[1]
+    assert fingerprint.extend(full[0], [A1]) == full[1]
+    assert fingerprint.chain([Message("user", "one!")])[0] != full[0]
+    assert fingerprint.chain([Message("assistant", "one")])[0] != full[0]
+    call = Message("assistant", "", (ToolCall("c", "f", "{}"),))
+    assert fingerprint.chain([call])[0] != fingerprint.chain([Message("assistant", "", (ToolCall("c", "f", "{ }"),))])[0]
+    assert fingerprint.chain([ToolResult("c", "1")])[0] != fingerprint.chain([ToolResult("c", "2")])[0]
+
+
+async def test_resolution_finds_the_longest_remembered_prefix() -> None:
+    index = DictIndex()
+    first = await conversation.resolve(index, owner="o", route="r", items=(U1,), conversation_id=None)
+    assert first.cursor is None and first.new_items == (U1,)
+    assert index.lookups == 0  # no assistant message, nothing to look up
+    await conversation.remember(index, owner="o", route="r", items=(U1,), reply=A1, cursor="thread_1", conversation_id=None)
+    second = await conversation.resolve(index, owner="o", route="r", items=(U1, A1, U2), conversation_id=None)
+    assert second.cursor == "thread_1" and second.new_items == (U2,)
+    assert index.lookups == 1
+    # Another owner or another route with the same history starts afresh.
+    other = await conversation.resolve(index, owner="p", route="r", items=(U1, A1, U2), conversation_id=None)
+    assert other.cursor is None
+    edited = await conversation.resolve(
+        index, owner="o", route="r", items=(Message("user", "ONE"), A1, U2), conversation_id=None
+    )
+    assert edited.cursor is None and len(edited.new_items) == 3
+
+
+async def test_conversation_id_sends_only_what_follows_the_last_reply() -> None:
+    index = DictIndex()
+    fresh = await conversation.resolve(index, owner="o", route="r", items=(U1,), conversation_id="c")
+    assert fresh.cursor is None
+    await conversation.remember(index, owner="o", route="r", items=(U1,), reply=A1, cursor="thread_9", conversation_id="c")
+    items: tuple[Item, ...] = (U2,)
+    later = await conversation.resolve(index, owner="o", route="r", items=items, conversation_id="c")
+    assert later.cursor == "thread_9" and later.new_items == (U2,)
+    full = await conversation.resolve(index, owner="o", route="r", items=(U1, A1, U2), conversation_id="c")
+    assert full.new_items == (U2,)
