@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,14 +16,12 @@ from app.api import chat, errors, health, responses
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
-from app.backends.foundry.backend import FoundryBackend
-from app.backends.foundry.client import FoundryClient
-from app.backends.foundry.passthrough import FoundryPassthrough
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient
 from app.core.background import BackgroundTasks
+from app.core.keys import KeyRing
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
 from app.settings import RouteSettings, Settings, load_settings
@@ -61,26 +60,22 @@ def create_app(
         policy = retry or RetryPolicy()
         auths: list[AuthProvider] = []
         assistants_clients: dict[str, AssistantsClient] = {}
-        foundry_clients: dict[str, FoundryClient] = {}
         for name, route in settings.routes.items():
             auth = build_auth(route.auth, _scope_for(route))
             auths.append(auth)
             upstream = UpstreamClient(http, auth, policy, name=name)
             if route.backend == "assistants":
                 assistants_clients[name] = AssistantsClient(upstream, route)
-            else:
-                foundry_clients[name] = FoundryClient(upstream, route)
         backends: dict[str, AgentBackend] = {
             "assistants": AssistantsBackend(
                 assistants_clients, store, tasks, lock_wait_s=settings.limits.lock_wait, poll=poll
             ),
-            "foundry": FoundryBackend(foundry_clients, tasks),
         }
         app.state.settings = settings
         app.state.store = store
         app.state.tasks = tasks
         app.state.service = TurnService(settings, backends, store)
-        app.state.responses = ResponsesService(settings, backends, store, FoundryPassthrough(foundry_clients))
+        app.state.responses = ResponsesService(settings, backends, store, None)
         try:
             yield
         finally:
@@ -94,6 +89,13 @@ def create_app(
 
     app = FastAPI(title="Agent Bridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    app.state.started_at = time.time()
+    app.state.keys = KeyRing(settings.keys)
+    if app.state.keys.open_mode:
+        log.warning(
+            "No client keys are configured: the bridge is OPEN. Every caller is the single owner "
+            "'anonymous' and may use every route and the admin API. Configure `keys` or AGENT_BRIDGE_API_KEYS."
+        )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(chat.router)

@@ -45,7 +45,7 @@ class AuthSettings(_Strict):
     """How the bridge authenticates to Azure for one route."""
 
     type: Literal["api_key", "entra"] = "api_key"
-    api_key: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
     client_id: str | None = None
     """Entra only: the client id of a user-assigned managed identity."""
     scope: str | None = None
@@ -101,6 +101,23 @@ class RouteSettings(_Strict):
         return "/api/projects/" in urlparse(self.endpoint).path
 
 
+class KeySettings(_Strict):
+    """A client key: its name is the owner of everything created with it."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
+    key: str | None = Field(default=None, min_length=16, repr=False)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """The key's SHA-256 (hex), so the key itself need not be in the config."""
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    admin: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> KeySettings:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError("a key needs exactly one of key or sha256")
+        return self
+
+
 class ThreadSettings(_Strict):
     ttl: Seconds = 7 * 86400.0
     """Threads idle longer than this are deleted on Azure, then forgotten."""
@@ -125,7 +142,20 @@ class Settings(BaseSettings):
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     threads: ThreadSettings = ThreadSettings()
     limits: LimitSettings = LimitSettings()
+    keys: list[KeySettings] = Field(default_factory=list)
     config_path: str | None = None
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        names = [k.name for k in self.keys]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"key names must be unique (each is an owner): {duplicates}")
+        for key in self.keys:
+            unknown = sorted(set(key.models) - set(self.routes) - {"*"})
+            if unknown:
+                raise ValueError(f"key {key.name!r} allows unknown models {unknown}")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -184,6 +214,17 @@ def _format_errors(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def env_keys(value: str) -> list[dict[str, Any]]:
+    """`AGENT_BRIDGE_API_KEYS="team-a:<key>,team-b:<key>"`: extra keys for every model, not admin."""
+    keys = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, key = entry.partition(":")
+        if not sep or not name or not key:
+            raise ConfigError("AGENT_BRIDGE_API_KEYS: expected 'name:key' entries separated by commas")
+        keys.append({"name": name.strip(), "key": key.strip()})
+    return keys
+
+
 def load_settings(path: str | Path | None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Read `config.yaml` (if given), interpolate env references, validate; raise ConfigError on any problem."""
     environ = dict(os.environ if env is None else env)
@@ -203,6 +244,8 @@ def load_settings(path: str | Path | None, env: dict[str, str] | None = None, **
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         data["config_path"] = str(path)
+    if environ.get("AGENT_BRIDGE_API_KEYS"):
+        data["keys"] = [*data.get("keys", []), *env_keys(environ["AGENT_BRIDGE_API_KEYS"])]
     token = _yaml_data.set(data)
     try:
         return Settings(**overrides)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api import sse
-from app.api.deps import OwnerDep, ServiceDep
+from app.api.deps import PrincipalDep, ServiceDep
 from app.core import chat_codec, timing
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.turn import ToolCall
@@ -30,14 +30,15 @@ def _bound_headers(first: TurnEvent) -> dict[str, str]:
     return headers
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest,
     service: ServiceDep,
-    owner: OwnerDep,
+    principal: PrincipalDep,
     x_conversation_id: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JSONResponse | StreamingResponse:
-    events = service.chat(body, owner=owner, conversation_id=x_conversation_id)
+    principal.check_model(body.model)
+    events = service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
     # The first event binds the upstream thread; errors before it are plain HTTP errors.
     first = await anext(events)
     headers = _bound_headers(first)

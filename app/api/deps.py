@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
+from app.core.keys import KeyRing, Principal
 from app.core.responses_service import ResponsesService
 from app.core.service import TurnService
+from app.errors import PermissionDeniedError
 from app.settings import Settings
 from app.state.store import RedisStore
 
@@ -27,9 +29,19 @@ def _store(request: Request) -> RedisStore:
     return store
 
 
-def _owner(request: Request) -> str:
-    # Client keys arrive with the isolation issue; until then every caller is one owner.
-    return "anonymous"
+def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    keys: KeyRing = request.app.state.keys
+    return keys.authenticate(authorization)
+
+
+def _owner(principal: Annotated[Principal, Depends(_principal)]) -> str:
+    return principal.name
+
+
+def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if not principal.admin:
+        raise PermissionDeniedError("This endpoint needs an admin key.")
+    return principal
 
 
 def _request_id(request: Request) -> str:
@@ -39,7 +51,9 @@ def _request_id(request: Request) -> str:
 ServiceDep = Annotated[TurnService, Depends(_service)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[RedisStore, Depends(_store)]
+PrincipalDep = Annotated[Principal, Depends(_principal)]
 OwnerDep = Annotated[str, Depends(_owner)]
+AdminDep = Annotated[Principal, Depends(_admin)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,8 +20,15 @@ def render(error: BridgeError) -> JSONResponse:
     return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
 
 
+# Pydantic names the branch of a union in the location (`content.str`, `tool_choice.literal[...]`).
+_TYPE_TAG = re.compile(
+    r"^(str|int|float|bool|dict|list|none|literal|function-\w+|tagged-union|union|json-or-python|nullable|"
+    r"is-instance|[A-Z]\w*)(\[.*\])?$"
+)
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [p for p in loc if p != "body"]
+    parts = [p for p in loc if p != "body" and not (isinstance(p, str) and _TYPE_TAG.match(p))]
     if not parts:
         return None
     out = ""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import SettingsDep, StoreDep
+from app.api.deps import PrincipalDep, SettingsDep, StoreDep
 from app.errors import StoreUnavailableError
 
 router = APIRouter()
@@ -32,12 +31,13 @@ async def readyz(settings: SettingsDep, store: StoreDep) -> JSONResponse:
 
 
 @router.get("/v1/models")
-async def models(settings: SettingsDep) -> dict[str, Any]:
-    created = int(time.time())
+async def models(request: Request, settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
+    created = int(request.app.state.started_at)
     return {
         "object": "list",
         "data": [
             {"id": name, "object": "model", "created": created, "owned_by": f"azure-{route.backend}"}
             for name, route in settings.routes.items()
+            if principal.may_use(name)
         ],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import timing
@@ -46,36 +47,51 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over `max_bytes` with 413, by Content-Length or while reading a chunked body."""
+    """Refuses bodies over `max_bytes` with 413: by Content-Length up front, else while reading a
+    chunked body (which is then replayed to the app)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                scope.setdefault("state", {})["body_too_large"] = int(value)
-                break
-        received = 0
-        limit = self.max_bytes
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            if "body_too_large" in scope.get("state", {}):
-                raise _too_large(limit)
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _too_large(limit)
-            return message
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
+        await self.app(scope, replay, send)
 
-def _too_large(limit: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"The request body is larger than this bridge accepts ({limit} bytes).")
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = PayloadTooLargeError(f"The request body is larger than this bridge accepts ({self.max_bytes} bytes).")
+        response = JSONResponse(error.envelope(), status_code=error.status)
+        await response(scope, receive, send)

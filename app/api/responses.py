@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api import sse
-from app.api.deps import OwnerDep, ResponsesDep
+from app.api.deps import OwnerDep, PrincipalDep, ResponsesDep
 from app.core import timing
 from app.core.responses_service import StreamEvent, final_response
 from app.errors import BridgeError, InvalidRequestError, UpstreamError
@@ -18,15 +18,16 @@ from app.wire.responses import ResponsesRequest
 router = APIRouter()
 
 
-@router.post("/v1/responses")
+@router.post("/v1/responses", response_model=None)
 async def create_response(
-    body: ResponsesRequest, service: ResponsesDep, owner: OwnerDep
+    body: ResponsesRequest, service: ResponsesDep, principal: PrincipalDep
 ) -> JSONResponse | StreamingResponse:
+    principal.check_model(body.model)
     if body.background:
         raise InvalidRequestError("background responses are not supported by this bridge.", param="background")
     # What the client sent, extra fields included, for the Foundry pass-through.
     raw: dict[str, Any] = body.model_dump(exclude_unset=True)
-    events = service.respond(body, raw, owner=owner)
+    events = service.respond(body, raw, owner=principal.name)
     try:
         first = await anext(events)
     except StopAsyncIteration as exc:

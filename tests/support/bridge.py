@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -42,6 +42,7 @@ class Bridge:
     server: ServerThread
     settings: Settings
     emulator_url: str
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -50,7 +51,9 @@ class Bridge:
     def client(self, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("api_key", "unused")
         kwargs.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=f"{self.url}/v1", **kwargs)
+        client = openai.OpenAI(base_url=f"{self.url}/v1", **kwargs)
+        self.clients.append(client)
+        return client
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
@@ -103,7 +106,10 @@ def running_bridge(
     )
     app = create_app(config, retry=RetryPolicy.testing(), poll=PollPolicy.testing())
     server = ServerThread(app).start()
+    bridge = Bridge(server=server, settings=config, emulator_url=emulator_url)
     try:
-        yield Bridge(server=server, settings=config, emulator_url=emulator_url)
+        yield bridge
     finally:
+        for client in bridge.clients:
+            client.close()
         server.stop()

@@ -24,6 +24,7 @@ from app.errors import (
     BridgeError,
     ConflictError,
     InvalidRequestError,
+    NotFoundError,
     StoreUnavailableError,
     ToolOutputsExpiredError,
     UpstreamError,
@@ -42,7 +43,7 @@ _RUN_END_EVENTS = frozenset(
         "thread.run.expired",
     }
 )
-_AGENT_TOOLS_TTL_S = 300.0
+_AGENT_TTL_S = 300.0
 _CALL_RECORD_MARGIN_S = 3600.0
 
 
@@ -74,7 +75,7 @@ class AssistantsBackend:
         self.tasks = tasks
         self.lock_wait_s = lock_wait_s
         self.poll = poll or PollPolicy()
-        self._agent_tools: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._assistants: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
         client = self.clients[req.model]
@@ -118,6 +119,12 @@ class AssistantsBackend:
         """A new conversation: one request creates the thread with the history and starts the run."""
         stream = req.route.upstream == "stream"
         body = await self._run_body(client, req, stream=stream)
+        extra = body.pop("additional_instructions", None)
+        if extra:
+            # Creating a thread and its run takes no additional_instructions: append the system text
+            # to the agent's own instructions instead of replacing them.
+            own = (await self._assistant_of(client, req)).get("instructions") or ""
+            body["instructions"] = f"{own}\n\n{extra}" if own else extra
         body["thread"] = {
             "messages": [mapping.message_param(item) for item in req.items],
             "metadata": {"created_by": BRIDGE_TAG, "owner": req.owner[:512], "route": req.model[:512]},
@@ -378,7 +385,7 @@ class AssistantsBackend:
             run = await client.get_run(thread_id, run_id, req.deadline)
 
     async def _run_body(self, client: AssistantsClient, req: TurnRequest, *, stream: bool) -> dict[str, Any]:
-        agent_tools = await self._agent_tools_of(client, req) if req.tools is not None else None
+        agent_tools = (await self._assistant_of(client, req)).get("tools") if req.tools is not None else None
         return mapping.run_params(
             assistant_id=req.route.assistant_id or "",
             instructions=req.instructions,
@@ -388,15 +395,21 @@ class AssistantsBackend:
             stream=stream,
         )
 
-    async def _agent_tools_of(self, client: AssistantsClient, req: TurnRequest) -> list[dict[str, Any]]:
-        """The assistant's own tools (cached), so request tools can replace only its function tools."""
-        cached = self._agent_tools.get(req.model)
+    async def _assistant_of(self, client: AssistantsClient, req: TurnRequest) -> dict[str, Any]:
+        """The agent's definition (cached a few minutes): its instructions and built-in tools."""
+        cached = self._assistants.get(req.model)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        assistant = await client.get_assistant(req.route.assistant_id or "")
-        tools: list[dict[str, Any]] = list(assistant.get("tools") or [])
-        self._agent_tools[req.model] = (time.monotonic() + _AGENT_TOOLS_TTL_S, tools)
-        return tools
+        try:
+            assistant = await client.get_assistant(req.route.assistant_id or "")
+        except NotFoundError as exc:
+            raise UpstreamError(
+                f"The agent {req.route.assistant_id} of route '{req.model}' does not exist upstream; "
+                "check the bridge's configuration.",
+                code="agent_not_found",
+            ) from exc
+        self._assistants[req.model] = (time.monotonic() + _AGENT_TTL_S, assistant)
+        return assistant
 
 
 def _appendable(items: tuple[Item, ...]) -> bool:

@@ -1,0 +1,257 @@
+"""HTTP to Azure: auth headers, bounded retries, SSE parsing, error translation.
+
+Retries cover 408/429/5xx answers and connection failures, honour `retry-after-ms`/`retry-after`,
+and never sleep past the turn's deadline. A request that creates something (a run, tool outputs)
+is repeated only when it certainly did not reach Azure: a refused connection, or an answer that
+says it was not processed (429/5xx). Every failure leaves as an `app.errors` error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.backends.azure_auth import AuthProvider
+from app.backends.retry import RetryPolicy, server_hint
+from app.core import timing
+from app.errors import (
+    BridgeError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class SSEParser:
+    """Incremental server-sent-events parser: feed it lines, it returns complete events."""
+
+    __slots__ = ("_data", "_event")
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> SSEEvent | None:
+        if not line:
+            return self.flush()
+        if line[0] == ":":
+            return None
+        name, _, value = line.partition(":")
+        if value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None
+
+    def flush(self) -> SSEEvent | None:
+        if not self._data and not self._event:
+            return None
+        event = SSEEvent(self._event or "message", "\n".join(self._data))
+        self._event, self._data = "", []
+        return event
+
+
+def _error_fields(response: httpx.Response) -> tuple[str, str | None, str | None]:
+    """Azure's message, param and code from an error body of any of its shapes."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()[:500]
+        return text or f"HTTP {response.status_code}", None, None
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    if not isinstance(error, dict):
+        return str(error)[:500], None, None
+    message = str(error.get("message") or f"HTTP {response.status_code}")
+    param = error.get("param")
+    code = error.get("code")
+    return message, str(param) if param is not None else None, str(code) if code is not None else None
+
+
+def translate(response: httpx.Response) -> BridgeError:
+    status = response.status_code
+    message, param, code = _error_fields(response)
+    if status in (400, 422):
+        return InvalidRequestError(message, param=param, code=code)
+    if status in (401, 403):
+        return UpstreamAuthError(f"Upstream authentication failed (HTTP {status}): {message}")
+    if status == 404:
+        return NotFoundError(message, code="upstream_not_found")
+    if status == 409:
+        return ConflictError(message, code=code or "upstream_conflict")
+    if status == 429:
+        return RateLimitError(f"Azure is rate limiting this agent: {message}", retry_after=server_hint(response.headers))
+    if status in (408, 504):
+        return UpstreamTimeoutError(f"Azure timed out: {message}")
+    return UpstreamError(f"Azure answered HTTP {status}: {message}", code=code or "upstream_error")
+
+
+class UpstreamClient:
+    def __init__(self, http: httpx.AsyncClient, auth: AuthProvider, retry: RetryPolicy, *, name: str = "azure") -> None:
+        self.http = http
+        self.auth = auth
+        self.retry = retry
+        self.name = name
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        deadline: float | None = None,
+        idempotent: bool = True,
+    ) -> Any:
+        """Send a request and return its JSON body (None when empty)."""
+        response = await self._send(method, url, json, params, deadline, idempotent)
+        try:
+            with timing.upstream_wait():
+                content = await response.aread()
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError("Azure did not finish its answer in time.") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(f"The connection to Azure broke: {type(exc).__name__}.") from exc
+        finally:
+            await response.aclose()
+        if not content:
+            return None
+        try:
+            return json_loads(content)
+        except ValueError as exc:
+            raise UpstreamError("Azure answered with a body that is not JSON.") from exc
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        deadline: float | None = None,
+        idempotent: bool = False,
+    ) -> AsyncIterator[AsyncIterator[SSEEvent]]:
+        """Send a request whose answer is an event stream; yields its events as they arrive."""
+        response = await self._send(method, url, json, params, deadline, idempotent)
+        try:
+            yield self._events(response)
+        finally:
+            await response.aclose()
+
+    async def _events(self, response: httpx.Response) -> AsyncIterator[SSEEvent]:
+        parser = SSEParser()
+        lines = response.aiter_lines()
+        current = timing.current()
+        while True:
+            started = time.perf_counter()
+            try:
+                line = await anext(lines)
+            except StopAsyncIteration:
+                break
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeoutError("Azure stopped sending the run's events.") from exc
+            except httpx.TransportError as exc:
+                raise UpstreamError(f"The event stream from Azure broke: {type(exc).__name__}.") from exc
+            finally:
+                if current is not None:
+                    current.upstream_s += time.perf_counter() - started
+            event = parser.feed(line)
+            if event is not None:
+                yield event
+        last = parser.flush()
+        if last is not None:
+            yield last
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        params: dict[str, str] | None,
+        deadline: float | None,
+        idempotent: bool,
+    ) -> httpx.Response:
+        attempt = 0
+        reauthenticated = False
+        while True:
+            attempt += 1
+            headers = await self.auth.headers()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise UpstreamTimeoutError("The turn's deadline passed before Azure answered.")
+            request = self.http.build_request(
+                method, url, json=body, params=params, headers=headers,
+                timeout=httpx.Timeout(remaining, connect=min(10.0, remaining or 10.0)) if remaining else None,
+            )
+            current = timing.current()
+            if current is not None:
+                current.upstream_requests += 1
+            try:
+                with timing.upstream_wait():
+                    response = await self.http.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never left: safe to repeat even when it creates something.
+                if await self._pause(attempt, None, deadline):
+                    continue
+                raise UpstreamError(f"Could not reach Azure ({type(exc).__name__}).", code="upstream_unreachable") from exc
+            except httpx.TimeoutException as exc:
+                if idempotent and await self._pause(attempt, None, deadline):
+                    continue
+                raise UpstreamTimeoutError("Azure did not answer in time.") from exc
+            except httpx.TransportError as exc:
+                if idempotent and await self._pause(attempt, None, deadline):
+                    continue
+                raise UpstreamError(f"The connection to Azure broke: {type(exc).__name__}.") from exc
+            if response.status_code < 400:
+                return response
+            with timing.upstream_wait():
+                await response.aread()
+            await response.aclose()
+            if response.status_code == 401 and not reauthenticated and self.auth.invalidate():
+                # A cached token may have been revoked: fetch a new one, once.
+                reauthenticated = True
+                attempt -= 1
+                continue
+            if self.retry.retries(response.status_code) and await self._pause(
+                attempt, server_hint(response.headers), deadline
+            ):
+                continue
+            raise translate(response)
+
+    async def _pause(self, attempt: int, hint: float | None, deadline: float | None) -> bool:
+        """Sleep before the next attempt; False when attempts are used up or the wait outlasts the deadline."""
+        if attempt >= self.retry.max_attempts:
+            return False
+        if hint is not None and hint > self.retry.max_delay_s:
+            return False  # a long wait is the client's call: it gets the 429 with Retry-After
+        delay = self.retry.delay(attempt, hint)
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+
+def json_loads(content: bytes) -> Any:
+    return json.loads(content)

@@ -1,0 +1,315 @@
+"""The Redis store: every key the bridge writes, in one module.
+
+| key (after the prefix, default `ab:`)  | type   | holds                                         | lifetime                 |
+|----------------------------------------|--------|-----------------------------------------------|--------------------------|
+| `thread:{id}`                          | hash   | route, backend, owner, created_at, last_used_at, turns, metadata (JSON) | until Azure deleted it |
+| `threads:idle`                         | zset   | thread id scored by last use (the janitor's work list) | as the thread     |
+| `owner:{owner}:threads`                | set    | the owner's thread ids                        | as the threads           |
+| `conv:{owner}:{route}:{fingerprint}`   | string | thread id / last response id of a conversation | thread TTL              |
+| `conv:{owner}:{route}:id:{conversation}` | string | the same, for an `X-Conversation-Id`        | thread TTL               |
+| `call:{call_id}`                       | string | CallRecord (JSON)                             | until the run expires    |
+| `resp:{id}`                            | string | ResponseRecord (JSON)                         | response TTL             |
+| `lock:thread:{id}`                     | string | the holder's token (SET NX PX)                | one turn                 |
+| `lease:{name}`                         | string | the holder's token (one janitor sweep at a time) | one sweep             |
+
+Every Redis failure leaves this module as `StoreUnavailableError` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from typing import Any, ParamSpec, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.core.records import CallRecord, ResponseRecord, ThreadRecord
+from app.errors import StoreUnavailableError
+
+__all__ = ["CallRecord", "RedisStore", "ResponseRecord", "ThreadRecord"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Delete / extend a key only if it still holds our token (a lock or lease that expired and was
+# taken by someone else must not be released by us).
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+_EXTEND = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+)
+# Touch a thread only while it is still registered (the janitor may have forgotten it meanwhile).
+_TOUCH = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+redis.call('hset', KEYS[1], 'last_used_at', ARGV[1])
+redis.call('hincrby', KEYS[1], 'turns', ARGV[2])
+redis.call('zadd', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailableError(f"The state store is unavailable: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+def _thread_from(thread_id: str, fields: dict[str, str]) -> ThreadRecord | None:
+    if not fields:
+        return None
+    return ThreadRecord(
+        thread_id=thread_id,
+        route=fields["route"],
+        backend=fields["backend"],
+        owner=fields["owner"],
+        created_at=float(fields["created_at"]),
+        last_used_at=float(fields["last_used_at"]),
+        turns=int(fields.get("turns", 0)),
+        metadata=json.loads(fields.get("metadata") or "{}"),
+    )
+
+
+def _call_from(raw: str | None) -> CallRecord | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    data["sibling_ids"] = tuple(data["sibling_ids"])
+    return CallRecord(**data)
+
+
+class RedisStore:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "ab:",
+        thread_ttl_s: float = 7 * 86400,
+        response_ttl_s: float = 30 * 86400,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.thread_ttl_ms = int(thread_ttl_s * 1000)
+        self.response_ttl_ms = int(response_ttl_s * 1000)
+        self._release = redis.register_script(_RELEASE)
+        self._extend = redis.register_script(_EXTEND)
+        self._touch = redis.register_script(_TOUCH)
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @_translated
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    # -- the thread registry ---------------------------------------------------------------------
+
+    @_translated
+    async def record_thread(self, rec: ThreadRecord) -> None:
+        fields = {
+            "route": rec.route,
+            "backend": rec.backend,
+            "owner": rec.owner,
+            "created_at": repr(rec.created_at),
+            "last_used_at": repr(rec.last_used_at),
+            "turns": str(rec.turns),
+            "metadata": json.dumps(rec.metadata),
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key("thread", rec.thread_id), mapping=fields)
+            pipe.zadd(self.key("threads", "idle"), {rec.thread_id: rec.last_used_at})
+            pipe.sadd(self.key("owner", rec.owner, "threads"), rec.thread_id)
+            await pipe.execute()
+
+    @_translated
+    async def get_thread(self, thread_id: str, owner: str | None = None) -> ThreadRecord | None:
+        record = _thread_from(thread_id, await self.redis.hgetall(self.key("thread", thread_id)))
+        if record is None or (owner is not None and record.owner != owner):
+            return None
+        return record
+
+    @_translated
+    async def get_threads(self, thread_ids: Sequence[str]) -> list[ThreadRecord | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for thread_id in thread_ids:
+                pipe.hgetall(self.key("thread", thread_id))
+            rows = await pipe.execute()
+        return [_thread_from(t, row) for t, row in zip(thread_ids, rows, strict=True)]
+
+    @_translated
+    async def touch_thread(self, thread_id: str, *, now: float, turns: int = 1) -> bool:
+        keys = [self.key("thread", thread_id), self.key("threads", "idle")]
+        return bool(await self._touch(keys=keys, args=[repr(now), turns, thread_id]))
+
+    @_translated
+    async def forget_thread(self, thread_id: str) -> None:
+        """Only after Azure confirmed the deletion (or answered 404)."""
+        record_key = self.key("thread", thread_id)
+        owner = await self.redis.hget(record_key, "owner")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(record_key)
+            pipe.zrem(self.key("threads", "idle"), thread_id)
+            if owner is not None:
+                pipe.srem(self.key("owner", owner, "threads"), thread_id)
+            await pipe.execute()
+
+    @_translated
+    async def idle_threads(self, *, before: float, limit: int) -> list[str]:
+        """Threads last used before `before`, most idle first (reads only the expired end)."""
+        ids: list[str] = await self.redis.zrangebyscore(
+            self.key("threads", "idle"), "-inf", before, start=0, num=limit
+        )
+        return ids
+
+    @_translated
+    async def claim_idle(self, thread_id: str) -> bool:
+        """Take a thread off the work list; only one claimant gets True."""
+        return bool(await self.redis.zrem(self.key("threads", "idle"), thread_id))
+
+    @_translated
+    async def requeue_idle(self, thread_id: str, score: float) -> None:
+        await self.redis.zadd(self.key("threads", "idle"), {thread_id: score})
+
+    @_translated
+    async def scan_threads(self, *, after: str | None, limit: int, owner: str | None = None) -> list[str]:
+        """Registered thread ids in janitor order (most idle first), after the id `after`."""
+        zkey = self.key("threads", "idle")
+        start = 0
+        if after is not None:
+            rank = await self.redis.zrank(zkey, after)
+            start = 0 if rank is None else rank + 1
+        ids: list[str] = await self.redis.zrange(zkey, start, start + limit - 1)
+        if owner is not None:
+            members = await self.redis.smismember(self.key("owner", owner, "threads"), ids) if ids else []
+            ids = [i for i, member in zip(ids, members, strict=True) if member]
+        return ids
+
+    @_translated
+    async def count_threads(self) -> int:
+        return int(await self.redis.zcard(self.key("threads", "idle")))
+
+    @_translated
+    async def threads_of(self, owner: str) -> list[str]:
+        members: set[str] = await self.redis.smembers(self.key("owner", owner, "threads"))
+        return sorted(members)
+
+    # -- conversations ---------------------------------------------------------------------------
+
+    @_translated
+    async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None:
+        await self.redis.set(self.key("conv", owner, route, fingerprint), value, px=self.thread_ttl_ms)
+
+    @_translated
+    async def find_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
+        """One MGET; the longest remembered prefix wins."""
+        if not fingerprints:
+            return None
+        values = await self.redis.mget([self.key("conv", owner, route, fp) for fp in fingerprints])
+        for index in range(len(values) - 1, -1, -1):
+            if values[index] is not None:
+                return index, str(values[index])
+        return None
+
+    @_translated
+    async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None:
+        await self.redis.set(self.key("conv", owner, route, "id", conversation_id), value, px=self.thread_ttl_ms)
+
+    @_translated
+    async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:
+        value: str | None = await self.redis.get(self.key("conv", owner, route, "id", conversation_id))
+        return value
+
+    # -- tool calls ------------------------------------------------------------------------------
+
+    @_translated
+    async def save_calls(self, records: Sequence[CallRecord], ttl_s: float) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for record in records:
+                pipe.set(self.key("call", record.call_id), json.dumps(asdict(record)), px=int(ttl_s * 1000))
+            await pipe.execute()
+
+    @_translated
+    async def get_calls(self, call_ids: Sequence[str], owner: str) -> list[CallRecord | None]:
+        raw = await self.redis.mget([self.key("call", c) for c in call_ids]) if call_ids else []
+        records = [_call_from(r) for r in raw]
+        return [r if r is not None and r.owner == owner else None for r in records]
+
+    async def get_call(self, call_id: str, owner: str) -> CallRecord | None:
+        return (await self.get_calls([call_id], owner))[0]
+
+    @_translated
+    async def delete_calls(self, call_ids: Sequence[str]) -> None:
+        if call_ids:
+            await self.redis.delete(*[self.key("call", c) for c in call_ids])
+
+    # -- responses -------------------------------------------------------------------------------
+
+    @_translated
+    async def save_response(self, rec: ResponseRecord) -> None:
+        await self.redis.set(self.key("resp", rec.response_id), json.dumps(asdict(rec)), px=self.response_ttl_ms)
+
+    @_translated
+    async def get_response(self, response_id: str, owner: str) -> ResponseRecord | None:
+        raw = await self.redis.get(self.key("resp", response_id))
+        if raw is None:
+            return None
+        record = ResponseRecord(**json.loads(raw))
+        return record if record.owner == owner else None
+
+    @_translated
+    async def delete_response(self, response_id: str) -> None:
+        await self.redis.delete(self.key("resp", response_id))
+
+    # -- locks and leases ------------------------------------------------------------------------
+
+    async def acquire_lock(self, thread_id: str, *, ttl_ms: int, wait_s: float) -> str | None:
+        """One turn at a time per thread: SET NX PX, retried with short growing sleeps up to `wait_s`."""
+        return await self._acquire(self.key("lock", "thread", thread_id), ttl_ms=ttl_ms, wait_s=wait_s)
+
+    async def release_lock(self, thread_id: str, token: str) -> bool:
+        return await self._release_key(self.key("lock", "thread", thread_id), token)
+
+    @_translated
+    async def extend_lock(self, thread_id: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self._extend(keys=[self.key("lock", "thread", thread_id)], args=[token, ttl_ms]))
+
+    async def acquire_lease(self, name: str, *, ttl_ms: int) -> str | None:
+        return await self._acquire(self.key("lease", name), ttl_ms=ttl_ms, wait_s=0)
+
+    async def release_lease(self, name: str, token: str) -> bool:
+        return await self._release_key(self.key("lease", name), token)
+
+    @_translated
+    async def _acquire(self, key: str, *, ttl_ms: int, wait_s: float) -> str | None:
+        token = secrets.token_hex(16)
+        deadline = time.monotonic() + wait_s
+        delay = 0.005
+        while True:
+            if await self.redis.set(key, token, nx=True, px=ttl_ms):
+                return token
+            if time.monotonic() + delay > deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    @_translated
+    async def _release_key(self, key: str, token: str) -> bool:
+        return bool(await self._release(keys=[key], args=[token]))
+
+    # -- raw access for the admin view and tests ---------------------------------------------------
+
+    async def exists(self, *parts: str) -> bool:
+        return bool(await self._exists(self.key(*parts)))
+
+    @_translated
+    async def _exists(self, key: str) -> int:
+        return int(await self.redis.exists(key))

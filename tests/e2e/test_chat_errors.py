@@ -1,0 +1,313 @@
+"""Every failure a chat client can meet on an Assistants route, each in OpenAI's error envelope."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support.bridge import Bridge, running_bridge, routes_for
+from tests.support.chat import raw_sse, turn
+from tests.support.servers import ServerThread, free_port
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+
+
+def _error(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def _post(bridge: Bridge, body: Any, **kwargs: Any) -> httpx.Response:
+    with bridge.http() as c:
+        if isinstance(body, (dict, list)):
+            return c.post("/v1/chat/completions", json=body, **kwargs)
+        return c.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"}, **kwargs)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_unknown_model_is_404_model_not_found(bridge: Bridge) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        bridge.client().chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": "x"}])
+    assert info.value.code == "model_not_found"
+    error = _error(info.value.response)
+    assert error["param"] == "model" and "gpt-nope" in error["message"]
+    assert bridge.emulator_threads() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "demo-assistant"}, "messages"),
+        ({"model": "demo-assistant", "messages": []}, "messages"),
+        ({"model": "demo-assistant", "messages": "hello"}, "messages"),
+        ({"model": "demo-assistant", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": "demo-assistant", "messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
+        ({"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
+        ({"model": "demo-assistant", "messages": [{"role": "system", "content": "only a system prompt"}]}, "messages"),
+        ({"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, "messages[1].role"),
+        (
+            {"model": "demo-assistant", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]},
+            "messages[0].content[0].type",
+        ),
+    ],
+)
+def test_malformed_bodies_are_400_naming_the_field(bridge: Bridge, body: dict[str, Any], param: str) -> None:
+    response = _post(bridge, body)
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert bridge.emulator_threads() == []
+
+
+@pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b"null", b'"text"'])
+def test_non_object_bodies_are_400(bridge: Bridge, raw: bytes) -> None:
+    response = _post(bridge, raw)
+    assert response.status_code == 400, response.text
+    assert _error(response)["type"] == "invalid_request_error"
+
+
+def test_tool_message_with_unknown_call_id_is_400(bridge: Bridge) -> None:
+    response = _post(
+        bridge,
+        {
+            "model": "demo-assistant",
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_zzz", "content": "1"},
+            ],
+        },
+    )
+    assert response.status_code == 400
+    assert _error(response)["param"] == "messages[2].tool_call_id"
+
+
+def test_tool_call_id_the_bridge_never_issued_is_400(bridge: Bridge) -> None:
+    response = _post(
+        bridge,
+        {
+            "model": "demo-assistant",
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "tool_calls": [{"id": "call_forged", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_forged", "content": "1"},
+            ],
+        },
+    )
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["code"] == "unknown_tool_call_id" and "call_forged" in error["message"]
+
+
+def test_tool_outputs_missing_for_some_calls_is_400(bridge: Bridge) -> None:
+    client = bridge.client()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "/tool lookup {}\n/tool lookup {\"q\": 2}"}]
+    first = turn(client, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
+    assert len(first.tool_calls) == 2
+    calls = [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for c in first.tool_calls
+    ]
+    # Only one of the two calls answered, then the conversation goes on: rejected by the codec.
+    response = _post(
+        bridge,
+        {
+            "model": "demo-assistant",
+            "messages": [*messages, {"role": "assistant", "tool_calls": calls},
+                         {"role": "tool", "tool_call_id": calls[0]["id"], "content": "1"}],
+        },
+    )
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["code"] == "tool_outputs_missing" and calls[1]["id"] in error["message"]
+
+
+def test_azure_429_is_retried_per_retry_after(bridge: Bridge) -> None:
+    bridge.fault(path=r"/threads/runs$", status=429, count=2, retry_after_ms="20")
+    bridge.reset_stats()
+    reply = turn(bridge.client(), stream=False, model="demo-assistant", messages=[{"role": "user", "content": "hi"}])
+    assert reply.text == "Echo: hi"
+    assert bridge.emulator_stats()["POST /openai/threads/runs"] == 3
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_persistent_429_reaches_the_client_with_retry_after(bridge: Bridge, stream: bool) -> None:
+    bridge.fault(path=r"/threads/runs$", status=429, count=50, retry_after="7")
+    with pytest.raises(openai.RateLimitError) as info:
+        turn(bridge.client(), stream=stream, model="demo-assistant", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.response.headers["retry-after"] == "7"
+    assert _error(info.value.response)["type"] == "rate_limit_error"
+    assert bridge.emulator_threads() == []
+
+
+def test_failed_run_is_502_with_azure_last_error(bridge: Bridge) -> None:
+    response = _post(bridge, {"model": "demo-assistant", "messages": [{"role": "user", "content": "/fail rate_limit_exceeded"}]})
+    assert response.status_code == 502
+    error = _error(response)
+    assert error["code"] == "rate_limit_exceeded"
+    assert "rate_limit_exceeded" in error["message"]
+
+
+def test_error_after_the_first_streamed_byte_is_an_in_stream_error(bridge: Bridge) -> None:
+    payloads = raw_sse(
+        f"{bridge.url}/v1/chat/completions",
+        {"model": "demo-assistant", "stream": True, "messages": [{"role": "user", "content": "/fail server_error"}]},
+    )
+    assert payloads[-1] == "[DONE]"
+    error = payloads[-2]["error"]
+    assert error["code"] == "server_error" and error["type"] == "upstream_error"
+    with pytest.raises(openai.APIError):
+        turn(bridge.client(), stream=True, model="demo-assistant", messages=[{"role": "user", "content": "/fail x"}])
+
+
+def test_second_concurrent_turn_waits_then_gets_409(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
+    with running_bridge(emulator.url, redis_url, redis_prefix, limits={"lock_wait": "300ms"}) as bridge:
+        headers = {"X-Conversation-Id": "busy"}
+        client = bridge.client()
+        turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "start"}], extra_headers=headers)
+        slow_done = threading.Event()
+
+        def slow() -> None:
+            turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "/sleep 1500"}], extra_headers=headers)
+            slow_done.set()
+
+        worker = threading.Thread(target=slow)
+        worker.start()
+        time.sleep(0.3)
+        with pytest.raises(openai.ConflictError) as info:
+            turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "me too"}], extra_headers=headers)
+        assert _error(info.value.response)["code"] == "conversation_busy"
+        worker.join(10)
+        assert slow_done.is_set()
+        # Once the first turn is over the conversation takes the next one.
+        after = turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "now"}], extra_headers=headers)
+        assert after.text == "Echo: now"
+
+
+def test_tool_outputs_after_the_run_expired_are_a_clear_4xx(bridge: Bridge) -> None:
+    with bridge.emulator() as c:
+        c.post("/_emulator/config", json={"run_expiry_s": 1}).raise_for_status()
+    client = bridge.client()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "/tool lookup {}"}]
+    first = turn(client, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
+    call = first.tool_calls[0]
+    time.sleep(1.5)
+    messages += [
+        {"role": "assistant", "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "late"},
+    ]
+    response = _post(bridge, {"model": "demo-assistant", "messages": messages, "tools": TOOLS})
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["code"] == "tool_outputs_expired" and "too late" in error["message"]
+
+
+def test_disconnect_mid_stream_cancels_the_run_and_unlocks(bridge: Bridge) -> None:
+    headers = {"X-Conversation-Id": "leaving"}
+    client = bridge.client()
+    turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "hello"}], extra_headers=headers)
+    with bridge.emulator() as c:
+        c.post("/_emulator/config", json={"token_delay_ms": 300}).raise_for_status()
+    words = " ".join(f"w{i}" for i in range(40))
+    with httpx.Client(timeout=30) as c, c.stream(
+        "POST",
+        f"{bridge.url}/v1/chat/completions",
+        json={"model": "demo-assistant", "stream": True, "messages": [{"role": "user", "content": words}]},
+        headers=headers,
+    ) as response:
+        thread_id = response.headers["x-thread-id"]
+        for line in response.iter_lines():
+            if '"content":"Echo' in line or '"content": "Echo' in line:
+                break  # the run is producing text: hang up now
+
+    def cancelled() -> bool:
+        thread = next(t for t in bridge.emulator_threads() if t["id"] == thread_id)
+        return thread["runs"][-1]["status"] == "cancelled"
+
+    _wait_for(cancelled)
+    with bridge.emulator() as c:
+        c.post("/_emulator/config", json={"token_delay_ms": 0}).raise_for_status()
+    lock_key = f"{bridge.settings.redis_prefix}lock:thread:{thread_id}"
+    _wait_for(lambda: bridge.server.call(bridge.state.store.redis.exists(lock_key)) == 0)
+    after = turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "still here"}], extra_headers=headers)
+    assert after.text == "Echo: still here"
+
+
+def test_route_timeout_cancels_the_run_and_returns_504(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
+    routes = routes_for(emulator.url)
+    routes["demo-assistant"] = {**routes["demo-assistant"], "timeout": "1s"}
+    with running_bridge(emulator.url, redis_url, redis_prefix, routes=routes) as bridge:
+        started = time.monotonic()
+        response = _post(bridge, {"model": "demo-assistant", "messages": [{"role": "user", "content": "/sleep 4000"}]})
+        assert response.status_code == 504
+        assert time.monotonic() - started < 3.5
+        assert _error(response)["code"] == "upstream_timeout"
+        (thread,) = bridge.emulator_threads()
+        _wait_for(lambda: next(t for t in bridge.emulator_threads() if t["id"] == thread["id"])["runs"][-1]["status"] == "cancelled")
+
+
+def test_store_failure_after_thread_creation_is_503_and_nothing_is_orphaned(
+    emulator: ServerThread, redis_prefix: str
+) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    with running_bridge(emulator.url, dead_redis, redis_prefix) as bridge:
+        for stream in (False, True):
+            response = _post(bridge, {"model": "demo-assistant", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+            assert response.status_code == 503
+            assert _error(response)["code"] == "state_store_unavailable"
+        threads = bridge.emulator_threads()
+        assert len(threads) == 2
+        assert all(t["deleted"] for t in threads), threads
+        with bridge.http() as c:
+            assert c.get("/readyz").status_code == 503
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": 5, "messages": [{"role": "user", "content": "x"}]},
+        {"model": "demo-assistant", "messages": [None]},
+        {"model": "demo-assistant", "messages": [{"role": "tool", "content": "x"}]},
+        {"model": "demo-assistant", "messages": [{"role": "assistant", "tool_calls": [{"id": "", "function": {}}]}]},
+        {"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+        {"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}], "stream_options": "yes"},
+        {"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}], "tool_choice": 7},
+    ],
+)
+def test_no_input_yields_a_500(bridge: Bridge, body: dict[str, Any]) -> None:
+    response = _post(bridge, body)
+    assert 400 <= response.status_code < 500, response.text
+    _error(response)
+
+
+def test_body_over_the_limit_is_413(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
+    with running_bridge(emulator.url, redis_url, redis_prefix, limits={"max_body_bytes": 1000}) as bridge:
+        response = _post(bridge, {"model": "demo-assistant", "messages": [{"role": "user", "content": "x" * 2000}]})
+        assert response.status_code == 413
+        assert _error(response)["code"] == "request_too_large"
+
+
+def test_too_many_messages_is_400(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
+    with running_bridge(emulator.url, redis_url, redis_prefix, limits={"max_messages": 3}) as bridge:
+        messages = [{"role": "user", "content": str(i)} for i in range(4)]
+        response = _post(bridge, {"model": "demo-assistant", "messages": messages})
+        assert response.status_code == 400
+        assert _error(response)["code"] == "too_many_messages"
