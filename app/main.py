@@ -16,6 +16,9 @@ from app.api import chat, errors, health, responses
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
+from app.backends.foundry.backend import FoundryBackend
+from app.backends.foundry.client import FoundryClient
+from app.backends.foundry.passthrough import FoundryPassthrough
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
@@ -60,22 +63,26 @@ def create_app(
         policy = retry or RetryPolicy()
         auths: list[AuthProvider] = []
         assistants_clients: dict[str, AssistantsClient] = {}
+        foundry_clients: dict[str, FoundryClient] = {}
         for name, route in settings.routes.items():
             auth = build_auth(route.auth, _scope_for(route))
             auths.append(auth)
             upstream = UpstreamClient(http, auth, policy, name=name)
             if route.backend == "assistants":
                 assistants_clients[name] = AssistantsClient(upstream, route)
+            else:
+                foundry_clients[name] = FoundryClient(upstream, route)
         backends: dict[str, AgentBackend] = {
             "assistants": AssistantsBackend(
                 assistants_clients, store, tasks, lock_wait_s=settings.limits.lock_wait, poll=poll
             ),
+            "foundry": FoundryBackend(foundry_clients, tasks),
         }
         app.state.settings = settings
         app.state.store = store
         app.state.tasks = tasks
         app.state.service = TurnService(settings, backends, store)
-        app.state.responses = ResponsesService(settings, backends, store, None)
+        app.state.responses = ResponsesService(settings, backends, store, FoundryPassthrough(foundry_clients))
         try:
             yield
         finally:

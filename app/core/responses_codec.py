@@ -122,6 +122,18 @@ def parse_options(req: ResponsesRequest) -> TurnOptions:
     )
 
 
+def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A request tool as a Response lists it: function tools with every required key present."""
+    if tool.get("type") != "function":
+        return dict(tool)
+    return {
+        **tool,
+        "description": tool.get("description"),
+        "parameters": tool.get("parameters"),
+        "strict": tool.get("strict"),
+    }
+
+
 def new_response_id() -> str:
     return "resp_" + secrets.token_hex(24)
 
@@ -159,7 +171,7 @@ class ResponseBuilder:
 
     def response(self) -> dict[str, Any]:
         req = self.req
-        return {
+        response = {
             "id": self.id,
             "object": "response",
             "created_at": self.created_at,
@@ -177,12 +189,14 @@ class ResponseBuilder:
             "temperature": req.temperature if req.temperature is not None else 1.0,
             "text": req.text or {"format": {"type": "text"}},
             "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
-            "tools": req.tools or [],
+            "tools": [_echo_tool(t) for t in req.tools or []],
             "top_p": req.top_p if req.top_p is not None else 1.0,
             "truncation": "disabled",
-            "usage": usage_dict(self.usage),
             "metadata": req.metadata or {},
         }
+        if self.usage is not None:
+            response["usage"] = usage_dict(self.usage)
+        return response
 
     # -- events -----------------------------------------------------------------------------------
 

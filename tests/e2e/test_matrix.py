@@ -199,8 +199,10 @@ def test_responses_errors(bridge: Bridge, model: str) -> None:
     assert missing.value.code == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model=model, input="x", previous_response_id="resp_unknown")
-    with pytest.raises(openai.BadRequestError):
-        client.responses.create(model=model, input=[])
+    if model == "demo-assistant":
+        # Foundry routes pass the body through: there, an empty input is the agent service's call.
+        with pytest.raises(openai.BadRequestError):
+            client.responses.create(model=model, input=[])
     failed = httpx.post(f"{bridge.url}/v1/responses", json={"model": model, "input": "/fail server_error"}, timeout=30)
     assert failed.status_code == 502
     assert failed.json()["error"]["code"] == "server_error"

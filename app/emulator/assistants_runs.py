@@ -1,0 +1,329 @@
+"""The run executor: plays each run in a background task, event by event, and relays the events as SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import StreamingResponse
+
+from app.emulator import script
+from app.emulator.assistants_state import (
+    SEGMENT_END,
+    AssistantsStore,
+    Run,
+    Thread,
+    message_object,
+    message_text,
+    step_object,
+    text_part,
+)
+from app.emulator.hooks import EmulatorContext
+from app.emulator.http import EmulatorHTTPError, new_id, now, sse
+
+log = logging.getLogger(__name__)
+
+
+def _halves(text: str) -> list[str]:
+    """Function arguments arrive in two deltas (as a model streams them), or one if short."""
+    if len(text) < 2:
+        return [text]
+    middle = len(text) // 2
+    return [text[:middle], text[middle:]]
+
+
+class RunEngine:
+    """Starts, continues, cancels and expires runs; every state change is also an event in the run's log."""
+
+    def __init__(self, ctx: EmulatorContext, store: AssistantsStore) -> None:
+        self.ctx = ctx
+        self.store = store
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle entry points (called by the route handlers) ----
+
+    def begin(self, run: Run) -> None:
+        """A new run: `thread.run.created` and `thread.run.queued`, then the work in the background."""
+        run.log.emit("thread.run.created", run.obj)
+        run.log.emit("thread.run.queued", run.obj)
+        self._spawn(run)
+
+    def submit(self, run: Run, outputs: list[dict[str, str]]) -> None:
+        """Tool outputs for every pending call: the run is queued again and continues in the background."""
+        self.sweep(run.thread)
+        if run.status != "requires_action":
+            raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool outputs.')
+        expected = [call["id"] for call in run.pending]
+        got = [o["tool_call_id"] for o in outputs]
+        if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
+            raise EmulatorHTTPError(400, f"Expected tool outputs for call_ids {expected!r}, got {got!r}")
+        by_id = {o["tool_call_id"]: o["output"] for o in outputs}
+        step = run.steps[-1]
+        for call in step["step_details"]["tool_calls"]:
+            call["function"]["output"] = by_id.get(call["id"])
+        for call in run.pending:
+            run.tool_items.append(script.Item(kind="tool_output", text=by_id[call["id"]], call_id=call["id"]))
+        run.pending = []
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        run.obj.update(status="queued", required_action=None)
+        run.log.emit("thread.run.queued", run.obj)
+        self._spawn(run)
+
+    def cancel(self, run: Run) -> None:
+        self.sweep(run.thread)
+        if run.status not in ("queued", "in_progress", "requires_action"):
+            raise EmulatorHTTPError(400, f"Cannot cancel run with status '{run.status}'.")
+        run.obj["status"] = "cancelling"
+        run.log.emit("thread.run.cancelling", run.obj)
+        task = run.task
+        if task is not None and not task.done():
+            task.cancel()
+        self._background(self._finish_cancel(run, task))
+
+    def sweep(self, thread: Thread) -> None:
+        """Expire, lazily, every run of the thread whose wait for tool outputs has passed `expires_at`."""
+        for run in thread.runs:
+            if run.status == "requires_action" and time.time() >= run.deadline:
+                self.expire(run)
+
+    def expire(self, run: Run) -> None:
+        if run.status != "requires_action":
+            return
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        for step in run.steps:
+            if step["status"] == "in_progress":
+                step.update(status="expired", expired_at=now())
+                run.log.emit("thread.run.step.expired", step)
+        run.pending = []
+        run.obj.update(status="expired", required_action=None)
+        run.log.emit("thread.run.expired", run.obj)
+
+    def forget(self, thread: Thread) -> None:
+        """The thread is deleted: its active run stops without a trace on the wire."""
+        for run in thread.runs:
+            run.stop_background()
+            if run.status in ("queued", "in_progress", "requires_action", "cancelling"):
+                run.obj.update(status="cancelled", cancelled_at=now(), required_action=None)
+                run.log.emit("thread.run.cancelled", run.obj)
+
+    # ---- the stream relayed to a client ----
+
+    def stream(self, run: Run, start: int) -> StreamingResponse:
+        return StreamingResponse(
+            self._relay(run, start), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
+
+    @staticmethod
+    async def _relay(run: Run, start: int) -> AsyncIterator[bytes]:
+        """The run's events from `start` up to the end of this segment, then `done`. The client going
+        away stops only this relay, never the run."""
+        index = start
+        while True:
+            if index < len(run.log.events):
+                name, data = run.log.events[index]
+                index += 1
+                yield sse(name, data)
+                if name in SEGMENT_END:
+                    yield sse("done", "[DONE]")
+                    return
+                continue
+            if run.log.closed:
+                return
+            await run.log.changed()
+
+    # ---- the background work ----
+
+    def _spawn(self, run: Run) -> None:
+        run.task = self._background(self._execute(run))
+
+    def _background(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # a strong reference, else the loop may drop a running task
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _execute(self, run: Run) -> None:
+        try:
+            await asyncio.sleep(0)
+            run.obj["status"] = "in_progress"
+            if run.obj["started_at"] is None:
+                run.obj["started_at"] = now()
+            run.log.emit("thread.run.in_progress", run.obj)
+            self._complete_tool_step(run)
+            plan = script.plan_turn(run.assistant_name, self._items(run), run.tool_names)
+            if plan.sleep_ms > 0:
+                await asyncio.sleep(plan.sleep_ms / 1000)
+            if plan.kind == "tool_calls":
+                self._tool_calls(run, plan)
+            elif plan.kind == "fail":
+                self._fail(run, plan.error_code, plan.error_message, plan.usage)
+            else:
+                await self._message(run, plan)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not leave the run active forever
+            log.exception("run %s failed in the emulator", run.id)
+            self._fail(run, "server_error", f"The emulator failed: {exc!r}", None)
+
+    @staticmethod
+    def _items(run: Run) -> list[script.Item]:
+        items = [
+            script.Item(kind="user" if m["role"] == "user" else "assistant", text=message_text(m))
+            for m in run.thread.messages
+        ]
+        return items + run.tool_items
+
+    @staticmethod
+    def _complete_tool_step(run: Run) -> None:
+        if run.steps and run.steps[-1]["type"] == "tool_calls" and run.steps[-1]["status"] == "in_progress":
+            step = run.steps[-1]
+            step.update(status="completed", completed_at=now(), usage=run.step_usage.get(step["id"]))
+            run.log.emit("thread.run.step.completed", step)
+
+    def _add_usage(self, run: Run, usage: script.Usage) -> dict[str, int]:
+        run.prompt_tokens += usage.prompt_tokens
+        run.completion_tokens += usage.completion_tokens
+        return {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        }
+
+    def _tool_calls(self, run: Run, plan: script.Plan) -> None:
+        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
+        run.steps.append(step)
+        run.step_usage[step["id"]] = self._add_usage(run, plan.usage)
+        run.log.emit("thread.run.step.created", step)
+        run.log.emit("thread.run.step.in_progress", step)
+        calls = []
+        for index, planned in enumerate(plan.tool_calls):
+            call_id = new_id("call")
+            function = {"name": planned.name, "arguments": planned.arguments}
+            call = {"id": call_id, "type": "function", "function": function}
+            calls.append(call)
+            step["step_details"]["tool_calls"].append(
+                {"id": call_id, "type": "function",
+                 "function": {"name": planned.name, "arguments": planned.arguments, "output": None}}
+            )
+            first = {"index": index, "id": call_id, "type": "function",
+                     "function": {"name": planned.name, "arguments": "", "output": None}}
+            run.log.emit("thread.run.step.delta", self._step_delta(step, first))
+            for piece in _halves(planned.arguments):
+                more = {"index": index, "type": "function", "function": {"arguments": piece}}
+                run.log.emit("thread.run.step.delta", self._step_delta(step, more))
+            run.tool_items.append(
+                script.Item(kind="tool_call", name=planned.name, arguments=planned.arguments, call_id=call_id)
+            )
+        run.pending = calls
+        run.obj.update(
+            status="requires_action",
+            required_action={"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}},
+        )
+        run.log.emit("thread.run.requires_action", run.obj)
+        delay = max(0.0, run.deadline - time.time())
+        run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
+
+    @staticmethod
+    def _step_delta(step: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": step["id"],
+            "object": "thread.run.step.delta",
+            "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
+        }
+
+    async def _message(self, run: Run, plan: script.Plan) -> None:
+        thread = run.thread
+        message = message_object(
+            new_id("msg"), thread.id, "assistant", [],
+            assistant_id=run.obj["assistant_id"], run_id=run.id, status="in_progress",
+        )
+        step = step_object(
+            run, new_id("step"), "message_creation",
+            {"type": "message_creation", "message_creation": {"message_id": message["id"]}},
+        )
+        run.steps.append(step)
+        run.log.emit("thread.run.step.created", step)
+        run.log.emit("thread.run.step.in_progress", step)
+        thread.messages.append(message)
+        run.log.emit("thread.message.created", message)
+        run.log.emit("thread.message.in_progress", message)
+        text = ""
+        for n, delta in enumerate(plan.deltas or (plan.text,)):
+            delay = self.ctx.options.token_delay_ms
+            if n and delay > 0:
+                await asyncio.sleep(delay / 1000)
+            text += delta
+            message["content"] = [text_part(text)]
+            part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": delta}}
+            if n == 0:
+                part["text"]["annotations"] = []
+            run.log.emit(
+                "thread.message.delta",
+                {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [part]}},
+            )
+        usage = self._add_usage(run, plan.usage)
+        at = now()
+        if plan.kind == "incomplete":
+            message.update(status="incomplete", incomplete_at=at, incomplete_details={"reason": "max_tokens"})
+            run.log.emit("thread.message.incomplete", message)
+        else:
+            message.update(status="completed", completed_at=at)
+            run.log.emit("thread.message.completed", message)
+        step.update(status="completed", completed_at=at, usage=usage)
+        run.log.emit("thread.run.step.completed", step)
+        if plan.kind == "incomplete":
+            run.obj.update(
+                status="incomplete", incomplete_details={"reason": plan.incomplete_reason}, usage=run.usage()
+            )
+            run.log.emit("thread.run.incomplete", run.obj)
+        else:
+            run.obj.update(status="completed", completed_at=at, usage=run.usage())
+            run.log.emit("thread.run.completed", run.obj)
+
+    def _fail(self, run: Run, code: str, message: str, usage: script.Usage | None) -> None:
+        if usage is not None:
+            self._add_usage(run, usage)
+        at = now()
+        for step in run.steps:
+            if step["status"] == "in_progress":
+                error = {"code": "server_error", "message": message}
+                step.update(status="failed", failed_at=at, last_error=error)
+                run.log.emit("thread.run.step.failed", step)
+        for msg in run.thread.messages:
+            if msg["run_id"] == run.id and msg["status"] == "in_progress":
+                msg.update(status="incomplete", incomplete_at=at, incomplete_details={"reason": "run_failed"})
+                run.log.emit("thread.message.incomplete", msg)
+        run.obj.update(
+            status="failed", failed_at=at, last_error={"code": code, "message": message},
+            required_action=None, usage=run.usage(),
+        )
+        run.log.emit("thread.run.failed", run.obj)
+
+    async def _finish_cancel(self, run: Run, task: asyncio.Task[None] | None) -> None:
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+        if run.status != "cancelling":
+            return
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        at = now()
+        for step in run.steps:
+            if step["status"] == "in_progress":
+                step.update(status="cancelled", cancelled_at=at)
+                run.log.emit("thread.run.step.cancelled", step)
+        for msg in run.thread.messages:
+            if msg["run_id"] == run.id and msg["status"] == "in_progress":
+                reason = {"reason": "run_cancelled"}
+                msg.update(status="incomplete", incomplete_at=at, incomplete_details=reason)
+                run.log.emit("thread.message.incomplete", msg)
+        run.pending = []
+        run.obj.update(status="cancelled", cancelled_at=at, required_action=None)
+        run.log.emit("thread.run.cancelled", run.obj)

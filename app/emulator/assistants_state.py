@@ -1,0 +1,326 @@
+"""Assistants objects in memory (assistants, threads, messages, runs, steps), shared by both surfaces."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app.emulator.http import not_found, now
+from app.emulator.script import Item
+
+Surface = Literal["openai", "classic"]
+
+ACTIVE = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
+"""A run in one of these states blocks new messages and runs on its thread."""
+
+SEGMENT_END = frozenset(
+    {
+        "thread.run.requires_action",
+        "thread.run.completed",
+        "thread.run.incomplete",
+        "thread.run.failed",
+        "thread.run.cancelled",
+        "thread.run.expired",
+    }
+)
+"""After one of these events a stream sends `done` and ends."""
+
+# The seed notebook's two tools (the same JSON as tests/support/seed.py; the emulator imports no tests).
+SEED_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_flights",
+            "description": "returns the number of flights between two dates",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "date_1": {"type": "string", "description": "the first date"},
+                    "date_2": {"type": "string", "description": "the second date"},
+                },
+                "required": ["date_1", "date_2"],
+            },
+            "strict": False,
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "my_cat_born_date",
+            "description": "returns my cat's born date",
+            "parameters": {
+                "type": "object",
+                "properties": {"cat_name": {"type": "string", "description": "the cat's name"}},
+                "required": [],
+            },
+            "strict": False,
+        },
+    },
+]
+
+
+class EventLog:
+    """The events of one run, append-only; streamed requests follow it from where they joined."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.closed = False
+        self._changed = asyncio.Event()
+
+    def emit(self, name: str, data: Any) -> None:
+        self.events.append((name, copy.deepcopy(data)))
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+
+def text_part(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": {"value": value, "annotations": []}}
+
+
+def message_text(message: dict[str, Any]) -> str:
+    return "".join(p["text"]["value"] for p in message["content"] if p.get("type") == "text")
+
+
+def assistant_object(
+    assistant_id: str,
+    *,
+    model: str,
+    name: str | None = None,
+    description: str | None = None,
+    instructions: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    created_at: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": assistant_id,
+        "object": "assistant",
+        "created_at": created_at if created_at is not None else now(),
+        "name": name,
+        "description": description,
+        "model": model,
+        "instructions": instructions,
+        "tools": copy.deepcopy(tools or []),
+        "tool_resources": {},
+        "metadata": {},
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "response_format": "auto",
+    }
+
+
+def message_object(
+    message_id: str,
+    thread_id: str,
+    role: str,
+    content: list[dict[str, Any]],
+    *,
+    attachments: list[dict[str, Any]] | None = None,
+    metadata: dict[str, str] | None = None,
+    assistant_id: str | None = None,
+    run_id: str | None = None,
+    status: str = "completed",
+) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "object": "thread.message",
+        "created_at": now(),
+        "assistant_id": assistant_id,
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "role": role,
+        "status": status,
+        "incomplete_details": None,
+        "completed_at": None,
+        "incomplete_at": None,
+        "content": content,
+        "attachments": attachments or [],
+        "metadata": metadata or {},
+    }
+
+
+def step_object(run: Run, step_id: str, kind: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "object": "thread.run.step",
+        "created_at": now(),
+        "assistant_id": run.obj["assistant_id"],
+        "thread_id": run.thread.id,
+        "run_id": run.id,
+        "type": kind,
+        "status": "in_progress",
+        "step_details": details,
+        "last_error": None,
+        "expired_at": None,
+        "cancelled_at": None,
+        "failed_at": None,
+        "completed_at": None,
+        "metadata": {},
+        "usage": None,
+    }
+
+
+@dataclass(eq=False)
+class Thread:
+    id: str
+    surface: Surface
+    project: str | None
+    created_at: int
+    metadata: dict[str, str]
+    tool_resources: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The live messages, oldest first (a deleted message leaves this list)."""
+    runs: list[Run] = field(default_factory=list)
+    deleted_at: int | None = None
+
+    def obj(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "thread",
+            "created_at": self.created_at,
+            "tool_resources": copy.deepcopy(self.tool_resources),
+            "metadata": dict(self.metadata),
+        }
+
+    def active_run(self) -> Run | None:
+        return next((r for r in self.runs if r.status in ACTIVE), None)
+
+
+@dataclass(eq=False)
+class Run:
+    obj: dict[str, Any]
+    thread: Thread
+    assistant_name: str | None
+    tool_names: set[str]
+    deadline: float
+    """Wall-clock time (float seconds) at which a run waiting for tool outputs expires."""
+    log: EventLog = field(default_factory=EventLog)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    tool_items: list[Item] = field(default_factory=list)
+    """This run's tool calls and their outputs, in order (the script reads them after the messages)."""
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    """The tool calls waiting for outputs (`required_action.submit_tool_outputs.tool_calls`)."""
+    step_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.obj["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.obj["status"])
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def stop_background(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class AssistantsStore:
+    """Every assistant and every thread ever created (deleted threads stay, flagged, for the test hooks)."""
+
+    def __init__(self) -> None:
+        self.assistants: dict[str, dict[str, Any]] = {}
+        self.threads: dict[str, Thread] = {}
+
+    def reset(self, *, seed: bool) -> None:
+        for thread in self.threads.values():
+            for run in thread.runs:
+                run.stop_background()
+                run.log.close()
+        self.assistants.clear()
+        self.threads.clear()
+        if seed:
+            self.assistants["asst_demo"] = assistant_object(
+                "asst_demo", name="demo", model="gpt-4o", instructions="You are a helpful assistant."
+            )
+            self.assistants["asst_flights"] = assistant_object(
+                "asst_flights",
+                name="flights-demo",
+                model="gpt-4o",
+                description="You are a helpful AI assistant who helps answering questions",
+                tools=SEED_TOOLS,
+            )
+
+    def assistant(self, assistant_id: str) -> dict[str, Any]:
+        found = self.assistants.get(assistant_id)
+        if found is None:
+            raise not_found("assistant", assistant_id)
+        return found
+
+    def thread(self, thread_id: str, surface: Surface, project: str | None) -> Thread:
+        """A live thread of this surface (and project); a thread of another surface is unknown here."""
+        found = self.threads.get(thread_id)
+        if found is None or found.deleted_at is not None or (found.surface, found.project) != (
+            surface,
+            project,
+        ):
+            raise not_found("thread", thread_id)
+        return found
+
+    @staticmethod
+    def run(thread: Thread, run_id: str) -> Run:
+        found = next((r for r in thread.runs if r.id == run_id), None)
+        if found is None:
+            raise not_found("run", run_id)
+        return found
+
+    @staticmethod
+    def message(thread: Thread, message_id: str) -> dict[str, Any]:
+        found = next((m for m in thread.messages if m["id"] == message_id), None)
+        if found is None:
+            raise not_found("message", message_id)
+        return found
+
+    @staticmethod
+    def step(run: Run, step_id: str) -> dict[str, Any]:
+        found = next((s for s in run.steps if s["id"] == step_id), None)
+        if found is None:
+            raise not_found("run step", step_id)
+        return found
+
+    def view(self) -> list[dict[str, Any]]:
+        """What `/_emulator/threads` shows: every thread, deleted or not, with its messages and runs."""
+        return [
+            {
+                "id": t.id,
+                "surface": t.surface,
+                "project": t.project,
+                "created_at": t.created_at,
+                "metadata": dict(t.metadata),
+                "deleted": t.deleted_at is not None,
+                "deleted_at": t.deleted_at,
+                "messages": [
+                    {"id": m["id"], "role": m["role"], "text": message_text(m), "run_id": m["run_id"]}
+                    for m in t.messages
+                ],
+                "runs": [
+                    {"id": r.id, "status": r.status, "assistant_id": r.obj["assistant_id"]} for r in t.runs
+                ],
+            }
+            for t in self.threads.values()
+        ]
