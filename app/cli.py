@@ -32,8 +32,13 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         os.environ["AGENT_BRIDGE_CONFIG"] = args.config
         uvicorn.run(
-            "app.main:create_app_from_env", factory=True, host=args.host, port=args.port,
-            workers=args.workers, log_level=args.log_level, proxy_headers=True,
+            "app.main:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            proxy_headers=True,
         )
         return 0
     from app.main import create_app
@@ -71,9 +76,7 @@ def _dev(args: argparse.Namespace) -> int:
     _load(args.config)
     exe = [sys.executable, "-m", "app.cli"]
     emulator = subprocess.Popen([*exe, "emulator", "--host", args.host, "--port", str(args.emulator_port)])
-    bridge = subprocess.Popen(
-        [*exe, "serve", "--config", args.config, "--host", args.host, "--port", str(args.port)]
-    )
+    bridge = subprocess.Popen([*exe, "serve", "--config", args.config, "--host", args.host, "--port", str(args.port)])
     children = [emulator, bridge]
 
     def stop(signum: int, frame: object) -> None:

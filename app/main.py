@@ -16,10 +16,10 @@ from app.api import chat, errors, health, responses
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
+from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.passthrough import FoundryPassthrough
-from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient
@@ -86,7 +86,7 @@ def create_app(
         try:
             yield
         finally:
-            await tasks.drain(timeout=10.0)
+            await tasks.drain(within_s=10.0)
             await http.aclose()
             for auth in auths:
                 close = getattr(auth, "aclose", None)

@@ -84,7 +84,7 @@ def emulator_server() -> Iterator[ServerThread]:
 
 
 @pytest.fixture
-def emulator(emulator_server: ServerThread) -> Iterator[ServerThread]:
+def emulator(emulator_server: ServerThread) -> ServerThread:
     """The session's emulator, reset (state, stats, faults, options) before each test."""
     with httpx.Client(base_url=emulator_server.url) as c:
         c.post("/_emulator/reset").raise_for_status()
@@ -92,7 +92,7 @@ def emulator(emulator_server: ServerThread) -> Iterator[ServerThread]:
             "/_emulator/config",
             json={"latency_ms": 0, "token_delay_ms": 0, "run_expiry_s": 600, "token_ttl_s": 3600},
         ).raise_for_status()
-    yield emulator_server
+    return emulator_server
 
 
 @pytest.fixture

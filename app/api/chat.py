@@ -46,9 +46,7 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
         frames = sse.guarded(_chunks(renderer, events), _stream_error)
-        return StreamingResponse(
-            frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers}
-        )
+        return StreamingResponse(frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers})
     return await _complete(body.model, first, events, headers)
 
 

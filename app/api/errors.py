@@ -52,7 +52,9 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
         return InvalidRequestError(f"The request body is invalid: {first.get('msg')}.", code="invalid_body")
     kind = first.get("type", "")
     if kind == "missing":
-        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+        return InvalidRequestError(
+            f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+        )
     return InvalidRequestError(f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value")
 
 

@@ -24,9 +24,7 @@ def event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + body + b"\n\n"
 
 
-async def guarded(
-    frames: AsyncIterator[bytes], on_error: Callable[[BridgeError], list[bytes]]
-) -> AsyncIterator[bytes]:
+async def guarded(frames: AsyncIterator[bytes], on_error: Callable[[BridgeError], list[bytes]]) -> AsyncIterator[bytes]:
     """Relay `frames`; an error once streaming has begun becomes the frames `on_error` renders, and the
     stream then ends cleanly instead of being cut."""
     try:
@@ -37,5 +35,7 @@ async def guarded(
             yield frame
     except Exception:
         log.exception("unexpected error inside a stream")
-        for frame in on_error(BridgeError("The bridge hit an internal error; it has been logged.", code="internal_error")):
+        for frame in on_error(
+            BridgeError("The bridge hit an internal error; it has been logged.", code="internal_error")
+        ):
             yield frame

@@ -69,7 +69,9 @@ class EntraAuth:
             return await self.credential.get_token(self.scope)
         except (AzureError, ValueError, OSError) as exc:
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise UpstreamAuthError(f"Upstream authentication failed: could not get an Entra ID token ({reason}).") from exc
+            raise UpstreamAuthError(
+                f"Upstream authentication failed: could not get an Entra ID token ({reason})."
+            ) from exc
 
     def invalidate(self) -> bool:
         had, self._token = self._token is not None, None

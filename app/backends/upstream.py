@@ -101,7 +101,9 @@ def translate(response: httpx.Response) -> BridgeError:
     if status == 409:
         return ConflictError(message, code=code or "upstream_conflict")
     if status == 429:
-        return RateLimitError(f"Azure is rate limiting this agent: {message}", retry_after=server_hint(response.headers))
+        return RateLimitError(
+            f"Azure is rate limiting this agent: {message}", retry_after=server_hint(response.headers)
+        )
     if status in (408, 504):
         return UpstreamTimeoutError(f"Azure timed out: {message}")
     return UpstreamError(f"Azure answered HTTP {status}: {message}", code=code or "upstream_error")
@@ -202,7 +204,11 @@ class UpstreamClient:
             if remaining is not None and remaining <= 0:
                 raise UpstreamTimeoutError("The turn's deadline passed before Azure answered.")
             request = self.http.build_request(
-                method, url, json=body, params=params, headers=headers,
+                method,
+                url,
+                json=body,
+                params=params,
+                headers=headers,
                 timeout=httpx.Timeout(remaining, connect=min(10.0, remaining or 10.0)) if remaining else None,
             )
             current = timing.current()
@@ -215,7 +221,9 @@ class UpstreamClient:
                 # The request never left: safe to repeat even when it creates something.
                 if await self._pause(attempt, None, deadline):
                     continue
-                raise UpstreamError(f"Could not reach Azure ({type(exc).__name__}).", code="upstream_unreachable") from exc
+                raise UpstreamError(
+                    f"Could not reach Azure ({type(exc).__name__}).", code="upstream_unreachable"
+                ) from exc
             except httpx.TimeoutException as exc:
                 if idempotent and await self._pause(attempt, None, deadline):
                     continue

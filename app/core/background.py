@@ -31,9 +31,9 @@ class BackgroundTasks:
         except Exception:
             log.exception("background task failed")
 
-    async def drain(self, timeout: float) -> None:
+    async def drain(self, within_s: float) -> None:
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            await asyncio.wait(set(self._tasks), timeout=within_s)
 
     def __len__(self) -> int:
         return len(self._tasks)

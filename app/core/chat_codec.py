@@ -199,9 +199,7 @@ class ChunkRenderer:
         return self._chunk({"content": text})
 
     def tool_calls(self, calls: tuple[ToolCall, ...]) -> dict[str, Any]:
-        return self._chunk(
-            {"tool_calls": [{"index": i, **call} for i, call in enumerate(_tool_calls(calls))]}
-        )
+        return self._chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(_tool_calls(calls))]})
 
     def finish(self, reason: FinishReason) -> dict[str, Any]:
         return self._chunk({}, reason)

@@ -59,7 +59,8 @@ def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
                 raise InvalidRequestError(f"Invalid role {role!r}.", param=f"{where}.role")
         elif kind == "function_call":
             call = ToolCall(
-                id=_required_str(raw, "call_id", where), name=_required_str(raw, "name", where),
+                id=_required_str(raw, "call_id", where),
+                name=_required_str(raw, "name", where),
                 arguments=str(raw.get("arguments") or ""),
             )
             last = items[-1] if items else None
@@ -102,7 +103,9 @@ def parse_tools(req: ResponsesRequest) -> tuple[FunctionTool, ...] | None:
             )
         tools.append(
             FunctionTool(
-                name=tool["name"], description=tool.get("description"), parameters=tool.get("parameters"),
+                name=tool["name"],
+                description=tool.get("description"),
+                parameters=tool.get("parameters"),
                 strict=tool.get("strict"),
             )
         )
@@ -215,23 +218,33 @@ class ResponseBuilder:
         events: list[dict[str, Any]] = []
         if self._message is None:
             self._message = {
-                "id": "msg_" + secrets.token_hex(24), "type": "message", "status": "in_progress",
-                "role": "assistant", "content": [],
+                "id": "msg_" + secrets.token_hex(24),
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
             }
             self.output.append(self._message)
             index = len(self.output) - 1
             events.append(self._event("response.output_item.added", output_index=index, item=dict(self._message)))
             events.append(
                 self._event(
-                    "response.content_part.added", item_id=self._message["id"], output_index=index,
-                    content_index=0, part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                    "response.content_part.added",
+                    item_id=self._message["id"],
+                    output_index=index,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
                 )
             )
         self._text.append(delta)
         events.append(
             self._event(
-                "response.output_text.delta", item_id=self._message["id"], output_index=len(self.output) - 1,
-                content_index=0, delta=delta, logprobs=[],
+                "response.output_text.delta",
+                item_id=self._message["id"],
+                output_index=len(self.output) - 1,
+                content_index=0,
+                delta=delta,
+                logprobs=[],
             )
         )
         return events
@@ -247,11 +260,18 @@ class ResponseBuilder:
         message["status"] = "completed"
         return [
             self._event(
-                "response.output_text.done", item_id=message["id"], output_index=index, content_index=0,
-                text=text, logprobs=[],
+                "response.output_text.done",
+                item_id=message["id"],
+                output_index=index,
+                content_index=0,
+                text=text,
+                logprobs=[],
             ),
             self._event(
-                "response.content_part.done", item_id=message["id"], output_index=index, content_index=0,
+                "response.content_part.done",
+                item_id=message["id"],
+                output_index=index,
+                content_index=0,
                 part=dict(part),
             ),
             self._event("response.output_item.done", output_index=index, item=dict(message)),
@@ -261,22 +281,31 @@ class ResponseBuilder:
         events = self._close_message()
         for call in calls:
             item = {
-                "id": "fc_" + secrets.token_hex(24), "type": "function_call", "status": "in_progress",
-                "call_id": call.id, "name": call.name, "arguments": "",
+                "id": "fc_" + secrets.token_hex(24),
+                "type": "function_call",
+                "status": "in_progress",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": "",
             }
             self.output.append(item)
             index = len(self.output) - 1
             events.append(self._event("response.output_item.added", output_index=index, item=dict(item)))
             events.append(
                 self._event(
-                    "response.function_call_arguments.delta", item_id=item["id"], output_index=index,
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=index,
                     delta=call.arguments,
                 )
             )
             events.append(
                 self._event(
-                    "response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                    name=call.name, arguments=call.arguments,
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    name=call.name,
+                    arguments=call.arguments,
                 )
             )
             item["arguments"] = call.arguments

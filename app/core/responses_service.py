@@ -33,7 +33,9 @@ class ResponseIndex(Protocol):
 class ResponsesPassthrough(Protocol):
     """The Foundry v2 side: forwards a sanitized body with the route's agent_reference."""
 
-    def stream(self, body: dict[str, Any], *, model: str, deadline: float) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+    def stream(
+        self, body: dict[str, Any], *, model: str, deadline: float
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
 
     async def get(self, response_id: str, model: str) -> dict[str, Any]: ...
 
@@ -153,7 +155,9 @@ class ResponsesService:
     ) -> AsyncIterator[StreamEvent]:
         assert self.passthrough is not None
         await self._previous(req, owner)
-        async for name, data in self.passthrough.stream(body, model=req.model, deadline=time.monotonic() + route.timeout):
+        async for name, data in self.passthrough.stream(
+            body, model=req.model, deadline=time.monotonic() + route.timeout
+        ):
             if name == "response.created":
                 upstream_id = data["response"]["id"]
                 await self.index.save_response(

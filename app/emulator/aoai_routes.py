@@ -16,17 +16,41 @@ from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, list_params, new_id, now, page, read_json, sse
 
 ASSISTANT_FIELDS = (
-    "model", "name", "description", "instructions", "tools", "tool_resources", "metadata", "temperature", "top_p",
-    "response_format", "reasoning_effort",
+    "model",
+    "name",
+    "description",
+    "instructions",
+    "tools",
+    "tool_resources",
+    "metadata",
+    "temperature",
+    "top_p",
+    "response_format",
+    "reasoning_effort",
 )
 THREAD_FIELDS = ("messages", "tool_resources", "metadata")
 MESSAGE_FIELDS = ("role", "content", "attachments", "metadata")
 RUN_FIELDS = (
-    "assistant_id", "model", "instructions", "additional_instructions", "additional_messages", "tools",
-    "tool_resources", "stream", "temperature", "top_p", "max_prompt_tokens", "max_completion_tokens",
-    "truncation_strategy", "tool_choice", "response_format", "parallel_tool_calls", "metadata", "reasoning_effort",
+    "assistant_id",
+    "model",
+    "instructions",
+    "additional_instructions",
+    "additional_messages",
+    "tools",
+    "tool_resources",
+    "stream",
+    "temperature",
+    "top_p",
+    "max_prompt_tokens",
+    "max_completion_tokens",
+    "truncation_strategy",
+    "tool_choice",
+    "response_format",
+    "parallel_tool_calls",
+    "metadata",
+    "reasoning_effort",
 )
-THREAD_RUN_FIELDS = tuple(f for f in RUN_FIELDS if not f.startswith("additional_")) + ("thread",)
+THREAD_RUN_FIELDS = (*(f for f in RUN_FIELDS if not f.startswith("additional_")), "thread")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -43,7 +67,9 @@ def _new_message(thread: Thread, raw: dict[str, Any], where: str) -> dict[str, A
     unknown = set(raw) - set(MESSAGE_FIELDS)
     if unknown:
         key = sorted(unknown)[0]
-        raise EmulatorHTTPError(400, f"Unknown parameter: '{where}.{key}'.", param=f"{where}.{key}", code="unknown_parameter")
+        raise EmulatorHTTPError(
+            400, f"Unknown parameter: '{where}.{key}'.", param=f"{where}.{key}", code="unknown_parameter"
+        )
     role = raw.get("role")
     if role not in ("user", "assistant"):
         raise EmulatorHTTPError(
@@ -70,7 +96,10 @@ class AssistantsAPI:
         async def wrapped(request: Request) -> Response:
             if "api-version" not in request.query_params:
                 raise EmulatorHTTPError(
-                    400, "Missing required query parameter 'api-version'.", param="api-version", code="missing_api_version"
+                    400,
+                    "Missing required query parameter 'api-version'.",
+                    param="api-version",
+                    code="missing_api_version",
                 )
             response = await fn(request)
             response.headers.setdefault("apim-request-id", new_id("req"))
@@ -108,8 +137,13 @@ class AssistantsAPI:
     async def create_assistant(self, request: Request) -> Response:
         body = await read_json(request, allowed=ASSISTANT_FIELDS, required=("model",))
         assistant = assistant_object(
-            new_id("asst"), name=body.get("name"), model=body["model"], instructions=body.get("instructions"),
-            tools=body.get("tools") or [], description=body.get("description"), metadata=body.get("metadata"),
+            new_id("asst"),
+            name=body.get("name"),
+            model=body["model"],
+            instructions=body.get("instructions"),
+            tools=body.get("tools") or [],
+            description=body.get("description"),
+            metadata=body.get("metadata"),
         )
         self.state.assistants[assistant["id"]] = assistant
         return JSONResponse(assistant)
@@ -138,8 +172,13 @@ class AssistantsAPI:
     def _new_thread(self, request: Request, body: dict[str, Any]) -> Thread:
         project = request.path_params.get("project")
         thread = Thread(
-            data={"id": new_id("thread"), "object": "thread", "created_at": now(), "tool_resources": {},
-                  "metadata": body.get("metadata") or {}},
+            data={
+                "id": new_id("thread"),
+                "object": "thread",
+                "created_at": now(),
+                "tool_resources": {},
+                "metadata": body.get("metadata") or {},
+            },
             surface="classic" if project else "openai",
             project=project,
         )
@@ -155,7 +194,8 @@ class AssistantsAPI:
     async def list_threads(self, request: Request) -> Response:
         project = request.path_params["project"]
         items = [
-            t.data for t in self.state.threads.values()
+            t.data
+            for t in self.state.threads.values()
             if t.deleted_at is None and t.surface == "classic" and t.project == project
         ]
         return JSONResponse(page(items, **list_params(request)))
@@ -260,7 +300,9 @@ class AssistantsAPI:
         unknown = set(thread_body) - set(THREAD_FIELDS)
         if unknown:
             key = sorted(unknown)[0]
-            raise EmulatorHTTPError(400, f"Unknown parameter: 'thread.{key}'.", param=f"thread.{key}", code="unknown_parameter")
+            raise EmulatorHTTPError(
+                400, f"Unknown parameter: 'thread.{key}'.", param=f"thread.{key}", code="unknown_parameter"
+            )
         self.state.assistant(str(body["assistant_id"]))
         thread = self._new_thread(request, thread_body)
         run = self._start_run(thread, body)
@@ -286,7 +328,9 @@ class AssistantsAPI:
     async def cancel_run(self, request: Request) -> Response:
         run = self._run(request)
         self.executor.cancel(run)
-        return JSONResponse(copy.deepcopy(run.data) | {"status": "cancelling"} if run.status != "cancelled" else run.data)
+        return JSONResponse(
+            copy.deepcopy(run.data) | {"status": "cancelling"} if run.status != "cancelled" else run.data
+        )
 
     async def submit_tool_outputs(self, request: Request) -> Response:
         run = self._run(request)
@@ -335,7 +379,9 @@ class AssistantsAPI:
             Route("/threads/{thread_id}/runs/{run_id}", h(self.get_run), methods=["GET"]),
             Route("/threads/{thread_id}/runs/{run_id}", h(self.modify_run), methods=["POST"]),
             Route("/threads/{thread_id}/runs/{run_id}/cancel", h(self.cancel_run), methods=["POST"]),
-            Route("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", h(self.submit_tool_outputs), methods=["POST"]),
+            Route(
+                "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", h(self.submit_tool_outputs), methods=["POST"]
+            ),
             Route("/threads/{thread_id}/runs/{run_id}/steps", h(self.list_steps), methods=["GET"]),
             Route("/threads/{thread_id}/runs/{run_id}/steps/{step_id}", h(self.get_step), methods=["GET"]),
         ]

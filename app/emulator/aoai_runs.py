@@ -13,17 +13,15 @@ from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, new_id, now
 
 
-def run_object(
-    thread: Thread, assistant: dict[str, Any], body: dict[str, Any], expiry_s: float
-) -> dict[str, Any]:
+def run_object(thread: Thread, assistant: dict[str, Any], body: dict[str, Any], expiry_s: float) -> dict[str, Any]:
     created = now()
     instructions = body.get("instructions")
     if instructions is None:
         instructions = assistant.get("instructions") or ""
     if body.get("additional_instructions"):
-        instructions = f"{instructions}\n\n{body['additional_instructions']}" if instructions else body[
-            "additional_instructions"
-        ]
+        instructions = (
+            f"{instructions}\n\n{body['additional_instructions']}" if instructions else body["additional_instructions"]
+        )
     return {
         "id": new_id("run"),
         "object": "thread.run",
@@ -154,7 +152,7 @@ class RunExecutor:
             _set_status(run, "cancelled")
 
     def _require_action(self, run: Run, plan: script.Plan) -> None:
-        calls = [
+        calls: list[dict[str, Any]] = [
             {"id": new_id("call"), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in plan.tool_calls
         ]
@@ -162,17 +160,21 @@ class RunExecutor:
         run.emit("thread.run.step.created", copy.deepcopy(step))
         run.emit("thread.run.step.in_progress", copy.deepcopy(step))
         for index, call in enumerate(calls):
-            head = {"index": index, "id": call["id"], "type": "function",
-                    "function": {"name": call["function"]["name"], "arguments": "", "output": None}}
+            head = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": "", "output": None},
+            }
             run.emit("thread.run.step.delta", _step_delta(step["id"], head))
             run.emit(
                 "thread.run.step.delta",
-                _step_delta(step["id"], {"index": index, "type": "function",
-                                         "function": {"arguments": call["function"]["arguments"]}}),
+                _step_delta(
+                    step["id"],
+                    {"index": index, "type": "function", "function": {"arguments": call["function"]["arguments"]}},
+                ),
             )
-        step["step_details"]["tool_calls"] = [
-            {**c, "function": {**c["function"], "output": None}} for c in calls
-        ]
+        step["step_details"]["tool_calls"] = [{**c, "function": {**c["function"], "output": None}} for c in calls]
         for call in calls:
             run.tool_items.append((call["id"], call["function"]["name"], call["function"]["arguments"], None))
         _add_usage(run, plan.usage)
@@ -202,8 +204,11 @@ class RunExecutor:
             text += delta
             run.emit(
                 "thread.message.delta",
-                {"id": message["id"], "object": "thread.message.delta",
-                 "delta": {"content": [{"index": 0, "type": "text", "text": {"value": delta, "annotations": []}}]}},
+                {
+                    "id": message["id"],
+                    "object": "thread.message.delta",
+                    "delta": {"content": [{"index": 0, "type": "text", "text": {"value": delta, "annotations": []}}]},
+                },
             )
         finished = now()
         message["content"] = [{"type": "text", "text": {"value": text, "annotations": []}}]
@@ -235,7 +240,7 @@ class RunExecutor:
         if run.status != "requires_action":
             raise EmulatorHTTPError(
                 400,
-                f"Runs in status \"{run.status}\" do not accept tool outputs.",
+                f'Runs in status "{run.status}" do not accept tool outputs.',
                 param="tool_outputs",
             )
         pending = run.pending_call_ids()
@@ -300,8 +305,11 @@ def check_expiry(run: Run) -> None:
 
 
 def _step_delta(step_id: str, call: dict[str, Any]) -> dict[str, Any]:
-    return {"id": step_id, "object": "thread.run.step.delta",
-            "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}}
+    return {
+        "id": step_id,
+        "object": "thread.run.step.delta",
+        "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
+    }
 
 
 def dumps(value: Any) -> str:

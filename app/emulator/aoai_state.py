@@ -52,8 +52,15 @@ SEGMENT_END = frozenset(
 
 
 def assistant_object(
-    assistant_id: str, *, name: str | None, model: str, instructions: str | None, tools: list[dict[str, Any]],
-    description: str | None = None, metadata: dict[str, Any] | None = None, created_at: int | None = None,
+    assistant_id: str,
+    *,
+    name: str | None,
+    model: str,
+    instructions: str | None,
+    tools: list[dict[str, Any]],
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    created_at: int | None = None,
 ) -> dict[str, Any]:
     return {
         "id": assistant_id,
@@ -73,8 +80,15 @@ def assistant_object(
 
 
 def message_object(
-    thread_id: str, role: str, text: str, *, run_id: str | None = None, assistant_id: str | None = None,
-    status: str = "completed", metadata: dict[str, Any] | None = None, attachments: list[Any] | None = None,
+    thread_id: str,
+    role: str,
+    text: str,
+    *,
+    run_id: str | None = None,
+    assistant_id: str | None = None,
+    status: str = "completed",
+    metadata: dict[str, Any] | None = None,
+    attachments: list[Any] | None = None,
 ) -> dict[str, Any]:
     created = now()
     return {
@@ -89,16 +103,16 @@ def message_object(
         "incomplete_details": None,
         "completed_at": created if status == "completed" else None,
         "incomplete_at": None,
-        "content": [{"type": "text", "text": {"value": text, "annotations": []}}] if text or status == "completed" else [],
+        "content": [{"type": "text", "text": {"value": text, "annotations": []}}]
+        if text or status == "completed"
+        else [],
         "attachments": attachments or [],
         "metadata": metadata or {},
     }
 
 
 def message_text(message: dict[str, Any]) -> str:
-    return "".join(
-        part["text"]["value"] for part in message.get("content", []) if part.get("type") == "text"
-    )
+    return "".join(part["text"]["value"] for part in message.get("content", []) if part.get("type") == "text")
 
 
 @dataclass

@@ -11,8 +11,17 @@ from app.emulator.http import EmulatorHTTPError
 # Every field openai-python 3.x (`AzureOpenAI().beta...`) and azure-ai-agents 1.1.0 put in these bodies.
 ASSISTANT_FIELDS = frozenset(
     {
-        "model", "name", "description", "instructions", "tools", "tool_resources", "metadata",
-        "temperature", "top_p", "response_format", "reasoning_effort",
+        "model",
+        "name",
+        "description",
+        "instructions",
+        "tools",
+        "tool_resources",
+        "metadata",
+        "temperature",
+        "top_p",
+        "response_format",
+        "reasoning_effort",
     }
 )
 THREAD_FIELDS = frozenset({"messages", "tool_resources", "metadata"})
@@ -21,9 +30,23 @@ MESSAGE_FIELDS = frozenset({"role", "content", "attachments", "metadata"})
 METADATA_ONLY = frozenset({"metadata"})
 RUN_FIELDS = frozenset(
     {
-        "assistant_id", "model", "instructions", "additional_instructions", "additional_messages", "tools",
-        "tool_resources", "stream", "temperature", "top_p", "max_prompt_tokens", "max_completion_tokens",
-        "truncation_strategy", "tool_choice", "response_format", "parallel_tool_calls", "metadata",
+        "assistant_id",
+        "model",
+        "instructions",
+        "additional_instructions",
+        "additional_messages",
+        "tools",
+        "tool_resources",
+        "stream",
+        "temperature",
+        "top_p",
+        "max_prompt_tokens",
+        "max_completion_tokens",
+        "truncation_strategy",
+        "tool_choice",
+        "response_format",
+        "parallel_tool_calls",
+        "metadata",
         "reasoning_effort",
     }
 )
@@ -33,10 +56,21 @@ SUBMIT_FIELDS = frozenset({"tool_outputs", "stream"})
 TOOL_TYPES = frozenset(
     {
         # OpenAI / Azure OpenAI
-        "function", "code_interpreter", "file_search",
+        "function",
+        "code_interpreter",
+        "file_search",
         # Foundry classic (azure-ai-agents)
-        "bing_grounding", "bing_custom_search", "azure_ai_search", "azure_function", "openapi",
-        "connected_agent", "fabric_dataagent", "sharepoint_grounding", "deep_research", "mcp", "browser_automation",
+        "bing_grounding",
+        "bing_custom_search",
+        "azure_ai_search",
+        "azure_function",
+        "openapi",
+        "connected_agent",
+        "fabric_dataagent",
+        "sharepoint_grounding",
+        "deep_research",
+        "mcp",
+        "browser_automation",
         "computer_use_preview",
     }
 )
@@ -48,8 +82,15 @@ def invalid(message: str, param: str, code: str = "invalid_value") -> EmulatorHT
 
 
 def _type_error(param: str, expected: str, value: Any) -> EmulatorHTTPError:
-    got = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
-           dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    got = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
     message = f"Invalid type for '{param}': expected {expected}, but got {got} instead."
     return invalid(message, param, "invalid_type")
 
@@ -88,10 +129,13 @@ def number(value: Any, param: str, low: float, high: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _type_error(param, "a decimal", value)
     if not low <= value <= high:
-        raise invalid(f"Invalid '{param}': decimal above maximum value. Expected a value <= {high:g}, "
-                      f"but got {value} instead." if value > high else
-                      f"Invalid '{param}': decimal below minimum value. Expected a value >= {low:g}, "
-                      f"but got {value} instead.", param)
+        raise invalid(
+            f"Invalid '{param}': decimal above maximum value. Expected a value <= {high:g}, but got {value} instead."
+            if value > high
+            else f"Invalid '{param}': decimal below minimum value. Expected a value >= {low:g}, "
+            f"but got {value} instead.",
+            param,
+        )
     return float(value)
 
 
@@ -101,8 +145,9 @@ def integer(value: Any, param: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _type_error(param, "an integer", value)
     if value < 1:
-        raise invalid(f"Invalid '{param}': integer below minimum value. Expected a value >= 1, "
-                      f"but got {value} instead.", param)
+        raise invalid(
+            f"Invalid '{param}': integer below minimum value. Expected a value >= 1, but got {value} instead.", param
+        )
     return value
 
 
@@ -112,16 +157,22 @@ def metadata(value: Any, param: str = "metadata") -> dict[str, str] | None:
     if not isinstance(value, dict):
         raise _type_error(param, "an object", value)
     if len(value) > 16:
-        raise invalid(f"Invalid '{param}': too many properties. Expected an object with at most 16 "
-                      f"properties, but got an object with {len(value)} properties instead.", param)
+        raise invalid(
+            f"Invalid '{param}': too many properties. Expected an object with at most 16 "
+            f"properties, but got an object with {len(value)} properties instead.",
+            param,
+        )
     for key, item in value.items():
         if len(key) > 64:
             raise invalid(f"Invalid '{param}': key '{key[:64]}...' is longer than 64 characters.", param)
         if not isinstance(item, str):
             raise _type_error(f"{param}.{key}", "a string", item)
         if len(item) > 512:
-            raise invalid(f"Invalid '{param}.{key}': string too long. Expected a string with maximum "
-                          f"length 512, but got a string with length {len(item)} instead.", f"{param}.{key}")
+            raise invalid(
+                f"Invalid '{param}.{key}': string too long. Expected a string with maximum "
+                f"length 512, but got a string with length {len(item)} instead.",
+                f"{param}.{key}",
+            )
     return dict(value)
 
 
@@ -144,8 +195,10 @@ def tools(value: Any, param: str = "tools") -> list[dict[str, Any]] | None:
             raise _type_error(where, "an object", tool)
         kind = tool.get("type")
         if kind not in TOOL_TYPES:
-            raise invalid(f"Invalid value: '{kind}'. Supported values are: 'code_interpreter', 'function', "
-                          "and 'file_search'.", f"{where}.type")
+            raise invalid(
+                f"Invalid value: '{kind}'. Supported values are: 'code_interpreter', 'function', and 'file_search'.",
+                f"{where}.type",
+            )
         tool = copy.deepcopy(tool)
         if kind == "function":
             check_keys(tool, {"type", "function"}, where)
@@ -170,8 +223,10 @@ def response_format(value: Any, param: str = "response_format") -> Any:
         return value
     if isinstance(value, dict) and value.get("type") in ("text", "json_object", "json_schema"):
         return copy.deepcopy(value)
-    raise invalid(f"Invalid value for '{param}': expected 'auto' or an object with type 'text', "
-                  "'json_object' or 'json_schema'.", param)
+    raise invalid(
+        f"Invalid value for '{param}': expected 'auto' or an object with type 'text', 'json_object' or 'json_schema'.",
+        param,
+    )
 
 
 def tool_choice(value: Any) -> Any:
@@ -181,11 +236,13 @@ def tool_choice(value: Any) -> Any:
         if value["type"] == "function":
             fn = value.get("function")
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise invalid("Missing required parameter: 'tool_choice.function.name'.",
-                              "tool_choice.function.name", "missing_required_parameter")
+                raise invalid(
+                    "Missing required parameter: 'tool_choice.function.name'.",
+                    "tool_choice.function.name",
+                    "missing_required_parameter",
+                )
         return copy.deepcopy(value)
-    raise invalid(f"Invalid value: '{value}'. Supported values are: 'none', 'auto', and 'required'.",
-                  "tool_choice")
+    raise invalid(f"Invalid value: '{value}'. Supported values are: 'none', 'auto', and 'required'.", "tool_choice")
 
 
 def truncation_strategy(value: Any) -> dict[str, Any] | None:
@@ -196,8 +253,9 @@ def truncation_strategy(value: Any) -> dict[str, Any] | None:
     check_keys(value, {"type", "last_messages"}, "truncation_strategy")
     if value.get("type") not in ("auto", "last_messages"):
         kind = value.get("type")
-        raise invalid(f"Invalid value: '{kind}'. Supported values are: 'auto' and 'last_messages'.",
-                      "truncation_strategy.type")
+        raise invalid(
+            f"Invalid value: '{kind}'. Supported values are: 'auto' and 'last_messages'.", "truncation_strategy.type"
+        )
     integer(value.get("last_messages"), "truncation_strategy.last_messages")
     return {"type": value["type"], "last_messages": value.get("last_messages")}
 
@@ -209,8 +267,11 @@ def content(value: Any, param: str) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise _type_error(param, "one of a string or array of objects", value)
     if not value:
-        raise invalid(f"Invalid '{param}': empty array. Expected an array with minimum length 1, "
-                      "but got an empty array instead.", param, "empty_array")
+        raise invalid(
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param,
+            "empty_array",
+        )
     parts = []
     for index, part in enumerate(value):
         where = f"{param}[{index}]"
@@ -242,9 +303,7 @@ def message(body: dict[str, Any], where: str) -> dict[str, Any]:
     """A CreateMessage (top level, in `thread.messages[]` or in `additional_messages[]`), normalized."""
     role = required(body.get("role"), f"{where}role")
     if role not in ("user", "assistant"):
-        raise invalid(
-            f"Invalid value: '{role}'. Supported values are: 'user' and 'assistant'.", f"{where}role"
-        )
+        raise invalid(f"Invalid value: '{role}'. Supported values are: 'user' and 'assistant'.", f"{where}role")
     attachments = body.get("attachments")
     if attachments is not None and not isinstance(attachments, list):
         raise _type_error(f"{where}attachments", "an array", attachments)

@@ -53,9 +53,7 @@ class RunsAPI:
             "temperature": temperature if temperature is not None else assistant.get("temperature", 1.0),
             "top_p": top_p if top_p is not None else assistant.get("top_p", 1.0),
             "max_prompt_tokens": bodies.integer(body.get("max_prompt_tokens"), "max_prompt_tokens"),
-            "max_completion_tokens": bodies.integer(
-                body.get("max_completion_tokens"), "max_completion_tokens"
-            ),
+            "max_completion_tokens": bodies.integer(body.get("max_completion_tokens"), "max_completion_tokens"),
             "truncation_strategy": bodies.truncation_strategy(body.get("truncation_strategy"))
             or {"type": "auto", "last_messages": None},
             "tool_choice": bodies.tool_choice(body.get("tool_choice")) or "auto",
@@ -119,8 +117,9 @@ class RunsAPI:
         options = self._options(body, assistant)
         spec = body.get("thread") or {}
         if not isinstance(spec, dict):
-            raise EmulatorHTTPError(400, "Invalid type for 'thread': expected an object.", param="thread",
-                                    code="invalid_type")
+            raise EmulatorHTTPError(
+                400, "Invalid type for 'thread': expected an object.", param="thread", code="invalid_type"
+            )
         bodies.check_keys(spec, bodies.THREAD_FIELDS, "thread")
         thread = self.api.new_thread(request, spec, "thread.")
         run = self._new_run(thread, assistant, options)

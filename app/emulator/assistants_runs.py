@@ -209,11 +209,18 @@ class RunEngine:
             call = {"id": call_id, "type": "function", "function": function}
             calls.append(call)
             step["step_details"]["tool_calls"].append(
-                {"id": call_id, "type": "function",
-                 "function": {"name": planned.name, "arguments": planned.arguments, "output": None}}
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": planned.name, "arguments": planned.arguments, "output": None},
+                }
             )
-            first = {"index": index, "id": call_id, "type": "function",
-                     "function": {"name": planned.name, "arguments": "", "output": None}}
+            first = {
+                "index": index,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": planned.name, "arguments": "", "output": None},
+            }
             run.log.emit("thread.run.step.delta", self._step_delta(step, first))
             for piece in _halves(planned.arguments):
                 more = {"index": index, "type": "function", "function": {"arguments": piece}}
@@ -241,11 +248,18 @@ class RunEngine:
     async def _message(self, run: Run, plan: script.Plan) -> None:
         thread = run.thread
         message = message_object(
-            new_id("msg"), thread.id, "assistant", [],
-            assistant_id=run.obj["assistant_id"], run_id=run.id, status="in_progress",
+            new_id("msg"),
+            thread.id,
+            "assistant",
+            [],
+            assistant_id=run.obj["assistant_id"],
+            run_id=run.id,
+            status="in_progress",
         )
         step = step_object(
-            run, new_id("step"), "message_creation",
+            run,
+            new_id("step"),
+            "message_creation",
             {"type": "message_creation", "message_creation": {"message_id": message["id"]}},
         )
         run.steps.append(step)
@@ -301,8 +315,11 @@ class RunEngine:
                 msg.update(status="incomplete", incomplete_at=at, incomplete_details={"reason": "run_failed"})
                 run.log.emit("thread.message.incomplete", msg)
         run.obj.update(
-            status="failed", failed_at=at, last_error={"code": code, "message": message},
-            required_action=None, usage=run.usage(),
+            status="failed",
+            failed_at=at,
+            last_error={"code": code, "message": message},
+            required_action=None,
+            usage=run.usage(),
         )
         run.log.emit("thread.run.failed", run.obj)
 

@@ -275,9 +275,14 @@ class AssistantsStore:
     def thread(self, thread_id: str, surface: Surface, project: str | None) -> Thread:
         """A live thread of this surface (and project); a thread of another surface is unknown here."""
         found = self.threads.get(thread_id)
-        if found is None or found.deleted_at is not None or (found.surface, found.project) != (
-            surface,
-            project,
+        if (
+            found is None
+            or found.deleted_at is not None
+            or (found.surface, found.project)
+            != (
+                surface,
+                project,
+            )
         ):
             raise not_found("thread", thread_id)
         return found
@@ -318,9 +323,7 @@ class AssistantsStore:
                     {"id": m["id"], "role": m["role"], "text": message_text(m), "run_id": m["run_id"]}
                     for m in t.messages
                 ],
-                "runs": [
-                    {"id": r.id, "status": r.status, "assistant_id": r.obj["assistant_id"]} for r in t.runs
-                ],
+                "runs": [{"id": r.id, "status": r.status, "assistant_id": r.obj["assistant_id"]} for r in t.runs],
             }
             for t in self.threads.values()
         ]

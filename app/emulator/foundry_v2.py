@@ -40,12 +40,8 @@ def build(ctx: EmulatorContext) -> list[BaseRoute]:
         Route("/conversations/{conversation_id}", conversations.delete, methods=["DELETE"]),
         Route("/conversations/{conversation_id}/items", conversations.add_items, methods=["POST"]),
         Route("/conversations/{conversation_id}/items", conversations.list_items, methods=["GET"]),
-        Route(
-            "/conversations/{conversation_id}/items/{item_id}", conversations.retrieve_item, methods=["GET"]
-        ),
-        Route(
-            "/conversations/{conversation_id}/items/{item_id}", conversations.delete_item, methods=["DELETE"]
-        ),
+        Route("/conversations/{conversation_id}/items/{item_id}", conversations.retrieve_item, methods=["GET"]),
+        Route("/conversations/{conversation_id}/items/{item_id}", conversations.delete_item, methods=["DELETE"]),
     ]
     agent_routes = [
         Route("/{agent_name}", agents.get_agent, methods=["GET"]),

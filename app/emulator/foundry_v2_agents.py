@@ -79,9 +79,7 @@ def check_definition(definition: Any) -> dict[str, Any]:
         )
     tools = definition.get("tools")
     if tools is not None and not isinstance(tools, list):
-        raise _bad(
-            "Invalid type for 'definition.tools': expected an array.", "definition.tools", "invalid_type"
-        )
+        raise _bad("Invalid type for 'definition.tools': expected an array.", "definition.tools", "invalid_type")
     for index, tool in enumerate(tools or []):
         where = f"definition.tools[{index}]"
         if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
@@ -89,9 +87,7 @@ def check_definition(definition: Any) -> dict[str, Any]:
         if tool["type"] == "function":
             if "function" in tool:
                 # Assistants' nested shape; v2 function tools are flat (`{"type","name","parameters",...}`).
-                raise _bad(
-                    f"Unknown parameter: '{where}.function'.", f"{where}.function", "unknown_parameter"
-                )
+                raise _bad(f"Unknown parameter: '{where}.function'.", f"{where}.function", "unknown_parameter")
             if not isinstance(tool.get("name"), str):
                 raise _bad(
                     f"Missing required parameter: '{where}.name'.",
@@ -124,9 +120,7 @@ class AgentsAPI:
     async def list_agents(self, request: Request) -> Response:
         check_api_version(request)
         kind = request.query_params.get("kind")
-        agents = [
-            a for a in self.state.agents.values() if kind is None or a.latest.definition.get("kind") == kind
-        ]
+        agents = [a for a in self.state.agents.values() if kind is None or a.latest.definition.get("kind") == kind]
         return JSONResponse(page([a.as_dict() for a in agents], **list_params(request)))
 
     async def create_agent(self, request: Request) -> Response:

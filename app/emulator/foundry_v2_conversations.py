@@ -18,9 +18,7 @@ MAX_CREATE_ITEMS = 20
 def _metadata(value: Any) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise EmulatorHTTPError(
             400,
             "Invalid type for 'metadata': expected an object of strings.",
@@ -109,9 +107,7 @@ class ConversationsAPI:
         for item in conv.items:
             if item["id"] == item_id:
                 return item
-        raise EmulatorHTTPError(
-            404, f"Item with id '{item_id}' not found.", param="item_id", code="not_found"
-        )
+        raise EmulatorHTTPError(404, f"Item with id '{item_id}' not found.", param="item_id", code="not_found")
 
     async def retrieve_item(self, request: Request) -> Response:
         conv = self.state.conversation(request.path_params["conversation_id"])

@@ -23,9 +23,7 @@ def _bad(message: str, param: str, code: str = "invalid_value") -> EmulatorHTTPE
 def _require_str(item: dict[str, Any], key: str, where: str) -> str:
     value = item.get(key)
     if value is None:
-        raise _bad(
-            f"Missing required parameter: '{where}.{key}'.", f"{where}.{key}", "missing_required_parameter"
-        )
+        raise _bad(f"Missing required parameter: '{where}.{key}'.", f"{where}.{key}", "missing_required_parameter")
     if not isinstance(value, str):
         raise _bad(f"Invalid type for '{where}.{key}': expected a string.", f"{where}.{key}", "invalid_type")
     return value
@@ -65,9 +63,7 @@ def _content_parts(role: str, content: Any, where: str) -> list[dict[str, Any]]:
 def _output_value(output: Any, where: str) -> Any:
     if isinstance(output, str):
         return output
-    if isinstance(output, list) and all(
-        isinstance(p, dict) and isinstance(p.get("type"), str) for p in output
-    ):
+    if isinstance(output, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in output):
         return output
     raise _bad(
         f"Invalid type for '{where}.output': expected a string or an array of content parts.",
@@ -136,9 +132,7 @@ def normalize_input(value: Any, lookup: ItemLookup, param: str = "input") -> lis
     if isinstance(value, str):
         return [normalize_item({"role": "user", "content": value}, param, lookup)]
     if not isinstance(value, list):
-        raise _bad(
-            f"Invalid type for '{param}': expected a string or an array of items.", param, "invalid_type"
-        )
+        raise _bad(f"Invalid type for '{param}': expected a string or an array of items.", param, "invalid_type")
     return [normalize_item(raw, f"{param}[{i}]", lookup) for i, raw in enumerate(value)]
 
 
@@ -173,11 +167,7 @@ def script_items(items: list[dict[str, Any]]) -> list[Item]:
         if kind == "message" and item.get("role") in ("user", "assistant"):
             out.append(Item(kind=item["role"], text=item_text(item)))
         elif kind == "function_call":
-            out.append(
-                Item(
-                    kind="tool_call", name=item["name"], arguments=item["arguments"], call_id=item["call_id"]
-                )
-            )
+            out.append(Item(kind="tool_call", name=item["name"], arguments=item["arguments"], call_id=item["call_id"]))
         elif kind == "function_call_output":
             out.append(Item(kind="tool_output", text=item_text(item), call_id=item["call_id"]))
     return out

@@ -138,9 +138,7 @@ def output_of(plan: Plan) -> list[dict[str, Any]]:
     if plan.kind in ("reply", "incomplete"):
         part = {"type": "output_text", "text": plan.text, "annotations": [], "logprobs": []}
         status = "completed" if plan.kind == "reply" else "incomplete"
-        return [
-            {"id": new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [part]}
-        ]
+        return [{"id": new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [part]}]
     return []
 
 
@@ -187,13 +185,9 @@ class ResponsesAPI:
             )
         name, version = ref.get("name"), ref.get("version")
         if not isinstance(name, str) or not name:
-            raise _invalid(
-                f"Missing required parameter: '{key}.name'.", f"{key}.name", "missing_required_parameter"
-            )
+            raise _invalid(f"Missing required parameter: '{key}.name'.", f"{key}.name", "missing_required_parameter")
         if version is not None and not isinstance(version, str):
-            raise _invalid(
-                f"Invalid type for '{key}.version': expected a string.", f"{key}.version", "invalid_type"
-            )
+            raise _invalid(f"Invalid type for '{key}.version': expected a string.", f"{key}.version", "invalid_type")
         agent = self.state.agents.get(name)
         if agent is None:
             raise EmulatorHTTPError(404, f"Agent '{name}' not found.", param=key, code="not_found")
@@ -201,9 +195,7 @@ class ResponsesAPI:
             return agent.latest
         found = agent.versions.get(version)
         if found is None:
-            raise EmulatorHTTPError(
-                404, f"Agent '{name}' version '{version}' not found.", param=key, code="not_found"
-            )
+            raise EmulatorHTTPError(404, f"Agent '{name}' version '{version}' not found.", param=key, code="not_found")
         return found
 
     def _history(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], Conversation | None]:
@@ -259,23 +251,17 @@ class ResponsesAPI:
         _optional(body, "top_p", (int, float), "a number")
         store = body.get("store") is not False
         if body.get("background") and not store:
-            raise _invalid(
-                "Background responses must be stored: 'background' requires 'store' to be true.", "store"
-            )
+            raise _invalid("Background responses must be stored: 'background' requires 'store' to be true.", "store")
         history, conversation = self._history(body)
         lookup_pool = {i["id"]: i for i in history if isinstance(i.get("id"), str)}
-        input_items = normalize_input(
-            body.get("input"), lambda ref: lookup_pool.get(ref) or self.state.items.get(ref)
-        )
+        input_items = normalize_input(body.get("input"), lambda ref: lookup_pool.get(ref) or self.state.items.get(ref))
         check_call_ids(history, input_items)
 
         tools = [*(agent.function_tools if agent else []), *_request_tools(body.get("tools"))]
         tool_names = {t["name"] for t in tools if t.get("type") == "function"}
         instructions = (
             "\n\n".join(
-                s
-                for s in (definition.get("instructions"), body.get("instructions"))
-                if isinstance(s, str) and s
+                s for s in (definition.get("instructions"), body.get("instructions")) if isinstance(s, str) and s
             )
             or None
         )

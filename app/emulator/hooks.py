@@ -104,9 +104,7 @@ class FaultRule:
 
     def matches(self, method: str, path: str) -> bool:
         return (
-            self.remaining > 0
-            and (self.method is None or self.method == method)
-            and self.path.search(path) is not None
+            self.remaining > 0 and (self.method is None or self.method == method) and self.path.search(path) is not None
         )
 
 
@@ -172,8 +170,11 @@ def _fault_response(rule: FaultRule) -> Response:
         headers["retry-after-ms"] = rule.retry_after_ms
     message = rule.message or _FAULT_MESSAGES.get(rule.status, f"Injected fault: status {rule.status}.")
     return error_response(
-        rule.status, message, type="server_error" if rule.status >= 500 else "invalid_request_error",
-        code=str(rule.status), headers=headers,
+        rule.status,
+        message,
+        type="server_error" if rule.status >= 500 else "invalid_request_error",
+        code=str(rule.status),
+        headers=headers,
     )
 
 

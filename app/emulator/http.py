@@ -142,9 +142,7 @@ def list_params(request: Request) -> dict[str, Any]:
     except ValueError as exc:
         raise EmulatorHTTPError(400, "Invalid 'limit': expected an integer.", param="limit") from exc
     if not 1 <= limit <= 100:
-        raise EmulatorHTTPError(
-            400, f"Invalid 'limit': {limit}. Expected a value between 1 and 100.", param="limit"
-        )
+        raise EmulatorHTTPError(400, f"Invalid 'limit': {limit}. Expected a value between 1 and 100.", param="limit")
     order = q.get("order", "desc")
     if order not in ("asc", "desc"):
         raise EmulatorHTTPError(400, f"Invalid 'order': '{order}'. Expected 'asc' or 'desc'.", param="order")

@@ -97,9 +97,7 @@ def _outputs_by_call(turn: list[Item]) -> list[tuple[Item, str]]:
 
 
 def _reply(text: str, prompt: int, sleep_ms: float = 0.0) -> Plan:
-    return Plan(
-        kind="reply", text=text, usage=Usage(prompt, words(text)), sleep_ms=sleep_ms, deltas=chunk_text(text)
-    )
+    return Plan(kind="reply", text=text, usage=Usage(prompt, words(text)), sleep_ms=sleep_ms, deltas=chunk_text(text))
 
 
 def _calls(calls: list[PlannedCall], prompt: int, sleep_ms: float = 0.0) -> Plan:
@@ -130,7 +128,10 @@ def plan_turn(agent_name: str | None, items: list[Item], tool_names: set[str] | 
         elif line == "/incomplete":
             text = "Echo: this answer was cut short"
             return Plan(
-                kind="incomplete", text=text, usage=Usage(prompt, words(text)), sleep_ms=sleep_ms,
+                kind="incomplete",
+                text=text,
+                usage=Usage(prompt, words(text)),
+                sleep_ms=sleep_ms,
                 deltas=chunk_text(text),
             )
         elif m := _TOOL_LINE.match(line):

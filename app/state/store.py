@@ -1,16 +1,17 @@
 """The Redis store: every key the bridge writes, in one module.
 
-| key (after the prefix, default `ab:`)  | type   | holds                                         | lifetime                 |
-|----------------------------------------|--------|-----------------------------------------------|--------------------------|
-| `thread:{id}`                          | hash   | route, backend, owner, created_at, last_used_at, turns, metadata (JSON) | until Azure deleted it |
-| `threads:idle`                         | zset   | thread id scored by last use (the janitor's work list) | as the thread     |
-| `owner:{owner}:threads`                | set    | the owner's thread ids                        | as the threads           |
-| `conv:{owner}:{route}:{fingerprint}`   | string | thread id / last response id of a conversation | thread TTL              |
-| `conv:{owner}:{route}:id:{conversation}` | string | the same, for an `X-Conversation-Id`        | thread TTL               |
-| `call:{call_id}`                       | string | CallRecord (JSON)                             | until the run expires    |
-| `resp:{id}`                            | string | ResponseRecord (JSON)                         | response TTL             |
-| `lock:thread:{id}`                     | string | the holder's token (SET NX PX)                | one turn                 |
-| `lease:{name}`                         | string | the holder's token (one janitor sweep at a time) | one sweep             |
+Keys (after the prefix, default `ab:`):
+
+- `thread:{id}` (hash): route, backend, owner, created_at, last_used_at, turns, metadata (JSON);
+  until Azure confirmed the thread's deletion.
+- `threads:idle` (zset): thread ids scored by last use, the janitor's work list.
+- `owner:{owner}:threads` (set): an owner's thread ids.
+- `conv:{owner}:{route}:{fingerprint}` (string): the thread id or last response id of a conversation
+  prefix; `conv:{owner}:{route}:id:{conversation}` the same for an `X-Conversation-Id`; thread TTL.
+- `call:{call_id}` (string): a CallRecord (JSON), until its run expires.
+- `resp:{id}` (string): a ResponseRecord (JSON), response TTL.
+- `lock:thread:{id}` (string): the token of the turn holding the thread (SET NX PX).
+- `lease:{name}` (string): the token of the replica running a janitor sweep.
 
 Every Redis failure leaves this module as `StoreUnavailableError` (503).
 """
@@ -22,7 +23,7 @@ import functools
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from typing import Any, ParamSpec, TypeVar
 
@@ -53,7 +54,7 @@ return 1
 """
 
 
-def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _translated(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
@@ -96,7 +97,8 @@ class RedisStore:
         thread_ttl_s: float = 7 * 86400,
         response_ttl_s: float = 30 * 86400,
     ) -> None:
-        self.redis = redis
+        # With decode_responses=True every reply is a str, which redis-py's stubs cannot express.
+        self.redis: Any = redis
         self.prefix = prefix
         self.thread_ttl_ms = int(thread_ttl_s * 1000)
         self.response_ttl_ms = int(response_ttl_s * 1000)
@@ -165,9 +167,7 @@ class RedisStore:
     @_translated
     async def idle_threads(self, *, before: float, limit: int) -> list[str]:
         """Threads last used before `before`, most idle first (reads only the expired end)."""
-        ids: list[str] = await self.redis.zrangebyscore(
-            self.key("threads", "idle"), "-inf", before, start=0, num=limit
-        )
+        ids: list[str] = await self.redis.zrangebyscore(self.key("threads", "idle"), "-inf", before, start=0, num=limit)
         return ids
 
     @_translated

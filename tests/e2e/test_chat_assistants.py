@@ -166,9 +166,7 @@ def test_request_tools_replace_the_agent_function_tools(bridge: Bridge) -> None:
 
 
 def _chat(bridge: Bridge, messages: list[dict[str, Any]], **kwargs: Any) -> tuple[str, str]:
-    raw = bridge.client().chat.completions.with_raw_response.create(
-        model="demo-assistant", messages=messages, **kwargs
-    )
+    raw = bridge.client().chat.completions.with_raw_response.create(model="demo-assistant", messages=messages, **kwargs)
     return raw.parse().choices[0].message.content or "", raw.headers["x-thread-id"]
 
 
@@ -247,7 +245,9 @@ def test_conversation_id_header_with_only_the_newest_message(bridge: Bridge) -> 
 def test_upstream_cost_per_turn_and_no_polling(bridge: Bridge, stream: bool) -> None:
     client = bridge.client()
     bridge.reset_stats()
-    turn(client, stream=stream, model="flights-assistant", messages=[{"role": "user", "content": "hi"}], tools=seed.TOOLS)
+    turn(
+        client, stream=stream, model="flights-assistant", messages=[{"role": "user", "content": "hi"}], tools=seed.TOOLS
+    )
     # Cold: request tools replace only the agent's function tools, so its definition is read once (cached).
     assert bridge.emulator_stats() == {"GET /openai/assistants/{assistant_id}": 1, "POST /openai/threads/runs": 1}
     bridge.reset_stats()

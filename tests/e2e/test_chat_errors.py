@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.bridge import Bridge, running_bridge, routes_for
+from tests.support.bridge import Bridge, routes_for, running_bridge
 from tests.support.chat import raw_sse, turn
 from tests.support.servers import ServerThread, free_port
 
@@ -58,12 +58,24 @@ def test_unknown_model_is_404_model_not_found(bridge: Bridge) -> None:
         ({"model": "demo-assistant", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
         ({"model": "demo-assistant", "messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-        ({"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
+        (
+            {"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            "temperature",
+        ),
         ({"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
         ({"model": "demo-assistant", "messages": [{"role": "system", "content": "only a system prompt"}]}, "messages"),
-        ({"model": "demo-assistant", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, "messages[1].role"),
         (
-            {"model": "demo-assistant", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]},
+            {
+                "model": "demo-assistant",
+                "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+            },
+            "messages[1].role",
+        ),
+        (
+            {
+                "model": "demo-assistant",
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}],
+            },
             "messages[0].content[0].type",
         ),
     ],
@@ -91,7 +103,10 @@ def test_tool_message_with_unknown_call_id_is_400(bridge: Bridge) -> None:
             "model": "demo-assistant",
             "messages": [
                 {"role": "user", "content": "x"},
-                {"role": "assistant", "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                },
                 {"role": "tool", "tool_call_id": "call_zzz", "content": "1"},
             ],
         },
@@ -107,7 +122,12 @@ def test_tool_call_id_the_bridge_never_issued_is_400(bridge: Bridge) -> None:
             "model": "demo-assistant",
             "messages": [
                 {"role": "user", "content": "x"},
-                {"role": "assistant", "tool_calls": [{"id": "call_forged", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "call_forged", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                },
                 {"role": "tool", "tool_call_id": "call_forged", "content": "1"},
             ],
         },
@@ -119,7 +139,7 @@ def test_tool_call_id_the_bridge_never_issued_is_400(bridge: Bridge) -> None:
 
 def test_tool_outputs_missing_for_some_calls_is_400(bridge: Bridge) -> None:
     client = bridge.client()
-    messages: list[dict[str, Any]] = [{"role": "user", "content": "/tool lookup {}\n/tool lookup {\"q\": 2}"}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": '/tool lookup {}\n/tool lookup {"q": 2}'}]
     first = turn(client, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
     assert len(first.tool_calls) == 2
     calls = [
@@ -131,8 +151,11 @@ def test_tool_outputs_missing_for_some_calls_is_400(bridge: Bridge) -> None:
         bridge,
         {
             "model": "demo-assistant",
-            "messages": [*messages, {"role": "assistant", "tool_calls": calls},
-                         {"role": "tool", "tool_call_id": calls[0]["id"], "content": "1"}],
+            "messages": [
+                *messages,
+                {"role": "assistant", "tool_calls": calls},
+                {"role": "tool", "tool_call_id": calls[0]["id"], "content": "1"},
+            ],
         },
     )
     assert response.status_code == 400
@@ -159,7 +182,9 @@ def test_persistent_429_reaches_the_client_with_retry_after(bridge: Bridge, stre
 
 
 def test_failed_run_is_502_with_azure_last_error(bridge: Bridge) -> None:
-    response = _post(bridge, {"model": "demo-assistant", "messages": [{"role": "user", "content": "/fail rate_limit_exceeded"}]})
+    response = _post(
+        bridge, {"model": "demo-assistant", "messages": [{"role": "user", "content": "/fail rate_limit_exceeded"}]}
+    )
     assert response.status_code == 502
     error = _error(response)
     assert error["code"] == "rate_limit_exceeded"
@@ -182,23 +207,47 @@ def test_second_concurrent_turn_waits_then_gets_409(emulator: ServerThread, redi
     with running_bridge(emulator.url, redis_url, redis_prefix, limits={"lock_wait": "300ms"}) as bridge:
         headers = {"X-Conversation-Id": "busy"}
         client = bridge.client()
-        turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "start"}], extra_headers=headers)
+        turn(
+            client,
+            stream=False,
+            model="demo-assistant",
+            messages=[{"role": "user", "content": "start"}],
+            extra_headers=headers,
+        )
         slow_done = threading.Event()
 
         def slow() -> None:
-            turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "/sleep 1500"}], extra_headers=headers)
+            turn(
+                client,
+                stream=False,
+                model="demo-assistant",
+                messages=[{"role": "user", "content": "/sleep 1500"}],
+                extra_headers=headers,
+            )
             slow_done.set()
 
         worker = threading.Thread(target=slow)
         worker.start()
         time.sleep(0.3)
         with pytest.raises(openai.ConflictError) as info:
-            turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "me too"}], extra_headers=headers)
+            turn(
+                client,
+                stream=False,
+                model="demo-assistant",
+                messages=[{"role": "user", "content": "me too"}],
+                extra_headers=headers,
+            )
         assert _error(info.value.response)["code"] == "conversation_busy"
         worker.join(10)
         assert slow_done.is_set()
         # Once the first turn is over the conversation takes the next one.
-        after = turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "now"}], extra_headers=headers)
+        after = turn(
+            client,
+            stream=False,
+            model="demo-assistant",
+            messages=[{"role": "user", "content": "now"}],
+            extra_headers=headers,
+        )
         assert after.text == "Echo: now"
 
 
@@ -211,7 +260,10 @@ def test_tool_outputs_after_the_run_expired_are_a_clear_4xx(bridge: Bridge) -> N
     call = first.tool_calls[0]
     time.sleep(1.5)
     messages += [
-        {"role": "assistant", "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": call["id"], "content": "late"},
     ]
     response = _post(bridge, {"model": "demo-assistant", "messages": messages, "tools": TOOLS})
@@ -223,16 +275,25 @@ def test_tool_outputs_after_the_run_expired_are_a_clear_4xx(bridge: Bridge) -> N
 def test_disconnect_mid_stream_cancels_the_run_and_unlocks(bridge: Bridge) -> None:
     headers = {"X-Conversation-Id": "leaving"}
     client = bridge.client()
-    turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "hello"}], extra_headers=headers)
+    turn(
+        client,
+        stream=False,
+        model="demo-assistant",
+        messages=[{"role": "user", "content": "hello"}],
+        extra_headers=headers,
+    )
     with bridge.emulator() as c:
         c.post("/_emulator/config", json={"token_delay_ms": 300}).raise_for_status()
     words = " ".join(f"w{i}" for i in range(40))
-    with httpx.Client(timeout=30) as c, c.stream(
-        "POST",
-        f"{bridge.url}/v1/chat/completions",
-        json={"model": "demo-assistant", "stream": True, "messages": [{"role": "user", "content": words}]},
-        headers=headers,
-    ) as response:
+    with (
+        httpx.Client(timeout=30) as c,
+        c.stream(
+            "POST",
+            f"{bridge.url}/v1/chat/completions",
+            json={"model": "demo-assistant", "stream": True, "messages": [{"role": "user", "content": words}]},
+            headers=headers,
+        ) as response,
+    ):
         thread_id = response.headers["x-thread-id"]
         for line in response.iter_lines():
             if '"content":"Echo' in line or '"content": "Echo' in line:
@@ -247,11 +308,19 @@ def test_disconnect_mid_stream_cancels_the_run_and_unlocks(bridge: Bridge) -> No
         c.post("/_emulator/config", json={"token_delay_ms": 0}).raise_for_status()
     lock_key = f"{bridge.settings.redis_prefix}lock:thread:{thread_id}"
     _wait_for(lambda: bridge.server.call(bridge.state.store.redis.exists(lock_key)) == 0)
-    after = turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "still here"}], extra_headers=headers)
+    after = turn(
+        client,
+        stream=False,
+        model="demo-assistant",
+        messages=[{"role": "user", "content": "still here"}],
+        extra_headers=headers,
+    )
     assert after.text == "Echo: still here"
 
 
-def test_route_timeout_cancels_the_run_and_returns_504(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
+def test_route_timeout_cancels_the_run_and_returns_504(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
     routes = routes_for(emulator.url)
     routes["demo-assistant"] = {**routes["demo-assistant"], "timeout": "1s"}
     with running_bridge(emulator.url, redis_url, redis_prefix, routes=routes) as bridge:
@@ -261,7 +330,12 @@ def test_route_timeout_cancels_the_run_and_returns_504(emulator: ServerThread, r
         assert time.monotonic() - started < 3.5
         assert _error(response)["code"] == "upstream_timeout"
         (thread,) = bridge.emulator_threads()
-        _wait_for(lambda: next(t for t in bridge.emulator_threads() if t["id"] == thread["id"])["runs"][-1]["status"] == "cancelled")
+        _wait_for(
+            lambda: (
+                next(t for t in bridge.emulator_threads() if t["id"] == thread["id"])["runs"][-1]["status"]
+                == "cancelled"
+            )
+        )
 
 
 def test_store_failure_after_thread_creation_is_503_and_nothing_is_orphaned(
@@ -270,7 +344,9 @@ def test_store_failure_after_thread_creation_is_503_and_nothing_is_orphaned(
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     with running_bridge(emulator.url, dead_redis, redis_prefix) as bridge:
         for stream in (False, True):
-            response = _post(bridge, {"model": "demo-assistant", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+            response = _post(
+                bridge, {"model": "demo-assistant", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+            )
             assert response.status_code == 503
             assert _error(response)["code"] == "state_store_unavailable"
         threads = bridge.emulator_threads()

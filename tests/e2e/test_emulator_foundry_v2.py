@@ -35,9 +35,7 @@ class StaticCredential:
 
 @pytest.fixture
 def project(emulator: ServerThread) -> Iterator[AIProjectClient]:
-    with AIProjectClient(
-        endpoint=f"{emulator.url}/api/projects/demo", credential=StaticCredential()
-    ) as client:
+    with AIProjectClient(endpoint=f"{emulator.url}/api/projects/demo", credential=StaticCredential()) as client:
         yield client
 
 
@@ -48,9 +46,7 @@ def openai_client(project: AIProjectClient) -> Iterator[OpenAI]:
 
 
 def _weather_agent(project: AIProjectClient) -> Any:
-    definition = PromptAgentDefinition(
-        model="gpt-4o", instructions="You report the weather.", tools=[WEATHER]
-    )
+    definition = PromptAgentDefinition(model="gpt-4o", instructions="You report the weather.", tools=[WEATHER])
     return project.agents.create_version(agent_name="weather-agent", definition=definition, **HTTP)
 
 
@@ -84,9 +80,7 @@ def test_text_reply_with_agent_reference(project: AIProjectClient, openai_client
 def test_streamed_text_reply(openai_client: OpenAI) -> None:
     ref = {"type": "agent_reference", "name": "demo-agent"}
     events = list(
-        openai_client.responses.create(
-            input="stream me please", stream=True, extra_body={"agent_reference": ref}
-        )
+        openai_client.responses.create(input="stream me please", stream=True, extra_body={"agent_reference": ref})
     )
     types = [e.type for e in events]
     assert types[0] == "response.created"
@@ -98,9 +92,7 @@ def test_streamed_text_reply(openai_client: OpenAI) -> None:
     assert events[-1].response.output_text == "Echo: stream me please"
 
 
-def test_function_call_round_trip_with_previous_response_id(
-    project: AIProjectClient, openai_client: OpenAI
-) -> None:
+def test_function_call_round_trip_with_previous_response_id(project: AIProjectClient, openai_client: OpenAI) -> None:
     agent = _weather_agent(project)
     ref = {"type": "agent_reference", "name": agent.name}
     first = openai_client.responses.create(

@@ -1,4 +1,4 @@
-"""The request matrix: chat and responses × Assistants and Foundry v2, streamed and not."""
+"""The request matrix: chat and responses by Assistants and Foundry v2, streamed and not."""
 
 from __future__ import annotations
 
@@ -42,7 +42,11 @@ def run_seed_responses(client: openai.OpenAI, model: str, *, stream: bool) -> tu
             for c in calls
         ]
         response = respond(
-            client, stream=stream, model=model, previous_response_id=response.id, input=outputs,
+            client,
+            stream=stream,
+            model=model,
+            previous_response_id=response.id,
+            input=outputs,
             tools=seed.RESPONSES_TOOLS,
         )
     return response, rounds
@@ -89,10 +93,12 @@ def test_stream_helper_final_response_matches_the_plain_one(bridge: Bridge, mode
     streamed = respond(client, stream=True, model=model, input="same answer please")
 
     def shape(r: Any) -> Any:
-        return [
-            (o.type, [c.text for c in o.content] if o.type == "message" else (o.name, o.arguments))
-            for o in r.output
-        ], r.status, r.model, r.usage.total_tokens
+        return (
+            [(o.type, [c.text for c in o.content] if o.type == "message" else (o.name, o.arguments)) for o in r.output],
+            r.status,
+            r.model,
+            r.usage.total_tokens,
+        )
 
     assert shape(streamed) == shape(plain)
 
@@ -105,13 +111,22 @@ def test_every_response_and_stream_event_validates(bridge: Bridge, model: str) -
         validate(plain.json(), "Response")
         calls = c.post(
             f"{bridge.url}/v1/responses",
-            json={"model": model, "input": "/tool f {\"x\": 1}", "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]},
+            json={
+                "model": model,
+                "input": '/tool f {"x": 1}',
+                "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            },
         )
         validate(calls.json(), "Response")
         assert calls.json()["output"][0]["type"] == "function_call"
         for body in (
             {"model": model, "input": "stream validate", "stream": True},
-            {"model": model, "input": "/tool f {}", "stream": True, "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]},
+            {
+                "model": model,
+                "input": "/tool f {}",
+                "stream": True,
+                "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            },
         ):
             with c.stream("POST", f"{bridge.url}/v1/responses", json=body) as response:
                 assert response.status_code == 200

@@ -16,9 +16,7 @@ DEMO = {"type": "agent_reference", "name": "demo-agent"}
 
 @pytest.fixture
 def client(emulator: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=f"{emulator.url}/api/projects/demo", headers={"Authorization": "Bearer t"}
-    ) as c:
+    with httpx.Client(base_url=f"{emulator.url}/api/projects/demo", headers={"Authorization": "Bearer t"}) as c:
         yield c
 
 
@@ -41,9 +39,7 @@ def test_unknown_top_level_field_is_400(client: httpx.Client) -> None:
 
 
 def test_unknown_agent_or_version_is_404(client: httpx.Client) -> None:
-    error = _error(
-        _create(client, input="hi", agent_reference={"type": "agent_reference", "name": "nope"}), 404
-    )
+    error = _error(_create(client, input="hi", agent_reference={"type": "agent_reference", "name": "nope"}), 404)
     assert "nope" in error["message"]
     _error(_create(client, input="hi", agent_reference={**DEMO, "version": "9"}), 404)
     assert _create(client, input="hi", agent_reference={**DEMO, "version": "1"}).status_code == 200
@@ -68,9 +64,7 @@ def test_legacy_agent_key_and_model_only_requests(client: httpx.Client) -> None:
 def test_function_call_output_needs_a_known_call_id(client: httpx.Client) -> None:
     first = _create(client, input="hello", agent_reference=DEMO).json()
     output = {"type": "function_call_output", "call_id": "call_missing", "output": "x"}
-    error = _error(
-        _create(client, previous_response_id=first["id"], input=[output], agent_reference=DEMO), 400
-    )
+    error = _error(_create(client, previous_response_id=first["id"], input=[output], agent_reference=DEMO), 400)
     assert error["message"] == "No tool call found for function call output with call_id call_missing."
     assert error["param"] == "input"
     # A function call replayed in the same input (store: false style) makes it valid.
@@ -99,9 +93,7 @@ def test_state_rules(client: httpx.Client) -> None:
         400,
     )
     assert error["code"] == "mutually_exclusive_parameters"
-    error = _error(
-        _create(client, input="hi", agent_reference=DEMO, previous_response_id="resp_unknown"), 400
-    )
+    error = _error(_create(client, input="hi", agent_reference=DEMO, previous_response_id="resp_unknown"), 400)
     assert error["code"] == "previous_response_not_found"
     assert client.delete(f"/openai/v1/conversations/{conversation['id']}").json()["deleted"] is True
     _error(_create(client, input="hi", agent_reference=DEMO, conversation=conversation["id"]), 404)
@@ -141,21 +133,15 @@ def test_agent_versions_lifecycle(client: httpx.Client) -> None:
     error = _error(client.post("/agents/shape/versions", params=v1, json={"definition": nested}), 400)
     assert error["param"] == "definition.tools[0].function"
     _error(
-        client.post(
-            "/agents/-bad-/versions", params=v1, json={"definition": {"kind": "prompt", "model": "m"}}
-        ),
+        client.post("/agents/-bad-/versions", params=v1, json={"definition": {"kind": "prompt", "model": "m"}}),
         400,
     )
-    made = client.post(
-        "/agents/tmp/versions", params=v1, json={"definition": {"kind": "prompt", "model": "m"}}
-    )
+    made = client.post("/agents/tmp/versions", params=v1, json={"definition": {"kind": "prompt", "model": "m"}})
     assert made.json()["id"] == "tmp:1"
     deleted = client.delete("/agents/tmp/versions/1", params=v1).json()
     assert deleted == {"object": "agent.version.deleted", "name": "tmp", "version": "1", "deleted": True}
     _error(client.get("/agents/tmp", params=v1), 404)
-    legacy = client.post(
-        "/agents", params=v1, json={"name": "old", "definition": {"kind": "prompt", "model": "m"}}
-    )
+    legacy = client.post("/agents", params=v1, json={"name": "old", "definition": {"kind": "prompt", "model": "m"}})
     assert legacy.json()["versions"]["latest"]["version"] == "1"
 
 

@@ -28,7 +28,10 @@ def routes_for(emulator_url: str, **extra: dict[str, Any]) -> dict[str, Any]:
         "classic-flights": {"endpoint": project, "assistant_id": "asst_flights", "auth": KEY},
         "poll-assistant": {"endpoint": emulator_url, "assistant_id": "asst_demo", "auth": KEY, "upstream": "poll"},
         "poll-flights": {
-            "endpoint": emulator_url, "assistant_id": "asst_flights", "auth": KEY, "upstream": "poll",
+            "endpoint": emulator_url,
+            "assistant_id": "asst_flights",
+            "auth": KEY,
+            "upstream": "poll",
         },
         "demo-agent": {"endpoint": project, "agent": {"name": "demo-agent", "version": "1"}, "auth": KEY},
         "flights-agent": {"endpoint": project, "agent": {"name": "flights-demo", "version": "1"}, "auth": KEY},

@@ -74,7 +74,9 @@ def answer_calls(messages: list[dict[str, Any]], reply: Collected) -> None:
         }
     )
     for call in reply.tool_calls:
-        messages.append({"role": "tool", "tool_call_id": call["id"], "content": seed.call(call["name"], call["arguments"])})
+        messages.append(
+            {"role": "tool", "tool_call_id": call["id"], "content": seed.call(call["name"], call["arguments"])}
+        )
 
 
 def run_seed(client: openai.OpenAI, model: str, *, stream: bool) -> tuple[Collected, list[dict[str, Any]], int]:

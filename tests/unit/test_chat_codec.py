@@ -103,13 +103,23 @@ def test_options_and_tools_are_carried() -> None:
 
 def test_rendered_completion_validates_against_the_spec() -> None:
     text = chat_codec.render_completion(
-        completion_id="chatcmpl-1", model="m", created=1, text="hi", tool_calls=(),
-        finish_reason="stop", usage=Usage(1, 2, 3),
+        completion_id="chatcmpl-1",
+        model="m",
+        created=1,
+        text="hi",
+        tool_calls=(),
+        finish_reason="stop",
+        usage=Usage(1, 2, 3),
     )
     validate(text, "CreateChatCompletionResponse")
     calls = chat_codec.render_completion(
-        completion_id="chatcmpl-2", model="m", created=1, text="", tool_calls=(ToolCall("call_1", "f", "{}"),),
-        finish_reason="tool_calls", usage=None,
+        completion_id="chatcmpl-2",
+        model="m",
+        created=1,
+        text="",
+        tool_calls=(ToolCall("call_1", "f", "{}"),),
+        finish_reason="tool_calls",
+        usage=None,
     )
     validate(calls, "CreateChatCompletionResponse")
     assert calls["choices"][0]["message"]["content"] is None
@@ -122,7 +132,7 @@ def test_every_chunk_validates_against_the_spec(include_usage: bool) -> None:
     chunks = [
         r.role(),
         r.text("Hel"),
-        r.tool_calls((ToolCall("call_1", "f", "{}"), ToolCall("call_2", "g", "{\"a\":1}"))),
+        r.tool_calls((ToolCall("call_1", "f", "{}"), ToolCall("call_2", "g", '{"a":1}'))),
         r.finish("tool_calls"),
     ]
     if include_usage:

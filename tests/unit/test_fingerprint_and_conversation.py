@@ -44,7 +44,9 @@ def test_chain_is_prefix_stable_and_content_sensitive() -> None:
     assert fingerprint.chain([Message("user", "one!")])[0] != full[0]
     assert fingerprint.chain([Message("assistant", "one")])[0] != full[0]
     call = Message("assistant", "", (ToolCall("c", "f", "{}"),))
-    assert fingerprint.chain([call])[0] != fingerprint.chain([Message("assistant", "", (ToolCall("c", "f", "{ }"),))])[0]
+    assert (
+        fingerprint.chain([call])[0] != fingerprint.chain([Message("assistant", "", (ToolCall("c", "f", "{ }"),))])[0]
+    )
     assert fingerprint.chain([ToolResult("c", "1")])[0] != fingerprint.chain([ToolResult("c", "2")])[0]
 
 
@@ -53,7 +55,9 @@ async def test_resolution_finds_the_longest_remembered_prefix() -> None:
     first = await conversation.resolve(index, owner="o", route="r", items=(U1,), conversation_id=None)
     assert first.cursor is None and first.new_items == (U1,)
     assert index.lookups == 0  # no assistant message, nothing to look up
-    await conversation.remember(index, owner="o", route="r", items=(U1,), reply=A1, cursor="thread_1", conversation_id=None)
+    await conversation.remember(
+        index, owner="o", route="r", items=(U1,), reply=A1, cursor="thread_1", conversation_id=None
+    )
     second = await conversation.resolve(index, owner="o", route="r", items=(U1, A1, U2), conversation_id=None)
     assert second.cursor == "thread_1" and second.new_items == (U2,)
     assert index.lookups == 1
@@ -70,7 +74,9 @@ async def test_conversation_id_sends_only_what_follows_the_last_reply() -> None:
     index = DictIndex()
     fresh = await conversation.resolve(index, owner="o", route="r", items=(U1,), conversation_id="c")
     assert fresh.cursor is None
-    await conversation.remember(index, owner="o", route="r", items=(U1,), reply=A1, cursor="thread_9", conversation_id="c")
+    await conversation.remember(
+        index, owner="o", route="r", items=(U1,), reply=A1, cursor="thread_9", conversation_id="c"
+    )
     items: tuple[Item, ...] = (U2,)
     later = await conversation.resolve(index, owner="o", route="r", items=items, conversation_id="c")
     assert later.cursor == "thread_9" and later.new_items == (U2,)

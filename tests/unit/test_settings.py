@@ -48,16 +48,31 @@ def test_env_references_with_and_without_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("routes:\n  a:\n    endpoint: http://x\n    assistant_id: abc\n    auth: {type: api_key, api_key: k}\n",
-         "routes.a: assistant_id must start with 'asst_'"),
-        ("routes:\n  a:\n    endpoint: ftp://x\n    assistant_id: asst_1\n    auth: {type: api_key, api_key: k}\n",
-         "routes.a: endpoint must be an http(s) URL"),
-        ("routes:\n  a:\n    endpoint: http://x\n    agent: {name: n}\n    auth: {type: api_key, api_key: k}\n",
-         "needs a project endpoint"),
-        ("routes:\n  a:\n    endpoint: http://x\n    auth: {type: api_key, api_key: k}\n", "exactly one of assistant_id"),
-        ("routes:\n  a:\n    endpoint: http://x\n    assistant_id: asst_1\n    auth: {type: api_key}\n", "routes.a.auth"),
-        ("routes:\n  a:\n    endpoint: http://x\n    assistant_id: asst_1\n    auth: {type: api_key, api_key: k}\n"
-         "    colour: red\n", "routes.a.colour: unknown key"),
+        (
+            "routes:\n  a:\n    endpoint: http://x\n    assistant_id: abc\n    auth: {type: api_key, api_key: k}\n",
+            "routes.a: assistant_id must start with 'asst_'",
+        ),
+        (
+            "routes:\n  a:\n    endpoint: ftp://x\n    assistant_id: asst_1\n    auth: {type: api_key, api_key: k}\n",
+            "routes.a: endpoint must be an http(s) URL",
+        ),
+        (
+            "routes:\n  a:\n    endpoint: http://x\n    agent: {name: n}\n    auth: {type: api_key, api_key: k}\n",
+            "needs a project endpoint",
+        ),
+        (
+            "routes:\n  a:\n    endpoint: http://x\n    auth: {type: api_key, api_key: k}\n",
+            "exactly one of assistant_id",
+        ),
+        (
+            "routes:\n  a:\n    endpoint: http://x\n    assistant_id: asst_1\n    auth: {type: api_key}\n",
+            "routes.a.auth",
+        ),
+        (
+            "routes:\n  a:\n    endpoint: http://x\n    assistant_id: asst_1\n    auth: {type: api_key, api_key: k}\n"
+            "    colour: red\n",
+            "routes.a.colour: unknown key",
+        ),
         ("threads: {ttl: forever}\n", "threads.ttl: expected a duration"),
         ("- a list\n", "the top level must be a mapping"),
         ("routes: [\n", "not valid YAML"),

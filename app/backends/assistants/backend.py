@@ -204,7 +204,9 @@ class AssistantsBackend:
         state.run_active = True
         try:
             if req.route.upstream == "stream":
-                async with client.submit_tool_outputs_stream(first.thread_id, first.run_id, outputs, req.deadline) as ev:
+                async with client.submit_tool_outputs_stream(
+                    first.thread_id, first.run_id, outputs, req.deadline
+                ) as ev:
                     async for event in self._follow(client, req, state, ev, tool_round=True):
                         yield event
             else:
@@ -422,4 +424,3 @@ def _too_late() -> ToolOutputsExpiredError:
         "The tool outputs came too late: the agent's run expired while waiting for them. "
         "Send the conversation again to start a new run."
     )
-

@@ -111,9 +111,7 @@ class AssistantsClient:
         return data
 
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
-        await self.upstream.request(
-            "DELETE", self._url(f"/threads/{thread_id}"), params=self.params, deadline=deadline
-        )
+        await self.upstream.request("DELETE", self._url(f"/threads/{thread_id}"), params=self.params, deadline=deadline)
 
     async def get_assistant(self, assistant_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.turn import FunctionTool, Item, Message, ToolCall, ToolResult, TurnOptions, Usage
+from app.core.turn import FunctionTool, Item, ToolCall, ToolResult, TurnOptions, Usage
 from app.errors import RunFailedError, ToolOutputsExpiredError, UpstreamError
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete", "requires_action"})
@@ -147,4 +147,3 @@ def active_run_id(message: str) -> str | None:
         if word.startswith("run_"):
             return word
     return None
-
