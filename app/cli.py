@@ -106,6 +106,74 @@ def _dev(args: argparse.Namespace) -> int:
     return next((code for code in codes if code > 0), 0)
 
 
+def _threads(args: argparse.Namespace) -> int:
+    """Operate on the thread registry without the service: straight against Redis and Azure."""
+    import asyncio
+    import json
+
+    from app.errors import BridgeError
+    from app.main import components
+    from app.settings import Seconds
+    from app.state.threads_admin import ThreadFilter, record_json
+
+    settings = _load(args.config)
+    if settings.redis_url is None:
+        print("agent-bridge threads: set REDIS_URL: the registry lives in the service's Redis.", file=sys.stderr)
+        return 2
+
+    def seconds(value: str | None) -> float | None:
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(Seconds).validate_python(value) if value is not None else None
+
+    def show(value: object) -> None:
+        print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+    async def run() -> int:
+        async with components(settings) as built:
+            admin = built.admin
+            if args.action == "list":
+                flt = ThreadFilter(route=args.route, owner=args.owner, idle_for_s=seconds(args.idle_for))
+                show(await admin.list(flt, limit=args.limit, after=args.after))
+            elif args.action == "show":
+                show(record_json(await admin.show(args.thread_id)))
+            elif args.action == "delete":
+                await admin.delete(args.thread_id)
+                show({"id": args.thread_id, "deleted": True})
+            elif args.action == "purge":
+                flt = ThreadFilter(route=args.route, owner=args.owner, idle_for_s=seconds(args.older_than))
+                report = await admin.purge(flt)
+                show({"deleted": report.deleted, "failed": report.failed, "count": len(report.deleted)})
+                return 1 if report.failed else 0
+            elif args.action == "reconcile":
+                listers = {
+                    name: client.list_threads
+                    for name, client in built.assistants_clients.items()
+                    if client.lists_threads
+                }
+                if not listers:
+                    print("agent-bridge threads reconcile: no route on a Foundry project (only those list threads).")
+                    return 0
+                result = await admin.reconcile(listers, adopt=args.adopt, dry_run=args.dry_run)
+                show(
+                    {
+                        "orphans": result.orphans,
+                        "deleted": result.deleted,
+                        "adopted": result.adopted,
+                        "left_alone": result.foreign,
+                        "failed": result.failed,
+                    }
+                )
+                return 1 if result.failed else 0
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except BridgeError as exc:
+        print(f"agent-bridge threads {args.action}: {exc.message}", file=sys.stderr)
+        return 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="agent-bridge", description="An OpenAI-compatible proxy for Azure agents.")
     sub = root.add_subparsers(dest="command", required=True)
@@ -134,6 +202,32 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--emulator-port", type=int, default=8100)
     dev.set_defaults(run=_dev)
+
+    threads = sub.add_parser("threads", help="the thread registry, straight against Redis and Azure")
+    threads.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))
+    actions = threads.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="list registered threads, most idle first")
+    listing.add_argument("--route")
+    listing.add_argument("--owner")
+    listing.add_argument("--idle-for", help="only threads idle at least this long (30s, 5m, 7d)")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--after", help="the `next` cursor of the previous page")
+    for action, text in (
+        ("show", "show one thread's record"),
+        ("delete", "delete one thread on Azure, then its record"),
+    ):
+        one = actions.add_parser(action, help=text)
+        one.add_argument("thread_id")
+    purge = actions.add_parser("purge", help="delete every matching thread on Azure and from the registry")
+    purge.add_argument("--route")
+    purge.add_argument("--owner")
+    purge.add_argument("--older-than", help="only threads idle at least this long (30s, 5m, 7d)")
+    reconcile = actions.add_parser(
+        "reconcile", help="find threads the bridge created on Foundry projects but has no record of"
+    )
+    reconcile.add_argument("--adopt", action="store_true", help="record them instead of deleting them")
+    reconcile.add_argument("--dry-run", action="store_true", help="only report them")
+    threads.set_defaults(run=_threads)
 
     check = sub.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))

@@ -1,18 +1,24 @@
-"""The composition root: `create_app()` and its lifespan build everything and put it on `app.state`."""
+"""The composition root: `create_app()` and its lifespan build everything and put it on `app.state`.
+
+`components()` builds what the bridge runs on (Redis store, Azure clients, backends, services, the
+janitor); the FastAPI lifespan and the operator CLI (`agent-bridge threads ...`) both use it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import chat, errors, health, responses
+from app.api import admin, chat, errors, health, responses
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
@@ -29,13 +35,88 @@ from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
 from app.settings import RouteSettings, Settings, load_settings
 from app.state.connect import connect
+from app.state.janitor import Janitor, JanitorPolicy
 from app.state.store import RedisStore
+from app.state.threads_admin import ThreadAdmin
 
 log = logging.getLogger("agent_bridge")
 
 
 def _scope_for(route: RouteSettings) -> str:
     return AI_FOUNDRY_SCOPE if route.is_project else COGNITIVE_SERVICES_SCOPE
+
+
+@dataclass
+class Components:
+    settings: Settings
+    store: RedisStore
+    tasks: BackgroundTasks
+    assistants_clients: dict[str, AssistantsClient]
+    foundry_clients: dict[str, FoundryClient]
+    auths: dict[str, AuthProvider]
+    service: TurnService
+    responses: ResponsesService
+    admin: ThreadAdmin
+    janitor: Janitor
+
+
+@asynccontextmanager
+async def components(
+    settings: Settings, *, retry: RetryPolicy | None = None, poll: PollPolicy | None = None
+) -> AsyncIterator[Components]:
+    redis = connect(settings.redis_url)
+    store = RedisStore(redis, prefix=settings.redis_prefix, thread_ttl_s=settings.threads.ttl)
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=30.0),
+        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=30.0),
+    )
+    tasks = BackgroundTasks()
+    policy = retry or RetryPolicy()
+    auths: dict[str, AuthProvider] = {}
+    assistants_clients: dict[str, AssistantsClient] = {}
+    foundry_clients: dict[str, FoundryClient] = {}
+    for name, route in settings.routes.items():
+        auths[name] = build_auth(route.auth, _scope_for(route))
+        upstream = UpstreamClient(http, auths[name], policy, name=name)
+        if route.backend == "assistants":
+            assistants_clients[name] = AssistantsClient(upstream, route)
+        else:
+            foundry_clients[name] = FoundryClient(upstream, route)
+    backends: dict[str, AgentBackend] = {
+        "assistants": AssistantsBackend(
+            assistants_clients, store, tasks, lock_wait_s=settings.limits.lock_wait, poll=poll
+        ),
+        "foundry": FoundryBackend(foundry_clients, tasks),
+    }
+    deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
+    built = Components(
+        settings=settings,
+        store=store,
+        tasks=tasks,
+        assistants_clients=assistants_clients,
+        foundry_clients=foundry_clients,
+        auths=auths,
+        service=TurnService(settings, backends, store),
+        responses=ResponsesService(settings, backends, store, FoundryPassthrough(foundry_clients)),
+        admin=ThreadAdmin(store, deleters),
+        janitor=Janitor(
+            store,
+            deleters,
+            JanitorPolicy(
+                ttl_s=settings.threads.ttl,
+                interval_s=settings.threads.sweep_interval,
+                retry_base_s=settings.threads.retry_base,
+            ),
+        ),
+    )
+    try:
+        yield built
+    finally:
+        await tasks.drain(within_s=10.0)
+        await http.aclose()
+        for auth in auths.values():
+            await auth.aclose()
+        await redis.aclose()
 
 
 def create_app(
@@ -53,46 +134,22 @@ def create_app(
                 "REDIS_URL is not set: using an embedded in-process Redis. Thread records die with this "
                 "process, and threads created now can be orphaned on Azure. Set REDIS_URL in production."
             )
-        redis = connect(settings.redis_url)
-        store = RedisStore(redis, prefix=settings.redis_prefix, thread_ttl_s=settings.threads.ttl)
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=30.0),
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=30.0),
-        )
-        tasks = BackgroundTasks()
-        policy = retry or RetryPolicy()
-        auths: list[AuthProvider] = []
-        assistants_clients: dict[str, AssistantsClient] = {}
-        foundry_clients: dict[str, FoundryClient] = {}
-        for name, route in settings.routes.items():
-            auth = build_auth(route.auth, _scope_for(route))
-            auths.append(auth)
-            upstream = UpstreamClient(http, auth, policy, name=name)
-            if route.backend == "assistants":
-                assistants_clients[name] = AssistantsClient(upstream, route)
-            else:
-                foundry_clients[name] = FoundryClient(upstream, route)
-        backends: dict[str, AgentBackend] = {
-            "assistants": AssistantsBackend(
-                assistants_clients, store, tasks, lock_wait_s=settings.limits.lock_wait, poll=poll
-            ),
-            "foundry": FoundryBackend(foundry_clients, tasks),
-        }
-        app.state.settings = settings
-        app.state.store = store
-        app.state.tasks = tasks
-        app.state.service = TurnService(settings, backends, store)
-        app.state.responses = ResponsesService(settings, backends, store, FoundryPassthrough(foundry_clients))
-        try:
-            yield
-        finally:
-            await tasks.drain(within_s=10.0)
-            await http.aclose()
-            for auth in auths:
-                close = getattr(auth, "aclose", None)
-                if close is not None:
-                    await close()
-            await redis.aclose()
+        async with components(settings, retry=retry, poll=poll) as built:
+            app.state.components = built
+            app.state.store = built.store
+            app.state.tasks = built.tasks
+            app.state.service = built.service
+            app.state.responses = built.responses
+            app.state.admin = built.admin
+            app.state.janitor = built.janitor
+            stop = asyncio.Event()
+            sweeper = asyncio.create_task(built.janitor.run(stop)) if settings.threads.janitor else None
+            try:
+                yield
+            finally:
+                stop.set()
+                if sweeper is not None:
+                    await sweeper
 
     app = FastAPI(title="Agent Bridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
@@ -107,6 +164,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -121,6 +121,11 @@ class KeySettings(_Strict):
 class ThreadSettings(_Strict):
     ttl: Seconds = 7 * 86400.0
     """Threads idle longer than this are deleted on Azure, then forgotten."""
+    sweep_interval: Seconds = 60.0
+    """How often each replica's janitor looks for expired threads (one sweep at a time overall)."""
+    janitor: bool = True
+    retry_base: Seconds = 30.0
+    """A deletion that failed is tried again after this, doubling each time (up to an hour)."""
 
 
 class LimitSettings(_Strict):

@@ -29,6 +29,8 @@ class ResponseIndex(Protocol):
 
     async def delete_response(self, response_id: str) -> None: ...
 
+    async def claim_conversation(self, conversation_id: str, owner: str) -> bool: ...
+
 
 class ResponsesPassthrough(Protocol):
     """The Foundry v2 side: forwards a sanitized body with the route's agent_reference."""
@@ -155,6 +157,10 @@ class ResponsesService:
     ) -> AsyncIterator[StreamEvent]:
         assert self.passthrough is not None
         await self._previous(req, owner)
+        if req.conversation is not None:
+            conversation_id = req.conversation if isinstance(req.conversation, str) else req.conversation.get("id")
+            if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
+                raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
         async for name, data in self.passthrough.stream(
             body, model=req.model, deadline=time.monotonic() + route.timeout
         ):

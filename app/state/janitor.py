@@ -53,6 +53,9 @@ class Janitor:
         self.failures: dict[str, int] = {}
         self.counters = {"sweeps": 0, "deleted": 0, "failed": 0}
 
+    async def counters_snapshot(self) -> dict[str, int]:
+        return dict(self.counters)
+
     async def sweep(self, now: float | None = None) -> SweepResult:
         now = time.time() if now is None else now
         lease = await self.store.acquire_lease("janitor", ttl_ms=int(self.policy.lease_s * 1000))

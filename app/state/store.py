@@ -12,6 +12,7 @@ Keys (after the prefix, default `ab:`):
 - `resp:{id}` (string): a ResponseRecord (JSON), response TTL.
 - `lock:thread:{id}` (string): the token of the turn holding the thread (SET NX PX).
 - `lease:{name}` (string): the token of the replica running a janitor sweep.
+- `owned:conversation:{id}` (string): the owner of a Foundry conversation id used through the bridge.
 
 Every Redis failure leaves this module as `StoreUnavailableError` (503).
 """
@@ -227,6 +228,13 @@ class RedisStore:
     async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:
         value: str | None = await self.redis.get(self.key("conv", owner, route, "id", conversation_id))
         return value
+
+    @_translated
+    async def claim_conversation(self, conversation_id: str, owner: str) -> bool:
+        """A Foundry conversation id belongs to the first owner that uses it through the bridge."""
+        key = self.key("owned", "conversation", conversation_id)
+        await self.redis.set(key, owner, nx=True, px=self.response_ttl_ms)
+        return bool(await self.redis.get(key) == owner)
 
     # -- tool calls ------------------------------------------------------------------------------
 

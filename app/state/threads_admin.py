@@ -66,31 +66,22 @@ class ThreadAdmin:
         self.deleters = deleters
 
     async def list(self, flt: ThreadFilter, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
-        """A page of records, most idle first; `next` is the cursor of the following page."""
+        """A page of records, most idle first; `next` is the cursor of the following page (or None)."""
         now = time.time()
-        page: list[ThreadRecord] = []
+        found: list[ThreadRecord] = []
         cursor = after
-        while len(page) < limit:
-            ids = await self.store.scan_threads(after=cursor, limit=max(limit, 100), owner=flt.owner)
+        while len(found) < limit:
+            ids = await self.store.scan_threads(after=cursor, limit=200, owner=flt.owner)
             if not ids:
-                cursor = None
-                break
-            for record in await self.store.get_threads(ids):
-                cursor = ids[-1]
+                return {"object": "list", "data": [record_json(r, now) for r in found], "next": None}
+            for thread_id, record in zip(ids, await self.store.get_threads(ids), strict=True):
+                cursor = thread_id
                 if record is not None and flt.matches(record, now):
-                    page.append(record)
-                    if len(page) == limit:
-                        cursor = record.thread_id
+                    found.append(record)
+                    if len(found) == limit:
                         break
-            else:
-                continue
-            break
-        has_more = bool(cursor) and bool(await self.store.scan_threads(after=cursor, limit=1, owner=flt.owner))
-        return {
-            "object": "list",
-            "data": [record_json(r, now) for r in page],
-            "next": cursor if has_more else None,
-        }
+        more = bool(await self.store.scan_threads(after=cursor, limit=1, owner=flt.owner))
+        return {"object": "list", "data": [record_json(r, now) for r in found], "next": cursor if more else None}
 
     async def show(self, thread_id: str) -> ThreadRecord:
         record = await self.store.get_thread(thread_id)

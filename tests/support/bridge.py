@@ -81,6 +81,11 @@ class Bridge:
             stats: dict[str, int] = c.get("/_emulator/stats").json()["by_operation"]
             return stats
 
+    def emulator_requests(self) -> list[dict[str, Any]]:
+        with self.emulator() as c:
+            requests: list[dict[str, Any]] = c.get("/_emulator/stats").json()["requests"]
+            return requests
+
     def reset_stats(self) -> None:
         with self.emulator() as c:
             c.post("/_emulator/stats/reset").raise_for_status()

@@ -113,6 +113,21 @@ class AssistantsClient:
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
         await self.upstream.request("DELETE", self._url(f"/threads/{thread_id}"), params=self.params, deadline=deadline)
 
+    async def list_threads(self) -> list[dict[str, Any]]:
+        """Every thread of the project, all pages (Foundry classic only: Azure OpenAI cannot list threads)."""
+        threads: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            params = {**self.params, "limit": "100", "order": "asc"}
+            if after is not None:
+                params["after"] = after
+            page = await self.upstream.request("GET", self._url("/threads"), params=params)
+            data: list[dict[str, Any]] = page.get("data") or []
+            threads += data
+            if not data or not page.get("has_more"):
+                return threads
+            after = data[-1]["id"]
+
     async def get_assistant(self, assistant_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
             "GET", self._url(f"/assistants/{assistant_id}"), params=self.params

@@ -1,0 +1,103 @@
+"""Threads are never orphaned: idle threads are deleted on Azure, then forgotten, exactly once."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tests.support.bridge import Bridge, running_bridge
+from tests.support.chat import turn
+from tests.support.servers import ServerThread
+
+FAST_JANITOR = {"ttl": "2s", "sweep_interval": "200ms", "retry_base": "200ms"}
+
+
+def _converse(bridge: Bridge, count: int) -> list[str]:
+    client = bridge.client()
+
+    def one(n: int) -> str:
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo-assistant", messages=[{"role": "user", "content": f"conversation {n}"}]
+        )
+        return str(raw.headers["x-thread-id"])
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def _registered(bridge: Bridge, ids: list[str]) -> int:
+    """How many of these threads still have a registry record."""
+    records = bridge.server.call(bridge.state.store.get_threads(ids))
+    return sum(record is not None for record in records)
+
+
+def _deleted(bridge: Bridge, ids: list[str]) -> set[str]:
+    return {t["id"] for t in bridge.emulator_threads() if t["id"] in ids and t["deleted"]}
+
+
+def _wait(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.1)
+
+
+def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
+    with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
+        ids = _converse(bridge, 50)
+        assert len(set(ids)) == 50
+        assert _registered(bridge, ids) == 50
+        _wait(lambda: len(_deleted(bridge, ids)) == 50, timeout=20)
+        _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
+        # Each thread was deleted exactly once upstream.
+        deletes = [
+            r for r in bridge.emulator_requests() if r["method"] == "DELETE" and r["path"].rsplit("/", 1)[-1] in ids
+        ]
+        assert len(deletes) == 50
+
+
+def test_failed_deletions_are_retried_and_never_forgotten_early(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
+    with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
+        ids = _converse(bridge, 10)
+        bridge.fault(path=r"/openai/threads/thread_[^/]+$", method="DELETE", status=503, count=25)
+        # While Azure fails the deletions, every thread stays in the registry.
+        _wait(lambda: bridge.emulator_stats().get("DELETE /openai/threads/{thread_id}", 0) >= 10, timeout=20)
+        assert _registered(bridge, ids) == 10 - len(_deleted(bridge, ids))
+        _wait(lambda: len(_deleted(bridge, ids)) == 10, timeout=30)
+        _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
+        assert bridge.server.call(bridge.state.janitor.counters_snapshot())["failed"] >= 1
+
+
+def test_two_janitors_never_delete_the_same_thread_twice(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
+    with (
+        running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as first,
+        running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as second,
+    ):
+        ids = _converse(first, 15) + _converse(second, 15)
+        _wait(lambda: len(_deleted(first, ids)) == 30, timeout=30)
+        deletes = [r for r in first.emulator_requests() if r["method"] == "DELETE"]
+        assert sorted(r["path"].rsplit("/", 1)[-1] for r in deletes) == sorted(ids)
+        assert all(r["status"] == 200 for r in deletes)
+
+
+def test_a_thread_in_use_is_not_deleted(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
+    with running_bridge(
+        emulator.url, redis_url, redis_prefix, threads={"ttl": "1500ms", "sweep_interval": "200ms"}
+    ) as bridge:
+        client = bridge.client()
+        history: list[dict[str, Any]] = [{"role": "user", "content": "keep me"}]
+        raw = client.chat.completions.with_raw_response.create(model="demo-assistant", messages=history)
+        thread_id = raw.headers["x-thread-id"]
+        for n in range(4):
+            time.sleep(0.6)
+            history += [{"role": "assistant", "content": f"Echo: {history[-1]['content']}"}]
+            history += [{"role": "user", "content": f"still here {n}"}]
+            reply = turn(client, stream=False, model="demo-assistant", messages=history)
+            assert reply.text == f"Echo: still here {n}"
+        assert not _deleted(bridge, [thread_id])
+        assert len(bridge.emulator_threads()) == 1
