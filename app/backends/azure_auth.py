@@ -48,17 +48,21 @@ class EntraAuth:
         self.scope = scope
         self.refresh_margin_s = refresh_margin_s
         self._token: Any = None
+        self._margin = refresh_margin_s
         self._lock = asyncio.Lock()
         self.fetches = 0
 
     def _fresh(self) -> bool:
-        return self._token is not None and self._token.expires_on - time.time() > self.refresh_margin_s
+        return self._token is not None and self._token.expires_on - time.time() > self._margin
 
     async def headers(self) -> dict[str, str]:
         if not self._fresh():
             async with self._lock:
                 if not self._fresh():
                     self._token = await self._fetch()
+                    # Short-lived tokens are refreshed at half their life, long ones `refresh_margin_s` early.
+                    lifetime = self._token.expires_on - time.time()
+                    self._margin = min(self.refresh_margin_s, max(0.0, lifetime / 2))
         return {"Authorization": f"Bearer {self._token.token}"}
 
     async def _fetch(self) -> Any:
