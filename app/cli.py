@@ -25,25 +25,28 @@ def _load(path: str) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.logs import configure
+
     settings = _load(args.config)
+    configure(args.log_level)
+    common: dict[str, object] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace),
+        "access_log": False,
+    }
     if args.workers > 1:
         if settings.redis_url is None:
             print("agent-bridge: several workers need a shared Redis: set REDIS_URL.", file=sys.stderr)
             return 2
         os.environ["AGENT_BRIDGE_CONFIG"] = args.config
-        uvicorn.run(
-            "app.main:create_app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-            proxy_headers=True,
-        )
+        uvicorn.run("app.main:create_app_from_env", factory=True, workers=args.workers, **common)  # type: ignore[arg-type]
         return 0
     from app.main import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, proxy_headers=True)
+    uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
     return 0
 
 

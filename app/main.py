@@ -33,6 +33,7 @@ from app.core.background import BackgroundTasks
 from app.core.keys import KeyRing
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
+from app.metrics import Metrics
 from app.settings import RouteSettings, Settings, load_settings
 from app.state.connect import connect
 from app.state.janitor import Janitor, JanitorPolicy
@@ -58,14 +59,18 @@ class Components:
     responses: ResponsesService
     admin: ThreadAdmin
     janitor: Janitor
+    metrics: Metrics
 
 
 @asynccontextmanager
 async def components(
     settings: Settings, *, retry: RetryPolicy | None = None, poll: PollPolicy | None = None
 ) -> AsyncIterator[Components]:
+    metrics = Metrics()
     redis = connect(settings.redis_url)
-    store = RedisStore(redis, prefix=settings.redis_prefix, thread_ttl_s=settings.threads.ttl)
+    store = RedisStore(
+        redis, prefix=settings.redis_prefix, thread_ttl_s=settings.threads.ttl, on_error=metrics.store_errors.inc
+    )
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=30.0),
         limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=30.0),
@@ -77,16 +82,16 @@ async def components(
     foundry_clients: dict[str, FoundryClient] = {}
     for name, route in settings.routes.items():
         auths[name] = build_auth(route.auth, _scope_for(route))
-        upstream = UpstreamClient(http, auths[name], policy, name=name)
+        upstream = UpstreamClient(http, auths[name], policy, name=name, metrics=metrics)
         if route.backend == "assistants":
             assistants_clients[name] = AssistantsClient(upstream, route)
         else:
             foundry_clients[name] = FoundryClient(upstream, route)
     backends: dict[str, AgentBackend] = {
         "assistants": AssistantsBackend(
-            assistants_clients, store, tasks, lock_wait_s=settings.limits.lock_wait, poll=poll
+            assistants_clients, store, tasks, lock_wait_s=settings.limits.lock_wait, poll=poll, metrics=metrics
         ),
-        "foundry": FoundryBackend(foundry_clients, tasks),
+        "foundry": FoundryBackend(foundry_clients, tasks, metrics),
     }
     deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
     built = Components(
@@ -97,8 +102,8 @@ async def components(
         foundry_clients=foundry_clients,
         auths=auths,
         service=TurnService(settings, backends, store),
-        responses=ResponsesService(settings, backends, store, FoundryPassthrough(foundry_clients)),
-        admin=ThreadAdmin(store, deleters),
+        responses=ResponsesService(settings, backends, store, FoundryPassthrough(foundry_clients, metrics)),
+        admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
             store,
             deleters,
@@ -107,7 +112,9 @@ async def components(
                 interval_s=settings.threads.sweep_interval,
                 retry_base_s=settings.threads.retry_base,
             ),
+            metrics,
         ),
+        metrics=metrics,
     )
     try:
         yield built

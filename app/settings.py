@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     threads: ThreadSettings = ThreadSettings()
     limits: LimitSettings = LimitSettings()
     keys: list[KeySettings] = Field(default_factory=list)
+    log_content: bool = False
+    """Put the request's message text (first 1,000 characters) in the access log. Off by default."""
+    shutdown_grace: Seconds = 30.0
+    """On SIGTERM, in-flight turns get this long to finish; then their runs are cancelled."""
     config_path: str | None = None
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api import sse
@@ -33,10 +33,14 @@ def _bound_headers(first: TurnEvent) -> dict[str, str]:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest,
+    request: Request,
     service: ServiceDep,
     principal: PrincipalDep,
     x_conversation_id: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JSONResponse | StreamingResponse:
+    request.state.model = body.model
+    if request.app.state.settings.log_content:
+        request.state.content = _tail(body.messages[-1].content)
     principal.check_model(body.model)
     events = service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
     # The first event binds the upstream thread; errors before it are plain HTTP errors.
@@ -98,6 +102,10 @@ async def _chunks(renderer: chat_codec.ChunkRenderer, events: AsyncIterator[Turn
             if renderer.include_usage:
                 yield sse.data(renderer.usage(event.usage))
     yield sse.DONE
+
+
+def _tail(content: object) -> str:
+    return str(content)[:1000]
 
 
 def _stream_error(error: BridgeError) -> list[bytes]:

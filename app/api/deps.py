@@ -31,7 +31,9 @@ def _store(request: Request) -> RedisStore:
 
 def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
     keys: KeyRing = request.app.state.keys
-    return keys.authenticate(authorization)
+    principal = keys.authenticate(authorization)
+    request.state.owner = principal.name
+    return principal
 
 
 def _owner(principal: Annotated[Principal, Depends(_principal)]) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import PrincipalDep, SettingsDep, StoreDep
 from app.errors import StoreUnavailableError
@@ -28,6 +29,16 @@ async def readyz(settings: SettingsDep, store: StoreDep) -> JSONResponse:
         checks["redis"] = {"ok": False, "error": exc.message}
     ready = all(c["ok"] for c in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request, store: StoreDep) -> Response:
+    components = request.app.state.components
+    try:
+        components.metrics.threads_live.set(await store.count_threads())
+    except StoreUnavailableError:
+        pass  # the store's error counter says why
+    return Response(components.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/models")

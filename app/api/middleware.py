@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+import time
+from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,11 +14,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core import timing
 from app.errors import PayloadTooLargeError
 
+access = logging.getLogger("agent_bridge.access")
+# Probes and scrapes: not worth a log line or a request metric each.
+_UNMEASURED = frozenset({"/healthz", "/readyz", "/metrics"})
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    """Takes `x-request-id` from the client (or mints one), returns it, starts the request's timing."""
+    """Takes `x-request-id` from the client (or mints one) and returns it; times the request; at its
+    end counts it in the metrics and writes one JSON access line (no keys, tokens or content)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,17 +40,59 @@ class RequestContextMiddleware:
                 break
         if request_id is None:
             request_id = "req_" + secrets.token_hex(12)
-        scope.setdefault("state", {})["request_id"] = request_id
-        timing.begin()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        clock = timing.begin()
         raw_id = request_id.encode()
+        facts: dict[str, Any] = {"status": 500, "thread_id": None}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", raw_id)]
+                facts["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                for key, value in headers:
+                    if key == b"x-thread-id":
+                        facts["thread_id"] = value.decode()
+                message["headers"] = [*headers, (b"x-request-id", raw_id)]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._account(scope, state, clock, facts)
+
+    @staticmethod
+    def _account(scope: Scope, state: dict[str, Any], clock: timing.RequestTiming, facts: dict[str, Any]) -> None:
+        route = scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        total = time.perf_counter() - clock.started
+        overhead_s = clock.overhead_ms() / 1000.0
+        components = getattr(scope["app"].state, "components", None)
+        metrics = getattr(components, "metrics", None)
+        model = state.get("model", "")
+        if metrics is not None and endpoint not in _UNMEASURED:
+            metrics.requests.labels(endpoint, model, str(facts["status"])).inc()
+            metrics.request_seconds.labels(endpoint).observe(total)
+            metrics.overhead_seconds.labels(endpoint).observe(overhead_s)
+        if endpoint in _UNMEASURED:
+            return
+        extra = {
+            "request_id": state.get("request_id"),
+            "method": scope["method"],
+            "path": scope["path"],
+            "endpoint": endpoint,
+            "status": facts["status"],
+            "model": model or None,
+            "owner": state.get("owner"),
+            "thread_id": facts["thread_id"],
+            "total_ms": round(total * 1000, 3),
+            "upstream_ms": round(clock.upstream_s * 1000, 3),
+            "overhead_ms": round(overhead_s * 1000, 3),
+            "upstream_requests": clock.upstream_requests,
+        }
+        if "content" in state:
+            extra["content"] = state["content"]
+        access.info("%s %s %s", scope["method"], scope["path"], facts["status"], extra=extra)
 
 
 class BodyLimitMiddleware:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api import sse
@@ -20,8 +20,11 @@ router = APIRouter()
 
 @router.post("/v1/responses", response_model=None)
 async def create_response(
-    body: ResponsesRequest, service: ResponsesDep, principal: PrincipalDep
+    body: ResponsesRequest, request: Request, service: ResponsesDep, principal: PrincipalDep
 ) -> JSONResponse | StreamingResponse:
+    request.state.model = body.model
+    if request.app.state.settings.log_content:
+        request.state.content = str(body.input)[:1000]
     principal.check_model(body.model)
     if body.background:
         raise InvalidRequestError("background responses are not supported by this bridge.", param="background")

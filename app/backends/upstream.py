@@ -31,6 +31,10 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from app.metrics import Metrics
+
+# Calls without a turn deadline (the janitor, the admin API) still may not hang.
+_UNBOUNDED_CALL_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +114,20 @@ def translate(response: httpx.Response) -> BridgeError:
 
 
 class UpstreamClient:
-    def __init__(self, http: httpx.AsyncClient, auth: AuthProvider, retry: RetryPolicy, *, name: str = "azure") -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        auth: AuthProvider,
+        retry: RetryPolicy,
+        *,
+        name: str = "azure",
+        metrics: Metrics | None = None,
+    ) -> None:
         self.http = http
         self.auth = auth
         self.retry = retry
         self.name = name
+        self.metrics = metrics
 
     async def request(
         self,
@@ -125,9 +138,10 @@ class UpstreamClient:
         params: dict[str, str] | None = None,
         deadline: float | None = None,
         idempotent: bool = True,
+        operation: str = "request",
     ) -> Any:
         """Send a request and return its JSON body (None when empty)."""
-        response = await self._send(method, url, json, params, deadline, idempotent)
+        response = await self._send(method, url, json, params, deadline, idempotent, operation)
         try:
             with timing.upstream_wait():
                 content = await response.aread()
@@ -154,9 +168,10 @@ class UpstreamClient:
         params: dict[str, str] | None = None,
         deadline: float | None = None,
         idempotent: bool = False,
+        operation: str = "stream",
     ) -> AsyncIterator[AsyncIterator[SSEEvent]]:
         """Send a request whose answer is an event stream; yields its events as they arrive."""
-        response = await self._send(method, url, json, params, deadline, idempotent)
+        response = await self._send(method, url, json, params, deadline, idempotent, operation)
         try:
             yield self._events(response)
         finally:
@@ -194,11 +209,14 @@ class UpstreamClient:
         params: dict[str, str] | None,
         deadline: float | None,
         idempotent: bool,
+        operation: str,
     ) -> httpx.Response:
         attempt = 0
         reauthenticated = False
         while True:
             attempt += 1
+            if attempt > 1 and self.metrics is not None:
+                self.metrics.upstream_retries.labels(operation).inc()
             headers = await self.auth.headers()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -209,7 +227,9 @@ class UpstreamClient:
                 json=body,
                 params=params,
                 headers=headers,
-                timeout=httpx.Timeout(remaining, connect=min(10.0, remaining or 10.0)) if remaining else None,
+                timeout=httpx.Timeout(remaining, connect=min(10.0, remaining))
+                if remaining is not None
+                else _UNBOUNDED_CALL_TIMEOUT,
             )
             current = timing.current()
             if current is not None:
@@ -217,21 +237,12 @@ class UpstreamClient:
             try:
                 with timing.upstream_wait():
                     response = await self.http.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # The request never left: safe to repeat even when it creates something.
-                if await self._pause(attempt, None, deadline):
-                    continue
-                raise UpstreamError(
-                    f"Could not reach Azure ({type(exc).__name__}).", code="upstream_unreachable"
-                ) from exc
-            except httpx.TimeoutException as exc:
-                if idempotent and await self._pause(attempt, None, deadline):
-                    continue
-                raise UpstreamTimeoutError("Azure did not answer in time.") from exc
             except httpx.TransportError as exc:
-                if idempotent and await self._pause(attempt, None, deadline):
+                self._count(operation, type(exc).__name__)
+                if await self._retry_transport(exc, attempt, deadline, idempotent):
                     continue
-                raise UpstreamError(f"The connection to Azure broke: {type(exc).__name__}.") from exc
+                raise _transport_error(exc) from exc
+            self._count(operation, str(response.status_code))
             if response.status_code < 400:
                 return response
             with timing.upstream_wait():
@@ -248,6 +259,17 @@ class UpstreamClient:
                 continue
             raise translate(response)
 
+    def _count(self, operation: str, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_requests.labels(operation, status).inc()
+
+    async def _retry_transport(
+        self, exc: httpx.TransportError, attempt: int, deadline: float | None, idempotent: bool
+    ) -> bool:
+        # A request that never left is safe to repeat even when it creates something.
+        never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+        return (never_sent or idempotent) and await self._pause(attempt, None, deadline)
+
     async def _pause(self, attempt: int, hint: float | None, deadline: float | None) -> bool:
         """Sleep before the next attempt; False when attempts are used up or the wait outlasts the deadline."""
         if attempt >= self.retry.max_attempts:
@@ -259,6 +281,14 @@ class UpstreamClient:
             return False
         await asyncio.sleep(delay)
         return True
+
+
+def _transport_error(exc: httpx.TransportError) -> BridgeError:
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return UpstreamError(f"Could not reach Azure ({type(exc).__name__}).", code="upstream_unreachable")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeoutError("Azure did not answer in time.")
+    return UpstreamError(f"The connection to Azure broke: {type(exc).__name__}.")
 
 
 def json_loads(content: bytes) -> Any:

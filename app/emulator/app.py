@@ -8,7 +8,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.emulator import aoai_routes, foundry_v2, identity
+from app.emulator import assistants, foundry_v2, identity
 from app.emulator.hooks import EmulatorContext, EmulatorMiddleware, hook_routes
 from app.emulator.http import EmulatorHTTPError, error_response
 from app.emulator.options import EmulatorOptions
@@ -35,7 +35,7 @@ def create_emulator_app(options: EmulatorOptions | None = None) -> Starlette:
         *identity.build(ctx),
         # Foundry v2 first: its mounts are longer prefixes of the project mount of the classic surface.
         *foundry_v2.build(ctx),
-        *aoai_routes.build(ctx),
+        *assistants.build(ctx),
     ]
     app = Starlette(
         routes=routes,

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from app.errors import BridgeError, NotFoundError
+from app.metrics import Metrics
 from app.state.store import RedisStore
 
 log = logging.getLogger("agent_bridge.janitor")
@@ -46,7 +47,14 @@ class JanitorPolicy:
 
 
 class Janitor:
-    def __init__(self, store: RedisStore, deleters: Mapping[str, ThreadDeleter], policy: JanitorPolicy) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        deleters: Mapping[str, ThreadDeleter],
+        policy: JanitorPolicy,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics
         self.store = store
         self.deleters = deleters
         self.policy = policy
@@ -60,6 +68,8 @@ class Janitor:
         now = time.time() if now is None else now
         lease = await self.store.acquire_lease("janitor", ttl_ms=int(self.policy.lease_s * 1000))
         if lease is None:
+            if self.metrics is not None:
+                self.metrics.janitor_sweeps.labels("false").inc()
             return SweepResult(ran=False)
         result = SweepResult()
         try:
@@ -73,6 +83,10 @@ class Janitor:
         self.counters["sweeps"] += 1
         self.counters["deleted"] += len(result.deleted)
         self.counters["failed"] += len(result.failed)
+        if self.metrics is not None:
+            self.metrics.janitor_sweeps.labels("true").inc()
+            self.metrics.threads_deleted.labels("janitor").inc(len(result.deleted))
+            self.metrics.thread_deletions_failed.inc(len(result.failed))
         if result.deleted or result.failed:
             log.info("janitor: deleted %d threads, %d failed", len(result.deleted), len(result.failed))
         return result

@@ -61,6 +61,9 @@ def _translated(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coro
         try:
             return await method(*args, **kwargs)
         except (RedisError, OSError, TimeoutError) as exc:
+            store = args[0]
+            if isinstance(store, RedisStore) and store.on_error is not None:
+                store.on_error()
             raise StoreUnavailableError(f"The state store is unavailable: {type(exc).__name__}: {exc}") from exc
 
     return wrapper
@@ -97,7 +100,9 @@ class RedisStore:
         prefix: str = "ab:",
         thread_ttl_s: float = 7 * 86400,
         response_ttl_s: float = 30 * 86400,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
+        self.on_error = on_error
         # With decode_responses=True every reply is a str, which redis-py's stubs cannot express.
         self.redis: Any = redis
         self.prefix = prefix

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.core.records import ThreadRecord
 from app.errors import BridgeError, NotFoundError
+from app.metrics import Metrics
 from app.state.store import RedisStore
 
 ThreadDeleter = Callable[[str], Awaitable[None]]
@@ -61,9 +62,12 @@ def record_json(record: ThreadRecord, now: float | None = None) -> dict[str, Any
 
 
 class ThreadAdmin:
-    def __init__(self, store: RedisStore, deleters: Mapping[str, ThreadDeleter]) -> None:
+    def __init__(
+        self, store: RedisStore, deleters: Mapping[str, ThreadDeleter], metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.deleters = deleters
+        self.metrics = metrics
 
     async def list(self, flt: ThreadFilter, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
         """A page of records, most idle first; `next` is the cursor of the following page (or None)."""
@@ -99,6 +103,8 @@ class ThreadAdmin:
         except NotFoundError:
             pass  # Azure no longer has it
         await self.store.forget_thread(thread_id)
+        if self.metrics is not None:
+            self.metrics.threads_deleted.labels("admin").inc()
         return record
 
     async def purge(self, flt: ThreadFilter) -> PurgeReport:

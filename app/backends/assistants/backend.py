@@ -30,6 +30,7 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from app.metrics import Metrics
 from app.state.store import CallRecord, RedisStore, ThreadRecord
 
 BRIDGE_TAG = "agent-bridge"
@@ -69,7 +70,9 @@ class AssistantsBackend:
         *,
         lock_wait_s: float,
         poll: PollPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.clients = clients
         self.store = store
         self.tasks = tasks
@@ -202,6 +205,8 @@ class AssistantsBackend:
         yield ThreadBound(thread_id=first.thread_id)
         outputs = [{"tool_call_id": r.call_id, "output": r.output} for r in results]
         state.run_active = True
+        if self.metrics is not None:
+            self.metrics.tool_rounds.labels("assistants").inc()
         try:
             if req.route.upstream == "stream":
                 async with client.submit_tool_outputs_stream(
@@ -286,6 +291,8 @@ class AssistantsBackend:
     ) -> AsyncIterator[TurnEvent]:
         state.run_active = False
         assert state.thread_id is not None
+        if self.metrics is not None:
+            self.metrics.runs.labels("assistants", str(run.get("status"))).inc()
         if tool_round:
             # The outputs reached the run; those calls are answered whatever the run did next.
             await self.store.delete_calls(tuple(r.call_id for r in pending_tool_results(req.items)))
@@ -320,6 +327,8 @@ class AssistantsBackend:
         except StoreUnavailableError:
             state.delete_thread = True
             raise
+        if self.metrics is not None:
+            self.metrics.threads_created.inc()
         await self._lock(req, state)
 
     async def _save_calls(self, req: TurnRequest, state: _TurnState, run: dict[str, Any], calls: Any) -> None:

@@ -37,14 +37,24 @@ class AssistantsClient:
         self, body: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
         return self.upstream.stream(
-            "POST", self._url("/threads/runs"), json=body, params=self.params, deadline=deadline
+            "POST",
+            self._url("/threads/runs"),
+            json=body,
+            params=self.params,
+            deadline=deadline,
+            operation="create_thread_and_run",
         )
 
     def create_run_stream(
         self, thread_id: str, body: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
         return self.upstream.stream(
-            "POST", self._url(f"/threads/{thread_id}/runs"), json=body, params=self.params, deadline=deadline
+            "POST",
+            self._url(f"/threads/{thread_id}/runs"),
+            json=body,
+            params=self.params,
+            deadline=deadline,
+            operation="create_run",
         )
 
     def submit_tool_outputs_stream(
@@ -56,13 +66,20 @@ class AssistantsClient:
             json={"tool_outputs": outputs, "stream": True},
             params=self.params,
             deadline=deadline,
+            operation="submit_tool_outputs",
         )
 
     # -- plain operations -------------------------------------------------------------------------
 
     async def create_thread_and_run(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "POST", self._url("/threads/runs"), json=body, params=self.params, deadline=deadline, idempotent=False
+            "POST",
+            self._url("/threads/runs"),
+            json=body,
+            params=self.params,
+            deadline=deadline,
+            idempotent=False,
+            operation="create_thread_and_run",
         )
         return result
 
@@ -74,6 +91,7 @@ class AssistantsClient:
             params=self.params,
             deadline=deadline,
             idempotent=False,
+            operation="create_run",
         )
         return result
 
@@ -87,31 +105,50 @@ class AssistantsClient:
             params=self.params,
             deadline=deadline,
             idempotent=False,
+            operation="submit_tool_outputs",
         )
         return result
 
     async def get_run(self, thread_id: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "GET", self._url(f"/threads/{thread_id}/runs/{run_id}"), params=self.params, deadline=deadline
+            "GET",
+            self._url(f"/threads/{thread_id}/runs/{run_id}"),
+            params=self.params,
+            deadline=deadline,
+            operation="get_run",
         )
         return result
 
     async def cancel_run(self, thread_id: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "POST", self._url(f"/threads/{thread_id}/runs/{run_id}/cancel"), params=self.params, deadline=deadline
+            "POST",
+            self._url(f"/threads/{thread_id}/runs/{run_id}/cancel"),
+            params=self.params,
+            deadline=deadline,
+            operation="cancel_run",
         )
         return result
 
     async def run_messages(self, thread_id: str, run_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
         params = {**self.params, "run_id": run_id, "order": "asc", "limit": "100"}
         result = await self.upstream.request(
-            "GET", self._url(f"/threads/{thread_id}/messages"), params=params, deadline=deadline
+            "GET",
+            self._url(f"/threads/{thread_id}/messages"),
+            params=params,
+            deadline=deadline,
+            operation="list_messages",
         )
         data: list[dict[str, Any]] = result.get("data") or []
         return data
 
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
-        await self.upstream.request("DELETE", self._url(f"/threads/{thread_id}"), params=self.params, deadline=deadline)
+        await self.upstream.request(
+            "DELETE",
+            self._url(f"/threads/{thread_id}"),
+            params=self.params,
+            deadline=deadline,
+            operation="delete_thread",
+        )
 
     async def list_threads(self) -> list[dict[str, Any]]:
         """Every thread of the project, all pages (Foundry classic only: Azure OpenAI cannot list threads)."""
@@ -121,7 +158,7 @@ class AssistantsClient:
             params = {**self.params, "limit": "100", "order": "asc"}
             if after is not None:
                 params["after"] = after
-            page = await self.upstream.request("GET", self._url("/threads"), params=params)
+            page = await self.upstream.request("GET", self._url("/threads"), params=params, operation="list_threads")
             data: list[dict[str, Any]] = page.get("data") or []
             threads += data
             if not data or not page.get("has_more"):
@@ -130,6 +167,6 @@ class AssistantsClient:
 
     async def get_assistant(self, assistant_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "GET", self._url(f"/assistants/{assistant_id}"), params=self.params
+            "GET", self._url(f"/assistants/{assistant_id}"), params=self.params, operation="get_assistant"
         )
         return result

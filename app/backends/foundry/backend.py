@@ -16,16 +16,20 @@ from app.backends.foundry import mapping
 from app.backends.foundry.client import FoundryClient
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
-from app.core.turn import TurnRequest
+from app.core.turn import ToolResult, TurnRequest
 from app.errors import BridgeError, InvalidRequestError, NotFoundError, UpstreamError, UpstreamTimeoutError
+from app.metrics import Metrics
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class FoundryBackend:
-    def __init__(self, clients: Mapping[str, FoundryClient], tasks: BackgroundTasks) -> None:
+    def __init__(
+        self, clients: Mapping[str, FoundryClient], tasks: BackgroundTasks, metrics: Metrics | None = None
+    ) -> None:
         self.clients = clients
         self.tasks = tasks
+        self.metrics = metrics
 
     def _body(self, req: TurnRequest, *, continue_from: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"agent_reference": mapping.agent_reference(req.route), "store": True}
@@ -44,6 +48,8 @@ class FoundryBackend:
     async def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
         client = self.clients[req.model]
         live: dict[str, str] = {}
+        if self.metrics is not None and req.cursor and any(isinstance(i, ToolResult) for i in req.new_items):
+            self.metrics.tool_rounds.labels("foundry").inc()
         try:
             async with asyncio.timeout_at(req.deadline):
                 try:
@@ -83,6 +89,8 @@ class FoundryBackend:
                 elif kind in _TERMINAL:
                     live.pop("response_id", None)
                     response = data["response"]
+                    if self.metrics is not None:
+                        self.metrics.runs.labels("foundry", str(response.get("status"))).inc()
                     reason = mapping.finish_reason(response)
                     calls = mapping.function_calls(response)
                     if calls:

@@ -19,21 +19,38 @@ class FoundryClient:
     def create_response_stream(
         self, body: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
-        return self.upstream.stream("POST", f"{self.base}/responses", json={**body, "stream": True}, deadline=deadline)
+        return self.upstream.stream(
+            "POST",
+            f"{self.base}/responses",
+            json={**body, "stream": True},
+            deadline=deadline,
+            operation="create_response",
+        )
 
     async def create_response(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "POST", f"{self.base}/responses", json=body, deadline=deadline, idempotent=False
+            "POST",
+            f"{self.base}/responses",
+            json=body,
+            deadline=deadline,
+            idempotent=False,
+            operation="create_response",
         )
         return result
 
     async def get_response(self, response_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request("GET", f"{self.base}/responses/{response_id}")
+        result: dict[str, Any] = await self.upstream.request(
+            "GET", f"{self.base}/responses/{response_id}", operation="get_response"
+        )
         return result
 
     async def delete_response(self, response_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request("DELETE", f"{self.base}/responses/{response_id}")
+        result: dict[str, Any] = await self.upstream.request(
+            "DELETE", f"{self.base}/responses/{response_id}", operation="delete_response"
+        )
         return result
 
     async def cancel_response(self, response_id: str, deadline: float | None = None) -> None:
-        await self.upstream.request("POST", f"{self.base}/responses/{response_id}/cancel", deadline=deadline)
+        await self.upstream.request(
+            "POST", f"{self.base}/responses/{response_id}/cancel", deadline=deadline, operation="cancel_response"
+        )

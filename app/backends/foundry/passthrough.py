@@ -13,17 +13,25 @@ from typing import Any
 from app.backends.foundry import mapping
 from app.backends.foundry.client import FoundryClient
 from app.errors import UpstreamError, UpstreamTimeoutError
+from app.metrics import Metrics
+
+_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 
 class FoundryPassthrough:
-    def __init__(self, clients: Mapping[str, FoundryClient]) -> None:
+    def __init__(self, clients: Mapping[str, FoundryClient], metrics: Metrics | None = None) -> None:
         self.clients = clients
+        self.metrics = metrics
 
     async def stream(
         self, body: dict[str, Any], *, model: str, deadline: float
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         client = self.clients[model]
         clean = mapping.sanitize_passthrough(body, client.route)
+        if self.metrics is not None and any(
+            isinstance(i, dict) and i.get("type") == "function_call_output" for i in body.get("input") or []
+        ):
+            self.metrics.tool_rounds.labels("foundry").inc()
         try:
             async with asyncio.timeout_at(deadline), client.create_response_stream(clean, deadline) as events:
                 async for sse in events:
@@ -32,6 +40,8 @@ class FoundryPassthrough:
                     data = sse.json()
                     if isinstance(data.get("response"), dict):
                         data["response"]["model"] = model
+                        if self.metrics is not None and data.get("type") in _TERMINAL:
+                            self.metrics.runs.labels("foundry", str(data["response"].get("status"))).inc()
                     yield str(data.get("type") or sse.event), data
         except TimeoutError as exc:
             raise UpstreamTimeoutError(

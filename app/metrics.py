@@ -1,0 +1,94 @@
+"""Prometheus metrics: one registry per app (no process-wide globals), shared by every component.
+
+With several uvicorn workers, set PROMETHEUS_MULTIPROC_DIR to an empty directory: every worker then
+writes its samples there and `/metrics` aggregates them (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # In multiprocess mode the samples live in files; this registry only declares them.
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "agent_bridge_requests",
+            "Client requests by endpoint, model and status.",
+            ["endpoint", "model", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "agent_bridge_request_duration_seconds",
+            "Whole request time, first byte in to last byte out.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead_seconds = Histogram(
+            "agent_bridge_overhead_seconds",
+            "Time spent in the bridge itself (request time minus waiting on Azure).",
+            ["endpoint"],
+            buckets=_OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "agent_bridge_upstream_requests",
+            "Requests to Azure by operation and status.",
+            ["operation", "status"],
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "agent_bridge_upstream_retries",
+            "Requests to Azure repeated after a retryable failure.",
+            ["operation"],
+            registry=r,
+        )
+        self.runs = Counter(
+            "agent_bridge_runs",
+            "Runs (Assistants) and responses (Foundry v2) by final status.",
+            ["backend", "status"],
+            registry=r,
+        )
+        self.tool_rounds = Counter(
+            "agent_bridge_tool_rounds",
+            "Tool outputs handed to a waiting run or response.",
+            ["backend"],
+            registry=r,
+        )
+        self.threads_created = Counter("agent_bridge_threads_created", "Threads created on Azure.", registry=r)
+        self.threads_deleted = Counter(
+            "agent_bridge_threads_deleted", "Threads deleted on Azure, by who deleted them.", ["by"], registry=r
+        )
+        self.thread_deletions_failed = Counter(
+            "agent_bridge_thread_deletions_failed", "Deletions Azure refused or failed (retried later).", registry=r
+        )
+        self.threads_live = Gauge(
+            "agent_bridge_threads_live",
+            "Threads in the registry (read from Redis at scrape time).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.janitor_sweeps = Counter(
+            "agent_bridge_janitor_sweeps",
+            "Janitor sweeps, by whether this replica held the lease.",
+            ["ran"],
+            registry=r,
+        )
+        self.store_errors = Counter("agent_bridge_store_errors", "Redis operations that failed.", registry=r)
+
+    def render(self) -> bytes:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
