@@ -13,7 +13,6 @@ from starlette.responses import StreamingResponse
 from app.emulator import script
 from app.emulator.assistants_state import (
     SEGMENT_END,
-    AssistantsStore,
     Run,
     Thread,
     message_object,
@@ -38,9 +37,8 @@ def _halves(text: str) -> list[str]:
 class RunEngine:
     """Starts, continues, cancels and expires runs; every state change is also an event in the run's log."""
 
-    def __init__(self, ctx: EmulatorContext, store: AssistantsStore) -> None:
+    def __init__(self, ctx: EmulatorContext) -> None:
         self.ctx = ctx
-        self.store = store
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle entry points (called by the route handlers) ----
@@ -106,7 +104,7 @@ class RunEngine:
         run.log.emit("thread.run.expired", run.obj)
 
     def forget(self, thread: Thread) -> None:
-        """The thread is deleted: its active run stops without a trace on the wire."""
+        """The thread is deleted: its background work stops and an active run ends `cancelled`."""
         for run in thread.runs:
             run.stop_background()
             if run.status in ("queued", "in_progress", "requires_action", "cancelling"):

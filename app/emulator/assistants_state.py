@@ -272,18 +272,10 @@ class AssistantsStore:
             raise not_found("assistant", assistant_id)
         return found
 
-    def thread(self, thread_id: str, surface: Surface, project: str | None) -> Thread:
-        """A live thread of this surface (and project); a thread of another surface is unknown here."""
+    def thread(self, thread_id: str) -> Thread:
+        """A live thread, whichever surface created it: one resource serves both (only listing is scoped)."""
         found = self.threads.get(thread_id)
-        if (
-            found is None
-            or found.deleted_at is not None
-            or (found.surface, found.project)
-            != (
-                surface,
-                project,
-            )
-        ):
+        if found is None or found.deleted_at is not None:
             raise not_found("thread", thread_id)
         return found
 

@@ -19,8 +19,15 @@ def managed_identity(emulator: ServerThread, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("IDENTITY_ENDPOINT", f"{emulator.url}/msi/token")
     monkeypatch.setenv("IDENTITY_HEADER", "app-service-secret")
     for name in (
-        "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID",
-        "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_USERNAME",
+        "IMDS_ENDPOINT",
+        "IDENTITY_SERVER_THUMBPRINT",
+        "MSI_ENDPOINT",
+        "MSI_SECRET",
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_USERNAME",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -31,7 +38,9 @@ def _routes(emulator_url: str) -> dict[str, Any]:
         emulator_url,
         **{
             "entra-assistant": {
-                "endpoint": emulator_url, "assistant_id": "asst_demo", "auth": {"type": "entra", "client_id": "mi-1"},
+                "endpoint": emulator_url,
+                "assistant_id": "asst_demo",
+                "auth": {"type": "entra", "client_id": "mi-1"},
             },
             "entra-agent": {"endpoint": project, "agent": {"name": "demo-agent"}, "auth": {"type": "entra"}},
         },

@@ -90,7 +90,10 @@ def test_tool_call_id_of_another_key_is_unknown(keyed: Bridge) -> None:
     first = turn(a, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
     call = first.tool_calls[0]
     messages += [
-        {"role": "assistant", "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": call["id"], "content": "stolen answer"},
     ]
     with pytest.raises(openai.BadRequestError) as info:
@@ -117,9 +120,9 @@ def test_response_ids_of_another_key_are_404(keyed: Bridge, model: str) -> None:
 
 def test_foundry_conversation_of_another_key_is_404(keyed: Bridge) -> None:
     with keyed.emulator() as c:
-        conversation = c.post(
-            "/api/projects/demo/openai/v1/conversations", headers={"api-key": "k"}, json={}
-        ).json()["id"]
+        conversation = c.post("/api/projects/demo/openai/v1/conversations", headers={"api-key": "k"}, json={}).json()[
+            "id"
+        ]
     a, b = keyed.client(api_key=A), keyed.client(api_key=B)
     assert a.responses.create(model="demo-agent", input="first", conversation=conversation).output_text == "Echo: first"
     with pytest.raises(openai.NotFoundError):

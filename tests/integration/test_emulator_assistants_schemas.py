@@ -94,6 +94,9 @@ def _validate_thread_contents(client: httpx.Client, thread_id: str) -> None:
     runs = client.get(f"/threads/{thread_id}/runs").json()
     validate(runs, "ListRunsResponse")
     for run in runs["data"]:
+        modified = client.post(f"/threads/{thread_id}/runs/{run['id']}", json={"metadata": {"seen": "yes"}}).json()
+        validate(modified, "RunObject")
+        assert modified["metadata"] == {"seen": "yes"}
         steps = client.get(f"/threads/{thread_id}/runs/{run['id']}/steps").json()
         if steps["data"]:
             validate(steps, "ListRunStepsResponse")

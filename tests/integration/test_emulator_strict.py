@@ -248,13 +248,22 @@ def test_threads_are_listed_only_on_foundry_classic(aoai: httpx.Client, classic:
     )
     empty = classic.get("/threads", params={"after": classic_thread}).json()
     assert (empty["data"], empty["last_id"]) == ([], None)  # azure-ai-agents stops paging on a null last_id
-    # a thread belongs to the surface (and project) that created it
-    assert (
-        _error(classic.get(f"/threads/{openai_thread}"), 404)["message"]
-        == f"No thread found with id '{openai_thread}'."
-    )
-    assert aoai.get(f"/threads/{classic_thread}").status_code == 404
+    # listing is scoped to the project's classic threads; an id reaches its thread from either surface
     other_project = str(classic.base_url).replace("/projects/demo", "/projects/other")
     with httpx.Client(base_url=other_project, headers={"Authorization": "Bearer t"}) as c:
         assert c.get("/threads", params={"api-version": "v1"}).json()["data"] == []
-        assert c.get(f"/threads/{classic_thread}", params={"api-version": "v1"}).status_code == 404
+    assert classic.get(f"/threads/{openai_thread}").json()["id"] == openai_thread
+    assert aoai.get(f"/threads/{classic_thread}").json()["metadata"] == {"k": "v"}
+
+
+def test_a_streaming_client_going_away_does_not_stop_the_run(aoai: httpx.Client, emulator: ServerThread) -> None:
+    httpx.post(f"{emulator.url}/_emulator/config", json={"token_delay_ms": 30}).raise_for_status()
+    thread_id = aoai.post("/threads", json={"messages": [{"role": "user", "content": "a b c d e f"}]}).json()["id"]
+    with aoai.stream("POST", f"/threads/{thread_id}/runs", json={"assistant_id": "asst_demo", "stream": True}) as r:
+        first = next(r.iter_lines())
+    assert first == "event: thread.run.created"
+    run_id = aoai.get(f"/threads/{thread_id}/runs").json()["first_id"]
+    run = _wait(aoai, thread_id, run_id, "completed")
+    assert run["usage"]["completion_tokens"] == 7
+    texts = [m["content"][0]["text"]["value"] for m in aoai.get(f"/threads/{thread_id}/messages").json()["data"]]
+    assert texts == ["Echo: a b c d e f", "a b c d e f"]
