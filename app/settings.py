@@ -254,7 +254,9 @@ def load_settings(path: str | Path | None, env: dict[str, str] | None = None, **
             raise ConfigError(f"{path}: {exc}") from exc
         data["config_path"] = str(path)
     if environ.get("AGENT_BRIDGE_API_KEYS"):
-        data["keys"] = [*data.get("keys", []), *env_keys(environ["AGENT_BRIDGE_API_KEYS"])]
+        extra = env_keys(environ["AGENT_BRIDGE_API_KEYS"])
+        target = overrides if "keys" in overrides else data
+        target["keys"] = [*target.get("keys", []), *extra]
     token = _yaml_data.set(data)
     try:
         return Settings(**overrides)
