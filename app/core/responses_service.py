@@ -13,9 +13,9 @@ from typing import Any, Protocol
 from app.core import responses_codec
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted
 from app.core.records import ResponseRecord
-from app.core.service import AgentBackend
+from app.core.service import AgentBackend, route_for
 from app.core.turn import TurnRequest
-from app.errors import InvalidRequestError, ModelNotFoundError, NotFoundError, RunFailedError
+from app.errors import InvalidRequestError, NotFoundError, RunFailedError
 from app.settings import RouteSettings, Settings
 from app.wire.responses import ResponsesRequest
 
@@ -75,14 +75,6 @@ class ResponsesService:
         self.index = index
         self.passthrough = passthrough
 
-    def route(self, model: str) -> RouteSettings:
-        route = self.settings.route(model)
-        if route is None:
-            raise ModelNotFoundError(
-                f"The model '{model}' does not exist or you do not have access to it.", param="model"
-            )
-        return route
-
     async def _previous(self, req: ResponsesRequest, owner: str) -> ResponseRecord | None:
         if not req.previous_response_id:
             return None
@@ -96,7 +88,7 @@ class ResponsesService:
 
     def respond(self, req: ResponsesRequest, body: dict[str, Any], *, owner: str) -> AsyncIterator[StreamEvent]:
         """Responses stream events for one request, whatever the backend (first event: response.created)."""
-        route = self.route(req.model)
+        route = route_for(self.settings, req.model)
         if route.backend == "foundry":
             return self._relay(req, body, route, owner)
         return self._assistants(req, route, owner)

@@ -16,6 +16,14 @@ from app.settings import RouteSettings, Settings
 from app.wire.chat import ChatCompletionRequest
 
 
+def route_for(settings: Settings, model: str) -> RouteSettings:
+    """The route behind a model name, or the 404 OpenAI gives for a model that does not exist."""
+    route = settings.route(model)
+    if route is None:
+        raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+    return route
+
+
 class AgentBackend(Protocol):
     """Plays one turn against Azure and yields neutral events (see `app.core.events`)."""
 
@@ -44,19 +52,11 @@ class TurnService:
         self.backends = backends
         self.index = index
 
-    def route(self, model: str) -> RouteSettings:
-        route = self.settings.route(model)
-        if route is None:
-            raise ModelNotFoundError(
-                f"The model '{model}' does not exist or you do not have access to it.", param="model"
-            )
-        return route
-
     async def chat(
         self, req: ChatCompletionRequest, *, owner: str, conversation_id: str | None
     ) -> AsyncIterator[TurnEvent]:
         """Play one chat turn; the conversation's new cursor is stored before the last event is yielded."""
-        route = self.route(req.model)
+        route = route_for(self.settings, req.model)
         limit = self.settings.limits.max_messages
         if len(req.messages) > limit:
             raise InvalidRequestError(

@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from app.emulator import script
 from app.emulator.http import not_found, now
 from app.emulator.script import Item
 
@@ -26,39 +27,6 @@ SEGMENT_END = frozenset(
     }
 )
 """After one of these events a stream sends `done` and ends."""
-
-# The seed notebook's two tools (the same JSON as tests/support/seed.py; the emulator imports no tests).
-SEED_TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_flights",
-            "description": "returns the number of flights between two dates",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "date_1": {"type": "string", "description": "the first date"},
-                    "date_2": {"type": "string", "description": "the second date"},
-                },
-                "required": ["date_1", "date_2"],
-            },
-            "strict": False,
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "my_cat_born_date",
-            "description": "returns my cat's born date",
-            "parameters": {
-                "type": "object",
-                "properties": {"cat_name": {"type": "string", "description": "the cat's name"}},
-                "required": [],
-            },
-            "strict": False,
-        },
-    },
-]
 
 
 class EventLog:
@@ -263,7 +231,7 @@ class AssistantsStore:
                 name="flights-demo",
                 model="gpt-4o",
                 description="You are a helpful AI assistant who helps answering questions",
-                tools=SEED_TOOLS,
+                tools=script.flights_tools("assistants"),
             )
 
     def assistant(self, assistant_id: str) -> dict[str, Any]:

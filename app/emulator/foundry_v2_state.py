@@ -7,34 +7,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.emulator import script
 from app.emulator.http import EmulatorHTTPError, now
-
-# The seed notebook's two functions, in the Responses (flat) tool shape.
-FLIGHTS_TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "name": "get_flights",
-        "description": "returns the number of flights between two dates",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "date_1": {"type": "string", "description": "the first date"},
-                "date_2": {"type": "string", "description": "the second date"},
-            },
-            "required": ["date_1", "date_2"],
-        },
-    },
-    {
-        "type": "function",
-        "name": "my_cat_born_date",
-        "description": "returns my cat's born date",
-        "parameters": {
-            "type": "object",
-            "properties": {"cat_name": {"type": "string", "description": "the cat's name"}},
-            "required": [],
-        },
-    },
-]
 
 SEED_AGENTS: list[tuple[str, dict[str, Any]]] = [
     ("demo-agent", {"kind": "prompt", "model": "gpt-4o", "instructions": "You are a helpful assistant."}),
@@ -44,7 +18,7 @@ SEED_AGENTS: list[tuple[str, dict[str, Any]]] = [
             "kind": "prompt",
             "model": "gpt-4o",
             "instructions": "You answer questions about flights using the functions you have.",
-            "tools": FLIGHTS_TOOLS,
+            "tools": script.flights_tools("responses"),
         },
     ),
 ]

@@ -12,13 +12,47 @@ Both the Assistants and the Foundry v2 surfaces turn their state into `Item`s an
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FLIGHTS_AGENT = "flights-demo"
 EASTER_2021 = "2021-04-04"
+
+# The seed notebook's two functions (the emulator imports no tests, so this is its own copy).
+FLIGHTS_FUNCTIONS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "get_flights",
+        "description": "returns the number of flights between two dates",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "date_1": {"type": "string", "description": "the first date"},
+                "date_2": {"type": "string", "description": "the second date"},
+            },
+            "required": ["date_1", "date_2"],
+        },
+    },
+    {
+        "name": "my_cat_born_date",
+        "description": "returns my cat's born date",
+        "parameters": {
+            "type": "object",
+            "properties": {"cat_name": {"type": "string", "description": "the cat's name"}},
+            "required": [],
+        },
+    },
+)
+
+
+def flights_tools(shape: Literal["assistants", "responses"]) -> list[dict[str, Any]]:
+    """The flights agent's tools, nested for Assistants or flat for Responses."""
+    if shape == "assistants":
+        return [{"type": "function", "function": {**copy.deepcopy(f), "strict": False}} for f in FLIGHTS_FUNCTIONS]
+    return [{"type": "function", **copy.deepcopy(f)} for f in FLIGHTS_FUNCTIONS]
+
 
 ItemKind = Literal["user", "assistant", "tool_call", "tool_output"]
 PlanKind = Literal["reply", "tool_calls", "fail", "incomplete"]

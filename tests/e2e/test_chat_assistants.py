@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import seed
 from tests.support.bridge import Bridge
-from tests.support.chat import raw_sse, run_seed, turn
+from tests.support.chat import answered, raw_sse, run_seed, turn
 from tests.support.spec import validate
 
 
@@ -130,20 +130,7 @@ def test_parallel_tool_calls_answered_in_one_submit(bridge: Bridge, stream: bool
     assert first.finish_reason == "tool_calls"
     assert [c["name"] for c in first.tool_calls] == ["add", "mul"]
     assert json.loads(first.tool_calls[1]["arguments"]) == {"a": 3, "b": 4}
-    messages.append(
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                for c in first.tool_calls
-            ],
-        }
-    )
-    messages += [
-        {"role": "tool", "tool_call_id": first.tool_calls[0]["id"], "content": "3"},
-        {"role": "tool", "tool_call_id": first.tool_calls[1]["id"], "content": "12"},
-    ]
+    messages += answered(first, "3", "12")
     bridge.reset_stats()
     final = turn(client, stream=stream, model="demo-assistant", messages=messages, tools=tools)
     assert final.finish_reason == "stop"

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.support.bridge import Bridge, routes_for, running_bridge
-from tests.support.chat import raw_sse, turn
+from tests.support.chat import answered, raw_sse, turn
 from tests.support.servers import ServerThread, free_port
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
@@ -257,15 +257,8 @@ def test_tool_outputs_after_the_run_expired_are_a_clear_4xx(bridge: Bridge) -> N
     client = bridge.client()
     messages: list[dict[str, Any]] = [{"role": "user", "content": "/tool lookup {}"}]
     first = turn(client, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
-    call = first.tool_calls[0]
     time.sleep(1.5)
-    messages += [
-        {
-            "role": "assistant",
-            "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
-        },
-        {"role": "tool", "tool_call_id": call["id"], "content": "late"},
-    ]
+    messages += answered(first, "late")
     response = _post(bridge, {"model": "demo-assistant", "messages": messages, "tools": TOOLS})
     assert response.status_code == 400
     error = _error(response)

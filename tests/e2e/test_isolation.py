@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.support.bridge import Bridge, running_bridge
-from tests.support.chat import turn
+from tests.support.chat import answered, turn
 from tests.support.servers import ServerThread
 
 A = "key-of-team-a-0123456789"
@@ -88,14 +88,7 @@ def test_tool_call_id_of_another_key_is_unknown(keyed: Bridge) -> None:
     a, b = keyed.client(api_key=A), keyed.client(api_key=B)
     messages: list[dict[str, Any]] = [{"role": "user", "content": "/tool lookup {}"}]
     first = turn(a, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
-    call = first.tool_calls[0]
-    messages += [
-        {
-            "role": "assistant",
-            "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
-        },
-        {"role": "tool", "tool_call_id": call["id"], "content": "stolen answer"},
-    ]
+    messages += answered(first, "stolen answer")
     with pytest.raises(openai.BadRequestError) as info:
         turn(b, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
     assert info.value.code == "unknown_tool_call_id"

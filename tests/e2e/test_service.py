@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.bridge import Bridge, routes_for
-from tests.support.chat import turn
+from tests.support.chat import answered, turn
 from tests.support.process import bridge_process, write_config
 from tests.support.servers import ServerThread
 
@@ -42,14 +42,7 @@ def test_metrics_count_a_scripted_session(bridge: Bridge) -> None:
     client = bridge.client()
     messages: list[dict[str, Any]] = [{"role": "user", "content": "/tool lookup {}"}]
     first = turn(client, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
-    call = first.tool_calls[0]
-    messages += [
-        {
-            "role": "assistant",
-            "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
-        },
-        {"role": "tool", "tool_call_id": call["id"], "content": "42"},
-    ]
+    messages += answered(first, "42")
     turn(client, stream=True, model="demo-assistant", messages=messages, tools=TOOLS)
     response = client.responses.create(
         model="demo-agent",
@@ -252,16 +245,7 @@ def test_two_replicas_share_conversations_and_tool_calls(
         # A tool call issued by one replica is answered through the other.
         messages: list[dict[str, Any]] = [{"role": "user", "content": "/tool lookup {}"}]
         first = turn(a, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
-        call = first.tool_calls[0]
-        messages += [
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {"id": call["id"], "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
-                ],
-            },
-            {"role": "tool", "tool_call_id": call["id"], "content": "across"},
-        ]
+        messages += answered(first, "across")
         done = turn(b, stream=True, model="demo-assistant", messages=messages, tools=TOOLS)
         assert done.text == "Tool lookup returned: across"
         # A conversation alternating between the replicas keeps one thread.

@@ -61,22 +61,26 @@ def turn(client: openai.OpenAI, *, stream: bool, **kwargs: Any) -> Collected:
     )
 
 
+def answered(reply: Collected, *outputs: str) -> list[dict[str, Any]]:
+    """The assistant's tool-call message as a client echoes it, then one tool message per output."""
+    echo = {
+        "role": "assistant",
+        "content": reply.text or None,
+        "tool_calls": [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in reply.tool_calls
+        ],
+    }
+    results = [
+        {"role": "tool", "tool_call_id": call["id"], "content": output}
+        for call, output in zip(reply.tool_calls, outputs, strict=False)
+    ]
+    return [echo, *results]
+
+
 def answer_calls(messages: list[dict[str, Any]], reply: Collected) -> None:
     """Append the assistant's tool calls and the seed functions' outputs, as a chat client does."""
-    messages.append(
-        {
-            "role": "assistant",
-            "content": reply.text or None,
-            "tool_calls": [
-                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                for c in reply.tool_calls
-            ],
-        }
-    )
-    for call in reply.tool_calls:
-        messages.append(
-            {"role": "tool", "tool_call_id": call["id"], "content": seed.call(call["name"], call["arguments"])}
-        )
+    messages += answered(reply, *(seed.call(c["name"], c["arguments"]) for c in reply.tool_calls))
 
 
 def run_seed(client: openai.OpenAI, model: str, *, stream: bool) -> tuple[Collected, list[dict[str, Any]], int]:
