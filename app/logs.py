@@ -36,5 +36,7 @@ def configure(level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # Our access line replaces uvicorn's (which would log paths only, without the request's facts).
+    # Our access line replaces uvicorn's (which would log paths only, without the request's facts),
+    # and counts upstream requests; httpx would add a line per upstream request.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)

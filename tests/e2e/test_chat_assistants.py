@@ -296,3 +296,26 @@ def test_healthz_readyz_and_models(bridge: Bridge) -> None:
     with httpx.Client() as c:
         body = c.get(f"{bridge.url}/v1/models").json()
     validate(body, "ListModelsResponse")
+
+
+def test_embedded_redis_when_redis_url_is_unset(emulator: Any, redis_prefix: str, caplog: Any) -> None:
+    """`make run` without REDIS_URL: the in-process Redis must do everything the real one does."""
+    from tests.support.bridge import running_bridge
+
+    with running_bridge(emulator.url, None, redis_prefix) as embedded:
+        client = embedded.client()
+        history: list[dict[str, Any]] = [{"role": "user", "content": "one"}]
+        first, thread_id = _chat(embedded, history)
+        history += [{"role": "assistant", "content": first}, {"role": "user", "content": "two"}]
+        second, same = _chat(embedded, history)
+        assert (first, second) == ("Echo: one", "Echo: two") and same == thread_id
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+        called = turn(
+            client,
+            stream=True,
+            model="demo-assistant",
+            messages=[{"role": "user", "content": "/tool f {}"}],
+            tools=tools,
+        )
+        assert called.finish_reason == "tool_calls"
+    assert "REDIS_URL is not set" in caplog.text
