@@ -46,35 +46,23 @@ class SSEEvent:
         return json.loads(self.data)
 
 
-class SSEParser:
-    """Incremental server-sent-events parser: feed it lines, it returns complete events."""
-
-    __slots__ = ("_data", "_event")
-
-    def __init__(self) -> None:
-        self._event = ""
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> SSEEvent | None:
-        if not line:
-            return self.flush()
-        if line[0] == ":":
-            return None
-        name, _, value = line.partition(":")
+def parse_event(block: bytes) -> SSEEvent | None:
+    """One SSE event from its lines (without the blank line that ends it)."""
+    name = ""
+    data: list[str] = []
+    for raw in block.split(b"\n"):
+        if not raw or raw[:1] == b":":
+            continue
+        field, _, value = raw.decode("utf-8").partition(":")
         if value[:1] == " ":
             value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    if not data and not name:
         return None
-
-    def flush(self) -> SSEEvent | None:
-        if not self._data and not self._event:
-            return None
-        event = SSEEvent(self._event or "message", "\n".join(self._data))
-        self._event, self._data = "", []
-        return event
+    return SSEEvent(name or "message", "\n".join(data))
 
 
 def _error_fields(response: httpx.Response) -> tuple[str, str | None, str | None]:
@@ -178,13 +166,14 @@ class UpstreamClient:
             await response.aclose()
 
     async def _events(self, response: httpx.Response) -> AsyncIterator[SSEEvent]:
-        parser = SSEParser()
-        lines = response.aiter_lines()
+        """Events cut from raw byte chunks at blank lines: far less Python per event than line by line."""
+        chunks = response.aiter_bytes()
         current = timing.current()
+        buffer = b""
         while True:
             started = time.perf_counter()
             try:
-                line = await anext(lines)
+                chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
             except httpx.TimeoutException as exc:
@@ -194,12 +183,22 @@ class UpstreamClient:
             finally:
                 if current is not None:
                     current.upstream_s += time.perf_counter() - started
-            event = parser.feed(line)
+            buffer += chunk
+            held = b""
+            if b"\r" in buffer:
+                if buffer.endswith(b"\r"):  # maybe half of a CRLF split across chunks
+                    buffer, held = buffer[:-1], b"\r"
+                buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            *blocks, buffer = buffer.split(b"\n\n")
+            buffer += held
+            for block in blocks:
+                event = parse_event(block)
+                if event is not None:
+                    yield event
+        if buffer.strip():
+            event = parse_event(buffer)
             if event is not None:
                 yield event
-        last = parser.flush()
-        if last is not None:
-            yield last
 
     async def _send(
         self,

@@ -159,6 +159,37 @@ class RedisStore:
         return bool(await self._touch(keys=keys, args=[repr(now), turns, thread_id]))
 
     @_translated
+    async def open_thread(self, thread_id: str, owner: str, *, ttl_ms: int) -> tuple[ThreadRecord | None, str | None]:
+        """One round trip for the start of a turn: the thread's record and, if free, its lock.
+
+        Returns (record, lock token); the token is None when the thread is busy (then wait with
+        `acquire_lock`) or unknown (the lock taken for an unknown thread is given back).
+        """
+        token = secrets.token_hex(16)
+        lock_key = self.key("lock", "thread", thread_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key("thread", thread_id))
+            pipe.set(lock_key, token, nx=True, px=ttl_ms)
+            fields, locked = await pipe.execute()
+        record = _thread_from(thread_id, fields)
+        if record is None or record.owner != owner:
+            if locked:
+                await self._release(keys=[lock_key], args=[token])
+            return None, None
+        return record, token if locked else None
+
+    @_translated
+    async def close_turn(self, thread_id: str, token: str | None, *, now: float | None) -> None:
+        """One round trip for the end of a turn: mark the thread used (if `now`) and free its lock."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if now is not None:
+                keys = [self.key("thread", thread_id), self.key("threads", "idle")]
+                await self._touch(keys=keys, args=[repr(now), 1, thread_id], client=pipe)
+            if token is not None:
+                await self._release(keys=[self.key("lock", "thread", thread_id)], args=[token], client=pipe)
+            await pipe.execute()
+
+    @_translated
     async def forget_thread(self, thread_id: str) -> None:
         """Only after Azure confirmed the deletion (or answered 404)."""
         record_key = self.key("thread", thread_id)

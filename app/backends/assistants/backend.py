@@ -57,6 +57,8 @@ class _TurnState:
     run_active: bool = False
     lock_token: str | None = None
     delete_thread: bool = False
+    used_at: float | None = None
+    """Set when a turn completed: the thread's last use, recorded when the lock is released."""
 
 
 class AssistantsBackend:
@@ -110,8 +112,13 @@ class AssistantsBackend:
             async for event in self._tool_round(client, req, state, results):
                 yield event
             return
-        record = await self.store.get_thread(req.cursor, req.owner) if req.cursor else None
-        if record is not None and record.route == req.model and _appendable(req.new_items):
+        record = None
+        if req.cursor and _appendable(req.new_items):
+            record, state.lock_token = await self.store.open_thread(req.cursor, req.owner, ttl_ms=_lock_ttl_ms(req))
+            if record is not None and record.route != req.model:
+                await self.store.close_turn(record.thread_id, state.lock_token, now=None)
+                record, state.lock_token = None, None
+        if record is not None:
             async for event in self._continue(client, req, state, record.thread_id):
                 yield event
         else:
@@ -149,7 +156,8 @@ class AssistantsBackend:
     ) -> AsyncIterator[TurnEvent]:
         """The next turn on a known thread: one request adds the new messages and starts the run."""
         state.thread_id = thread_id
-        await self._lock(req, state)
+        if state.lock_token is None:
+            await self._lock(req, state)
         yield ThreadBound(thread_id=thread_id)
         stream = req.route.upstream == "stream"
         body = await self._run_body(client, req, stream=stream)
@@ -301,7 +309,7 @@ class AssistantsBackend:
             calls = mapping.tool_calls_of(run)
             await self._save_calls(req, state, run, calls)
             yield ToolCallsRequired(calls=calls)
-        await self.store.touch_thread(state.thread_id, now=time.time())
+        state.used_at = time.time()
         yield TurnCompleted(
             finish_reason=result.finish_reason,  # type: ignore[arg-type]
             usage=result.usage,
@@ -356,8 +364,7 @@ class AssistantsBackend:
 
     async def _lock(self, req: TurnRequest, state: _TurnState) -> None:
         assert state.thread_id is not None
-        ttl_ms = int((req.route.timeout + 30.0) * 1000)
-        token = await self.store.acquire_lock(state.thread_id, ttl_ms=ttl_ms, wait_s=self.lock_wait_s)
+        token = await self.store.acquire_lock(state.thread_id, ttl_ms=_lock_ttl_ms(req), wait_s=self.lock_wait_s)
         if token is None:
             raise ConflictError(
                 "This conversation is busy with another turn; retry when it has finished.",
@@ -378,12 +385,13 @@ class AssistantsBackend:
                 state.delete_thread = False
                 await client.delete_thread(state.thread_id, time.monotonic() + 10)
         finally:
-            if state.lock_token and state.thread_id:
+            if state.thread_id and (state.lock_token or state.used_at):
                 token, state.lock_token = state.lock_token, None
+                used_at, state.used_at = state.used_at, None
                 try:
-                    await self.store.release_lock(state.thread_id, token)
+                    await self.store.close_turn(state.thread_id, token, now=used_at)
                 except StoreUnavailableError:
-                    pass  # the lock expires on its own (PX)
+                    pass  # the lock expires on its own (PX); the janitor sees an older last use
 
     async def _cancel_and_wait(self, client: AssistantsClient, req: TurnRequest, thread_id: str, run_id: str) -> None:
         try:
@@ -421,6 +429,11 @@ class AssistantsBackend:
             ) from exc
         self._assistants[req.model] = (time.monotonic() + _AGENT_TTL_S, assistant)
         return assistant
+
+
+def _lock_ttl_ms(req: TurnRequest) -> int:
+    """A turn's lock outlives its deadline a little, and expires on its own if the bridge dies."""
+    return int((req.route.timeout + 30.0) * 1000)
 
 
 def _appendable(items: tuple[Item, ...]) -> bool:
