@@ -59,11 +59,12 @@ def test_plain_reply_matches_the_run(bridge: Bridge, model: str) -> None:
     assert upstream["instructions"].endswith("Be brief.")
 
 
-def test_streamed_reply_with_usage_validates_chunk_by_chunk(bridge: Bridge) -> None:
+@pytest.mark.parametrize("model", ["demo-assistant", "demo-agent"])
+def test_streamed_reply_with_usage_validates_chunk_by_chunk(bridge: Bridge, model: str) -> None:
     payloads = raw_sse(
         f"{bridge.url}/v1/chat/completions",
         {
-            "model": "demo-assistant",
+            "model": model,
             "stream": True,
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "one two three four"}],
@@ -82,6 +83,9 @@ def test_streamed_reply_with_usage_validates_chunk_by_chunk(bridge: Bridge) -> N
     assert finish == ["stop"]
     usage = chunks[-1]["usage"]
     assert chunks[-1]["choices"] == []
+    if model == "demo-agent":
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+        return
     thread = bridge.emulator_threads()[-1]
     upstream = _run(bridge, thread["id"], thread["runs"][0]["id"])
     assert usage == {k: upstream["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}

@@ -221,3 +221,21 @@ def test_responses_errors(bridge: Bridge, model: str) -> None:
     failed = httpx.post(f"{bridge.url}/v1/responses", json={"model": model, "input": "/fail server_error"}, timeout=30)
     assert failed.status_code == 502
     assert failed.json()["error"]["code"] == "server_error"
+
+
+@pytest.mark.parametrize("model", ["demo-assistant", "demo-agent"])
+def test_a_failure_after_the_stream_began_is_an_error_event(bridge: Bridge, model: str) -> None:
+    with (
+        httpx.Client(timeout=30) as c,
+        c.stream(
+            "POST", f"{bridge.url}/v1/responses", json={"model": model, "input": "/fail server_error", "stream": True}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[0]["type"] == "response.created"
+    for event in events:
+        validate(event, "ResponseStreamEvent")
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] in ("error", "response.failed")
+    assert any(e["type"] == "error" or e.get("response", {}).get("status") == "failed" for e in events)
