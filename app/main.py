@@ -13,13 +13,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
-from fastapi import FastAPI
 
-from app import __version__
-from app.api import admin, chat, errors, health, responses
-from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.api.application import build_api
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
@@ -131,11 +129,11 @@ def create_app(
     *,
     retry: RetryPolicy | None = None,
     poll: PollPolicy | None = None,
-) -> FastAPI:
+) -> Any:
     """Build the bridge. `retry` and `poll` default to production policies (tests pass quicker ones)."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Any) -> AsyncIterator[None]:
         if settings.redis_url is None:
             log.warning(
                 "REDIS_URL is not set: using an embedded in-process Redis. Thread records die with this "
@@ -158,25 +156,19 @@ def create_app(
                 if sweeper is not None:
                     await sweeper
 
-    app = FastAPI(title="Agent Bridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.settings = settings
-    app.state.started_at = time.time()
-    app.state.keys = KeyRing(settings.keys)
-    if app.state.keys.open_mode:
+    keys = KeyRing(settings.keys)
+    if keys.open_mode:
         log.warning(
             "No client keys are configured: the bridge is OPEN. Every caller is the single owner "
             "'anonymous' and may use every route and the admin API. Configure `keys` or AGENT_BRIDGE_API_KEYS."
         )
-    errors.install(app)
-    app.include_router(health.router)
-    app.include_router(chat.router)
-    app.include_router(responses.router)
-    app.include_router(admin.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
-    return app
+    return build_api(
+        lifespan=lifespan,
+        max_body_bytes=settings.limits.max_body_bytes,
+        state={"settings": settings, "started_at": time.time(), "keys": keys},
+    )
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> Any:
     """Factory for `uvicorn --factory` (several workers): the config path comes from AGENT_BRIDGE_CONFIG."""
     return create_app(load_settings(os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml")))

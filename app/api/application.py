@@ -1,0 +1,29 @@
+"""The FastAPI application: routes, middleware and error rendering around a lifespan the root provides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import admin, chat, errors, health, responses
+from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
+
+
+def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any]) -> FastAPI:
+    app = FastAPI(title="Agent Bridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    for name, value in state.items():
+        setattr(app.state, name, value)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(chat.router)
+    app.include_router(responses.router)
+    app.include_router(admin.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
