@@ -100,7 +100,9 @@ async def components(
         foundry_clients=foundry_clients,
         auths=auths,
         service=TurnService(settings, backends, store),
-        responses=ResponsesService(settings, backends, store, FoundryPassthrough(foundry_clients, metrics)),
+        responses=ResponsesService(
+            settings, backends, store, FoundryPassthrough(foundry_clients, metrics), conversations=store
+        ),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
             store,

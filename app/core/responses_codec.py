@@ -201,6 +201,16 @@ class ResponseBuilder:
             response["usage"] = usage_dict(self.usage)
         return response
 
+    def reply(self) -> Message:
+        """What the agent said, as the client will echo it in its next input."""
+        text = "".join(part["text"] for item in self.output if item["type"] == "message" for part in item["content"])
+        calls = tuple(
+            ToolCall(id=item["call_id"], name=item["name"], arguments=item["arguments"])
+            for item in self.output
+            if item["type"] == "function_call"
+        )
+        return Message("assistant", text, calls)
+
     # -- events -----------------------------------------------------------------------------------
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:

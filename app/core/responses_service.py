@@ -10,7 +10,8 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from app.core import responses_codec
+from app.core import conversation, responses_codec
+from app.core.conversation import ConversationIndex
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted
 from app.core.records import ResponseRecord
 from app.core.service import AgentBackend, route_for
@@ -69,7 +70,9 @@ class ResponsesService:
         backends: Mapping[str, AgentBackend],
         index: ResponseIndex,
         passthrough: ResponsesPassthrough | None,
+        conversations: ConversationIndex,
     ) -> None:
+        self.conversations = conversations
         self.settings = settings
         self.backends = backends
         self.index = index
@@ -102,13 +105,21 @@ class ResponsesService:
             )
         items, instructions = responses_codec.parse_input(req)
         previous = await self._previous(req, owner)
+        if previous is not None:
+            cursor, new_items = previous.thread_id, items
+        else:
+            # A client that resends the whole input (the Agents SDK does) is followed like a chat client.
+            found = await conversation.resolve(
+                self.conversations, owner=owner, route=req.model, items=items, conversation_id=None
+            )
+            cursor, new_items = found.cursor, found.new_items
         turn = TurnRequest(
             owner=owner,
             model=req.model,
             route=route,
             items=items,
-            cursor=previous.thread_id if previous else None,
-            new_items=items,
+            cursor=cursor,
+            new_items=new_items,
             instructions=instructions,
             tools=responses_codec.parse_tools(req),
             options=responses_codec.parse_options(req),
@@ -127,6 +138,16 @@ class ResponsesService:
                     yield out
             elif isinstance(event, TurnCompleted):
                 final = builder.finish(event.finish_reason, event.usage)
+                if previous is None:
+                    await conversation.remember(
+                        self.conversations,
+                        owner=owner,
+                        route=req.model,
+                        items=items,
+                        reply=builder.reply(),
+                        cursor=event.cursor,
+                        conversation_id=None,
+                    )
                 if req.store is not False:
                     await self.index.save_response(
                         ResponseRecord(

@@ -239,3 +239,28 @@ def test_a_failure_after_the_stream_began_is_an_error_event(bridge: Bridge, mode
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[-1]["type"] in ("error", "response.failed")
     assert any(e["type"] == "error" or e.get("response", {}).get("status") == "failed" for e in events)
+
+
+def test_responses_clients_resending_their_input_keep_one_thread(bridge: Bridge) -> None:
+    """Without previous_response_id, a Responses client that resends everything is followed like a chat client."""
+    client = bridge.client()
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    history: list[Any] = [{"role": "user", "content": "first"}]
+    first = client.responses.create(model="demo-assistant", input=history, tools=tools)
+    history += [item.model_dump(exclude_none=True) for item in first.output]
+    history.append({"role": "user", "content": "/tool lookup {}"})
+    called = client.responses.create(model="demo-assistant", input=history, tools=tools)
+    call = called.output[0]
+    assert call.type == "function_call"
+    history += [item.model_dump(exclude_none=True) for item in called.output]
+    history.append({"type": "function_call_output", "call_id": call.call_id, "output": "found"})
+    answered = client.responses.create(model="demo-assistant", input=history, tools=tools)
+    assert answered.output_text == "Tool lookup returned: found"
+    history += [item.model_dump(exclude_none=True) for item in answered.output]
+    history.append({"role": "user", "content": "last"})
+    bridge.reset_stats()
+    last = client.responses.create(model="demo-assistant", input=history, tools=tools)
+    assert last.output_text == "Echo: last"
+    assert bridge.emulator_stats() == {"POST /openai/threads/{thread_id}/runs": 1}
+    (thread,) = bridge.emulator_threads()
+    assert [m["text"] for m in thread["messages"] if m["role"] == "user"] == ["first", "/tool lookup {}", "last"]
