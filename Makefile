@@ -36,6 +36,7 @@ types: $(STAMP)
 check: lint types test
 
 bench: $(STAMP)
+	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/python -m pip install --quiet matplotlib
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,159 @@
+"""`python -m bench` (`make bench`): the bridge against the direct path and against LiteLLM, one run.
+
+Starts the emulator, the bridge (one and two workers) and the LiteLLM proxy as processes on loopback,
+drives them from a separate load process, and writes bench/results/<time>.json, .md and .png files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import peer, report, scenarios
+from bench.processes import AGENT_BRIDGE, free_port, peak_rss_mb, process, worker_pids
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+KEY = {"type": "api_key", "api_key": "bench"}
+LITELLM_KEY = "sk-bench-master"
+
+
+def _config(path: Path, emulator: str) -> Path:
+    routes = {
+        "demo-assistant": {"endpoint": emulator, "assistant_id": "asst_demo", "auth": KEY},
+        "demo-agent": {
+            "endpoint": f"{emulator}/api/projects/demo",
+            "agent": {"name": "demo-agent", "version": "1"},
+            "auth": KEY,
+        },
+    }
+    settings = {"routes": routes, "redis_prefix": f"bench:{time.time_ns()}:", "threads": {"janitor": False}}
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def _bridge(config: Path, logs: Path, workers: int = 1) -> Any:
+    port = free_port()
+    command = [*AGENT_BRIDGE, "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
+    command += ["--workers", str(workers)]
+    env = {"REDIS_URL": REDIS_URL}
+    if workers > 1:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    return process(command, f"http://127.0.0.1:{port}/readyz", logs / f"bridge-{port}.log", env), port
+
+
+def _litellm(emulator: str, logs: Path) -> tuple[Any, int]:
+    port = free_port()
+    config = logs / "litellm.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [
+                    {
+                        "model_name": "peer-agent",
+                        "litellm_params": {
+                            "model": "azure_ai/agents/asst_demo",
+                            "api_base": f"{emulator}/api/projects/demo",
+                            "api_key": "bench",
+                        },
+                    }
+                ],
+                "general_settings": {"master_key": LITELLM_KEY},
+            }
+        )
+    )
+    command = [str(peer.VENV / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--num_workers", "1"]
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    return process(command, f"http://127.0.0.1:{port}/health/liveliness", logs / "litellm.log", env), port
+
+
+def main() -> int:
+    started = time.time()
+    stamp = time.strftime("%Y-%m-%d-%H%M%S")
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    results: dict[str, Any] = {"started": stamp, "machine": {"cpus": os.cpu_count()}, "redis": REDIS_URL}
+    try:
+        peer.install(logs / "litellm-install.log")
+        peer_status = "installed"
+    except Exception as exc:
+        peer_status = f"unavailable: {type(exc).__name__}: {exc}"[:300]
+    results["peer"] = {"name": f"litellm {peer.VERSION}", "status": peer_status}
+
+    emulator_port = free_port()
+    emulator = f"http://127.0.0.1:{emulator_port}"
+    emulator_cmd = [*AGENT_BRIDGE, "emulator", "--port", str(emulator_port), "--log-level", "warning"]
+    with process(emulator_cmd, f"{emulator}/_emulator/stats", logs / "emulator.log"):
+        config = _config(logs / "config.yaml", emulator)
+        manager, port = _bridge(config, logs)
+        with manager:
+            bridge = f"http://127.0.0.1:{port}"
+            print("upstream requests per turn ...", flush=True)
+            results["upstream_requests"] = scenarios.upstream_requests(bridge, emulator)
+            print("overhead ...", flush=True)
+            results["overhead"] = scenarios.overhead(bridge, emulator, (1, 16, 64), per_worker=40)
+            print("streaming ...", flush=True)
+            results["streaming"] = scenarios.streaming(bridge, emulator, runs=15)
+            litellm_spec = None
+            peer_manager = None
+            if peer_status == "installed":
+                try:
+                    peer_manager, peer_port = _litellm(emulator, logs)
+                    peer_manager.__enter__()
+                    litellm_spec = {"litellm": f"http://127.0.0.1:{peer_port}", "litellm_key": LITELLM_KEY}
+                except Exception as exc:
+                    results["peer"]["status"] = f"unavailable: could not start: {exc}"[:300]
+                    peer_manager = None
+            try:
+                print("completion lag ...", flush=True)
+                results["completion_lag"] = scenarios.completion_lag(bridge, emulator, litellm_spec)
+                if litellm_spec is not None:
+                    print("peer latency ...", flush=True)
+                    results["peer_latency"] = scenarios.peer_latency(emulator, litellm_spec)
+                print("throughput ...", flush=True)
+                targets: dict[str, dict[str, Any]] = {
+                    "direct": {"kind": "direct_chat", "emulator": emulator},
+                    "bridge, 1 worker": {"kind": "bridge_chat", "bridge": bridge},
+                }
+                two_manager, two_port = _bridge(config, logs, workers=2)
+                with two_manager:
+                    targets["bridge, 2 workers"] = {"kind": "bridge_chat", "bridge": f"http://127.0.0.1:{two_port}"}
+                    if litellm_spec is not None:
+                        targets["litellm"] = {"kind": "litellm_chat", **litellm_spec}
+                    results["throughput"] = scenarios.throughput(targets, seconds=8, concurrency=64)
+            finally:
+                if peer_manager is not None:
+                    peer_manager.__exit__(None, None, None)
+        print("memory with 1,000 open streams ...", flush=True)
+        fresh, fresh_port = _bridge(config, logs)
+        with fresh as pid:
+            baseline = peak_rss_mb(worker_pids(pid)[0])
+            streams = scenarios.open_streams(f"http://127.0.0.1:{fresh_port}", emulator, count=1000, delay_ms=200)
+            results["memory"] = {**streams, "rss_before_mb": baseline, "peak_rss_mb": peak_rss_mb(worker_pids(pid)[0])}
+    results["duration_s"] = time.time() - started
+    json_path = out_dir / f"{stamp}.json"
+    json_path.write_text(json.dumps(results, indent=2, default=str))
+    markdown = report.markdown(results)
+    (out_dir / f"{stamp}.md").write_text(markdown)
+    report.plots(results, out_dir / stamp)
+    print(markdown)
+    print(f"\nwritten: {json_path} (+ .md, .png); logs in {logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:
+        traceback.print_exc()
+        sys.exit(1)
