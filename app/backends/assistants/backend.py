@@ -19,7 +19,7 @@ from app.backends.polling import PollPolicy
 from app.backends.upstream import SSEEvent
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
-from app.core.turn import Item, Message, ToolResult, TurnRequest, pending_tool_results
+from app.core.turn import Item, Message, ToolCall, ToolResult, TurnRequest, pending_tool_results
 from app.errors import (
     BridgeError,
     ConflictError,
@@ -311,7 +311,7 @@ class AssistantsBackend:
             yield ToolCallsRequired(calls=calls)
         state.used_at = time.time()
         yield TurnCompleted(
-            finish_reason=result.finish_reason,  # type: ignore[arg-type]
+            finish_reason=result.finish_reason,
             usage=result.usage,
             cursor=state.thread_id,
         )
@@ -339,7 +339,9 @@ class AssistantsBackend:
             self.metrics.threads_created.inc()
         await self._lock(req, state)
 
-    async def _save_calls(self, req: TurnRequest, state: _TurnState, run: dict[str, Any], calls: Any) -> None:
+    async def _save_calls(
+        self, req: TurnRequest, state: _TurnState, run: dict[str, Any], calls: tuple[ToolCall, ...]
+    ) -> None:
         assert state.thread_id is not None
         now = time.time()
         expires_at = float(run["expires_at"]) if run.get("expires_at") else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.events import FinishReason
 from app.core.turn import FunctionTool, Item, ToolCall, ToolResult, TurnOptions, Usage
 from app.errors import RunFailedError, ToolOutputsExpiredError, UpstreamError
 
@@ -112,7 +113,7 @@ def message_text(message: dict[str, Any]) -> str:
 class RunOutcome:
     """How a run that stopped should end the turn."""
 
-    finish_reason: str
+    finish_reason: FinishReason
     usage: Usage | None
 
 

@@ -96,7 +96,7 @@ class FoundryBackend:
                     if calls:
                         yield ToolCallsRequired(calls=calls)
                     yield TurnCompleted(
-                        finish_reason=reason,  # type: ignore[arg-type]
+                        finish_reason=reason,
                         usage=mapping.usage_of(response),
                         cursor=response["id"],
                     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.events import FinishReason
 from app.core.turn import FunctionTool, Item, Message, ToolCall, TurnOptions, Usage
 from app.errors import RunFailedError, UpstreamError
 from app.settings import RouteSettings
@@ -87,7 +88,7 @@ def function_calls(response: dict[str, Any]) -> tuple[ToolCall, ...]:
     )
 
 
-def finish_reason(response: dict[str, Any]) -> str:
+def finish_reason(response: dict[str, Any]) -> FinishReason:
     """How a finished Response ends the turn, or the error the client should see."""
     status = response.get("status")
     if status == "failed":
