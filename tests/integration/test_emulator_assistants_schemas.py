@@ -11,18 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.conftest import VERSION
 from tests.support import seed
 from tests.support.servers import ServerThread
 from tests.support.spec import validate
 
-VERSION = {"api-version": "2024-05-01-preview"}
 LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
-
-
-@pytest.fixture
-def aoai(emulator: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{emulator.url}/openai", headers={"api-key": "k"}, params=VERSION) as c:
-        yield c
 
 
 def _schema_of(event: str) -> str:

@@ -11,18 +11,10 @@ import pytest
 
 from tests.support.servers import ServerThread
 
-VERSION = {"api-version": "2024-05-01-preview"}
-
 
 @pytest.fixture
 def hooks(emulator: ServerThread) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"{emulator.url}/_emulator") as c:
-        yield c
-
-
-@pytest.fixture
-def aoai(emulator: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{emulator.url}/openai", headers={"api-key": "k"}, params=VERSION) as c:
         yield c
 
 
