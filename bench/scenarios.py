@@ -119,10 +119,17 @@ def completion_lag(bridge: str, emulator: str, litellm: dict[str, str] | None) -
     if litellm is not None:
         peer = load({**base, **litellm, "kind": "litellm_chat", "requests": 4})
         methods["LiteLLM proxy"] = [v - finished for v in ms(peer)]
+    # The dead time after the run finished, without the bridge's start-of-request work: the stream's
+    # tail (first token to last byte) through the bridge against the same tail straight from Azure.
+    text_stream = {"concurrency": 1, "bridge": bridge, "emulator": emulator, "text": "the answer", "requests": 40}
+    bridge_tail = [s["ms"] - s["ttft_ms"] for s in load({**text_stream, "kind": "bridge_stream"})["samples"]]
+    direct_tail = [s["ms"] - s["ttft_ms"] for s in load({**text_stream, "kind": "direct_stream"})["samples"]]
     return {
         "run_finished_ms": finished,
         "direct_holds_answer_ms": held,
         "lag_ms": {name: summary(values) for name, values in methods.items()},
+        "tail_ms": {"bridge": summary(bridge_tail), "direct": summary(direct_tail)},
+        "tail_lag_p50_ms": pct(bridge_tail, 50) - pct(direct_tail, 50),
     }
 
 
