@@ -159,6 +159,8 @@ def test_compose_file_and_dockerfile_hold_together() -> None:
     assert any(v.startswith("redis-data:") for v in services["redis"]["volumes"])
     assert "redis-data" in compose["volumes"]
     assert services["emulator"]["profiles"] == ["demo"]
+    # Both services run the one image the project builds; neither may need a registry pull.
+    assert services["emulator"]["build"] == services["bridge"]["build"] == "."
     assert services["bridge"]["environment"]["REDIS_URL"].startswith("redis://redis:")
     assert services["bridge"]["depends_on"]["redis"]["condition"] == "service_healthy"
     dockerfile = (ROOT / "Dockerfile").read_text()
