@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+CONNECT_TIMEOUT_S = 2.0
+"""A Redis that does not accept the connection (host down, packets dropped) fails within this."""
+COMMAND_TIMEOUT_S = 5.0
+"""A Redis that accepted but does not answer (hung, overloaded) fails within this."""
+HEALTH_CHECK_INTERVAL_S = 10
+"""A pooled connection idle for longer is PINGed before use, so a dead one is replaced, not used."""
 
 
 def connect(url: str | None) -> Redis:
-    """Short timeouts: a dead Redis must fail a request fast (503), not hang it."""
+    """Short timeouts: a dead Redis must fail a request fast (503), not hang it.
+
+    One immediate retry on a dropped connection (a Redis restart leaves every pooled connection
+    dead: the retry reconnects instead of failing one request per connection). Timeouts are not
+    retried, so a hung Redis costs a request at most `COMMAND_TIMEOUT_S`; a refused connection
+    fails in milliseconds.
+    """
     if url is None:
         from fakeredis import FakeAsyncRedis
 
@@ -15,9 +31,9 @@ def connect(url: str | None) -> Redis:
     client: Redis = Redis.from_url(
         url,
         decode_responses=True,
-        socket_timeout=5.0,
-        socket_connect_timeout=2.0,
-        health_check_interval=30,
-        retry_on_timeout=False,
+        socket_timeout=COMMAND_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return client

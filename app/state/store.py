@@ -340,9 +340,10 @@ class RedisStore:
         while True:
             if await self.redis.set(key, token, nx=True, px=ttl_ms):
                 return token
-            if time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return None
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, remaining))  # the last try falls on the deadline itself
             delay = min(delay * 2, 0.1)
 
     @_translated
