@@ -1,20 +1,14 @@
-"""HTTP to Azure: auth headers, bounded retries, SSE parsing, error translation.
-
-Retries cover 408/429/5xx answers and connection failures, honour `retry-after-ms`/`retry-after`,
-and never sleep past the turn's deadline. A request that creates something (a run, tool outputs)
-is repeated only when it certainly did not reach Azure: a refused connection, or an answer that
-says it was not processed (429/5xx). Every failure leaves as an `app.errors` error.
-"""
+"""HTTP to Azure: auth headers, bounded retries, SSE parsing, error translation."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import httpx
 
@@ -31,10 +25,11 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from app.metrics import Metrics
 
-# Calls without a turn deadline (the janitor, the admin API) still may not hang.
-_UNBOUNDED_CALL_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# Calls without a deadline (the janitor, the admin API) still may not hang.
+_UNBOUNDED = httpx.Timeout(30.0, connect=10.0)
+# Failures after which the request certainly never reached Azure: safe to repeat even a create.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,61 +42,131 @@ class SSEEvent:
 
 
 def parse_event(block: bytes) -> SSEEvent | None:
-    """One SSE event from its lines (without the blank line that ends it)."""
+    """One event from its lines (`\\n`-separated, without the blank line that ends it); None if it has no data."""
     name = ""
     data: list[str] = []
-    for raw in block.split(b"\n"):
-        if not raw or raw[:1] == b":":
+    for line in block.decode("utf-8", "replace").split("\n"):
+        if not line or line[0] == ":":
             continue
-        field, _, value = raw.decode("utf-8").partition(":")
+        field, _, value = line.partition(":")
         if value[:1] == " ":
             value = value[1:]
         if field == "data":
             data.append(value)
         elif field == "event":
             name = value
-    if not data and not name:
-        return None
+    if not data:
+        return None  # as in the SSE spec: an event without data is not dispatched
     return SSEEvent(name or "message", "\n".join(data))
 
 
-def _error_fields(response: httpx.Response) -> tuple[str, str | None, str | None]:
-    """Azure's message, param and code from an error body of any of its shapes."""
+class SSEDecoder:
+    """Cuts events out of raw byte chunks at blank lines, whatever the chunking; CRLF, CR or LF line ends.
+
+    Works on whole chunks (one `find` per event) rather than line by line: far less Python per event.
+    """
+
+    __slots__ = ("_buffer", "_cr")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._cr = False  # the last chunk ended in CR: maybe half of a CRLF
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._cr:
+            chunk, self._cr = b"\r" + chunk, False
+        if b"\r" in chunk:
+            if chunk[-1:] == b"\r":
+                chunk, self._cr = chunk[:-1], True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._buffer
+        start = max(0, len(buffer) - 1)
+        buffer += chunk
+        events: list[SSEEvent] = []
+        pos = 0
+        while (end := buffer.find(b"\n\n", start)) >= 0:
+            event = parse_event(bytes(buffer[pos:end]))
+            if event is not None:
+                events.append(event)
+            pos = start = end + 2
+        if pos:
+            del buffer[:pos]
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """The last event when the stream ended without a blank line after it."""
+        rest, self._buffer, self._cr = bytes(self._buffer), bytearray(), False
+        event = parse_event(rest) if rest.strip() else None
+        return [event] if event is not None else []
+
+
+def parse_sse(body: bytes) -> list[SSEEvent]:
+    """Every event of a complete SSE body."""
+    decoder = SSEDecoder()
+    return decoder.feed(body) + decoder.flush()
+
+
+def error_fields(status: int, content: bytes) -> tuple[str, str | None, str | None]:
+    """Azure's message, param and code from an error body of any of its shapes (or none)."""
     try:
-        body = response.json()
+        body = json.loads(content) if content else None
     except ValueError:
-        text = response.text.strip()[:500]
-        return text or f"HTTP {response.status_code}", None, None
-    error = body.get("error", body) if isinstance(body, dict) else {}
+        body = None
+    if body is None:
+        text = " ".join(content.decode("utf-8", "replace").split())[:300]
+        return text or f"HTTP {status}", None, None
+    error = body.get("error", body) if isinstance(body, dict) else body
     if not isinstance(error, dict):
-        return str(error)[:500], None, None
-    message = str(error.get("message") or f"HTTP {response.status_code}")
-    param = error.get("param")
-    code = error.get("code")
-    return message, str(param) if param is not None else None, str(code) if code is not None else None
+        return str(error)[:1000], None, None
+    message = error.get("message") or body.get("message") or f"HTTP {status}"
+    param, code = error.get("param"), error.get("code")
+    return str(message)[:1000], None if param is None else str(param), None if code is None else str(code)
 
 
-def translate(response: httpx.Response) -> BridgeError:
-    status = response.status_code
-    message, param, code = _error_fields(response)
+def translate(
+    status: int, content: bytes, headers: Mapping[str, str], *, retry_after: float | None = None
+) -> BridgeError:
+    """The error a failed answer from Azure becomes (never with our request's headers in it)."""
+    message, param, code = error_fields(status, content)
     if status in (400, 422):
         return InvalidRequestError(message, param=param, code=code)
     if status in (401, 403):
-        return UpstreamAuthError(f"Upstream authentication failed (HTTP {status}): {message}")
+        return UpstreamAuthError(f"upstream authentication failed (HTTP {status}): {message}")
     if status == 404:
         return NotFoundError(message, code="upstream_not_found")
     if status == 409:
         return ConflictError(message, code=code or "upstream_conflict")
     if status == 429:
-        return RateLimitError(
-            f"Azure is rate limiting this agent: {message}", retry_after=server_hint(response.headers)
-        )
-    if status in (408, 504):
-        return UpstreamTimeoutError(f"Azure timed out: {message}")
-    return UpstreamError(f"Azure answered HTTP {status}: {message}", code=code or "upstream_error")
+        hint = server_hint(headers)
+        return RateLimitError(message, retry_after=hint if hint is not None else retry_after)
+    if status in (408, 504):  # Azure (or its gateway) gave up waiting: the client sees 504, as for our own deadline
+        return UpstreamTimeoutError(f"Azure timed out (HTTP {status}): {message}")
+    if status >= 500:
+        return UpstreamError(message)
+    return UpstreamError(f"Azure rejected the request (HTTP {status}): {message}")
+
+
+def translate_transport(exc: httpx.HTTPError) -> BridgeError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeoutError(f"Azure did not answer in time ({type(exc).__name__})")
+    detail = str(exc).strip()[:200]
+    return UpstreamError(f"could not reach Azure: {type(exc).__name__}" + (f": {detail}" if detail else ""))
+
+
+def _deadline_passed() -> UpstreamTimeoutError:
+    return UpstreamTimeoutError("the request's deadline passed before Azure answered")
+
+
+class UpstreamMetrics(Protocol):
+    """What the client counts, as labelled prometheus counters (`app.metrics.Metrics` fits)."""
+
+    upstream_requests: Any  # labels: operation, status (an HTTP status or an httpx error's name)
+    upstream_retries: Any  # labels: operation
 
 
 class UpstreamClient:
+    """One route's way to Azure: its credentials, the shared connection pool and the retry policy."""
+
     def __init__(
         self,
         http: httpx.AsyncClient,
@@ -109,7 +174,7 @@ class UpstreamClient:
         retry: RetryPolicy,
         *,
         name: str = "azure",
-        metrics: Metrics | None = None,
+        metrics: UpstreamMetrics | None = None,
     ) -> None:
         self.http = http
         self.auth = auth
@@ -118,177 +183,132 @@ class UpstreamClient:
         self.metrics = metrics
 
     async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: Any = None,
-        params: dict[str, str] | None = None,
-        deadline: float | None = None,
-        idempotent: bool = True,
-        operation: str = "request",
-    ) -> Any:
-        """Send a request and return its JSON body (None when empty)."""
-        response = await self._send(method, url, json, params, deadline, idempotent, operation)
-        try:
-            with timing.upstream_wait():
-                content = await response.aread()
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError("Azure did not finish its answer in time.") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamError(f"The connection to Azure broke: {type(exc).__name__}.") from exc
-        finally:
-            await response.aclose()
-        if not content:
+        self, method: str, url: str, *, json: Any = None, params: dict[str, str] | None = None,
+        deadline: float | None = None, idempotent: bool = True, operation: str = "request",
+    ) -> Any:  # fmt: skip
+        """Send a request and return its parsed JSON body (None when empty)."""
+        response = await self._send(method, url, json, params, deadline, idempotent, operation, read=True)
+        if not response.content:
             return None
         try:
-            return json_loads(content)
+            return response.json()
         except ValueError as exc:
-            raise UpstreamError("Azure answered with a body that is not JSON.") from exc
+            raise UpstreamError("Azure answered with a body that is not JSON") from exc
 
     @asynccontextmanager
     async def stream(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: Any = None,
-        params: dict[str, str] | None = None,
-        deadline: float | None = None,
-        idempotent: bool = False,
-        operation: str = "stream",
-    ) -> AsyncIterator[AsyncIterator[SSEEvent]]:
-        """Send a request whose answer is an event stream; yields its events as they arrive."""
-        response = await self._send(method, url, json, params, deadline, idempotent, operation)
+        self, method: str, url: str, *, json: Any = None, params: dict[str, str] | None = None,
+        deadline: float | None = None, idempotent: bool = False, operation: str = "stream",
+    ) -> AsyncIterator[AsyncIterator[SSEEvent]]:  # fmt: skip
+        """Send a request answered with an event stream; the status is checked before any event is yielded.
+
+        The events simply stop when the stream ends, with or without a terminal event: the consumer decides.
+        """
+        response = await self._send(method, url, json, params, deadline, idempotent, operation, read=False)
+        events = self._events(response, deadline)
         try:
-            yield self._events(response)
+            yield events
         finally:
+            await events.aclose()
             await response.aclose()
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[SSEEvent]:
-        """Events cut from raw byte chunks at blank lines: far less Python per event than line by line."""
-        chunks = response.aiter_bytes()
+    async def _events(self, response: httpx.Response, deadline: float | None = None) -> AsyncGenerator[SSEEvent, None]:
+        decoder = SSEDecoder()
         current = timing.current()
-        buffer = b""
-        while True:
-            started = time.perf_counter()
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except httpx.TimeoutException as exc:
-                raise UpstreamTimeoutError("Azure stopped sending the run's events.") from exc
-            except httpx.TransportError as exc:
-                raise UpstreamError(f"The event stream from Azure broke: {type(exc).__name__}.") from exc
-            finally:
-                if current is not None:
-                    current.upstream_s += time.perf_counter() - started
-            buffer += chunk
-            held = b""
-            if b"\r" in buffer:
-                if buffer.endswith(b"\r"):  # maybe half of a CRLF split across chunks
-                    buffer, held = buffer[:-1], b"\r"
-                buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            *blocks, buffer = buffer.split(b"\n\n")
-            buffer += held
-            for block in blocks:
-                event = parse_event(block)
-                if event is not None:
+        async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_bytes())) as chunks:
+            while True:
+                started = time.perf_counter()
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except httpx.TimeoutException as exc:
+                    raise UpstreamTimeoutError("Azure stopped sending the stream's events in time") from exc
+                except httpx.HTTPError as exc:
+                    raise UpstreamError(f"the upstream event stream broke: {type(exc).__name__}") from exc
+                finally:
+                    if current is not None:
+                        current.upstream_s += time.perf_counter() - started
+                for event in decoder.feed(chunk):
                     yield event
-        if buffer.strip():
-            event = parse_event(buffer)
-            if event is not None:
-                yield event
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise _deadline_passed()
+        for event in decoder.flush():
+            yield event
 
     async def _send(
-        self,
-        method: str,
-        url: str,
-        body: Any,
-        params: dict[str, str] | None,
-        deadline: float | None,
-        idempotent: bool,
-        operation: str,
-    ) -> httpx.Response:
-        attempt = 0
-        reauthenticated = False
+        self, method: str, url: str, body: Any, params: dict[str, str] | None, deadline: float | None,
+        idempotent: bool, operation: str, *, read: bool,
+    ) -> httpx.Response:  # fmt: skip
+        """A successful answer (its body read when `read`), after as many attempts as the policy allows."""
+        request = self.http.build_request(method, url, json=body, params=params)
+        attempt, reauthenticated = 0, False
         while True:
             attempt += 1
             if attempt > 1 and self.metrics is not None:
                 self.metrics.upstream_retries.labels(operation).inc()
-            headers = await self.auth.headers()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise UpstreamTimeoutError("The turn's deadline passed before Azure answered.")
-            request = self.http.build_request(
-                method,
-                url,
-                json=body,
-                params=params,
-                headers=headers,
-                timeout=httpx.Timeout(remaining, connect=min(10.0, remaining))
-                if remaining is not None
-                else _UNBOUNDED_CALL_TIMEOUT,
-            )
-            current = timing.current()
-            if current is not None:
-                current.upstream_requests += 1
             try:
-                with timing.upstream_wait():
-                    response = await self.http.send(request, stream=True)
-            except httpx.TransportError as exc:
+                response = await self._attempt(request, deadline, read)
+            except httpx.HTTPError as exc:
                 self._count(operation, type(exc).__name__)
-                if await self._retry_transport(exc, attempt, deadline, idempotent):
+                retryable = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
+                if retryable and (idempotent or isinstance(exc, _NEVER_SENT)) and await self._pause(attempt, deadline):
                     continue
-                raise _transport_error(exc) from exc
-            self._count(operation, str(response.status_code))
-            if response.status_code < 400:
+                raise translate_transport(exc) from exc
+            status = response.status_code
+            self._count(operation, str(status))
+            if status < 400:
                 return response
-            with timing.upstream_wait():
-                await response.aread()
-            await response.aclose()
-            if response.status_code == 401 and not reauthenticated and self.auth.invalidate():
-                # A cached token may have been revoked: fetch a new one, once.
-                reauthenticated = True
-                attempt -= 1
+            if status == 401 and not reauthenticated and self.auth.invalidate():
+                reauthenticated, attempt = True, attempt - 1  # a cached token may have been revoked: once more
                 continue
-            if self.retry.retries(response.status_code) and await self._pause(
-                attempt, server_hint(response.headers), deadline
-            ):
+            # An error answer means Azure did not act on the request: a retry is safe even for a create.
+            if self.retry.retries(status) and await self._pause(attempt, deadline, response.headers):
                 continue
-            raise translate(response)
+            raise translate(status, response.content, response.headers, retry_after=self.retry.backoff(attempt))
+
+    async def _attempt(self, request: httpx.Request, deadline: float | None, read: bool) -> httpx.Response:
+        """One exchange, bounded by the deadline: the answer's headers, and its body when `read` or when it failed."""
+        if deadline is None:
+            request.extensions["timeout"] = _UNBOUNDED.as_dict()
+            return await self._exchange(request, read)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _deadline_passed()
+        request.extensions["timeout"] = httpx.Timeout(remaining, connect=min(10.0, remaining)).as_dict()
+        try:
+            async with asyncio.timeout(remaining):
+                return await self._exchange(request, read)
+        except TimeoutError as exc:
+            raise _deadline_passed() from exc
+
+    async def _exchange(self, request: httpx.Request, read: bool) -> httpx.Response:
+        request.headers.update(await self.auth.headers())
+        current = timing.current()
+        if current is not None:
+            current.upstream_requests += 1
+        with timing.upstream_wait():
+            response = await self.http.send(request, stream=True)
+            if read or response.status_code >= 400:
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+        return response
+
+    async def _pause(self, attempt: int, deadline: float | None, hint: Mapping[str, str] | None = None) -> bool:
+        """Sleep before the next attempt; False when the policy says there should be none."""
+        remaining = None if deadline is None else deadline - time.monotonic()
+        wait = self.retry.next_delay(attempt, hint, remaining_s=remaining)
+        if wait is None:
+            return False
+        with timing.upstream_wait():  # Azure asked for this wait (or failed): not the bridge's own time
+            await asyncio.sleep(wait)
+        return True
 
     def _count(self, operation: str, status: str) -> None:
         if self.metrics is not None:
             self.metrics.upstream_requests.labels(operation, status).inc()
 
-    async def _retry_transport(
-        self, exc: httpx.TransportError, attempt: int, deadline: float | None, idempotent: bool
-    ) -> bool:
-        # A request that never left is safe to repeat even when it creates something.
-        never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-        return (never_sent or idempotent) and await self._pause(attempt, None, deadline)
-
-    async def _pause(self, attempt: int, hint: float | None, deadline: float | None) -> bool:
-        """Sleep before the next attempt; False when attempts are used up or the wait outlasts the deadline."""
-        if attempt >= self.retry.max_attempts:
-            return False
-        if hint is not None and hint > self.retry.max_delay_s:
-            return False  # a long wait is the client's call: it gets the 429 with Retry-After
-        delay = self.retry.delay(attempt, hint)
-        if deadline is not None and time.monotonic() + delay >= deadline:
-            return False
-        await asyncio.sleep(delay)
-        return True
-
-
-def _transport_error(exc: httpx.TransportError) -> BridgeError:
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-        return UpstreamError(f"Could not reach Azure ({type(exc).__name__}).", code="upstream_unreachable")
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeoutError("Azure did not answer in time.")
-    return UpstreamError(f"The connection to Azure broke: {type(exc).__name__}.")
-
-
-def json_loads(content: bytes) -> Any:
-    return json.loads(content)
+    def __repr__(self) -> str:
+        return f"UpstreamClient(name={self.name!r}, auth={self.auth!r})"

@@ -9,7 +9,7 @@ import pytest
 
 from app.backends.azure_auth import ApiKeyAuth
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import SSEEvent, UpstreamClient, parse_event
+from app.backends.upstream import SSEDecoder, SSEEvent, UpstreamClient, parse_event, parse_sse
 
 STREAM = (
     b": keep-alive\n\n"
@@ -24,6 +24,59 @@ EXPECTED = [
 ]
 
 
+def _decode(chunks: list[bytes]) -> list[SSEEvent]:
+    decoder = SSEDecoder()
+    events = [event for chunk in chunks for event in decoder.feed(chunk)]
+    return events + decoder.flush()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 16, len(STREAM)])
+def test_events_survive_any_chunking(size: int) -> None:
+    assert _decode([STREAM[i : i + size] for i in range(0, len(STREAM), size)]) == EXPECTED
+
+
+def test_every_split_point_of_crlf_streams() -> None:
+    body = STREAM.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    for cut in range(len(body) + 1):
+        assert _decode([body[:cut], body[cut:]]) == EXPECTED, cut
+
+
+def test_lone_cr_line_ends() -> None:
+    assert parse_sse(b"event: a\rdata: 1\r\revent: b\rdata: 2\r\r") == [SSEEvent("a", "1"), SSEEvent("b", "2")]
+
+
+def test_a_last_event_without_blank_line_is_kept() -> None:
+    assert parse_sse(b"event: x\ndata: 1") == [SSEEvent("x", "1")]
+    assert parse_sse(b"event: x\r\ndata: 1\r") == [SSEEvent("x", "1")]
+
+
+def test_events_are_returned_as_soon_as_their_blank_line_arrives() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"event: a\ndata: 1\n") == []
+    assert decoder.feed(b"\nevent: b\n") == [SSEEvent("a", "1")]
+    assert decoder.feed(b"data: 2\n\n") == [SSEEvent("b", "2")]
+    assert decoder.flush() == []
+
+
+def test_a_large_event_in_many_small_chunks() -> None:
+    payload = "x" * 200_000
+    body = f"event: big\ndata: {payload}\n\n".encode()
+    assert _decode([body[i : i + 100] for i in range(0, len(body), 100)]) == [SSEEvent("big", payload)]
+
+
+def test_parse_event_fields() -> None:
+    assert parse_event(b"data: only data") == SSEEvent("message", "only data")
+    assert parse_event(b"event:tight\ndata:{}") == SSEEvent("tight", "{}")
+    assert parse_event(b"event: e\ndata:  two spaces") == SSEEvent("e", " two spaces")
+    assert parse_event(b"event: e\ndata") == SSEEvent("e", "")
+    assert parse_event(b"event: e\nid: 7\nretry: 10\ndata: x") == SSEEvent("e", "x")
+    assert parse_event(b": just a comment") is None
+    assert parse_event(b"event: no-data") is None
+    assert parse_event("data: caf\u00e9".encode()) == SSEEvent("message", "caf\u00e9")
+    assert parse_event(b"data: \xff") == SSEEvent("message", "\ufffd")
+    assert SSEEvent("e", '{"k": [1]}').json() == {"k": [1]}
+
+
 class Chunks(httpx.AsyncByteStream):
     def __init__(self, chunks: list[bytes]) -> None:
         self.chunks = chunks
@@ -33,24 +86,13 @@ class Chunks(httpx.AsyncByteStream):
             yield chunk
 
 
-async def _events(chunks: list[bytes]) -> list[SSEEvent]:
-    client = UpstreamClient(httpx.AsyncClient(), ApiKeyAuth("k"), RetryPolicy.testing())
-    response = httpx.Response(200, stream=Chunks(chunks))
-    return [event async for event in client._events(response)]
+async def test_upstream_stream_yields_parsed_events_of_any_chunking() -> None:
+    chunks = [STREAM[i : i + 5] for i in range(0, len(STREAM), 5)]
 
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Chunks(chunks))
 
-@pytest.mark.parametrize("size", [1, 2, 3, 7, 16, len(STREAM)])
-async def test_events_survive_any_chunking(size: int) -> None:
-    chunks = [STREAM[i : i + size] for i in range(0, len(STREAM), size)]
-    assert await _events(chunks) == EXPECTED
-
-
-async def test_a_last_event_without_blank_line_is_kept() -> None:
-    assert await _events([b"event: x\ndata: 1"]) == [SSEEvent("x", "1")]
-
-
-def test_parse_event_fields() -> None:
-    assert parse_event(b"data: only data") == SSEEvent("message", "only data")
-    assert parse_event(b"event:tight\ndata:{}") == SSEEvent("tight", "{}")
-    assert parse_event(b": just a comment") is None
-    assert SSEEvent("e", '{"k": [1]}').json() == {"k": [1]}
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = UpstreamClient(http, ApiKeyAuth("k"), RetryPolicy.testing())
+        async with client.stream("POST", "http://azure.test/threads/runs", json={}) as events:
+            assert [event async for event in events] == EXPECTED
