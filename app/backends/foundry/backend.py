@@ -2,7 +2,8 @@
 
 The conversation's cursor is the id of its last response: a follow-up sends `previous_response_id`
 and the new items only (one upstream request), and the client's tool results go as
-`function_call_output` items to the response that made the calls.
+`function_call_output` items to the response that made the calls. The upstream call is always
+streamed, whether or not the client streams.
 """
 
 from __future__ import annotations
@@ -10,20 +11,43 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.backends.foundry import mapping
 from app.backends.foundry.client import FoundryClient
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
-from app.core.turn import ToolResult, TurnRequest
+from app.core.turn import ToolCall, ToolResult, TurnRequest
 from app.errors import BridgeError, InvalidRequestError, NotFoundError, UpstreamError, UpstreamTimeoutError
 from app.metrics import Metrics
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_CANCEL_WITHIN_S = 10.0
+
+
+@dataclass
+class _TurnState:
+    """What one turn has started upstream, so that any ending can clean up after it."""
+
+    response_id: str | None = None
+    """The response being generated (None once it has ended)."""
+    started: bool = False
+    """Something was yielded: the turn can no longer be replayed."""
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+def previous_response_gone(exc: BridgeError) -> bool:
+    """Whether Azure refused a request because its `previous_response_id` is unknown (expired, deleted)."""
+    if not isinstance(exc, NotFoundError | InvalidRequestError):
+        return False
+    text = f"{exc.code} {exc.message}".lower()
+    return exc.param == "previous_response_id" or "previous_response" in text or "previous response" in text
 
 
 class FoundryBackend:
+    """Plays chat turns of Foundry v2 agents (name + version). One client per route; no registry needed."""
+
     def __init__(
         self, clients: Mapping[str, FoundryClient], tasks: BackgroundTasks, metrics: Metrics | None = None
     ) -> None:
@@ -31,13 +55,16 @@ class FoundryBackend:
         self.tasks = tasks
         self.metrics = metrics
 
-    def _body(self, req: TurnRequest, *, continue_from: str | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"agent_reference": mapping.agent_reference(req.route), "store": True}
-        if continue_from:
-            body["previous_response_id"] = continue_from
+    def body(self, req: TurnRequest, *, previous_response_id: str | None) -> dict[str, Any]:
+        """The create-response body of a turn: all items for a new chain, the new ones after a cursor."""
+        body: dict[str, Any] = {"agent_reference": mapping.agent_reference(req.route)}
+        if previous_response_id:
+            body["previous_response_id"] = previous_response_id
             body["input"] = mapping.input_items(req.new_items)
         else:
             body["input"] = mapping.input_items(req.items)
+        body["stream"] = True
+        body["store"] = True
         if req.instructions:
             body["instructions"] = req.instructions
         if req.tools is not None:
@@ -47,66 +74,84 @@ class FoundryBackend:
 
     async def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
         client = self.clients[req.model]
-        live: dict[str, str] = {}
+        state = _TurnState()
         if self.metrics is not None and req.cursor and any(isinstance(i, ToolResult) for i in req.new_items):
             self.metrics.tool_rounds.labels("foundry").inc()
         try:
             async with asyncio.timeout_at(req.deadline):
                 try:
-                    async for event in self._play(client, req, live, continue_from=req.cursor):
+                    async for event in self._play(client, req, state, previous_response_id=req.cursor):
                         yield event
-                except (NotFoundError, InvalidRequestError) as exc:
-                    if not req.cursor or live or "previous" not in f"{exc.code} {exc.message}".lower():
+                except BridgeError as exc:
+                    if not req.cursor or state.started or not previous_response_gone(exc):
                         raise
-                    # The stored response is gone upstream: replay the whole conversation once.
-                    async for event in self._play(client, req, live, continue_from=None):
+                    # The chain is gone upstream: replay the whole conversation, once.
+                    async for event in self._play(client, req, state, previous_response_id=None):
                         yield event
         except (asyncio.CancelledError, GeneratorExit):
-            if "response_id" in live:
-                self.tasks.spawn(self._cancel(client, live["response_id"]))
+            # The client went away: cancel in a task of its own, outside this request's cancel scope.
+            if state.response_id is not None:
+                self.tasks.spawn(self._cancel(client, state.response_id), name=f"cancel-{state.response_id}")
             raise
         except TimeoutError as exc:
-            if "response_id" in live:
-                await self._cancel(client, live["response_id"])
+            await self._cancel(client, state.response_id)
             raise UpstreamTimeoutError(
                 f"The agent did not finish within the route's timeout of {req.route.timeout:g} s."
             ) from exc
+        except UpstreamTimeoutError:
+            await self._cancel(client, state.response_id)
+            raise
 
     async def _play(
-        self, client: FoundryClient, req: TurnRequest, live: dict[str, str], *, continue_from: str | None
+        self, client: FoundryClient, req: TurnRequest, state: _TurnState, *, previous_response_id: str | None
     ) -> AsyncIterator[TurnEvent]:
-        async with client.create_response_stream(self._body(req, continue_from=continue_from), req.deadline) as events:
+        body = self.body(req, previous_response_id=previous_response_id)
+        async with client.create_response_stream(body, req.deadline) as events:
             async for sse in events:
                 if sse.data == "[DONE]":
                     break
                 data = sse.json()
                 kind = data.get("type") or sse.event
                 if kind == "response.output_text.delta":
-                    yield TextDelta(text=data.get("delta") or "")
+                    state.started = True
+                    yield TextDelta(text=str(data.get("delta") or ""))
                 elif kind == "response.created":
-                    live["response_id"] = data["response"]["id"]
-                    yield ThreadBound(thread_id=None, response_id=live["response_id"])
+                    state.response_id = str(data["response"]["id"])
+                    state.started = True
+                    yield ThreadBound(thread_id=None, response_id=state.response_id)
+                elif kind == "response.output_item.done":
+                    item = data.get("item") or {}
+                    if item.get("type") == "function_call":
+                        state.calls.append(mapping.function_call(item))
                 elif kind in _TERMINAL:
-                    live.pop("response_id", None)
-                    response = data["response"]
-                    if self.metrics is not None:
-                        self.metrics.runs.labels("foundry", str(response.get("status"))).inc()
-                    reason = mapping.finish_reason(response)
-                    calls = mapping.function_calls(response)
-                    if calls:
-                        yield ToolCallsRequired(calls=calls)
-                    yield TurnCompleted(
-                        finish_reason=reason,
-                        usage=mapping.usage_of(response),
-                        cursor=response["id"],
-                    )
+                    state.response_id = None
+                    for event in self._finish(data["response"], state.calls):
+                        yield event
                     return
                 elif kind == "error":
-                    raise UpstreamError(f"Azure reported an error in the response stream: {data.get('message')}")
+                    raise UpstreamError(
+                        f"Azure reported an error in the response stream: {data.get('message') or 'no message'}",
+                        code=str(data.get("code") or "upstream_error"),
+                    )
         raise UpstreamError("The response stream ended before the response did.", code="upstream_stream_ended")
 
-    async def _cancel(self, client: FoundryClient, response_id: str) -> None:
+    def _finish(self, response: dict[str, Any], streamed: list[ToolCall]) -> list[TurnEvent]:
+        """The events that end a turn: the calls the client must answer, then the completion."""
+        if self.metrics is not None:
+            self.metrics.runs.labels("foundry", str(response.get("status"))).inc()
+        reason = mapping.outcome(response)
+        calls = mapping.function_calls(response) or tuple(streamed)
+        if calls and reason == "stop":
+            reason = "tool_calls"  # the final Response left its output out; the stream had the calls
+        events: list[TurnEvent] = [ToolCallsRequired(calls=calls)] if calls else []
+        events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]))
+        return events
+
+    async def _cancel(self, client: FoundryClient, response_id: str | None) -> None:
+        """Best effort: Azure cancels background responses only; closing the stream is the rest."""
+        if response_id is None:
+            return
         try:
-            await client.cancel_response(response_id, time.monotonic() + 10)
+            await client.cancel_response(response_id, time.monotonic() + _CANCEL_WITHIN_S)
         except BridgeError:
-            pass  # only background responses can be cancelled; closing the stream is all we can do
+            pass

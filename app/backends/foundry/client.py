@@ -1,4 +1,4 @@
-"""HTTP calls of a Foundry project's Responses API (`{project}/openai/v1/responses`)."""
+"""HTTP calls of a Foundry project's Responses API."""
 
 from __future__ import annotations
 
@@ -11,46 +11,42 @@ from app.settings import RouteSettings
 
 
 class FoundryClient:
+    """One route's view of `{project}/openai/v1/responses` (no api-version: the v1 surface takes none)."""
+
     def __init__(self, upstream: UpstreamClient, route: RouteSettings) -> None:
         self.upstream = upstream
         self.route = route
         self.base = route.endpoint.rstrip("/") + "/openai/v1"
+
+    def _url(self, path: str) -> str:
+        return self.base + path
 
     def create_response_stream(
         self, body: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
         return self.upstream.stream(
             "POST",
-            f"{self.base}/responses",
+            self._url("/responses"),
             json={**body, "stream": True},
-            deadline=deadline,
-            operation="create_response",
-        )
-
-    async def create_response(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request(
-            "POST",
-            f"{self.base}/responses",
-            json=body,
             deadline=deadline,
             idempotent=False,
             operation="create_response",
         )
-        return result
 
-    async def get_response(self, response_id: str) -> dict[str, Any]:
+    async def get_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "GET", f"{self.base}/responses/{response_id}", operation="get_response"
+            "GET", self._url(f"/responses/{response_id}"), deadline=deadline, operation="get_response"
         )
         return result
 
-    async def delete_response(self, response_id: str) -> dict[str, Any]:
+    async def delete_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "DELETE", f"{self.base}/responses/{response_id}", operation="delete_response"
+            "DELETE", self._url(f"/responses/{response_id}"), deadline=deadline, operation="delete_response"
         )
         return result
 
-    async def cancel_response(self, response_id: str, deadline: float | None = None) -> None:
-        await self.upstream.request(
-            "POST", f"{self.base}/responses/{response_id}/cancel", deadline=deadline, operation="cancel_response"
+    async def cancel_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "POST", self._url(f"/responses/{response_id}/cancel"), deadline=deadline, operation="cancel_response"
         )
+        return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from app.core.events import FinishReason
@@ -11,20 +12,25 @@ from app.settings import RouteSettings
 
 # Fields a caller could use to pick another agent than the route's: the route decides, always.
 AGENT_SELECTORS = ("agent_reference", "agent", "assistant_id", "model")
+_EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 def agent_reference(route: RouteSettings) -> dict[str, Any]:
-    assert route.agent is not None
+    """The route's agent as the body's `agent_reference` (version only when configured)."""
+    if route.agent is None:
+        raise UpstreamError(f"The route at {route.endpoint} has no Foundry v2 agent configured.")
     reference: dict[str, Any] = {"type": "agent_reference", "name": route.agent.name}
     if route.agent.version:
         reference["version"] = route.agent.version
     return reference
 
 
-def input_items(items: tuple[Item, ...]) -> list[dict[str, Any]]:
+def input_items(items: Iterable[Item]) -> list[dict[str, Any]]:
+    """Neutral items as Responses input: messages, the assistant's function calls, tool results."""
     out: list[dict[str, Any]] = []
     for item in items:
         if isinstance(item, Message):
+            # An assistant message that only carried tool calls has no text worth an item of its own.
             if item.text or not item.tool_calls:
                 out.append({"type": "message", "role": item.role, "content": item.text})
             out.extend(
@@ -37,16 +43,32 @@ def input_items(items: tuple[Item, ...]) -> list[dict[str, Any]]:
 
 
 def tool_param(tool: FunctionTool) -> dict[str, Any]:
+    """A function tool in the Responses (flat) shape."""
     param: dict[str, Any] = {"type": "function", "name": tool.name}
     if tool.description is not None:
         param["description"] = tool.description
-    param["parameters"] = tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}}
-    if tool.strict is not None:
-        param["strict"] = tool.strict
+    param["parameters"] = tool.parameters if tool.parameters is not None else dict(_EMPTY_PARAMETERS)
+    # Responses default to strict schemas; chat tools are not strict unless they say so.
+    param["strict"] = bool(tool.strict)
     return param
 
 
+def tool_choice_param(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    """Chat's `{"type":"function","function":{"name":N}}` becomes Responses' `{"type":"function","name":N}`."""
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
+        return {"type": "function", "name": choice["function"].get("name")}
+    return choice
+
+
+def text_param(response_format: dict[str, Any]) -> dict[str, Any]:
+    """Chat's `response_format` as Responses' `text.format` (json_schema flattened)."""
+    if response_format.get("type") == "json_schema" and isinstance(response_format.get("json_schema"), dict):
+        return {"format": {"type": "json_schema", **response_format["json_schema"]}}
+    return {"format": dict(response_format)}
+
+
 def option_params(options: TurnOptions) -> dict[str, Any]:
+    """The body keys the turn's options set (absent options are left to the agent's definition)."""
     body: dict[str, Any] = {}
     if options.temperature is not None:
         body["temperature"] = options.temperature
@@ -54,41 +76,51 @@ def option_params(options: TurnOptions) -> dict[str, Any]:
         body["top_p"] = options.top_p
     if options.max_output_tokens is not None:
         body["max_output_tokens"] = options.max_output_tokens
+    if options.tool_choice is not None:
+        body["tool_choice"] = tool_choice_param(options.tool_choice)
     if options.parallel_tool_calls is not None:
         body["parallel_tool_calls"] = options.parallel_tool_calls
-    choice = options.tool_choice
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
-        choice = {"type": "function", "name": choice["function"].get("name")}
-    if choice is not None:
-        body["tool_choice"] = choice
+    if options.response_format is not None:
+        body["text"] = text_param(options.response_format)
     return body
 
 
 def sanitize_passthrough(body: dict[str, Any], route: RouteSettings) -> dict[str, Any]:
     """The client's Responses body, minus every way to pick an agent, plus the route's agent."""
     clean = {k: v for k, v in body.items() if k not in AGENT_SELECTORS}
+    extra = clean.get("extra_body")
+    if isinstance(extra, dict):
+        # A raw client may send the SDK's `extra_body` literally: nothing in it picks the agent either.
+        clean["extra_body"] = {k: v for k, v in extra.items() if k not in AGENT_SELECTORS}
     clean["agent_reference"] = agent_reference(route)
     return clean
 
 
 def usage_of(response: dict[str, Any]) -> Usage | None:
+    """The Response's own usage (`input_tokens` -> prompt, `output_tokens` -> completion)."""
     usage = response.get("usage")
-    if not usage:
+    if not isinstance(usage, dict):
         return None
     prompt = int(usage.get("input_tokens") or 0)
     completion = int(usage.get("output_tokens") or 0)
     return Usage(prompt, completion, int(usage.get("total_tokens") or prompt + completion))
 
 
+def function_call(item: dict[str, Any]) -> ToolCall:
+    """A `function_call` output item as a neutral tool call (its id is the item's `call_id`)."""
+    return ToolCall(id=str(item["call_id"]), name=str(item["name"]), arguments=str(item.get("arguments") or ""))
+
+
 def function_calls(response: dict[str, Any]) -> tuple[ToolCall, ...]:
+    """The function calls among a Response's output items, in order."""
     return tuple(
-        ToolCall(id=item["call_id"], name=item["name"], arguments=item.get("arguments") or "")
+        function_call(item)
         for item in response.get("output") or []
-        if item.get("type") == "function_call"
+        if isinstance(item, dict) and item.get("type") == "function_call"
     )
 
 
-def finish_reason(response: dict[str, Any]) -> FinishReason:
+def outcome(response: dict[str, Any]) -> FinishReason:
     """How a finished Response ends the turn, or the error the client should see."""
     status = response.get("status")
     if status == "failed":

@@ -1,7 +1,8 @@
 """`/v1/responses` on Foundry v2 routes: the agent's own Responses, relayed whole.
 
-Everything the agent returns is kept (every output item type, annotations, usage, ids); only `model`
-is rewritten to the route name the client used, and the agent is the route's, whatever the body says.
+Everything the agent returns is kept (every output item type, annotations, usage, ids, sequence
+numbers); only `model` is rewritten to the route name the client used, and the agent is the
+route's, whatever the body says.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from typing import Any
 
 from app.backends.foundry import mapping
 from app.backends.foundry.client import FoundryClient
-from app.errors import UpstreamError, UpstreamTimeoutError
+from app.errors import ModelNotFoundError, UpstreamTimeoutError
 from app.metrics import Metrics
 
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 
 class FoundryPassthrough:
+    """Forwards sanitized Responses requests to the route's project, with the route's agent_reference."""
+
     def __init__(self, clients: Mapping[str, FoundryClient], metrics: Metrics | None = None) -> None:
         self.clients = clients
         self.metrics = metrics
@@ -26,27 +29,27 @@ class FoundryPassthrough:
     async def stream(
         self, body: dict[str, Any], *, model: str, deadline: float
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        client = self.clients[model]
+        """Each upstream event as (type, data), in order; only `response.model` is rewritten."""
+        client = self._client(model)
         clean = mapping.sanitize_passthrough(body, client.route)
-        if self.metrics is not None and any(
-            isinstance(i, dict) and i.get("type") == "function_call_output" for i in body.get("input") or []
-        ):
-            self.metrics.tool_rounds.labels("foundry").inc()
+        self._count_tool_round(body)
         try:
             async with asyncio.timeout_at(deadline), client.create_response_stream(clean, deadline) as events:
                 async for sse in events:
                     if sse.data == "[DONE]":
                         return
                     data = sse.json()
-                    if isinstance(data.get("response"), dict):
-                        data["response"]["model"] = model
-                        if self.metrics is not None and data.get("type") in _TERMINAL:
-                            self.metrics.runs.labels("foundry", str(data["response"].get("status"))).inc()
-                    yield str(data.get("type") or sse.event), data
+                    if not isinstance(data, dict):
+                        continue
+                    kind = str(data.get("type") or sse.event)
+                    response = data.get("response")
+                    if isinstance(response, dict):
+                        response["model"] = model
+                        if kind in _TERMINAL:
+                            self._count_run(response)
+                    yield kind, data
         except TimeoutError as exc:
-            raise UpstreamTimeoutError(
-                f"The agent did not finish within the route's timeout of {client.route.timeout:g} s."
-            ) from exc
+            raise self._timeout(client) from exc
 
     async def get(self, response_id: str, model: str) -> dict[str, Any]:
         response = await self._client(model).get_response(response_id)
@@ -59,5 +62,24 @@ class FoundryPassthrough:
     def _client(self, model: str) -> FoundryClient:
         client = self.clients.get(model)
         if client is None:
-            raise UpstreamError(f"The route '{model}' is no longer configured.")
+            raise ModelNotFoundError(
+                f"The model '{model}' does not exist or you do not have access to it.", param="model"
+            )
         return client
+
+    @staticmethod
+    def _timeout(client: FoundryClient) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            f"The agent did not finish within the route's timeout of {client.route.timeout:g} s."
+        )
+
+    def _count_tool_round(self, body: dict[str, Any]) -> None:
+        items = body.get("input")
+        if not isinstance(items, list) or self.metrics is None:
+            return
+        if any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items):
+            self.metrics.tool_rounds.labels("foundry").inc()
+
+    def _count_run(self, response: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.runs.labels("foundry", str(response.get("status"))).inc()
