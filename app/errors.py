@@ -16,7 +16,7 @@
     ├── StoreUnavailableError        503 service_unavailable     code=state_store_unavailable
     └── UpstreamTimeoutError         504 timeout_error           code=upstream_timeout
 
-Foreign exceptions (httpx, redis, azure-identity) are translated where they are caught, with
+Foreign exceptions (aiohttp, redis, azure-identity) are translated where they are caught, with
 `raise ... from exc`; one handler in `app/api/` renders the envelope.
 """
 

@@ -37,6 +37,5 @@ def configure(level: str = "info") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     # Our access line replaces uvicorn's (which would log paths only, without the request's facts),
-    # and counts upstream requests; httpx would add a line per upstream request.
+    # and counts upstream requests.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -15,8 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
+from app import __version__
 from app.api.application import build_api
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
@@ -26,7 +25,7 @@ from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.passthrough import FoundryPassthrough
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import UpstreamClient
+from app.backends.upstream import UpstreamClient, http_session
 from app.core.background import BackgroundTasks
 from app.core.keys import KeyRing
 from app.core.responses_service import ResponsesService
@@ -69,10 +68,7 @@ async def components(
     store = RedisStore(
         redis, prefix=settings.redis_prefix, thread_ttl_s=settings.threads.ttl, on_error=metrics.store_errors.inc
     )
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=30.0),
-        limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=30.0),
-    )
+    http = http_session(user_agent=f"agent-bridge/{__version__}")
     tasks = BackgroundTasks()
     policy = retry or RetryPolicy()
     auths: dict[str, AuthProvider] = {}
@@ -120,7 +116,7 @@ async def components(
         yield built
     finally:
         await tasks.drain(within_s=10.0)
-        await http.aclose()
+        await http.close()
         for auth in auths.values():
             await auth.aclose()
         await redis.aclose()

@@ -14,39 +14,39 @@ from app.settings import Settings
 from app.state.store import RedisStore
 
 
-def _service(request: Request) -> TurnService:
+async def _service(request: Request) -> TurnService:
     service: TurnService = request.app.state.service
     return service
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _store(request: Request) -> RedisStore:
+async def _store(request: Request) -> RedisStore:
     store: RedisStore = request.app.state.store
     return store
 
 
-def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+async def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
     keys: KeyRing = request.app.state.keys
     principal = keys.authenticate(authorization)
     request.state.owner = principal.name
     return principal
 
 
-def _owner(principal: Annotated[Principal, Depends(_principal)]) -> str:
+async def _owner(principal: Annotated[Principal, Depends(_principal)]) -> str:
     return principal.name
 
 
-def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
     if not principal.admin:
         raise PermissionDeniedError("This endpoint needs an admin key.")
     return principal
 
 
-def _request_id(request: Request) -> str:
+async def _request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
@@ -59,7 +59,7 @@ AdminDep = Annotated[Principal, Depends(_admin)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 
 
-def _responses(request: Request) -> ResponsesService:
+async def _responses(request: Request) -> ResponsesService:
     service: ResponsesService = request.app.state.responses
     return service
 

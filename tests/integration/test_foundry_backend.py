@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
-import httpx
+import aiohttp
 import pytest
 
 from app.backends.azure_auth import ApiKeyAuth
@@ -15,7 +15,7 @@ from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.passthrough import FoundryPassthrough
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import UpstreamClient
+from app.backends.upstream import UpstreamClient, http_session
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.responses_service import final_response
@@ -45,7 +45,7 @@ def _route(emulator: ServerThread, agent: str, timeout: float = 30.0) -> RouteSe
 class Foundry:
     """One backend and pass-through over two routes (`demo` and `flights`), plus the emulator's stats."""
 
-    def __init__(self, emulator: ServerThread, http: httpx.AsyncClient) -> None:
+    def __init__(self, emulator: ServerThread, http: aiohttp.ClientSession) -> None:
         self.emulator = emulator
         self.http = http
         upstream = UpstreamClient(http, ApiKeyAuth("k"), RetryPolicy.testing())
@@ -84,13 +84,13 @@ class Foundry:
         return [event async for event in self.backend.run_turn(req)]
 
     async def stats(self) -> dict[str, Any]:
-        answer = await self.http.get(f"{self.emulator.url}/_emulator/stats")
-        answer.raise_for_status()
-        stats: dict[str, Any] = answer.json()
+        async with self.http.get(f"{self.emulator.url}/_emulator/stats", raise_for_status=True) as answer:
+            stats: dict[str, Any] = await answer.json()
         return stats
 
     async def reset_stats(self) -> None:
-        (await self.http.post(f"{self.emulator.url}/_emulator/stats/reset")).raise_for_status()
+        async with self.http.post(f"{self.emulator.url}/_emulator/stats/reset", raise_for_status=True):
+            pass
 
     async def creates(self) -> list[dict[str, Any]]:
         """The bodies of the create-response requests since the last stats reset."""
@@ -99,7 +99,7 @@ class Foundry:
 
 @pytest.fixture
 async def foundry(emulator: ServerThread) -> AsyncIterator[Foundry]:
-    async with httpx.AsyncClient() as http:
+    async with http_session() as http:
         built = Foundry(emulator, http)
         await built.reset_stats()
         yield built

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from azure.core.credentials import AccessToken
 from starlette.applications import Starlette
@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from app.backends.azure_auth import ApiKeyAuth, EntraAuth
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import SSEEvent, UpstreamClient
+from app.backends.upstream import SSEEvent, UpstreamClient, http_session
 from app.core import timing
 from app.errors import (
     ConflictError,
@@ -145,9 +145,9 @@ def azure(azure_server: tuple[Azure, ServerThread]) -> Azure:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with http_session() as session:
+        yield session
 
 
 @pytest.fixture
@@ -155,11 +155,13 @@ def url(azure_server: tuple[Azure, ServerThread]) -> str:
     return azure_server[1].url
 
 
-def client(http: httpx.AsyncClient, policy: RetryPolicy | None = None, auth: Any = None) -> UpstreamClient:
+def client(http: aiohttp.ClientSession, policy: RetryPolicy | None = None, auth: Any = None) -> UpstreamClient:
     return UpstreamClient(http, auth or ApiKeyAuth(SECRET_KEY), policy or RetryPolicy.testing())
 
 
-async def test_429_is_retried_after_the_servers_retry_after_ms(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_429_is_retried_after_the_servers_retry_after_ms(
+    azure: Azure, http: aiohttp.ClientSession, url: str
+) -> None:
     policy = dataclasses.replace(RetryPolicy.testing(), max_delay_s=1.0)
     started = time.monotonic()
     body = await client(http, policy).request("GET", f"{url}/throttled", params={"fail": "2", "ms": "150"})
@@ -169,7 +171,7 @@ async def test_429_is_retried_after_the_servers_retry_after_ms(azure: Azure, htt
     assert azure.headers[0]["api-key"] == SECRET_KEY
 
 
-async def test_503_then_200_and_timing_counts_each_request(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_503_then_200_and_timing_counts_each_request(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
     current = timing.begin()
     assert await client(http).request("GET", f"{url}/unavailable", params={"fail": "1"}) == {"ok": True}
     assert azure.hits["/unavailable"] == 2
@@ -178,7 +180,7 @@ async def test_503_then_200_and_timing_counts_each_request(azure: Azure, http: h
 
 
 async def test_a_refused_create_is_retried_even_when_not_idempotent(
-    azure: Azure, http: httpx.AsyncClient, url: str
+    azure: Azure, http: aiohttp.ClientSession, url: str
 ) -> None:
     upstream = client(http)
     body = await upstream.request("POST", f"{url}/unavailable", json={}, params={"fail": "1"}, idempotent=False)
@@ -186,12 +188,14 @@ async def test_a_refused_create_is_retried_even_when_not_idempotent(
     assert azure.hits["/unavailable"] == 2
 
 
-async def test_a_post_that_broke_after_sending_is_not_repeated(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_a_post_that_broke_after_sending_is_not_repeated(
+    azure: Azure, http: aiohttp.ClientSession, url: str
+) -> None:
     with pytest.raises(UpstreamError) as info:
         await client(http).request("POST", f"{url}/drop", json={"create": "run"}, idempotent=False)
     assert azure.hits["/drop"] == 1
     assert "could not reach Azure" in info.value.message
-    assert isinstance(info.value.__cause__, httpx.HTTPError)
+    assert isinstance(info.value.__cause__, aiohttp.ClientError)
     # The same failure on an idempotent read is retried up to the policy's attempts.
     with pytest.raises(UpstreamError):
         await client(http).request("GET", f"{url}/drop")
@@ -201,20 +205,22 @@ async def test_a_post_that_broke_after_sending_is_not_repeated(azure: Azure, htt
 async def test_a_refused_connection_is_retried_even_for_a_create() -> None:
     attempts = 0
 
-    async def count(request: httpx.Request) -> None:
+    async def count(*_: object) -> None:
         nonlocal attempts
         attempts += 1
 
-    async with httpx.AsyncClient(event_hooks={"request": [count]}) as http:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(count)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as http:
         with pytest.raises(UpstreamError) as info:
             await client(http).request("POST", f"http://127.0.0.1:{free_port()}/runs", json={}, idempotent=False)
     assert attempts == RetryPolicy.testing().max_attempts
-    assert info.value.message.startswith("could not reach Azure: ConnectError")
+    assert info.value.message.startswith("could not reach Azure: ClientConnectorError")
     assert SECRET_KEY not in info.value.message
 
 
 async def test_persistent_429_is_a_rate_limit_error_with_retry_after(
-    azure: Azure, http: httpx.AsyncClient, url: str
+    azure: Azure, http: aiohttp.ClientSession, url: str
 ) -> None:
     with pytest.raises(RateLimitError) as info:
         await client(http).request("POST", f"{url}/throttled", json={}, params={"ms": "10"})
@@ -224,14 +230,16 @@ async def test_persistent_429_is_a_rate_limit_error_with_retry_after(
     assert info.value.headers["Retry-After"] == "1"
 
 
-async def test_a_long_retry_after_goes_to_the_client_at_once(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_a_long_retry_after_goes_to_the_client_at_once(
+    azure: Azure, http: aiohttp.ClientSession, url: str
+) -> None:
     with pytest.raises(RateLimitError) as info:
         await client(http).request("GET", f"{url}/throttled", params={"after": "7"})
     assert azure.hits["/throttled"] == 1
     assert info.value.headers["Retry-After"] == "7"
 
 
-async def test_retries_stop_before_the_deadline(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_retries_stop_before_the_deadline(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
     policy = dataclasses.replace(RetryPolicy.testing(), max_attempts=10, max_delay_s=1.0)
     deadline = time.monotonic() + 0.5
     with pytest.raises(RateLimitError):
@@ -240,7 +248,7 @@ async def test_retries_stop_before_the_deadline(azure: Azure, http: httpx.AsyncC
     assert azure.hits["/throttled"] in (2, 3)  # at 0, ~0.2 and ~0.4 s; a wait that would end past it is not made
 
 
-async def test_a_slow_answer_ends_at_the_deadline(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_a_slow_answer_ends_at_the_deadline(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeoutError):
         await client(http).request("GET", f"{url}/slow", deadline=started + 0.3)
@@ -248,20 +256,22 @@ async def test_a_slow_answer_ends_at_the_deadline(azure: Azure, http: httpx.Asyn
     assert azure.hits["/slow"] == 1
 
 
-async def test_a_passed_deadline_sends_nothing(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_a_passed_deadline_sends_nothing(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
     with pytest.raises(UpstreamTimeoutError):
         await client(http).request("GET", f"{url}/slow", deadline=time.monotonic() - 1)
     assert azure.hits["/slow"] == 0
 
 
-async def test_400_keeps_azures_message_param_and_code(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_400_keeps_azures_message_param_and_code(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
         await client(http).request("POST", f"{url}/invalid", json={"x": 1})
     assert (info.value.message, info.value.param, info.value.code) == ("Unknown parameter: 'x'.", "x", "bad")
     assert azure.hits["/invalid"] == 1
 
 
-async def test_401_is_an_upstream_auth_error_without_the_key(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_401_is_an_upstream_auth_error_without_the_key(
+    azure: Azure, http: aiohttp.ClientSession, url: str
+) -> None:
     with pytest.raises(UpstreamAuthError) as info:
         await client(http).request("GET", f"{url}/status/401")
     assert info.value.message == "upstream authentication failed (HTTP 401): Azure says 401."
@@ -283,7 +293,9 @@ class TokenSource:
         pass
 
 
-async def test_401_with_a_cached_token_fetches_a_new_one_once(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_401_with_a_cached_token_fetches_a_new_one_once(
+    azure: Azure, http: aiohttp.ClientSession, url: str
+) -> None:
     source = TokenSource()
     with pytest.raises(UpstreamAuthError):
         await client(http, auth=EntraAuth(source, "scope")).request("GET", f"{url}/status/401")
@@ -303,7 +315,7 @@ async def test_401_with_a_cached_token_fetches_a_new_one_once(azure: Azure, http
     ],
 )
 async def test_other_failures_are_translated(
-    azure: Azure, http: httpx.AsyncClient, url: str, code: int, error: type[Exception], text: str
+    azure: Azure, http: aiohttp.ClientSession, url: str, code: int, error: type[Exception], text: str
 ) -> None:
     with pytest.raises(error) as info:
         await client(http).request("GET", f"{url}/status/{code}")
@@ -313,12 +325,12 @@ async def test_other_failures_are_translated(
         assert info.value.code == "upstream_not_found"  # type: ignore[attr-defined]
 
 
-async def test_an_empty_answer_is_none(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_an_empty_answer_is_none(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
     assert await client(http).request("DELETE", f"{url}/empty") is None
 
 
 async def test_a_stream_yields_events_after_a_refused_first_attempt(
-    azure: Azure, http: httpx.AsyncClient, url: str
+    azure: Azure, http: aiohttp.ClientSession, url: str
 ) -> None:
     upstream = client(http)
     async with upstream.stream("POST", f"{url}/events", json={"stream": True}, params={"fail": "1"}) as events:
@@ -343,7 +355,7 @@ async def _collect(upstream: UpstreamClient, url: str, params: dict[str, str], i
             into.append(event)
 
 
-async def test_a_stream_checks_the_status_before_any_event(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_a_stream_checks_the_status_before_any_event(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
     received: list[SSEEvent] = []
     with pytest.raises(RateLimitError):
         await _collect(client(http), f"{url}/events", {}, received)
@@ -351,7 +363,9 @@ async def test_a_stream_checks_the_status_before_any_event(azure: Azure, http: h
     assert azure.hits["/events"] == RetryPolicy.testing().max_attempts
 
 
-async def test_a_stream_that_breaks_raises_after_its_events(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+async def test_a_stream_that_breaks_raises_after_its_events(
+    azure: Azure, http: aiohttp.ClientSession, url: str
+) -> None:
     received: list[SSEEvent] = []
     with pytest.raises(UpstreamError) as info:
         await _collect(client(http), f"{url}/events", {"fail": "0", "cut": "1"}, received)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 
-from app.backends.azure_auth import ApiKeyAuth
-from app.backends.retry import RetryPolicy
-from app.backends.upstream import SSEDecoder, SSEEvent, UpstreamClient, parse_event, parse_sse
+from app.backends.upstream import SSEDecoder, SSEEvent, parse_event, parse_sse
 
 STREAM = (
     b": keep-alive\n\n"
@@ -75,24 +70,3 @@ def test_parse_event_fields() -> None:
     assert parse_event("data: caf\u00e9".encode()) == SSEEvent("message", "caf\u00e9")
     assert parse_event(b"data: \xff") == SSEEvent("message", "\ufffd")
     assert SSEEvent("e", '{"k": [1]}').json() == {"k": [1]}
-
-
-class Chunks(httpx.AsyncByteStream):
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-
-
-async def test_upstream_stream_yields_parsed_events_of_any_chunking() -> None:
-    chunks = [STREAM[i : i + 5] for i in range(0, len(STREAM), 5)]
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Chunks(chunks))
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        client = UpstreamClient(http, ApiKeyAuth("k"), RetryPolicy.testing())
-        async with client.stream("POST", "http://azure.test/threads/runs", json={}) as events:
-            assert [event async for event in events] == EXPECTED
