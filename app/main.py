@@ -25,7 +25,7 @@ from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.passthrough import FoundryPassthrough
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import UpstreamClient, http_session
+from app.backends.upstream import UpstreamClient, http_session, proxy_for
 from app.core.background import BackgroundTasks
 from app.core.keys import KeyRing
 from app.core.responses_service import ResponsesService
@@ -76,7 +76,9 @@ async def components(
     foundry_clients: dict[str, FoundryClient] = {}
     for name, route in settings.routes.items():
         auths[name] = build_auth(route.auth, _scope_for(route))
-        upstream = UpstreamClient(http, auths[name], policy, name=name, metrics=metrics)
+        upstream = UpstreamClient(
+            http, auths[name], policy, name=name, metrics=metrics, proxy=proxy_for(route.endpoint)
+        )
         if route.backend == "assistants":
             assistants_clients[name] = AssistantsClient(upstream, route)
         else:
