@@ -26,7 +26,9 @@ class ConversationIndex(Protocol):
 
     async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None: ...
 
-    async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None: ...
+    async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:
+        """The cursor of a named conversation; finding it renews its TTL."""
+        ...
 
     async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None: ...
 
@@ -82,9 +84,15 @@ async def remember(
     reply: Message,
     cursor: str,
     conversation_id: str | None,
+    previous_cursor: str | None = None,
 ) -> None:
-    """Store where this conversation continues, keyed by what the client will send next time."""
+    """Store where this conversation continues, keyed by what the client will send next time.
+
+    A named conversation that continued on the cursor it was found at needs no write: finding it
+    renewed its TTL (`conversation_by_id`).
+    """
     if conversation_id is not None:
-        await index.bind_conversation_id(owner, route, conversation_id, cursor)
+        if cursor != previous_cursor:
+            await index.bind_conversation_id(owner, route, conversation_id, cursor)
         return
     await index.save_conversation(owner, route, fingerprint.extend(None, (*items, reply)), cursor)

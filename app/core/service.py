@@ -97,5 +97,6 @@ class TurnService:
                     reply=reply.message(),
                     cursor=event.cursor,
                     conversation_id=conversation_id,
+                    previous_cursor=found.cursor,
                 )
             yield event

@@ -53,6 +53,20 @@ redis.call('hincrby', KEYS[1], 'turns', ARGV[2])
 redis.call('zadd', KEYS[2], ARGV[1], ARGV[3])
 return 1
 """
+# The end of a turn in one round trip: touch the thread (when ARGV[1] is a time) and free its lock
+# (when ARGV[3] is still the lock's token). One script, not a pipeline of two: redis-py sends a
+# SCRIPT EXISTS before every pipeline that holds scripts, which would double the round trips.
+_CLOSE_TURN = """
+if ARGV[1] ~= '' and redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], 'last_used_at', ARGV[1])
+  redis.call('hincrby', KEYS[1], 'turns', 1)
+  redis.call('zadd', KEYS[2], ARGV[1], ARGV[2])
+end
+if ARGV[3] ~= '' and redis.call('get', KEYS[3]) == ARGV[3] then
+  redis.call('del', KEYS[3])
+end
+return 1
+"""
 
 
 def _translated(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -111,6 +125,7 @@ class RedisStore:
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
         self._touch = redis.register_script(_TOUCH)
+        self._close_turn = redis.register_script(_CLOSE_TURN)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -181,13 +196,10 @@ class RedisStore:
     @_translated
     async def close_turn(self, thread_id: str, token: str | None, *, now: float | None) -> None:
         """One round trip for the end of a turn: mark the thread used (if `now`) and free its lock."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if now is not None:
-                keys = [self.key("thread", thread_id), self.key("threads", "idle")]
-                await self._touch(keys=keys, args=[repr(now), 1, thread_id], client=pipe)
-            if token is not None:
-                await self._release(keys=[self.key("lock", "thread", thread_id)], args=[token], client=pipe)
-            await pipe.execute()
+        if now is None and token is None:
+            return
+        keys = [self.key("thread", thread_id), self.key("threads", "idle"), self.key("lock", "thread", thread_id)]
+        await self._close_turn(keys=keys, args=["" if now is None else repr(now), thread_id, token or ""])
 
     @_translated
     async def forget_thread(self, thread_id: str) -> None:
@@ -262,7 +274,9 @@ class RedisStore:
 
     @_translated
     async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:
-        value: str | None = await self.redis.get(self.key("conv", owner, route, "id", conversation_id))
+        """The conversation's cursor; reading it renews its TTL (so a follow-up need not write it again)."""
+        key = self.key("conv", owner, route, "id", conversation_id)
+        value: str | None = await self.redis.getex(key, px=self.thread_ttl_ms)
         return value
 
     @_translated

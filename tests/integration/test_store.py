@@ -82,7 +82,9 @@ async def _commands(redis_url: str, store: RedisStore, action: Callable[[], Awai
     return [
         c["command"]
         for c in seen[:-1]
-        if (c["client_address"], c["client_port"]) in ours and c["command"].split()[0] not in HANDSHAKE
+        if (c["client_address"], c["client_port"]) in ours
+        and c.get("client_type") != "lua"  # what a script ran, not what was sent
+        and c["command"].split()[0] not in HANDSHAKE
     ]
 
 
@@ -121,6 +123,50 @@ async def test_record_thread_writes_its_three_keys_in_one_transaction(store: Red
     commands = await _commands(redis_url, store, lambda: store.record_thread(_thread()))
     assert [c.split()[0] for c in commands] == ["MULTI", "HSET", "ZADD", "SADD", "EXEC"]
     assert all(c.split()[1].startswith(store.prefix) for c in commands[1:-1])
+
+
+async def test_a_turn_opens_and_closes_its_thread_in_one_round_trip_each(
+    store: RedisStore, client: Redis, redis_prefix: str, redis_url: str
+) -> None:
+    await store.record_thread(_thread())
+    opened: list[tuple[ThreadRecord | None, str | None]] = []
+
+    async def open_it() -> None:
+        opened.append(await store.open_thread("thread_1", "alice", ttl_ms=60_000))
+
+    assert [c.split()[0] for c in await _commands(redis_url, store, open_it)] == ["HGETALL", "SET"]
+    [(record, token)] = opened
+    assert record is not None and record.owner == "alice" and token is not None
+    lock = f"{redis_prefix}lock:thread:thread_1"
+    assert await client.get(lock) == token
+    # Busy: the record comes back without a token; another owner sees nothing and holds nothing.
+    assert await store.open_thread("thread_1", "alice", ttl_ms=60_000) == (record, None)
+    assert await store.open_thread("thread_1", "bob", ttl_ms=60_000) == (None, None)
+
+    await store.close_turn("thread_0", None, now=1.0)  # loads the script, as the first turn of a process does
+    closing = await _commands(redis_url, store, lambda: store.close_turn("thread_1", token, now=2000.0))
+    assert [c.split()[0] for c in closing] == ["EVALSHA"]
+    assert await client.get(lock) is None
+    touched = await store.get_thread("thread_1")
+    assert touched is not None and (touched.last_used_at, touched.turns) == (2000.0, 1)
+    assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") == 2000.0
+
+
+async def test_closing_with_a_stale_token_leaves_the_new_holders_lock(
+    store: RedisStore, client: Redis, redis_prefix: str
+) -> None:
+    await store.record_thread(_thread())
+    lock = f"{redis_prefix}lock:thread:thread_1"
+    await client.set(lock, "someone-else")
+    await store.close_turn("thread_1", "my-expired-token", now=None)
+    assert await client.get(lock) == "someone-else"
+    untouched = await store.get_thread("thread_1")
+    assert untouched is not None and untouched.turns == 0 and untouched.last_used_at == 1000.0
+    # A thread the janitor forgot meanwhile is not brought back by a late close.
+    await store.forget_thread("thread_1")
+    await store.close_turn("thread_1", None, now=3000.0)
+    assert await store.get_thread("thread_1") is None
+    assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") is None
 
 
 async def test_idle_threads_reads_the_expired_end_most_idle_first(store: RedisStore) -> None:
@@ -189,6 +235,14 @@ async def test_conversations_expire_with_the_thread_ttl(store: RedisStore, clien
     await store.bind_conversation_id("alice", "demo", "chat-42", "thread_1")
     for key in (f"{redis_prefix}conv:alice:demo:fp1", f"{redis_prefix}conv:alice:demo:id:chat-42"):
         assert 3_590_000 < await client.pttl(key) <= 3_600_000
+
+
+async def test_finding_a_named_conversation_renews_its_ttl(store: RedisStore, client: Redis, redis_prefix: str) -> None:
+    await store.bind_conversation_id("alice", "demo", "chat-42", "thread_1")
+    key = f"{redis_prefix}conv:alice:demo:id:chat-42"
+    await client.pexpire(key, 1_000)
+    assert await store.conversation_by_id("alice", "demo", "chat-42") == "thread_1"
+    assert 3_590_000 < await client.pttl(key) <= 3_600_000
 
 
 async def test_conversation_ids_bind_per_owner_and_route(store: RedisStore) -> None:
