@@ -93,10 +93,10 @@ def main() -> int:
     emulator_port = free_port()
     emulator = f"http://127.0.0.1:{emulator_port}"
     emulator_cmd = [*AGENT_BRIDGE, "emulator", "--port", str(emulator_port), "--log-level", "warning"]
-    with process(emulator_cmd, f"{emulator}/_emulator/stats", logs / "emulator.log"):
+    with process(emulator_cmd, f"{emulator}/_emulator/stats", logs / "emulator.log") as emulator_pid:
         config = _config(logs / "config.yaml", emulator)
         manager, port = _bridge(config, logs)
-        with manager:
+        with manager as bridge_pid:
             bridge = f"http://127.0.0.1:{port}"
             print("upstream requests per turn ...", flush=True)
             results["upstream_requests"] = scenarios.upstream_requests(bridge, emulator)
@@ -106,10 +106,11 @@ def main() -> int:
             results["streaming"] = scenarios.streaming(bridge, emulator, runs=15)
             litellm_spec = None
             peer_manager = None
+            peer_pid = 0
             if peer_status == "installed":
                 try:
                     peer_manager, peer_port = _litellm(emulator, logs)
-                    peer_manager.__enter__()
+                    peer_pid = peer_manager.__enter__()
                     litellm_spec = {"litellm": f"http://127.0.0.1:{peer_port}", "litellm_key": LITELLM_KEY}
                 except Exception as exc:
                     results["peer"]["status"] = f"unavailable: could not start: {exc}"[:300]
@@ -122,14 +123,26 @@ def main() -> int:
                     results["peer_latency"] = scenarios.peer_latency(emulator, litellm_spec)
                 print("throughput ...", flush=True)
                 targets: dict[str, dict[str, Any]] = {
-                    "direct": {"kind": "direct_chat", "emulator": emulator},
-                    "bridge, 1 worker": {"kind": "bridge_chat", "bridge": bridge},
+                    "direct": {"kind": "direct_chat", "emulator": emulator, "cpu": {"emulator": emulator_pid}},
+                    "bridge, 1 worker": {
+                        "kind": "bridge_chat",
+                        "bridge": bridge,
+                        "cpu": {"emulator": emulator_pid, "bridge": bridge_pid},
+                    },
                 }
                 two_manager, two_port = _bridge(config, logs, workers=2)
-                with two_manager:
-                    targets["bridge, 2 workers"] = {"kind": "bridge_chat", "bridge": f"http://127.0.0.1:{two_port}"}
+                with two_manager as two_pid:
+                    targets["bridge, 2 workers"] = {
+                        "kind": "bridge_chat",
+                        "bridge": f"http://127.0.0.1:{two_port}",
+                        "cpu": {"emulator": emulator_pid, "bridge": two_pid},
+                    }
                     if litellm_spec is not None:
-                        targets["litellm"] = {"kind": "litellm_chat", **litellm_spec}
+                        targets["litellm"] = {
+                            "kind": "litellm_chat",
+                            **litellm_spec,
+                            "cpu": {"emulator": emulator_pid, "litellm": peer_pid},
+                        }
                     results["throughput"] = scenarios.throughput(targets, seconds=8, concurrency=64)
             finally:
                 if peer_manager is not None:

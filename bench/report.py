@@ -87,14 +87,23 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Throughput (chat turns per second at concurrency 64, 8 s each)",
         "",
-        "| target | turns/s | p50 ms | errors | vs direct |",
-        "|---|---|---|---|---|",
+        "| target | turns/s | p50 ms | errors | vs direct | CPU ms per turn | 2 cores / CPU per turn |",
+        "|---|---|---|---|---|---|---|",
     ]
     direct = t["direct"]["turns_per_s"]
     for name, v in t.items():
+        cpu = v.get("cpu_ms_per_turn", {})
+        spent = ", ".join(f"{part} {_f(value)}" for part, value in cpu.items())
+        ceiling = 2000 / sum(cpu.values()) if cpu and sum(cpu.values()) > 0 else float("nan")
         lines.append(
-            f"| {name} | {_f(v['turns_per_s'], 1)} | {_f(v['p50_ms'], 1)} | {v['errors']} | {_f(v['turns_per_s'] / direct)}x |"
+            f"| {name} | {_f(v['turns_per_s'], 1)} | {_f(v['p50_ms'], 1)} | {v['errors']} | "
+            f"{_f(v['turns_per_s'] / direct)}x | {spent} | {_f(ceiling, 0)} |"
         )
+    lines += [
+        "",
+        "The last column is the most any setup could reach on this machine's two cores with that CPU per turn "
+        "(emulator and load generator included): a second worker adds capacity only where cores are free.",
+    ]
     m = r["memory"]
     lines += [
         "",

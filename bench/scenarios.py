@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from bench.processes import ROOT
+from bench.processes import ROOT, cpu_seconds
 
 
 def load(spec: dict[str, Any]) -> dict[str, Any]:
@@ -165,16 +166,33 @@ def upstream_requests(bridge: str, emulator: str) -> dict[str, Any]:
 
 
 def throughput(targets: dict[str, dict[str, Any]], seconds: float, concurrency: int) -> dict[str, Any]:
-    """Turns per second at a fixed concurrency, each target for the same time."""
+    """Turns per second at a fixed concurrency, each target for the same time.
+
+    A target's `cpu` maps a part (emulator, bridge, ...) to its pid: the CPU each spent per turn is
+    reported beside the load generator's, so the report shows where the two cores went.
+    """
     out: dict[str, Any] = {}
-    for name, spec in targets.items():
+    for name, target in targets.items():
+        spec = {k: v for k, v in target.items() if k != "cpu"}
+        parts: dict[str, int] = target.get("cpu", {})
+        before = {part: cpu_seconds(pid) for part, pid in parts.items()}
+        load_before = _children_cpu()
         result = load({**spec, "concurrency": concurrency, "requests": 1_000_000, "duration_s": seconds})
+        turns = max(1, len(result["samples"]))
+        cpu_ms = {part: 1000 * (cpu_seconds(pid) - before[part]) / turns for part, pid in parts.items()}
+        cpu_ms["load generator"] = 1000 * (_children_cpu() - load_before) / turns
         out[name] = {
             "turns_per_s": len(result["samples"]) / result["elapsed_s"],
             "p50_ms": pct(ms(result), 50),
             "errors": result["error_count"],
+            "cpu_ms_per_turn": cpu_ms,
         }
     return out
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def open_streams(bridge: str, emulator: str, count: int, delay_ms: float) -> dict[str, Any]:
