@@ -48,10 +48,13 @@ class Azure:
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
         self.headers: list[dict[str, str]] = []
+        self.peers: list[int] = []
+        """The client port of each request: one TCP connection per distinct port."""
 
     def _failing(self, request: Request) -> bool:
         self.hits[request.url.path] += 1
         self.headers.append(dict(request.headers))
+        self.peers.append(request.client.port if request.client else 0)
         return self.hits[request.url.path] <= int(request.query_params.get("fail", "1000000"))
 
     async def throttled(self, request: Request) -> Response:
@@ -141,6 +144,7 @@ def azure_server() -> Iterator[tuple[Azure, ServerThread]]:
 def azure(azure_server: tuple[Azure, ServerThread]) -> Azure:
     azure_server[0].hits.clear()
     azure_server[0].headers.clear()
+    azure_server[0].peers.clear()
     return azure_server[0]
 
 
@@ -373,3 +377,23 @@ async def test_a_stream_that_breaks_raises_after_its_events(
     assert received[1].json() == {"id": "run_1", "status": "queued"}
     assert "stream broke" in info.value.message
     assert azure.hits["/events"] == 1  # a stream that started is never repeated
+
+
+async def test_a_stream_read_to_its_end_gives_its_connection_back(
+    azure: Azure, http: aiohttp.ClientSession, url: str
+) -> None:
+    upstream = client(http)
+    for _ in range(3):
+        async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
+            assert [e.event async for e in events][-1] == "done"
+    assert len(azure.peers) == 3 and len(set(azure.peers)) == 1  # one keep-alive connection for all three
+
+
+async def test_an_abandoned_stream_closes_its_connection(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
+    upstream = client(http)
+    async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
+        assert (await anext(aiter(events))).event == "thread.run.created"  # the client leaves here
+    async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
+        assert [e.event async for e in events][-1] == "done"
+    # The half-read answer's connection was not put back for the next request to read its rest.
+    assert len(azure.peers) == 2 and azure.peers[0] != azure.peers[1]
