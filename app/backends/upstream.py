@@ -271,10 +271,9 @@ class UpstreamClient:
             yield events
         finally:
             await events.aclose()
-            if response.content.at_eof():
-                response.release()  # read to its end: the connection goes back to the pool
-            else:
-                response.close()  # abandoned mid-stream: the connection cannot be reused
+            # Read to its end, the answer gave its connection back to the pool already (aiohttp does
+            # at EOF); abandoned mid-stream, its connection is dropped, never reused half-read.
+            response.close()
 
     async def _events(
         self, response: aiohttp.ClientResponse, deadline: float | None = None
