@@ -82,28 +82,24 @@ async def test_a_token_is_cached_until_the_margin_then_refreshed() -> None:
     assert credential.calls == 2
 
 
-async def test_the_margin_is_configurable() -> None:
+@pytest.mark.parametrize(
+    ("lifetime_s", "margin", "still_fresh_at", "refreshed_at"),
+    [
+        (3600, {"refresh_margin_s": 60}, 3500, 3541),  # a configured margin
+        (120, {}, 59, 61),  # shorter than twice the 300 s margin: refreshed at half life, not every call
+    ],
+)
+async def test_a_token_is_refreshed_once_its_margin_begins(
+    lifetime_s: int, margin: dict[str, float], still_fresh_at: int, refreshed_at: int
+) -> None:
     clock = Clock()
-    credential = StandInCredential(clock, lifetime_s=3600)
-    auth = EntraAuth(credential, "scope", refresh_margin_s=60, clock=clock)
+    credential = StandInCredential(clock, lifetime_s=lifetime_s)
+    auth = EntraAuth(credential, "scope", clock=clock, **margin)
     await auth.headers()
-    clock.now = T0 + 3500
+    clock.now = T0 + still_fresh_at
     await auth.headers()
     assert credential.calls == 1
-    clock.now = T0 + 3541
-    await auth.headers()
-    assert credential.calls == 2
-
-
-async def test_a_short_lived_token_is_refreshed_at_half_life_not_every_call() -> None:
-    clock = Clock()
-    credential = StandInCredential(clock, lifetime_s=120)  # shorter than twice the 300 s margin
-    auth = EntraAuth(credential, "scope", clock=clock)
-    await auth.headers()
-    clock.now = T0 + 59
-    await auth.headers()
-    assert credential.calls == 1
-    clock.now = T0 + 61
+    clock.now = T0 + refreshed_at
     await auth.headers()
     assert credential.calls == 2
 
