@@ -39,7 +39,7 @@ _UNBOUNDED = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=30.0
 # Failures after which the request certainly never reached Azure: safe to repeat even a create.
 _NEVER_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # Failures of the connection itself (not of an answer): worth another attempt where that is safe.
-_TRANSPORT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ConnectionTimeoutError)
+_TRANSPORT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 
 def http_session(*, max_connections: int = 2000, user_agent: str = "agent-bridge") -> aiohttp.ClientSession:
