@@ -87,11 +87,6 @@ class RetryPolicy:
             base *= 1.0 + random.uniform(-self.jitter, self.jitter)
         return min(self.max_delay_s, base)
 
-    def delay(self, attempt: int, hint: Hint = None) -> float:
-        """The wait after attempt `attempt` failed: the server's hint (seconds or headers) when it gave one."""
-        seconds = server_hint(hint) if isinstance(hint, Mapping) else hint
-        return self.backoff(attempt) if seconds is None else seconds
-
     def next_delay(self, attempt: int, hint: Hint = None, *, remaining_s: float | None = None) -> float | None:
         """The wait before attempt `attempt + 1`, or None when there should be none.
 

@@ -8,13 +8,12 @@ in `bench/`), and this client is the bridge's hot path.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from json import loads
+from json import loads  # not `import json`: request() and stream() take a `json` argument
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -84,7 +83,7 @@ class SSEEvent:
     data: str
 
     def json(self) -> Any:
-        return json.loads(self.data)
+        return loads(self.data)
 
 
 def parse_event(block: bytes) -> SSEEvent | None:
@@ -146,16 +145,10 @@ class SSEDecoder:
         return [event] if event is not None else []
 
 
-def parse_sse(body: bytes) -> list[SSEEvent]:
-    """Every event of a complete SSE body."""
-    decoder = SSEDecoder()
-    return decoder.feed(body) + decoder.flush()
-
-
 def error_fields(status: int, content: bytes) -> tuple[str, str | None, str | None]:
     """Azure's message, param and code from an error body of any of its shapes (or none)."""
     try:
-        body = json.loads(content) if content else None
+        body = loads(content) if content else None
     except ValueError:
         body = None
     if body is None:

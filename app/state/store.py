@@ -45,15 +45,8 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _EXTEND = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 )
-# Touch a thread only while it is still registered (the janitor may have forgotten it meanwhile).
-_TOUCH = """
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
-redis.call('hset', KEYS[1], 'last_used_at', ARGV[1])
-redis.call('hincrby', KEYS[1], 'turns', ARGV[2])
-redis.call('zadd', KEYS[2], ARGV[1], ARGV[3])
-return 1
-"""
-# The end of a turn in one round trip: touch the thread (when ARGV[1] is a time) and free its lock
+# The end of a turn in one round trip: touch the thread (when ARGV[1] is a time, and only while it is
+# still registered: the janitor may have forgotten it meanwhile) and free its lock
 # (when ARGV[3] is still the lock's token). One script, not a pipeline of two: redis-py sends a
 # SCRIPT EXISTS before every pipeline that holds scripts, which would double the round trips.
 _CLOSE_TURN = """
@@ -124,7 +117,6 @@ class RedisStore:
         self.response_ttl_ms = int(response_ttl_s * 1000)
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
-        self._touch = redis.register_script(_TOUCH)
         self._close_turn = redis.register_script(_CLOSE_TURN)
 
     def key(self, *parts: str) -> str:
@@ -167,11 +159,6 @@ class RedisStore:
                 pipe.hgetall(self.key("thread", thread_id))
             rows = await pipe.execute()
         return [_thread_from(t, row) for t, row in zip(thread_ids, rows, strict=True)]
-
-    @_translated
-    async def touch_thread(self, thread_id: str, *, now: float, turns: int = 1) -> bool:
-        keys = [self.key("thread", thread_id), self.key("threads", "idle")]
-        return bool(await self._touch(keys=keys, args=[repr(now), turns, thread_id]))
 
     @_translated
     async def open_thread(self, thread_id: str, owner: str, *, ttl_ms: int) -> tuple[ThreadRecord | None, str | None]:

@@ -100,11 +100,11 @@ async def test_thread_record_get_touch_forget_round_trip(store: RedisStore, clie
     assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") == 1000.0
     assert await store.threads_of("alice") == ["thread_1"]
 
-    await store.touch_thread("thread_1", now=1500.5)
-    await store.touch_thread("thread_1", now=1600.25, turns=2)
+    await store.close_turn("thread_1", None, now=1500.5)
+    await store.close_turn("thread_1", None, now=1600.25)
     touched = await store.get_thread("thread_1")
     assert touched is not None
-    assert (touched.last_used_at, touched.turns, touched.created_at) == (1600.25, 3, 1000.0)
+    assert (touched.last_used_at, touched.turns, touched.created_at) == (1600.25, 2, 1000.0)
     assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") == 1600.25
 
     await store.forget_thread("thread_1")
@@ -114,7 +114,7 @@ async def test_thread_record_get_touch_forget_round_trip(store: RedisStore, clie
     assert [k async for k in client.scan_iter(match=f"{redis_prefix}*")] == []
 
     # A late touch (a turn that ended after the janitor forgot the thread) must not resurrect it.
-    await store.touch_thread("thread_1", now=2000.0)
+    await store.close_turn("thread_1", None, now=2000.0)
     assert await store.get_thread("thread_1") is None
     assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") is None
 
@@ -179,7 +179,7 @@ async def test_idle_threads_reads_the_expired_end_most_idle_first(store: RedisSt
     assert sorted(await store.threads_of("alice")) == ["t1", "t3"]
     assert sorted(await store.threads_of("bob")) == ["t0", "t2", "t4"]
 
-    await store.touch_thread("t1", now=1000.0)  # used again: no longer idle
+    await store.close_turn("t1", None, now=1000.0)  # used again: no longer idle
     assert await store.idle_threads(before=350.0, limit=10) == ["t4", "t2"]
 
 
@@ -558,7 +558,7 @@ async def test_the_embedded_redis_runs_every_store_operation() -> None:
     try:
         await store.ping()
         await store.record_thread(_thread())
-        await store.touch_thread("thread_1", now=2000.0)
+        await store.close_turn("thread_1", None, now=2000.0)
         rec = await store.get_thread("thread_1", owner="alice")
         assert rec is not None and rec.turns == 1
         await store.save_conversation("alice", "demo", "fp1", "thread_1")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from email.utils import formatdate
 
-import httpx
 import pytest
+from multidict import CIMultiDict
 
 from app.backends.retry import RetryPolicy, server_hint
 
@@ -15,23 +15,23 @@ EXACT = RetryPolicy(jitter=0.0)
 
 
 def test_backoff_doubles_from_the_base_and_is_capped() -> None:
-    assert [EXACT.delay(n) for n in (1, 2, 3, 4)] == pytest.approx([0.2, 0.4, 0.8, 1.6])
-    assert EXACT.delay(20) == pytest.approx(8.0)
-    assert EXACT.delay(200) == pytest.approx(8.0)  # no overflow for absurd attempt numbers
+    assert [EXACT.backoff(n) for n in (1, 2, 3, 4)] == pytest.approx([0.2, 0.4, 0.8, 1.6])
+    assert EXACT.backoff(20) == pytest.approx(8.0)
+    assert EXACT.backoff(200) == pytest.approx(8.0)  # no overflow for absurd attempt numbers
 
 
 def test_jitter_stays_within_its_band_and_varies() -> None:
     policy = RetryPolicy(jitter=0.1)
-    samples = [policy.delay(2) for _ in range(200)]
+    samples = [policy.backoff(2) for _ in range(200)]
     assert all(0.36 - 1e-9 <= s <= 0.44 + 1e-9 for s in samples)
     assert len(set(samples)) > 1
-    assert all(policy.delay(50) <= policy.max_delay_s for _ in range(50))
+    assert all(policy.backoff(50) <= policy.max_delay_s for _ in range(50))
 
 
 def test_retry_after_ms_wins_over_retry_after() -> None:
     assert server_hint({"retry-after-ms": "250", "retry-after": "7"}) == pytest.approx(0.25)
     assert server_hint({"retry-after": "7"}) == 7.0
-    assert server_hint(httpx.Headers({"Retry-After-Ms": "40"})) == pytest.approx(0.04)
+    assert server_hint(CIMultiDict({"Retry-After-Ms": "40"})) == pytest.approx(0.04)  # aiohttp's headers
     assert server_hint({"Retry-After": "3"}) == 3.0  # a plain dict with other casing
 
 
@@ -56,10 +56,10 @@ def test_unusable_hints(headers: dict[str, str] | None, expected: float | None) 
     assert server_hint(headers) == expected
 
 
-def test_delay_takes_the_hint_as_seconds_or_headers() -> None:
-    assert EXACT.delay(1, 3.5) == 3.5
-    assert EXACT.delay(3, {"retry-after-ms": "20"}) == pytest.approx(0.02)
-    assert EXACT.delay(3, {"unrelated": "1"}) == pytest.approx(0.8)  # no hint in them: backoff
+def test_next_delay_takes_the_hint_as_seconds_or_headers() -> None:
+    assert EXACT.next_delay(1, 3.5) == 3.5
+    assert EXACT.next_delay(3, CIMultiDict({"Retry-After-Ms": "20"})) == pytest.approx(0.02)
+    assert EXACT.next_delay(3, {"unrelated": "1"}) == pytest.approx(0.8)  # no hint in them: backoff
 
 
 def test_next_delay_is_none_when_attempts_are_used_up() -> None:
@@ -89,9 +89,9 @@ def test_testing_policy_has_the_same_logic_with_tiny_waits() -> None:
     fast = RetryPolicy.testing()
     assert fast.max_attempts == RetryPolicy().max_attempts
     assert fast.retry_statuses == RetryPolicy().retry_statuses
-    assert fast.delay(1) == pytest.approx(0.005)
-    assert fast.delay(2) == pytest.approx(0.01)
-    assert fast.delay(20) <= 0.05
+    assert fast.backoff(1) == pytest.approx(0.005)
+    assert fast.backoff(2) == pytest.approx(0.01)
+    assert fast.backoff(20) <= 0.05
     assert fast.next_delay(1, {"retry-after-ms": "20"}) == pytest.approx(0.02)
     assert fast.next_delay(1, {"retry-after": "7"}) is None
 

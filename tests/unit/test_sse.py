@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from app.backends.upstream import SSEDecoder, SSEEvent, parse_event, parse_sse
+from app.backends.upstream import SSEDecoder, SSEEvent, parse_event
+
+
+def parse_sse(body: bytes) -> list[SSEEvent]:
+    """Every event of a complete SSE body, fed in one chunk."""
+    decoder = SSEDecoder()
+    return decoder.feed(body) + decoder.flush()
+
 
 STREAM = (
     b": keep-alive\n\n"
