@@ -1,4 +1,4 @@
-"""Validate emitted JSON against the schemas of OpenAI's OpenAPI document (../shared/specs)."""
+"""Validate emitted JSON against the schemas of OpenAI's OpenAPI document, vendored in tests/schemas."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC_PATH = Path(os.environ.get("AGENT_BRIDGE_OPENAPI", ROOT.parent / "shared" / "specs" / "openai-openapi.json"))
+SPEC_PATH = Path(os.environ.get("AGENT_BRIDGE_OPENAPI", ROOT / "tests" / "schemas" / "openai-schemas.json"))
 _URI = "urn:openai-openapi"
 
 
@@ -43,8 +43,8 @@ def _denullable(node: Any) -> Any:
 def _registry() -> Registry:
     if not SPEC_PATH.exists():
         raise FileNotFoundError(
-            f"OpenAI spec not found at {SPEC_PATH}: the tests need ../shared/specs/openai-openapi.json "
-            "beside the checkout (or AGENT_BRIDGE_OPENAPI pointing at it)"
+            f"OpenAI schemas not found at {SPEC_PATH}: regenerate them with "
+            "scripts/vendor_openai_schemas.py (see tests/schemas/README.md)"
         )
     document = _denullable(json.loads(SPEC_PATH.read_text()))
     return Registry().with_resource(_URI, Resource(contents=document, specification=DRAFT202012))
