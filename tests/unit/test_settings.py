@@ -50,11 +50,11 @@ def test_env_references_with_and_without_defaults(tmp_path: Path) -> None:
     [
         (
             "routes:\n  a:\n    endpoint: http://x\n    assistant_id: abc\n    auth: {type: api_key, api_key: k}\n",
-            "routes.a: assistant_id must start with 'asst_'",
+            "routes.a.assistant_id: assistant_id must start with 'asst_'",
         ),
         (
             "routes:\n  a:\n    endpoint: ftp://x\n    assistant_id: asst_1\n    auth: {type: api_key, api_key: k}\n",
-            "routes.a: endpoint must be an http(s) URL",
+            "routes.a.endpoint: endpoint must be an http(s) URL",
         ),
         (
             "routes:\n  a:\n    endpoint: http://x\n    agent: {name: n}\n    auth: {type: api_key, api_key: k}\n",
