@@ -55,7 +55,10 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.redis_url is None:
             print("agent-bridge: several workers need a shared Redis: set REDIS_URL.", file=sys.stderr)
             return 2
+        from app.logs import LEVEL_ENV
+
         os.environ["AGENT_BRIDGE_CONFIG"] = args.config
+        os.environ[LEVEL_ENV] = args.log_level
         uvicorn.run("app.main:create_app_from_env", factory=True, workers=args.workers, **common)  # type: ignore[arg-type]
         return 0
     from app.main import create_app

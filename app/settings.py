@@ -158,6 +158,20 @@ class LimitSettings(_Strict):
     """How long a turn waits for a busy conversation before answering 409."""
 
 
+Access = Literal["open", "key", "admin"]
+
+
+class ServerSettings(_Strict):
+    """What the bridge's own HTTP endpoints show, and to whom."""
+
+    metrics_auth: Access = "open"
+    """`/metrics`: open, any client `key`, or an `admin` key (`Authorization: Bearer <key>`)."""
+    openapi_auth: Access = "open"
+    """`/openapi.json`, the same choices."""
+    docs: bool = False
+    """Serve Swagger UI at `/docs` (it loads `/openapi.json` from the browser, without a key)."""
+
+
 class Settings(BaseSettings):
     """Everything the bridge is configured with."""
 
@@ -170,6 +184,7 @@ class Settings(BaseSettings):
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     threads: ThreadSettings = ThreadSettings()
     limits: LimitSettings = LimitSettings()
+    server: ServerSettings = ServerSettings()
     keys: list[KeySettings] = Field(default_factory=list)
     log_content: bool = False
     """Put the request's message text (first 1,000 characters) in the access log. Off by default."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Request
 
@@ -65,3 +66,19 @@ async def _responses(request: Request) -> ResponsesService:
 
 
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
+
+
+def access(setting: Literal["metrics_auth", "openapi_auth"]) -> Callable[..., Awaitable[None]]:
+    """A dependency that lets a request through as `server.<setting>` says: open, any key, admin key."""
+
+    async def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+        settings: Settings = request.app.state.settings
+        level = getattr(settings.server, setting)
+        if level == "open":
+            return
+        keys: KeyRing = request.app.state.keys
+        principal = keys.authenticate(authorization)
+        if level == "admin" and not principal.admin:
+            raise PermissionDeniedError(f"{request.url.path} needs an admin key on this bridge.")
+
+    return check

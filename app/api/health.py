@@ -1,14 +1,15 @@
-"""Liveness, readiness and the model list."""
+"""Liveness, readiness, metrics and the model list."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.deps import PrincipalDep, SettingsDep, StoreDep
+from app import __version__
+from app.api.deps import PrincipalDep, SettingsDep, StoreDep, access
 from app.errors import StoreUnavailableError
 
 router = APIRouter()
@@ -16,7 +17,7 @@ router = APIRouter()
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+    return {"status": "ok", "version": __version__}
 
 
 @router.get("/readyz")
@@ -31,7 +32,7 @@ async def readyz(settings: SettingsDep, store: StoreDep) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(access("metrics_auth"))])
 async def metrics(request: Request, store: StoreDep) -> Response:
     components = request.app.state.components
     try:

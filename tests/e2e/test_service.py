@@ -66,7 +66,7 @@ def test_metrics_count_a_scripted_session(bridge: Bridge) -> None:
     chat = "/v1/chat/completions"
     assert _value(samples, "agent_bridge_requests_total", endpoint=chat, model="demo-assistant", status="200") == 2
     assert _value(samples, "agent_bridge_requests_total", endpoint=chat, model="demo-assistant", status="502") == 1
-    assert _value(samples, "agent_bridge_requests_total", endpoint=chat, model="nope", status="404") == 1
+    assert _value(samples, "agent_bridge_requests_total", endpoint=chat, model="unknown", status="404") == 1
     assert (
         _value(samples, "agent_bridge_requests_total", endpoint="/v1/responses", model="demo-agent", status="200") == 2
     )
