@@ -1,6 +1,7 @@
 """`python -m bench.clients` (`make clients`): eight real clients, every scenario, both backends.
 
-Installs the Python clients into bench/.clients-venv and the Node ones into bench/clients/node
+Installs the Python clients into bench/.clients-venv (LlamaIndex into bench/.clients-venv-llamaindex:
+it pins an older openai) and the Node ones into bench/clients/node
 (npm), starts the emulator and the bridge (the shipped config.yaml, embedded Redis) on free ports,
 runs bench/clients/py_clients.py and node/clients.mjs against it, prints the matrix and writes
 bench/results/clients-<time>.json. Exit status 1 if any scenario failed. `python -m bench.clients
@@ -23,17 +24,19 @@ from bench.processes import AGENT_BRIDGE, free_port, process
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VENV = ROOT / "bench" / ".clients-venv"
+# LlamaIndex pins an older openai than the other clients: a venv of its own.
+LLAMA_VENV = ROOT / "bench" / ".clients-venv-llamaindex"
 NODE = HERE / "node"
 NODE_CLIENTS = {"openai-node", "vercel-ai"}
+LLAMA_CLIENTS = {"llamaindex"}
 
 
-def _python_clients() -> Path:
-    python = VENV / "bin" / "python"
-    stamp = VENV / ".installed"
-    requirements = HERE / "requirements.txt"
+def _python_clients(venv: Path, requirements: Path) -> Path:
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed"
     if not stamp.exists() or stamp.stat().st_mtime < requirements.stat().st_mtime:
         if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True)
         stamp.touch()
     return python
@@ -59,7 +62,11 @@ def _run(command: list[str], bridge: str, cwd: Path) -> list[dict[str, Any]]:
 
 def main(argv: list[str]) -> int:
     wanted = set(argv)
-    python = _python_clients()
+    py_wanted = sorted(wanted - NODE_CLIENTS - LLAMA_CLIENTS)
+    run_py = not wanted or bool(py_wanted)
+    run_llama = not wanted or bool(wanted & LLAMA_CLIENTS)
+    python = _python_clients(VENV, HERE / "requirements.txt") if run_py else None
+    llama = _python_clients(LLAMA_VENV, HERE / "requirements-llamaindex.txt") if run_llama else None
     node_wanted = not wanted or bool(wanted & NODE_CLIENTS)
     if node_wanted:
         _node_clients()
@@ -75,9 +82,11 @@ def main(argv: list[str]) -> int:
             process(emulator_cmd, f"{emulator}/_emulator/stats", logs / "emulator.log", env),
             process(bridge_cmd, f"{bridge}/healthz", logs / "bridge.log", env),
         ):
-            py_wanted = [c for c in wanted if c not in NODE_CLIENTS]
-            if not wanted or py_wanted:
-                rows += _run([str(python), str(HERE / "py_clients.py"), *py_wanted], bridge, ROOT)
+            others = py_wanted or ["openai-python", "curl", "langchain", "pydantic-ai", "agents-sdk"]
+            if python is not None:
+                rows += _run([str(python), str(HERE / "py_clients.py"), *others], bridge, ROOT)
+            if llama is not None:
+                rows += _run([str(llama), str(HERE / "py_clients.py"), "llamaindex"], bridge, ROOT)
             if node_wanted:
                 rows += _run(["node", "clients.mjs", *(wanted & NODE_CLIENTS)], bridge, NODE)
     _print(rows)
