@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from app.errors import ConfigError
 from app.settings import Settings, load_settings
 
+_SHUTDOWN_MARGIN_S = 5
+
 
 def _load(path: str) -> Settings:
     try:
@@ -34,7 +36,8 @@ def _serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "log_config": None,
         "proxy_headers": True,
-        "timeout_graceful_shutdown": int(settings.shutdown_grace),
+        # uvicorn's own grace outlasts the bridge's: the bridge ends its turns first, in OpenAI's format.
+        "timeout_graceful_shutdown": int(settings.shutdown_grace) + _SHUTDOWN_MARGIN_S,
         "access_log": False,
     }
     if args.workers > 1:

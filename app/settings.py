@@ -133,6 +133,9 @@ class LimitSettings(_Strict):
     max_messages: int = Field(default=1000, gt=0)
     lock_wait: Seconds = 5.0
     """How long a turn waits for a busy conversation before answering 409."""
+    lock_lease: Seconds = 10.0
+    """A conversation's lock lives this long unrenewed; a turn renews it every third of it, so the
+    lock of a replica that died is free again within this time."""
 
 
 class Settings(BaseSettings):
@@ -151,7 +154,8 @@ class Settings(BaseSettings):
     log_content: bool = False
     """Put the request's message text (first 1,000 characters) in the access log. Off by default."""
     shutdown_grace: Seconds = 30.0
-    """On SIGTERM, in-flight turns get this long to finish; then their runs are cancelled."""
+    """On SIGTERM, in-flight turns get this long to finish; then each ends in OpenAI's format (503 with
+    Retry-After, or an in-stream error then [DONE]) and its run is cancelled."""
     config_path: str | None = None
 
     @model_validator(mode="after")
