@@ -93,6 +93,7 @@ class Turn(Generic[E]):
     __slots__ = (
         "_cancelled",
         "_closing",
+        "_opened",
         "_deadline",
         "_driver",
         "_ending",
@@ -119,6 +120,7 @@ class Turn(Generic[E]):
         self._cancelled = False
         self._timer: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[Any] | None = None
+        self._opened = False
 
     # -- the two phases ----------------------------------------------------------------------------
 
@@ -129,7 +131,9 @@ class Turn(Generic[E]):
         try:
             if self._inflight.shutting_down:
                 self.abort(ShuttingDownError("The bridge is restarting; retry the request."))
-            return await self._wait(self._work.open())
+            bound = await self._wait(self._work.open())
+            self._opened = True
+            return bound
         except BaseException as exc:
             await self.end(exc)
             raise
@@ -173,12 +177,18 @@ class Turn(Generic[E]):
     # -- endings from outside ----------------------------------------------------------------------
 
     def _expire(self) -> None:
-        self.abort(
-            UpstreamTimeoutError(
+        if self._opened:
+            message = (
                 f"The agent did not finish within the route's timeout of {self._timeout_s:g} s; "
-                "the bridge cancelled its run."
+                "the bridge cancels its run."
             )
-        )
+        else:
+            # Azure may still act on a request it has not answered: say what the bridge does about it.
+            message = (
+                f"Azure did not start the turn within the route's timeout of {self._timeout_s:g} s; "
+                "a run or thread it starts late is cancelled and deleted by the bridge."
+            )
+        self.abort(UpstreamTimeoutError(message))
 
     def abort(self, error: BridgeError) -> None:
         """End the turn with `error` now if it waits on Azure, else at its next step."""
