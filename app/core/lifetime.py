@@ -93,11 +93,11 @@ class Turn(Generic[E]):
     __slots__ = (
         "_cancelled",
         "_closing",
-        "_opened",
         "_deadline",
         "_driver",
         "_ending",
         "_inflight",
+        "_opened",
         "_tasks",
         "_timeout_s",
         "_timer",
