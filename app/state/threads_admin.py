@@ -187,13 +187,20 @@ class ThreadAdmin:
                 return report
 
     async def reconcile(
-        self, listers: Mapping[str, ThreadLister], *, adopt: bool = False, dry_run: bool = False
+        self,
+        listers: Mapping[str, ThreadLister],
+        *,
+        adopt: bool = False,
+        dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ReconcileReport:
         """Find threads the bridge tagged on Azure but has no record of (a crash between create and
         record) on routes whose API can list threads; delete them, or adopt them into the registry."""
         report = ReconcileReport()
         seen: set[str] = set()
-        for route, lister in listers.items():
+        for done, (route, lister) in enumerate(listers.items(), start=1):
+            if progress is not None:
+                progress(len(report.orphans), done - 1)
             for thread in await lister():
                 thread_id = thread["id"]
                 metadata = thread.get("metadata") or {}
@@ -230,4 +237,6 @@ class ThreadAdmin:
                         report.deleted.append(thread_id)
                 except BridgeError as exc:
                     report.failed[thread_id] = exc.message
+        if progress is not None:
+            progress(len(report.orphans), len(listers))
         return report
