@@ -33,10 +33,13 @@ from app.core.keys import KeyRing
 from app.core.lifetime import InFlight
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
+from app.errors import StoreUnavailableError
 from app.metrics import Metrics
 from app.settings import RouteSettings, Settings, load_settings
-from app.state.connect import connect
+from app.state.connect import build as build_redis
+from app.state.connect import check_mode
 from app.state.janitor import Janitor, JanitorPolicy
+from app.state.migrate import migrate
 from app.state.store import RedisStore
 from app.state.threads_admin import ThreadAdmin
 
@@ -72,10 +75,23 @@ async def components(
     lease: LeasePolicy | None = None,
 ) -> AsyncIterator[Components]:
     metrics = Metrics()
-    redis = connect(settings.redis_url)
+    connection = build_redis(settings.redis_url, settings.redis)
+    try:
+        await check_mode(connection.client, settings.redis_url)
+    except BaseException:
+        await connection.aclose()
+        raise
     store = RedisStore(
-        redis, prefix=settings.redis_prefix, thread_ttl_s=settings.threads.ttl, on_error=metrics.store_errors.inc
+        connection.client,
+        prefix=settings.redis_prefix,
+        thread_ttl_s=settings.threads.ttl,
+        response_ttl_s=settings.responses.ttl,
+        on_error=metrics.store_errors.inc,
     )
+    try:
+        await migrate(store)
+    except StoreUnavailableError:
+        log.warning("redis: the registry layout could not be checked at start-up (Redis unavailable)")
     http = http_session(user_agent=f"agent-bridge/{__version__}")
     tasks = BackgroundTasks()
     inflight = InFlight()
@@ -126,6 +142,7 @@ async def components(
                 ttl_s=settings.threads.ttl,
                 interval_s=settings.threads.sweep_interval,
                 retry_base_s=settings.threads.retry_base,
+                concurrency=settings.threads.janitor_concurrency,
             ),
             metrics,
         ),
@@ -140,7 +157,7 @@ async def components(
         await http.close()
         for auth in auths.values():
             await auth.aclose()
-        await redis.aclose()
+        await connection.aclose()
 
 
 def create_app(
