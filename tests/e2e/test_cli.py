@@ -143,6 +143,6 @@ def test_threads_list_prints_a_table_by_default_and_json_for_scripts(
             r"demo-assistant\s+anonymous\s+1\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+\d+[smhd]", row
         ), row
     assert footer == "3 threads"
-    assert page.stdout.splitlines()[-1].startswith("2 threads; more with --after thread_")
+    assert page.stdout.splitlines()[-1].startswith("2 threads; more with --after ")
     data = json.loads(scripted.stdout)["data"]
     assert {t["thread_id"] for t in data} == set(ids) and all(isinstance(t["idle_s"], float) for t in data)
