@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.api import sse
+from app.api import sse, warnings
 from app.api.deps import PrincipalDep, ServiceDep
 from app.core import chat_codec, timing
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
@@ -42,10 +42,11 @@ async def chat_completions(
     if request.app.state.settings.log_content:
         request.state.content = _tail(body.messages[-1].content)
     principal.check_model(body.model)
+    warned = warnings.headers(request, "chat", body)
     events = service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
     # The first event binds the upstream thread; errors before it are plain HTTP errors.
     first = await anext(events)
-    headers = _bound_headers(first)
+    headers = {**_bound_headers(first), **warned}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)

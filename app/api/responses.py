@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.api import sse
+from app.api import sse, warnings
 from app.api.deps import OwnerDep, PrincipalDep, ResponsesDep
 from app.core import timing
 from app.core.responses_service import StreamEvent, final_response
@@ -28,6 +28,7 @@ async def create_response(
     principal.check_model(body.model)
     if body.background:
         raise InvalidRequestError("background responses are not supported by this bridge.", param="background")
+    warned = warnings.headers(request, "responses", body)
     # What the client sent, extra fields included, for the Foundry pass-through.
     raw: dict[str, Any] = body.model_dump(exclude_unset=True)
     events = service.respond(body, raw, owner=principal.name)
@@ -35,7 +36,7 @@ async def create_response(
         first = await anext(events)
     except StopAsyncIteration as exc:
         raise UpstreamError("The agent ended the response before it began.") from exc
-    headers = _headers(first)
+    headers = {**_headers(first), **warned}
     if body.stream:
         counter = _Sequence(first)
         frames = sse.guarded(_frames(first, events, counter), counter.error_frames)
