@@ -25,7 +25,7 @@ Endpoint = Literal["chat", "responses"]
 # tool_choice, parallel_tool_calls). `tools` is checked against the agent version instead (issue 11).
 V2_REFUSED = ("temperature", "top_p", "tool_choice", "parallel_tool_calls")
 
-_V2_DROP = "dropped: Foundry v2 refuses it next to agent_reference; the agent version's own setting applies"
+_V2_DROP = "dropped: Foundry v2 refuses it next to agent_reference (the agent version's own setting applies)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +102,9 @@ CHAT: tuple[Param, ...] = (
     _p("logit_bias", Rule("ignored", _NO_SAMPLING.format("logit_bias"), harmless=({},))),
     _p(
         "functions",
-        Rule("ignored", "legacy function calling is not translated; send the same schemas as tools"),
+        Rule("ignored", "legacy function calling is not translated, send the same schemas as tools"),
     ),
-    _p("function_call", Rule("ignored", "legacy function calling is not translated; use tool_choice")),
+    _p("function_call", Rule("ignored", "legacy function calling is not translated, use tool_choice")),
     _p("service_tier", Rule("ignored", _TIER, harmless=("auto", "default"))),
     _p("modalities", Rule("ignored", "agents answer in text only", harmless=(["text"],))),
     _p("audio", Rule("ignored", "agents answer in text only")),
