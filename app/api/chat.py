@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from app.api import sse, warnings
 from app.api.deps import PrincipalDep, ServiceDep
@@ -37,7 +37,7 @@ async def chat_completions(
     service: ServiceDep,
     principal: PrincipalDep,
     x_conversation_id: Annotated[str | None, Header(max_length=256)] = None,
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | sse.EventStream:
     request.state.model = body.model
     if request.app.state.settings.log_content:
         request.state.content = _tail(body.messages[-1].content)
@@ -51,7 +51,7 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
         frames = sse.guarded(_chunks(renderer, events), _stream_error)
-        return StreamingResponse(frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers})
+        return sse.EventStream(frames, headers=headers, keepalive=request.app.state.settings.sse_keepalive)
     return await _complete(body.model, first, events, headers)
 
 

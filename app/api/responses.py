@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from app.api import sse, warnings
 from app.api.deps import OwnerDep, PrincipalDep, ResponsesDep
@@ -21,7 +21,7 @@ router = APIRouter()
 @router.post("/v1/responses", response_model=None)
 async def create_response(
     body: ResponsesRequest, request: Request, service: ResponsesDep, principal: PrincipalDep
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | sse.EventStream:
     request.state.model = body.model
     if request.app.state.settings.log_content:
         request.state.content = str(body.input)[:1000]
@@ -40,7 +40,7 @@ async def create_response(
     if body.stream:
         counter = _Sequence(first)
         frames = sse.guarded(_frames(first, events, counter), counter.error_frames)
-        return StreamingResponse(frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers})
+        return sse.EventStream(frames, headers=headers, keepalive=request.app.state.settings.sse_keepalive)
     collected = [first]
     async for event in events:
         collected.append(event)
