@@ -99,6 +99,20 @@ def _call_from(raw: str | None) -> CallRecord | None:
     return CallRecord(**data)
 
 
+# The longest remembered prefix, taken: the first key found from the longest is read and deleted in
+# one step, so two branches of one prefix can never both continue the thread that ends there.
+_TAKE_CONVERSATION = """
+for i = #KEYS, 1, -1 do
+  local value = redis.call('GET', KEYS[i])
+  if value then
+    redis.call('DEL', KEYS[i])
+    return {i - 1, value}
+  end
+end
+return false
+"""
+
+
 class RedisStore:
     def __init__(
         self,
@@ -118,6 +132,7 @@ class RedisStore:
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
         self._close_turn = redis.register_script(_CLOSE_TURN)
+        self._take_conversation = redis.register_script(_TAKE_CONVERSATION)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -254,6 +269,17 @@ class RedisStore:
             if values[index] is not None:
                 return index, str(values[index])
         return None
+
+    @_translated
+    async def take_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
+        """Like `find_conversation`, and the prefix found is forgotten (one EVALSHA): the turn that took
+        it is the only one to continue its thread, and stores the thread's new end when it completes."""
+        if not fingerprints:
+            return None
+        found = await self._take_conversation(keys=[self.key("conv", owner, route, fp) for fp in fingerprints])
+        if not found:
+            return None
+        return int(found[0]), str(found[1])
 
     @_translated
     async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None:
