@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -167,12 +168,54 @@ def test_a_response_maps_text_format_to_the_run(bridge: Bridge) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_ignored_chat_parameters_are_named_in_the_warning_header(
-    bridge: Bridge, stream: bool, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_ignored_chat_parameters_are_named_in_the_warning_header(bridge: Bridge, stream: bool) -> None:
     client = bridge.client()
-    caplog.set_level(logging.INFO, logger="agent_bridge.access")
-    raw = client.chat.completions.with_raw_response.create(
+    # A handler on the access logger itself: the app's logging set-up may stop propagation to root.
+    access = logging.getLogger("agent_bridge.access")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    access.addHandler(handler)
+    previous = access.level
+    access.setLevel(logging.INFO)
+    try:
+        raw = _warned_turn(client, stream)
+        body_text = _drain(raw, stream)
+        # The access line is written when the response has gone out, so it may trail the body.
+        deadline = time.monotonic() + 5
+        while not any(r.__dict__.get("endpoint") for r in records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(previous)
+    assert body_text == "Echo: hi"
+    warning = raw.headers[WARNING]
+    warned = [part.split(" ", 1)[0] for part in warning.split("; ")]
+    assert warned == [
+        "logprobs",
+        "top_logprobs",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "functions",
+        "function_call",
+        "service_tier",
+    ]
+    assert warning.isascii()
+    (line,) = [r for r in records if r.__dict__.get("endpoint") == "/v1/chat/completions"]
+    assert [w.split(" ", 1)[0] for w in line.__dict__["warnings"]] == warned
+
+
+def _drain(raw: Any, stream: bool) -> str:
+    if stream:
+        return "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    return str(raw.parse().choices[0].message.content)
+
+
+def _warned_turn(client: Any, stream: bool) -> Any:
+    return client.chat.completions.with_raw_response.create(
         model="demo-assistant",
         messages=[{"role": "user", "content": "hi"}],
         seed=7,
@@ -189,28 +232,6 @@ def test_ignored_chat_parameters_are_named_in_the_warning_header(
         temperature=0.2,
         stream=stream,
     )
-    warning = raw.headers[WARNING]
-    warned = [part.split(" ", 1)[0] for part in warning.split("; ")]
-    assert warned == [
-        "logprobs",
-        "top_logprobs",
-        "seed",
-        "stop",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "functions",
-        "function_call",
-        "service_tier",
-    ]
-    assert warning.isascii()
-    if stream:
-        chunks = list(raw.parse())
-        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hi"
-    else:
-        assert raw.parse().choices[0].message.content == "Echo: hi"
-    (line,) = [r for r in caplog.records if r.name == "agent_bridge.access" and r.__dict__.get("endpoint")]
-    assert [w.split(" ", 1)[0] for w in line.__dict__["warnings"]] == warned
 
 
 def test_honoured_or_harmless_parameters_get_no_warning(bridge: Bridge) -> None:
