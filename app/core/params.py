@@ -202,8 +202,12 @@ def unhonoured(endpoint: Endpoint, backend: str, body: Any) -> tuple[ParamWarnin
     """The parameters `body` (a request model; extra fields are attributes too) sets that `backend`
     cannot honour on `endpoint`, in table order."""
     out: list[ParamWarning] = []
+    # Declared fields live in __dict__, extra ones in __pydantic_extra__: a failed getattr on a
+    # pydantic model builds an exception (about 20 us each), too dear for two dozen names per turn.
+    declared: dict[str, Any] = getattr(body, "__dict__", {})
+    extra: dict[str, Any] = getattr(body, "__pydantic_extra__", None) or {}
     for name, rule in _WARNED[(endpoint, backend)]:
-        value = getattr(body, name, None)
+        value = declared.get(name, extra.get(name))
         if value is None or _harmless(value, rule.harmless):
             continue
         out.append(ParamWarning(name, rule.status, rule.note))
