@@ -116,6 +116,8 @@ class RequestContextMiddleware:
         if facts["hung_up"]:
             extra["client_closed"] = True
             extra["sent_status"] = facts["status"] if facts["started"] else None
+        if state.get("warnings"):
+            extra["warnings"] = state["warnings"]
         if "content" in state:
             extra["content"] = state["content"]
         access.info("%s %s %s", scope["method"], scope["path"], status, extra=extra)

@@ -24,6 +24,7 @@ import openai
 import pytest
 import redis
 
+from app.state.keys import Keys
 from tests.support.bridge import Bridge, routes_for, running_bridge
 from tests.support.chat import turn
 from tests.support.process import bridge_process, write_config
@@ -63,7 +64,8 @@ def _unrecorded(emulator_url: str, redis_url: str, prefix: str) -> list[str]:
     r = redis.Redis.from_url(redis_url)
     try:
         alive = [t["id"] for t in _threads(emulator_url) if not t["deleted"]]
-        return [t for t in alive if not r.exists(f"{prefix}thread:{t}")]
+        keys = Keys(prefix)
+        return [t for t in alive if not r.exists(keys.thread(t))]
     finally:
         r.close()
 

@@ -40,10 +40,6 @@ def test_the_proxy_cuts_a_stream_that_stays_silent(emulator: ServerThread, redis
         assert proxy.cut == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SSE keep-alive (`sse_keepalive`, helper codec's app/api/sse.py) is not merged into this branch yet",
-)
 def test_keepalive_comments_carry_a_long_stream_through_the_gateway(
     emulator: ServerThread, redis_url: str, redis_prefix: str
 ) -> None:
