@@ -24,6 +24,7 @@ class IdleTimeoutProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._connections: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"idle-proxy-{self.port}")
 
     def _run(self) -> None:
@@ -40,13 +41,22 @@ class IdleTimeoutProxy:
         async with server:
             await self._stop.wait()
             server.close()
+            # Every connection ends (and closes its sockets) on this loop, before the loop closes.
+            for task in self._connections:
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await server.wait_closed()
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        self._connections.add(me)
+        me.add_done_callback(self._connections.discard)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             client_writer.close()
+            await client_writer.wait_closed()
             return
         last = asyncio.get_running_loop().time()
 
