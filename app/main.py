@@ -22,6 +22,7 @@ from app.backends.assistants.client import AssistantsClient
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
+from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
 from app.backends.foundry.passthrough import FoundryPassthrough
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
@@ -61,7 +62,11 @@ class Components:
 
 @asynccontextmanager
 async def components(
-    settings: Settings, *, retry: RetryPolicy | None = None, poll: PollPolicy | None = None
+    settings: Settings,
+    *,
+    retry: RetryPolicy | None = None,
+    poll: PollPolicy | None = None,
+    definition_policy: DefinitionPolicy | None = None,
 ) -> AsyncIterator[Components]:
     metrics = Metrics()
     redis = connect(settings.redis_url)
@@ -83,11 +88,12 @@ async def components(
             assistants_clients[name] = AssistantsClient(upstream, route)
         else:
             foundry_clients[name] = FoundryClient(upstream, route)
+    definitions = AgentDefinitions(definition_policy)
     backends: dict[str, AgentBackend] = {
         "assistants": AssistantsBackend(
             assistants_clients, store, tasks, lock_wait_s=settings.limits.lock_wait, poll=poll, metrics=metrics
         ),
-        "foundry": FoundryBackend(foundry_clients, tasks, metrics),
+        "foundry": FoundryBackend(foundry_clients, tasks, metrics, definitions),
     }
     deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
     built = Components(
@@ -99,7 +105,7 @@ async def components(
         auths=auths,
         service=TurnService(settings, backends, store),
         responses=ResponsesService(
-            settings, backends, store, FoundryPassthrough(foundry_clients, metrics), conversations=store
+            settings, backends, store, FoundryPassthrough(foundry_clients, metrics, definitions), conversations=store
         ),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
@@ -129,8 +135,9 @@ def create_app(
     *,
     retry: RetryPolicy | None = None,
     poll: PollPolicy | None = None,
+    definitions: DefinitionPolicy | None = None,
 ) -> Any:
-    """Build the bridge. `retry` and `poll` default to production policies (tests pass quicker ones)."""
+    """Build the bridge. `retry`, `poll` and `definitions` default to production policies (tests pass quicker ones)."""
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -139,7 +146,7 @@ def create_app(
                 "REDIS_URL is not set: using an embedded in-process Redis. Thread records die with this "
                 "process, and threads created now can be orphaned on Azure. Set REDIS_URL in production."
             )
-        async with components(settings, retry=retry, poll=poll) as built:
+        async with components(settings, retry=retry, poll=poll, definition_policy=definitions) as built:
             app.state.components = built
             app.state.store = built.store
             app.state.tasks = built.tasks

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core import timing
+from app.core import notices, timing
 from app.errors import PayloadTooLargeError
 
 access = logging.getLogger("agent_bridge.access")
@@ -43,6 +43,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         clock = timing.begin()
+        warnings = notices.begin()
         raw_id = request_id.encode()
         facts: dict[str, Any] = {"status": 500, "thread_id": None}
 
@@ -53,16 +54,22 @@ class RequestContextMiddleware:
                 for key, value in headers:
                     if key == b"x-thread-id":
                         facts["thread_id"] = value.decode()
-                message["headers"] = [*headers, (b"x-request-id", raw_id)]
+                headers.append((b"x-request-id", raw_id))
+                warning = notices.header_value(warnings)
+                if warning is not None:
+                    headers.append((notices.HEADER.encode(), warning.encode()))
+                message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self._account(scope, state, clock, facts)
+            self._account(scope, state, clock, facts, warnings)
 
     @staticmethod
-    def _account(scope: Scope, state: dict[str, Any], clock: timing.RequestTiming, facts: dict[str, Any]) -> None:
+    def _account(
+        scope: Scope, state: dict[str, Any], clock: timing.RequestTiming, facts: dict[str, Any], warnings: list[str]
+    ) -> None:
         route = scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
         total = time.perf_counter() - clock.started
@@ -90,6 +97,8 @@ class RequestContextMiddleware:
             "overhead_ms": round(overhead_s * 1000, 3),
             "upstream_requests": clock.upstream_requests,
         }
+        if warnings:
+            extra["warnings"] = list(warnings)
         if "content" in state:
             extra["content"] = state["content"]
         access.info("%s %s %s", scope["method"], scope["path"], facts["status"], extra=extra)

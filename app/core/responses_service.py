@@ -86,6 +86,7 @@ class ResponsesService:
             raise NotFoundError(
                 f"Previous response with id '{req.previous_response_id}' not found.",
                 param="previous_response_id",
+                code="previous_response_not_found",
             )
         return record
 

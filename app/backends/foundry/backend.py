@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.backends.foundry import mapping
+from app.backends.foundry import mapping, overrides
 from app.backends.foundry.client import FoundryClient
+from app.backends.foundry.definitions import AgentDefinitions
+from app.backends.foundry.mapping import previous_response_gone
+from app.core import notices
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.turn import ToolCall, ToolResult, TurnRequest
-from app.errors import BridgeError, InvalidRequestError, NotFoundError, UpstreamError, UpstreamTimeoutError
+from app.errors import BridgeError, UpstreamError, UpstreamTimeoutError
 from app.metrics import Metrics
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -37,26 +40,24 @@ class _TurnState:
     calls: list[ToolCall] = field(default_factory=list)
 
 
-def previous_response_gone(exc: BridgeError) -> bool:
-    """Whether Azure refused a request because its `previous_response_id` is unknown (expired, deleted)."""
-    if not isinstance(exc, NotFoundError | InvalidRequestError):
-        return False
-    text = f"{exc.code} {exc.message}".lower()
-    return exc.param == "previous_response_id" or "previous_response" in text or "previous response" in text
-
-
 class FoundryBackend:
     """Plays chat turns of Foundry v2 agents (name + version). One client per route; no registry needed."""
 
     def __init__(
-        self, clients: Mapping[str, FoundryClient], tasks: BackgroundTasks, metrics: Metrics | None = None
+        self,
+        clients: Mapping[str, FoundryClient],
+        tasks: BackgroundTasks,
+        metrics: Metrics | None = None,
+        definitions: AgentDefinitions | None = None,
     ) -> None:
         self.clients = clients
         self.tasks = tasks
         self.metrics = metrics
+        self.definitions = definitions or AgentDefinitions()
 
     def body(self, req: TurnRequest, *, previous_response_id: str | None) -> dict[str, Any]:
-        """The create-response body of a turn: all items for a new chain, the new ones after a cursor."""
+        """The create-response body of a turn: all items for a new chain, the new ones after a cursor;
+        without what Azure refuses next to an agent (each dropped option is a warning)."""
         body: dict[str, Any] = {"agent_reference": mapping.agent_reference(req.route)}
         if previous_response_id:
             body["previous_response_id"] = previous_response_id
@@ -70,11 +71,16 @@ class FoundryBackend:
         if req.tools is not None:
             body["tools"] = [mapping.tool_param(t) for t in req.tools]
         body.update(mapping.option_params(req.options))
-        return body
+        stripped = overrides.strip(body)
+        for warning in overrides.warnings(stripped, mapping.agent_reference(req.route)["name"]):
+            notices.warn(warning)
+        return stripped.body
 
     async def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
         client = self.clients[req.model]
         state = _TurnState()
+        tools = [mapping.tool_param(t) for t in req.tools or ()]
+        await self.definitions.check_tools(req.model, mapping.agent_reference(req.route)["name"], client, tools)
         if self.metrics is not None and req.cursor and any(isinstance(i, ToolResult) for i in req.new_items):
             self.metrics.tool_rounds.labels("foundry").inc()
         try:

@@ -11,9 +11,11 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from app.backends.foundry import mapping
+from app.backends.foundry import mapping, overrides
 from app.backends.foundry.client import FoundryClient
-from app.errors import ModelNotFoundError, UpstreamTimeoutError
+from app.backends.foundry.definitions import AgentDefinitions
+from app.core import notices
+from app.errors import BridgeError, ModelNotFoundError, UpstreamTimeoutError
 from app.metrics import Metrics
 
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
@@ -22,16 +24,22 @@ _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 class FoundryPassthrough:
     """Forwards sanitized Responses requests to the route's project, with the route's agent_reference."""
 
-    def __init__(self, clients: Mapping[str, FoundryClient], metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        clients: Mapping[str, FoundryClient],
+        metrics: Metrics | None = None,
+        definitions: AgentDefinitions | None = None,
+    ) -> None:
         self.clients = clients
         self.metrics = metrics
+        self.definitions = definitions or AgentDefinitions()
 
     async def stream(
         self, body: dict[str, Any], *, model: str, deadline: float
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Each upstream event as (type, data), in order; only `response.model` is rewritten."""
         client = self._client(model)
-        clean = mapping.sanitize_passthrough(body, client.route)
+        clean = await self._clean(body, model, client)
         self._count_tool_round(body)
         try:
             async with asyncio.timeout_at(deadline), client.create_response_stream(clean, deadline) as events:
@@ -50,6 +58,21 @@ class FoundryPassthrough:
                     yield kind, data
         except TimeoutError as exc:
             raise self._timeout(client) from exc
+        except BridgeError as exc:
+            if "previous_response_id" in clean and mapping.previous_response_gone(exc):
+                # Azure forgot a response the bridge still knows: the same error as for an unknown id.
+                raise mapping.previous_response_not_found(clean["previous_response_id"]) from exc
+            raise
+
+    async def _clean(self, body: dict[str, Any], model: str, client: FoundryClient) -> dict[str, Any]:
+        """The body Azure accepts: the route's agent, the tools checked against it, no overrides."""
+        clean = mapping.sanitize_passthrough(body, client.route)
+        agent = clean["agent_reference"]["name"]
+        stripped = overrides.strip(clean)
+        await self.definitions.check_tools(model, agent, client, stripped.tools)
+        for warning in overrides.warnings(stripped, agent):
+            notices.warn(warning)
+        return stripped.body
 
     async def get(self, response_id: str, model: str) -> dict[str, Any]:
         response = await self._client(model).get_response(response_id)
