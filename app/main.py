@@ -28,6 +28,7 @@ from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient, http_session, proxy_for
 from app.core.background import BackgroundTasks
+from app.core.conversations_service import ConversationsService
 from app.core.keys import KeyRing
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
@@ -55,6 +56,7 @@ class Components:
     auths: dict[str, AuthProvider]
     service: TurnService
     responses: ResponsesService
+    conversations: ConversationsService
     admin: ThreadAdmin
     janitor: Janitor
     metrics: Metrics
@@ -107,6 +109,7 @@ async def components(
         responses=ResponsesService(
             settings, backends, store, FoundryPassthrough(foundry_clients, metrics, definitions), conversations=store
         ),
+        conversations=ConversationsService(settings, foundry_clients, store),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
             store,
@@ -152,6 +155,7 @@ def create_app(
             app.state.tasks = built.tasks
             app.state.service = built.service
             app.state.responses = built.responses
+            app.state.conversations = built.conversations
             app.state.admin = built.admin
             app.state.janitor = built.janitor
             stop = asyncio.Event()

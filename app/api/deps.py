@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.core.conversations_service import ConversationsService
 from app.core.keys import KeyRing, Principal
 from app.core.responses_service import ResponsesService
 from app.core.service import TurnService
@@ -65,3 +66,11 @@ async def _responses(request: Request) -> ResponsesService:
 
 
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
+
+
+async def _conversations(request: Request) -> ConversationsService:
+    service: ConversationsService = request.app.state.conversations
+    return service
+
+
+ConversationsDep = Annotated[ConversationsService, Depends(_conversations)]

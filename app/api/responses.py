@@ -55,6 +55,15 @@ async def get_response(response_id: str, service: ResponsesDep, owner: OwnerDep)
     return JSONResponse(await service.get(response_id, owner=owner))
 
 
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(response_id: str, request: Request, service: ResponsesDep, owner: OwnerDep) -> JSONResponse:
+    params = {k: v for k, v in request.query_params.items() if k in _LIST_PARAMS}
+    return JSONResponse(await service.input_items(response_id, owner=owner, params=params))
+
+
+_LIST_PARAMS = ("limit", "order", "after", "before", "include[]", "include")
+
+
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(response_id: str, service: ResponsesDep, owner: OwnerDep) -> JSONResponse:
     return JSONResponse(await service.delete(response_id, owner=owner))

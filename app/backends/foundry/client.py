@@ -47,6 +47,26 @@ class FoundryClient:
         )
         return result
 
+    async def get_input_items(self, response_id: str, params: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "GET", self._url(f"/responses/{response_id}/input_items"), params=params, operation="list_input_items"
+        )
+        return result
+
+    async def conversation_request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """`/openai/v1/conversations{path}` on the route's project, relayed as it is."""
+        result: dict[str, Any] = await self.upstream.request(
+            method,
+            self._url(f"/conversations{path}"),
+            json=json,
+            params=params or None,
+            idempotent=method != "POST",
+            operation=f"{method.lower()}_conversation" + ("_items" if path.endswith("/items") else ""),
+        )
+        return result
+
     async def cancel_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
             "POST", self._url(f"/responses/{response_id}/cancel"), deadline=deadline, operation="cancel_response"

@@ -82,6 +82,9 @@ class FoundryPassthrough:
     async def delete(self, response_id: str, model: str) -> dict[str, Any]:
         return await self._client(model).delete_response(response_id)
 
+    async def input_items(self, response_id: str, model: str, params: dict[str, str]) -> dict[str, Any]:
+        return await self._client(model).get_input_items(response_id, params)
+
     def _client(self, model: str) -> FoundryClient:
         client = self.clients.get(model)
         if client is None:
