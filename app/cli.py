@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from app.errors import ConfigError
-from app.settings import Settings, load_settings
+from app.settings import Settings, config_warnings, load_settings
 
 
 def _load(path: str) -> Settings:
@@ -71,6 +71,8 @@ def _check_config(args: argparse.Namespace) -> int:
     for name, route in settings.routes.items():
         target = route.assistant_id if route.assistant_id else f"{route.agent.name}:{route.agent.version or 'latest'}"  # type: ignore[union-attr]
         print(f"  {name}: {route.backend} {target} at {route.endpoint} (auth {route.auth.type})")
+    for warning in config_warnings(settings):
+        print(f"warning: {args.config}: {warning}", file=sys.stderr)
     return 0
 
 

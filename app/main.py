@@ -33,7 +33,7 @@ from app.core.keys import KeyRing
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
 from app.metrics import Metrics
-from app.settings import RouteSettings, Settings, load_settings
+from app.settings import RouteSettings, Settings, config_warnings, load_settings
 from app.state.connect import connect
 from app.state.janitor import Janitor, JanitorPolicy
 from app.state.store import RedisStore
@@ -167,6 +167,8 @@ def create_app(
                 if sweeper is not None:
                     await sweeper
 
+    for warning in config_warnings(settings):
+        log.warning("%s", warning)
     keys = KeyRing(settings.keys)
     if keys.open_mode:
         log.warning(

@@ -101,6 +101,24 @@ class RouteSettings(_Strict):
         return "/api/projects/" in urlparse(self.endpoint).path
 
 
+PROJECT_KEY_WARNING = (
+    "Agent Service takes Entra ID; a key works only through a gateway that takes it "
+    "(set auth.type: entra unless such a gateway stands in front of this project)"
+)
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """What is valid but probably wrong, as `<dotted.key>: <what>` lines.
+
+    Start-up logs them and check-config prints them; neither refuses the config over them.
+    """
+    return [
+        f"routes.{name}.auth: {PROJECT_KEY_WARNING}"
+        for name, route in settings.routes.items()
+        if route.is_project and route.auth.type == "api_key"
+    ]
+
+
 class KeySettings(_Strict):
     """A client key: its name is the owner of everything created with it."""
 
