@@ -77,6 +77,11 @@ class RouteSettings(_Strict):
     """How the bridge follows an Assistants run: streamed (default) or polled with adaptive backoff."""
     timeout: Seconds = 300.0
     """Deadline of one turn; past it the run is cancelled and the client gets 504."""
+    background: bool = True
+    """Foundry v2 only: create responses in background mode (`background: true`, streamed and stored),
+    the only mode in which Azure lets a response be cancelled, so that a client's hang-up or the
+    deadline stops the work upstream. `false`: foreground responses, which run on to their end
+    upstream when the client goes away (Azure refuses to cancel them)."""
     description: str | None = None
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -264,11 +265,22 @@ async def test_a_client_disconnect_cancels_in_the_background(foundry: Foundry) -
     turn = cast(
         AsyncGenerator[TurnEvent, None], foundry.backend.run_turn(foundry.turn((Message("user", "/sleep 3000\nslow"),)))
     )
-    assert isinstance(await anext(turn), ThreadBound)
+    bound = await anext(turn)
+    assert isinstance(bound, ThreadBound) and bound.response_id is not None
     await turn.aclose()  # what a disconnect does to the generator
     assert len(foundry.tasks) == 1
     await foundry.tasks.drain(within_s=5.0)
     assert (await foundry.stats())["by_operation"].get(CANCEL) == 1
+    # A background response (the route's default) is cancelled upstream, not left running.
+    upstream = await foundry.clients["demo"].get_response(bound.response_id)
+    assert upstream["background"] is True and upstream["status"] == "cancelled"
+
+
+async def test_a_foreground_route_sends_no_background_flag(foundry: Foundry) -> None:
+    route = foundry.clients["demo"].route.model_copy(update={"background": False})
+    await foundry.play(dataclasses.replace(foundry.turn((Message("user", "hi"),)), route=route))
+    [body] = await foundry.creates()
+    assert "background" not in body
 
 
 # -- the /v1/responses pass-through ----------------------------------------------------------------

@@ -64,8 +64,7 @@ class FoundryBackend:
             body["input"] = mapping.input_items(req.new_items)
         else:
             body["input"] = mapping.input_items(req.items)
-        body["stream"] = True
-        body["store"] = True
+        body.update(mapping.lifecycle_params(req.route))
         if req.instructions:
             body["instructions"] = req.instructions
         if req.tools is not None:

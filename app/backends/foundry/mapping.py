@@ -102,6 +102,15 @@ def option_params(options: TurnOptions) -> dict[str, Any]:
     return body
 
 
+def lifecycle_params(route: RouteSettings) -> dict[str, Any]:
+    """How the route's responses are created: always streamed and stored; in background mode when the
+    route says so, because only a background response can be cancelled (azure-as-it-is.md 1)."""
+    params: dict[str, Any] = {"stream": True, "store": True}
+    if route.background:
+        params["background"] = True
+    return params
+
+
 def sanitize_passthrough(body: dict[str, Any], route: RouteSettings) -> dict[str, Any]:
     """The client's Responses body, minus every way to pick an agent, plus the route's agent."""
     clean = {k: v for k, v in body.items() if k not in AGENT_SELECTORS}
