@@ -35,6 +35,7 @@ def _duration(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+SecondsOrOff = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 
 
 class _Strict(BaseModel):
@@ -229,6 +230,9 @@ class Settings(BaseSettings):
     shutdown_grace: Seconds = 30.0
     """On SIGTERM, in-flight turns get this long to finish; then each ends in OpenAI's format (503 with
     Retry-After, or an in-stream error then [DONE]) and its run is cancelled."""
+    sse_keepalive: SecondsOrOff = 15.0
+    """A stream that sent nothing for this long sends an SSE comment, so idle-timeout gateways keep
+    it open while the agent works; 0 turns it off."""
     config_path: str | None = None
 
     @model_validator(mode="after")

@@ -125,7 +125,12 @@ class TurnService:
             )
         parsed = chat_codec.parse_request(req)
         found = await conversation.resolve(
-            self.index, owner=owner, route=req.model, items=parsed.items, conversation_id=conversation_id
+            self.index,
+            owner=owner,
+            route=req.model,
+            items=parsed.items,
+            conversation_id=conversation_id,
+            claim=route.backend == "assistants",
         )
         deadline = time.monotonic() + route.timeout
         turn = TurnRequest(

@@ -60,7 +60,8 @@ def test_responses_with_temperature_get_the_answer_and_the_warning(bridge: Bridg
         body = {"model": "demo-agent", "input": "warm", "temperature": 0.2, "top_p": 0.5, "stream": stream}
         answer = c.post(f"{bridge.url}/v1/responses", json=body)
     assert answer.status_code == 200, answer.text
-    assert "temperature, top_p" in answer.headers[WARNING]
+    warned = answer.headers[WARNING].split("; ")
+    assert [w.split(" ", 2)[:2] for w in warned] == [["temperature", "dropped:"], ["top_p", "dropped:"]]
     assert "Echo: warm" in answer.text
 
 

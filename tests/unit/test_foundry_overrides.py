@@ -6,9 +6,10 @@ import pytest
 
 from app.backends.foundry import overrides
 from app.backends.foundry.definitions import parse
-from app.core import input_items, notices
+from app.core import input_items, notices, params
 from app.core.turn import Message, ToolCall, ToolResult
 from app.errors import InvalidRequestError
+from app.wire.responses import ResponsesRequest
 
 
 def test_strip_drops_every_refused_field_and_server_side_items() -> None:
@@ -32,14 +33,17 @@ def test_strip_drops_every_refused_field_and_server_side_items() -> None:
     assert stripped.tools == [{"type": "function", "name": "f"}]
     assert stripped.ignored == ("temperature", "instructions")  # defaults and nulls say nothing
     assert stripped.dropped_items == ("reasoning", "mcp_list_tools")
-    first, second = overrides.warnings(stripped, "a")
-    assert first.startswith("Ignored temperature, instructions: the Foundry v2 agent 'a'")
-    assert "2 input item(s) of type mcp_list_tools, reasoning" in second
+    # The fields are warned by the parameter table, one entry each; the items only the body shows.
+    (items,) = overrides.warnings(stripped)
+    assert items.startswith("input items dropped: 2 of type mcp_list_tools, reasoning")
+    req = ResponsesRequest.model_validate({k: v for k, v in body.items() if k != "agent_reference"} | {"model": "m"})
+    warned = params.unhonoured("responses", "foundry", req)
+    assert [(w.param, w.status) for w in warned] == [("instructions", "dropped"), ("temperature", "dropped")]
 
 
 def test_a_clean_body_has_nothing_to_say() -> None:
     stripped = overrides.strip({"input": "hi"})
-    assert stripped.body == {"input": "hi"} and overrides.warnings(stripped, "a") == []
+    assert stripped.body == {"input": "hi"} and overrides.warnings(stripped) == []
 
 
 def test_tools_are_checked_by_name_for_functions_and_by_type_otherwise() -> None:

@@ -176,7 +176,7 @@ class FoundryRelayTurn:
         agent = clean["agent_reference"]["name"]
         stripped = overrides.strip(clean)
         await self.b.definitions.check_tools(self.model, agent, self.client, stripped.tools)
-        for warning in overrides.warnings(stripped, agent):
+        for warning in overrides.warnings(stripped):
             notices.warn(warning)
         body = stripped.body
         if route.background and body.get("store") is not False:
@@ -272,8 +272,10 @@ class FoundryBackend:
             body["tools"] = [mapping.tool_param(t) for t in req.tools]
         body.update(mapping.option_params(req.options))
         stripped = overrides.strip(body)
-        for warning in overrides.warnings(stripped, mapping.agent_reference(req.route)["name"]):
+        for warning in overrides.warnings(stripped):
             notices.warn(warning)
+        if req.instructions:
+            notices.warn(overrides.instructions_warning())
         return stripped.body
 
 

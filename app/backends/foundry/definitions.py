@@ -115,8 +115,8 @@ class AgentDefinitions:
         definition = await self.get(route, agent, source)
         if definition is None:
             notices.warn(
-                f"The tools of agent '{agent}' could not be read, so the request's tools were not checked "
-                "against them (they are never sent: the agent version's own tools apply)"
+                f"tools unchecked: the definition of agent '{agent}' could not be read, so the request's "
+                "tools were not checked against it (they are never sent: the agent version's own tools apply)"
             )
             return
         overrides.check_declared(requested, definition.tools, f"{definition.label} (model '{route}')")

@@ -9,7 +9,8 @@ the emulator follows, docs/reference/azure-as-it-is.md 1). Server-side output it
 are refused with 400 `invalid_payload` (agent-framework#5338).
 
 So the bridge sends none of them: function tools are checked against the agent version's own
-(`definitions`), and everything else is dropped with a warning, never failing the turn.
+(`definitions`), and everything else is dropped with a warning, never failing the turn (the fields
+through the parameter table, `app.core.params`; the items and a chat's system text from here).
 """
 
 from __future__ import annotations
@@ -90,21 +91,25 @@ def strip(body: dict[str, Any]) -> Stripped:
     return Stripped(clean, list(tools) if isinstance(tools, list) else [], ignored, tuple(dropped))
 
 
-def warnings(stripped: Stripped, agent: str) -> list[str]:
-    """The human sentences for what was dropped (for the `x-agent-bridge-warning` header)."""
-    out: list[str] = []
-    if stripped.ignored:
-        out.append(
-            f"Ignored {', '.join(stripped.ignored)}: the Foundry v2 agent '{agent}' uses its agent version's "
-            "own settings, and Azure refuses them in a request that names an agent"
-        )
-    if stripped.dropped_items:
-        kinds = ", ".join(sorted(set(stripped.dropped_items)))
-        out.append(
-            f"Left out {len(stripped.dropped_items)} input item(s) of type {kinds}: only the agent service "
-            "produces them, and Azure refuses them as input"
-        )
-    return out
+def warnings(stripped: Stripped) -> list[str]:
+    """What only the translated body shows (for the `x-agent-bridge-warning` header): server-side
+    items left out of `input`. The refused fields a client sets are warned by the parameter table
+    (`app.core.params`), one entry per parameter, before the turn starts."""
+    if not stripped.dropped_items:
+        return []
+    kinds = ", ".join(sorted(set(stripped.dropped_items)))
+    return [
+        f"input items dropped: {len(stripped.dropped_items)} of type {kinds}, which only the agent service "
+        "produces and Azure refuses as input"
+    ]
+
+
+def instructions_warning() -> str:
+    """A chat turn's system/developer text, which becomes `instructions` and is left out on Foundry v2."""
+    return (
+        "instructions dropped: the system and developer messages are not sent, Foundry v2 refuses "
+        "instructions next to agent_reference (the agent version's own instructions apply)"
+    )
 
 
 def requested_tools(tools: Iterable[Any]) -> list[tuple[str, str]]:
