@@ -25,7 +25,8 @@ def now() -> int:
 
 
 class EmulatorHTTPError(Exception):
-    """An error answered with Azure's body: `{"error": {"message", "type", "param", "code"}}`."""
+    """An error answered with Azure's body: `{"error": {"message", "type", "param", "code"}}`, plus any
+    `extra` fields Azure adds inside `error` (Foundry's `details` and `additionalInfo`)."""
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class EmulatorHTTPError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -44,10 +46,17 @@ class EmulatorHTTPError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        self.extra = extra or {}
 
     def response(self) -> JSONResponse:
         return error_response(
-            self.status, self.message, type=self.type, param=self.param, code=self.code, headers=self.headers
+            self.status,
+            self.message,
+            type=self.type,
+            param=self.param,
+            code=self.code,
+            headers=self.headers,
+            extra=self.extra,
         )
 
 
@@ -59,8 +68,9 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    body = {"error": {"message": message, "type": type, "param": param, "code": code, **(extra or {})}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
