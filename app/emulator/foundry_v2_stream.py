@@ -79,6 +79,9 @@ async def numbered_events(
                 )
                 yield event("response.output_item.done", output_index=index, item=item)
         final = copy.deepcopy(finish())
+        if final["status"] == "failed" and plan.error_code == "rate_limit_exceeded":
+            # An in-stream error, then the terminal event SDKs wait for (azure-as-it-is.md §3).
+            yield event("error", code=plan.error_code, message=plan.error_message, param=None)
         if final["status"] in _TERMINAL:
             yield event(_TERMINAL[final["status"]], response=final)
     finally:
@@ -105,6 +108,8 @@ async def _message(
         if n and delay > 0:
             await asyncio.sleep(delay / 1000)
         yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+    for n, annotation in enumerate(part["annotations"]):
+        yield event("response.output_text.annotation.added", **where, annotation_index=n, annotation=annotation)
     yield event("response.output_text.done", **where, text=part["text"], logprobs=[])
     yield event("response.content_part.done", **where, part=part)
     yield event("response.output_item.done", output_index=index, item=item)
