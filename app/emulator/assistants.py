@@ -3,7 +3,8 @@
 Both need `?api-version=`; both share one in-memory store: a thread remembers the surface and project that
 created it (classic `GET /threads` lists only its project's), yet any surface reaches it by id.
 Runs play in the background (`assistants_runs`); `stream: true` relays their events as SSE.
-Preloaded unless `options.empty`: `asst_demo` ("demo") and `asst_flights` ("flights-demo", the seed's tools).
+Preloaded unless `options.empty`: `asst_demo` ("demo"), `asst_flights` ("flights-demo", the seed's tools)
+and `asst_mcp` ("mcp-demo", an `mcp` tool with server_label "docs", approvals "always" by default).
 """
 
 from __future__ import annotations
