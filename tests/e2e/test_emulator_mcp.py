@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from azure.ai.projects import AIProjectClient
 
 from tests.e2e.test_emulator_agents_classic import _client
+from tests.e2e.test_emulator_foundry_v2 import StaticCredential as ProjectCredential
 from tests.support.servers import ServerThread
 from tests.support.spec import validate
 
@@ -179,3 +181,99 @@ def test_classic_stream_reaches_requires_action_through_openai(emulator: ServerT
     assert "thread.run.step.delta" in names
     run: Any = events[-1].data
     assert run.required_action.type == "submit_tool_approval"
+
+
+MCP_AGENT = {"agent_reference": {"type": "agent_reference", "name": "mcp-agent"}}
+
+
+@pytest.fixture
+def v2(emulator: ServerThread) -> Iterator[openai.OpenAI]:
+    with (
+        AIProjectClient(endpoint=f"{emulator.url}/api/projects/demo", credential=ProjectCredential()) as project,
+        project.get_openai_client() as client,
+    ):
+        yield client
+
+
+def _raw(v2: openai.OpenAI, stream: bool = False, **body: Any) -> Any:
+    raw = v2.responses.with_raw_response.create(**body, stream=stream, extra_body=MCP_AGENT).http_response
+    if not stream:
+        return raw.json()
+    events = [json.loads(line[6:]) for line in raw.iter_lines() if line.startswith("data: ")]
+    for event in events:
+        validate(event, "ResponseStreamEvent")
+    return events
+
+
+def test_v2_approval_request_then_mcp_call(v2: openai.OpenAI) -> None:
+    first = _raw(v2, input=ASK)
+    validate(first, "Response")
+    assert first["status"] == "completed"
+    assert [i["type"] for i in first["output"]] == ["mcp_list_tools", "mcp_approval_request"]
+    listing, request = first["output"]
+    assert (listing["server_label"], [t["name"] for t in listing["tools"]]) == ("docs", ["search"])
+    assert {k: request[k] for k in ("server_label", "name", "arguments")} == {
+        "server_label": "docs",
+        "name": "search",
+        "arguments": '{"q": "emulators"}',
+    }
+    assert any(t["type"] == "mcp" for t in first["tools"])
+    answer = {"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}
+    second = v2.responses.create(input=[answer], previous_response_id=first["id"], extra_body=MCP_AGENT)  # type: ignore[list-item]
+    assert [i.type for i in second.output] == ["mcp_call", "message"]
+    call: Any = second.output[0]
+    assert (call.output, call.approval_request_id, call.server_label) == (OUTPUT, request["id"], "docs")
+    assert second.output_text == f"MCP search returned: {OUTPUT}"
+    assert second.usage is not None and second.usage.total_tokens > 0
+
+
+def test_v2_denied_and_streamed(v2: openai.OpenAI) -> None:
+    events = _raw(v2, stream=True, input=ASK)
+    kinds = [e["type"] for e in events]
+    assert "response.mcp_list_tools.completed" in kinds and kinds[-1] == "response.completed"
+    request = events[-1]["response"]["output"][1]
+    assert request["type"] == "mcp_approval_request"
+    deny = {"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": False}
+    denied = _raw(v2, input=[deny], previous_response_id=events[-1]["response"]["id"])
+    validate(denied, "Response")
+    assert [i["type"] for i in denied["output"]] == ["message"]
+    assert denied["output"][0]["content"][0]["text"] == "MCP search was not approved, so it was not called."
+    # Approved and streamed: the mcp_call item with its events, then the message.
+    again = _raw(v2, stream=True, input=ASK)
+    approve = {**deny, "approval_request_id": again[-1]["response"]["output"][1]["id"], "approve": True}
+    made = _raw(v2, stream=True, input=[approve], previous_response_id=again[-1]["response"]["id"])
+    kinds = [e["type"] for e in made]
+    for expected in (
+        "response.mcp_call.in_progress",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.completed",
+    ):
+        assert expected in kinds
+    assert [i["type"] for i in made[-1]["response"]["output"]] == ["mcp_call", "message"]
+
+
+def test_v2_in_a_conversation_lists_tools_once(v2: openai.OpenAI) -> None:
+    conversation = v2.conversations.create()
+    first = _raw(v2, input=ASK, conversation=conversation.id)
+    request = first["output"][-1]
+    answer = {"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}
+    second = _raw(v2, input=[answer], conversation=conversation.id)
+    assert [i["type"] for i in second["output"]] == ["mcp_call", "message"]
+    third = _raw(v2, input=ASK, conversation=conversation.id)
+    assert [i["type"] for i in third["output"]] == ["mcp_approval_request"]  # the listing is in the context
+
+
+def test_v2_refuses_unknown_approvals_and_server_side_mcp_items(emulator: ServerThread) -> None:
+    with httpx.Client(
+        base_url=f"{emulator.url}/api/projects/demo/openai/v1", headers={"Authorization": "Bearer t"}
+    ) as c:
+        first = c.post("/responses", json={"input": ASK, **MCP_AGENT}).json()
+        unknown = {"type": "mcp_approval_response", "approval_request_id": "mcpr_nope", "approve": True}
+        refused = c.post("/responses", json={"input": [unknown], "previous_response_id": first["id"], **MCP_AGENT})
+        assert refused.status_code == 400 and "mcpr_nope" in refused.json()["error"]["message"]
+        bad = {"type": "mcp_approval_response", "approval_request_id": first["output"][1]["id"], "approve": "yes"}
+        refused = c.post("/responses", json={"input": [bad], "previous_response_id": first["id"], **MCP_AGENT})
+        assert (refused.status_code, refused.json()["error"]["param"]) == (400, "input[0].approve")
+        for item in first["output"]:  # what the service produced may not come back as input
+            resent = c.post("/responses", json={"input": [{"role": "user", "content": "hi"}, item], **MCP_AGENT})
+            assert (resent.status_code, resent.json()["error"]["code"]) == (400, "invalid_payload")
