@@ -25,6 +25,7 @@ from app.emulator import assistants_bodies as bodies
 from app.emulator.assistants_routes import RunsAPI
 from app.emulator.assistants_runs import RunEngine
 from app.emulator.assistants_state import AssistantsStore, Surface, Thread, assistant_object, message_object
+from app.emulator.files import FileStore
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, error_response, list_params, new_id, now, page, read_json
 
@@ -270,10 +271,12 @@ def _routes(api: AssistantsAPI, runs: RunsAPI, *, list_threads: bool) -> list[Ba
 def build(ctx: EmulatorContext) -> list[BaseRoute]:
     store = AssistantsStore()
     store.reset(seed=not ctx.options.empty)
-    engine = RunEngine(ctx)
+    files = FileStore()
+    engine = RunEngine(ctx, files)
 
     def reset() -> None:
         store.reset(seed=not ctx.options.empty)
+        files.files.clear()
 
     def threads_view() -> list[dict[str, Any]]:
         for thread in store.threads.values():
@@ -291,7 +294,7 @@ def build(ctx: EmulatorContext) -> list[BaseRoute]:
         mounts.append(
             Mount(
                 prefix,
-                routes=_routes(api, runs, list_threads=surface == "classic"),
+                routes=[*_routes(api, runs, list_threads=surface == "classic"), *files.routes()],
                 middleware=[Middleware(AzureSurface)],
             )
         )

@@ -19,6 +19,8 @@ from app.emulator.assistants_state import (
     message_text,
     step_object,
 )
+from app.emulator.assistants_tools import Made, hosted_steps
+from app.emulator.files import FileStore
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, new_id, now, sse
 
@@ -46,8 +48,9 @@ def _halves(text: str) -> list[str]:
 class RunEngine:
     """Starts, continues, cancels and expires runs; every state change is also an event in the run's log."""
 
-    def __init__(self, ctx: EmulatorContext) -> None:
+    def __init__(self, ctx: EmulatorContext, files: FileStore) -> None:
         self.ctx = ctx
+        self.files = files
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle entry points (called by the route handlers) ----
@@ -209,7 +212,7 @@ class RunEngine:
                 self._fail(run, plan.error_code, plan.error_message, plan.usage)
             else:
                 self._mcp_done(run, plan)
-                await self._message(run, plan)
+                await self._message(run, plan, hosted_steps(run, plan, self.files))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here must not leave the run active forever
@@ -351,7 +354,7 @@ class RunEngine:
             "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
         }
 
-    async def _message(self, run: Run, plan: script.Plan) -> None:
+    async def _message(self, run: Run, plan: script.Plan, made: Made) -> None:
         thread = run.thread
         message = message_object(
             new_id("msg"),
@@ -376,16 +379,28 @@ class RunEngine:
         run.log.emit("thread.message.in_progress", message)
         text = ""
         annotations: list[dict[str, Any]] = []
-        for n, delta in enumerate(plan.deltas or (plan.text,)):
+        lead = made.parts  # code interpreter's images come before the text (content index 0, 1, ...)
+        for index, lead_part in enumerate(lead):
+            message["content"] = list(lead[: index + 1])
+            delta_part = {"index": index, **lead_part}
+            run.log.emit(
+                "thread.message.delta",
+                {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [delta_part]}},
+            )
+        pieces = plan.deltas or (plan.text,)
+        for n, delta in enumerate(pieces):
             delay = self.ctx.options.token_delay_ms
             if n and delay > 0:
                 await asyncio.sleep(delay / 1000)
             start = len(text)
             text += delta
             added = [annotation(c) for c in plan.citations if c.start == start and c.marker == delta]
+            if n == len(pieces) - 1:
+                added.extend(made.annotations)  # a file_path link: whole once the text is
             annotations.extend(added)
-            message["content"] = [{"type": "text", "text": {"value": text, "annotations": list(annotations)}}]
-            part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": delta}}
+            body = {"type": "text", "text": {"value": text, "annotations": list(annotations)}}
+            message["content"] = [*lead, body]
+            part: dict[str, Any] = {"index": len(lead), "type": "text", "text": {"value": delta}}
             if n == 0 or added:
                 first = len(annotations) - len(added)
                 part["text"]["annotations"] = [{"index": first + i, **a} for i, a in enumerate(added)]

@@ -15,6 +15,10 @@
   `require_approval: "always"` (the default) the turn stops for an approval first; approved, the
   (fake) server answers `mcp_output()`, and the answer is `MCP NAME returned: <output>`; denied, it is
   `MCP NAME was not approved, so it was not called.`; with `"never"` the call runs at once;
+- `/image` runs code interpreter, which draws a chart: an `image` output and an `image_file` content
+  part; `/file NAME` writes `/mnt/data/NAME`: the answer links `sandbox:/mnt/data/NAME`, annotated
+  `file_path`; both files are served by the files endpoints (`files.py`); `/cite` searches files first
+  (a `file_search` run step on classic);
 - the agent named `flights-demo` replays the seed notebook: `my_cat_born_date`, then `get_flights`
   from that date to Easter 2021, then `There are N flights between ...`.
 
@@ -168,7 +172,33 @@ def _cited(prompt: int, sleep_ms: float) -> Plan:
         sleep_ms=sleep_ms,
         deltas=(head, file_marker, middle, url_marker, tail),
         citations=citations,
+        file_search=True,
     )
+
+
+@dataclass(frozen=True)
+class CodeRun:
+    """What code interpreter ran: its `code`, its `logs`, and what it made (an image, a file NAME)."""
+
+    code: str
+    logs: str
+    image: bool = False
+    file_name: str = ""
+
+    @property
+    def link(self) -> str:
+        return f"sandbox:/mnt/data/{self.file_name}"
+
+
+def _code(image: bool, name: str, prompt: int, sleep_ms: float) -> Plan:
+    if image:
+        run = CodeRun("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.savefig('chart.png')", "", True)
+        text = "Here is the chart."
+    else:
+        code = f"open('/mnt/data/{name}', 'w').write('name,value\\n{name},42\\n')"
+        run = CodeRun(code, f"wrote /mnt/data/{name}", file_name=name)
+        text = f"Download it: [{name}]({run.link})"
+    return Plan(kind="reply", text=text, usage=Usage(prompt, words(text)), sleep_ms=sleep_ms, code=run)
 
 
 @dataclass(frozen=True)
@@ -184,12 +214,17 @@ class Plan:
     deltas: tuple[str, ...] = field(default=())
     citations: tuple[Citation, ...] = ()
     """Markers in `text` and what each cites (`/cite`)."""
+    code: CodeRun | None = None
+    """Code interpreter ran before the answer (`/image`, `/file NAME`)."""
+    file_search: bool = False
+    """A file search ran before the answer (`/cite`)."""
     mcp_calls: tuple[McpCall, ...] = ()
     """MCP calls waiting for approval (kind `mcp_approval`) or made in this turn (kind `reply`)."""
 
 
 _TOOL_LINE = re.compile(r"^/tool\s+([A-Za-z0-9_.-]+)\s*(.*)$")
 _MCP_LINE = re.compile(r"^/mcp\s+([A-Za-z0-9_.-]+)\s*(.*)$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SLEEP_LINE = re.compile(r"^/sleep\s+(\d+(?:\.\d+)?)\s*$")
 _FAIL_LINE = re.compile(r"^/fail(?:\s+(\S+))?\s*$")
 
@@ -315,6 +350,8 @@ def plan_turn(
                 incomplete_reason="content_filter",
                 deltas=chunk_text(text),
             )
+        elif line == "/image" or (line.startswith("/file ") and _FILE_NAME.match(line[6:].strip())):
+            return _code(line == "/image", line[6:].strip(), prompt, sleep_ms)
         elif line == "/cite":
             return _cited(prompt, sleep_ms)
         elif line == "/incomplete":
