@@ -7,27 +7,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from app.api import sse
+from app.api import sse, warnings
 from app.api.deps import PrincipalDep, ServiceDep
+from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import chat_codec, timing
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.events import TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.turn import ToolCall
 from app.errors import BridgeError, UpstreamError
 from app.wire.chat import ChatCompletionRequest
 
 router = APIRouter()
-
-
-def _bound_headers(first: TurnEvent) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if isinstance(first, ThreadBound):
-        if first.thread_id:
-            headers["x-thread-id"] = first.thread_id
-        if first.response_id:
-            headers["x-response-id"] = first.response_id
-    return headers
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -37,30 +28,33 @@ async def chat_completions(
     service: ServiceDep,
     principal: PrincipalDep,
     x_conversation_id: Annotated[str | None, Header(max_length=256)] = None,
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | sse.EventStream:
     request.state.model = body.model
     if request.app.state.settings.log_content:
         request.state.content = _tail(body.messages[-1].content)
     principal.check_model(body.model)
-    events = service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
-    # The first event binds the upstream thread; errors before it are plain HTTP errors.
-    first = await anext(events)
-    headers = _bound_headers(first)
+    warned = warnings.headers(request, "chat", body)
+    turn = await service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
+    # Up to Azure's first answer errors are plain HTTP errors; the route renders, the turn owns its end.
+    bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
+    headers = {**bound_headers(bound), **warned}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
-        frames = sse.guarded(_chunks(renderer, events), _stream_error)
-        return StreamingResponse(frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers})
-    return await _complete(body.model, first, events, headers)
+        frames = sse.guarded(_chunks(renderer, turn.events()), _stream_error)
+        return TurnStream(frames, turn, headers, keepalive=request.app.state.settings.sse_keepalive)
+    try:
+        return await _complete(body.model, turn.events(), headers)
+    finally:
+        watch.stop()
+        await turn.end()
 
 
-async def _complete(
-    model: str, first: TurnEvent, events: AsyncIterator[TurnEvent], headers: dict[str, str]
-) -> JSONResponse:
+async def _complete(model: str, events: AsyncIterator[TurnEvent], headers: dict[str, str]) -> JSONResponse:
     parts: list[str] = []
     calls: tuple[ToolCall, ...] = ()
     done: TurnCompleted | None = None
-    async for event in _chain(first, events):
+    async for event in events:
         if isinstance(event, TextDelta):
             parts.append(event.text)
         elif isinstance(event, ToolCallsRequired):
@@ -82,12 +76,6 @@ async def _complete(
     if current is not None:
         headers["x-agent-bridge-overhead-ms"] = f"{current.overhead_ms():.3f}"
     return JSONResponse(completion, headers=headers)
-
-
-async def _chain(first: TurnEvent, rest: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
-    yield first
-    async for event in rest:
-        yield event
 
 
 async def _chunks(renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent]) -> AsyncIterator[bytes]:

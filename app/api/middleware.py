@@ -90,6 +90,8 @@ class RequestContextMiddleware:
             "overhead_ms": round(overhead_s * 1000, 3),
             "upstream_requests": clock.upstream_requests,
         }
+        if state.get("warnings"):
+            extra["warnings"] = state["warnings"]
         if "content" in state:
             extra["content"] = state["content"]
         access.info("%s %s %s", scope["method"], scope["path"], facts["status"], extra=extra)

@@ -1,4 +1,4 @@
-"""The service: routes a model name to its backend and plays a chat turn through the neutral core."""
+"""The chat service: routes a model name to its backend and builds the chat turn the route opens and renders."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.core import chat_codec, conversation
+from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
-from app.core.events import TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
-from app.core.turn import Message, ToolCall, TurnRequest
+from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.lifetime import InFlight, Turn, Work
+from app.core.turn import Item, Message, ToolCall, TurnRequest
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
 from app.wire.chat import ChatCompletionRequest
@@ -25,9 +27,9 @@ def route_for(settings: Settings, model: str) -> RouteSettings:
 
 
 class AgentBackend(Protocol):
-    """Plays one turn against Azure and yields neutral events (see `app.core.events`)."""
+    """Starts turns against Azure; each turn's work yields neutral events (see `app.core.events`)."""
 
-    def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]: ...
+    def turn(self, req: TurnRequest) -> Work[TurnEvent]: ...
 
 
 @dataclass
@@ -41,21 +43,78 @@ class Reply:
         return Message(role="assistant", text=self.text, tool_calls=self.tool_calls)
 
 
+class _ChatWork:
+    """A backend's turn, plus what the conversation index must learn when it completes."""
+
+    def __init__(
+        self,
+        work: Work[TurnEvent],
+        index: ConversationIndex,
+        *,
+        owner: str,
+        model: str,
+        items: tuple[Item, ...],
+        conversation_id: str | None,
+        previous_cursor: str | None,
+    ) -> None:
+        self.work = work
+        self.index = index
+        self.owner = owner
+        self.model = model
+        self.items = items
+        self.conversation_id = conversation_id
+        self.previous_cursor = previous_cursor
+
+    async def open(self) -> ThreadBound:
+        return await self.work.open()
+
+    async def close(self, ending: BaseException | None) -> None:
+        await self.work.close(ending)
+
+    async def events(self) -> AsyncIterator[TurnEvent]:
+        """The backend's events; the conversation's new cursor is stored before the last one is yielded."""
+        reply = Reply()
+        parts: list[str] = []
+        async for event in self.work.events():
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, ToolCallsRequired):
+                reply.tool_calls = event.calls
+            elif isinstance(event, TurnCompleted):
+                reply.text = "".join(parts)
+                await conversation.remember(
+                    self.index,
+                    owner=self.owner,
+                    route=self.model,
+                    items=self.items,
+                    reply=reply.message(),
+                    cursor=event.cursor,
+                    conversation_id=self.conversation_id,
+                    previous_cursor=self.previous_cursor,
+                )
+            yield event
+
+
 class TurnService:
+    """Routes a chat request to its backend and hands the route a `Turn` to open and render."""
+
     def __init__(
         self,
         settings: Settings,
         backends: Mapping[str, AgentBackend],
         index: ConversationIndex,
+        *,
+        tasks: BackgroundTasks,
+        inflight: InFlight,
     ) -> None:
         self.settings = settings
         self.backends = backends
         self.index = index
+        self.tasks = tasks
+        self.inflight = inflight
 
-    async def chat(
-        self, req: ChatCompletionRequest, *, owner: str, conversation_id: str | None
-    ) -> AsyncIterator[TurnEvent]:
-        """Play one chat turn; the conversation's new cursor is stored before the last event is yielded."""
+    async def chat(self, req: ChatCompletionRequest, *, owner: str, conversation_id: str | None) -> Turn[TurnEvent]:
+        """A chat turn, validated and placed in its conversation; the route opens it."""
         route = route_for(self.settings, req.model)
         limit = self.settings.limits.max_messages
         if len(req.messages) > limit:
@@ -66,8 +125,14 @@ class TurnService:
             )
         parsed = chat_codec.parse_request(req)
         found = await conversation.resolve(
-            self.index, owner=owner, route=req.model, items=parsed.items, conversation_id=conversation_id
+            self.index,
+            owner=owner,
+            route=req.model,
+            items=parsed.items,
+            conversation_id=conversation_id,
+            claim=route.backend == "assistants",
         )
+        deadline = time.monotonic() + route.timeout
         turn = TurnRequest(
             owner=owner,
             model=req.model,
@@ -78,25 +143,15 @@ class TurnService:
             instructions=parsed.instructions,
             tools=parsed.tools,
             options=parsed.options,
-            deadline=time.monotonic() + route.timeout,
+            deadline=deadline,
         )
-        reply = Reply()
-        parts: list[str] = []
-        async for event in self.backends[route.backend].run_turn(turn):
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-            elif isinstance(event, ToolCallsRequired):
-                reply.tool_calls = event.calls
-            elif isinstance(event, TurnCompleted):
-                reply.text = "".join(parts)
-                await conversation.remember(
-                    self.index,
-                    owner=owner,
-                    route=req.model,
-                    items=parsed.items,
-                    reply=reply.message(),
-                    cursor=event.cursor,
-                    conversation_id=conversation_id,
-                    previous_cursor=found.cursor,
-                )
-            yield event
+        work = _ChatWork(
+            self.backends[route.backend].turn(turn),
+            self.index,
+            owner=owner,
+            model=req.model,
+            items=parsed.items,
+            conversation_id=conversation_id,
+            previous_cursor=found.cursor,
+        )
+        return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.core.events import FinishReason
+from app.core.params import V2_REFUSED
 from app.core.turn import FunctionTool, Item, Message, ToolCall, TurnOptions, Usage
 from app.errors import RunFailedError, UpstreamError
 from app.settings import RouteSettings
@@ -31,7 +32,11 @@ def input_items(items: Iterable[Item]) -> list[dict[str, Any]]:
     for item in items:
         if isinstance(item, Message):
             # An assistant message that only carried tool calls has no text worth an item of its own.
-            if item.text or not item.tool_calls:
+            if item.parts:
+                kind = "output_text" if item.role == "assistant" else "input_text"
+                content: str | list[dict[str, Any]] = [{"type": kind, "text": part} for part in item.parts]
+                out.append({"type": "message", "role": item.role, "content": content})
+            elif item.text or not item.tool_calls:
                 out.append({"type": "message", "role": item.role, "content": item.text})
             out.extend(
                 {"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
@@ -53,13 +58,6 @@ def tool_param(tool: FunctionTool) -> dict[str, Any]:
     return param
 
 
-def tool_choice_param(choice: str | dict[str, Any]) -> str | dict[str, Any]:
-    """Chat's `{"type":"function","function":{"name":N}}` becomes Responses' `{"type":"function","name":N}`."""
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
-        return {"type": "function", "name": choice["function"].get("name")}
-    return choice
-
-
 def text_param(response_format: dict[str, Any]) -> dict[str, Any]:
     """Chat's `response_format` as Responses' `text.format` (json_schema flattened)."""
     if response_format.get("type") == "json_schema" and isinstance(response_format.get("json_schema"), dict):
@@ -70,24 +68,19 @@ def text_param(response_format: dict[str, Any]) -> dict[str, Any]:
 def option_params(options: TurnOptions) -> dict[str, Any]:
     """The body keys the turn's options set (absent options are left to the agent's definition)."""
     body: dict[str, Any] = {}
-    if options.temperature is not None:
-        body["temperature"] = options.temperature
-    if options.top_p is not None:
-        body["top_p"] = options.top_p
+    # temperature, top_p, tool_choice and parallel_tool_calls are never sent: Foundry v2 refuses them
+    # next to agent_reference (`app.core.params.V2_REFUSED`); the route's warning tells the client.
     if options.max_output_tokens is not None:
         body["max_output_tokens"] = options.max_output_tokens
-    if options.tool_choice is not None:
-        body["tool_choice"] = tool_choice_param(options.tool_choice)
-    if options.parallel_tool_calls is not None:
-        body["parallel_tool_calls"] = options.parallel_tool_calls
     if options.response_format is not None:
         body["text"] = text_param(options.response_format)
     return body
 
 
 def sanitize_passthrough(body: dict[str, Any], route: RouteSettings) -> dict[str, Any]:
-    """The client's Responses body, minus every way to pick an agent, plus the route's agent."""
-    clean = {k: v for k, v in body.items() if k not in AGENT_SELECTORS}
+    """The client's Responses body, minus every way to pick an agent and what Foundry v2 refuses next
+    to one (`V2_REFUSED`), plus the route's agent."""
+    clean = {k: v for k, v in body.items() if k not in AGENT_SELECTORS and k not in V2_REFUSED}
     extra = clean.get("extra_body")
     if isinstance(extra, dict):
         # A raw client may send the SDK's `extra_body` literally: nothing in it picks the agent either.
