@@ -12,6 +12,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from app.emulator.foundry_v2_tools import item_events
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import sse
 from app.emulator.script import Plan
@@ -58,6 +59,9 @@ async def numbered_events(
             if item["type"] == "message":
                 async for chunk in _message(ctx, event, index, item, plan):
                     yield chunk
+            elif item["type"] != "function_call":
+                for chunk in item_events(event, index, item):
+                    yield chunk
             else:
                 yield event(
                     "response.output_item.added",
@@ -79,6 +83,9 @@ async def numbered_events(
                 )
                 yield event("response.output_item.done", output_index=index, item=item)
         final = copy.deepcopy(finish())
+        if final["status"] == "failed" and plan.error_code == "rate_limit_exceeded":
+            # An in-stream error, then the terminal event SDKs wait for (azure-as-it-is.md §3).
+            yield event("error", code=plan.error_code, message=plan.error_message, param=None)
         if final["status"] in _TERMINAL:
             yield event(_TERMINAL[final["status"]], response=final)
     finally:
@@ -105,6 +112,8 @@ async def _message(
         if n and delay > 0:
             await asyncio.sleep(delay / 1000)
         yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+    for n, annotation in enumerate(part["annotations"]):
+        yield event("response.output_text.annotation.added", **where, annotation_index=n, annotation=annotation)
     yield event("response.output_text.done", **where, text=part["text"], logprobs=[])
     yield event("response.content_part.done", **where, part=part)
     yield event("response.output_item.done", output_index=index, item=item)

@@ -165,6 +165,10 @@ def test_compose_file_and_dockerfile_hold_together() -> None:
     assert services["emulator"]["build"] == services["bridge"]["build"] == "."
     assert services["bridge"]["environment"]["REDIS_URL"].startswith("redis://redis:")
     assert services["bridge"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Entra routes in compose get tokens from the emulator's managed identity, as `dev` arranges.
+    identity = services["bridge"]["environment"]
+    assert identity["IDENTITY_ENDPOINT"].endswith("-http://emulator:8100/msi/token}")
+    assert identity["IDENTITY_HEADER"].startswith("${IDENTITY_HEADER-")
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("FROM ") == 2 and "USER bridge" in dockerfile
     assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
