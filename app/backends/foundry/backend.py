@@ -120,6 +120,9 @@ class FoundryChatTurn:
         return ThreadBound(thread_id=None, response_id=str(created["response"]["id"]))
 
     async def events(self) -> AsyncIterator[TurnEvent]:
+        # Azure may send an `error` event and then the terminal `response.failed` (azure-as-it-is.md 3):
+        # the terminal event says more (its code, innererror), so the error waits for it.
+        pending: UpstreamError | None = None
         async for kind, data in self.reader.read():
             if kind == "response.output_text.delta":
                 yield TextDelta(text=str(data.get("delta") or ""))
@@ -132,7 +135,9 @@ class FoundryChatTurn:
                     yield event
                 return
             elif kind == "error":
-                raise _stream_error(data)
+                pending = _stream_error(data)
+        if pending is not None:
+            raise pending
         raise UpstreamError("The response stream ended before the response did.", code="upstream_stream_ended")
 
     def _finish(self, response: dict[str, Any]) -> list[TurnEvent]:
