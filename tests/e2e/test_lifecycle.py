@@ -61,8 +61,10 @@ def test_failed_deletions_are_retried_and_never_forgotten_early(
     emulator: ServerThread, redis_url: str, redis_prefix: str
 ) -> None:
     with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
-        ids = _converse(bridge, 10)
+        # The fault goes in first: on a loaded machine the fast janitor could delete early threads while
+        # later ones were still being created, and then no deletion would ever fail.
         bridge.fault(path=r"/openai/threads/thread_[^/]+$", method="DELETE", status=503, count=25)
+        ids = _converse(bridge, 10)
         # While Azure fails the deletions, every thread stays in the registry.
         _wait(lambda: bridge.emulator_stats().get("DELETE /openai/threads/{thread_id}", 0) >= 10, timeout=20)
         # Deletions run concurrently: one may be confirmed by Azure and not yet forgotten, never the reverse.
