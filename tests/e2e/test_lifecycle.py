@@ -47,7 +47,11 @@ def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url:
     with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
         ids = _converse(bridge, 50)
         assert len(set(ids)) == 50
-        assert _registered(bridge, ids) == 50
+        # Never alive upstream and unknown to the registry. (The 2 s idle TTL can run out for the first
+        # conversations while the last are still being created on a loaded machine, so some may be gone.)
+        records = bridge.server.call(bridge.state.store.get_threads(ids))
+        gone = _deleted(bridge, ids)
+        assert [t for t, record in zip(ids, records, strict=True) if record is None and t not in gone] == []
         _wait(lambda: len(_deleted(bridge, ids)) == 50, timeout=20)
         _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
         # Each thread was deleted exactly once upstream.
