@@ -11,8 +11,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api import sse
 from app.api.deps import PrincipalDep, ServiceDep
-from app.core import chat_codec, timing
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core import approvals, chat_codec, timing
+from app.core.annotations import chat_annotation
+from app.core.events import (
+    ApprovalRequired,
+    Cited,
+    TextDelta,
+    ThreadBound,
+    ToolCallsRequired,
+    TurnCompleted,
+    TurnEvent,
+)
 from app.core.turn import ToolCall
 from app.errors import BridgeError, UpstreamError
 from app.wire.chat import ChatCompletionRequest
@@ -43,28 +52,38 @@ async def chat_completions(
         request.state.content = _tail(body.messages[-1].content)
     principal.check_model(body.model)
     events = service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
-    # The first event binds the upstream thread; errors before it are plain HTTP errors.
+    # The first event binds the upstream thread; errors before it are plain HTTP errors. The stream
+    # also waits for the run's first step, so a run that fails at once (a rate limit: 429 with
+    # Retry-After) is an HTTP error too.
     first = await anext(events)
     headers = _bound_headers(first)
+    files_url = f"{str(request.base_url).rstrip('/')}/v1/files"
     if body.stream:
+        second = await anext(events, None)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
-        frames = sse.guarded(_chunks(renderer, events), _stream_error)
+        rest = _chain(second, events) if second is not None else events
+        frames = sse.guarded(_chunks(renderer, rest, files_url), _stream_error)
         return StreamingResponse(frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers})
-    return await _complete(body.model, first, events, headers)
+    return await _complete(body.model, first, events, headers, files_url)
 
 
 async def _complete(
-    model: str, first: TurnEvent, events: AsyncIterator[TurnEvent], headers: dict[str, str]
+    model: str, first: TurnEvent, events: AsyncIterator[TurnEvent], headers: dict[str, str], files_url: str
 ) -> JSONResponse:
     parts: list[str] = []
     calls: tuple[ToolCall, ...] = ()
+    cited: list[dict[str, object]] = []
     done: TurnCompleted | None = None
     async for event in _chain(first, events):
         if isinstance(event, TextDelta):
             parts.append(event.text)
+        elif isinstance(event, Cited):
+            cited += [chat_annotation(a, files_url) for a in event.annotations]
         elif isinstance(event, ToolCallsRequired):
             calls = event.calls
+        elif isinstance(event, ApprovalRequired):
+            calls = tuple(approvals.as_tool_call(r) for r in event.requests)
         elif isinstance(event, TurnCompleted):
             done = event
     if done is None:
@@ -77,6 +96,7 @@ async def _complete(
         tool_calls=calls,
         finish_reason=done.finish_reason,
         usage=done.usage,
+        annotations=cited,
     )
     current = timing.current()
     if current is not None:
@@ -90,13 +110,19 @@ async def _chain(first: TurnEvent, rest: AsyncIterator[TurnEvent]) -> AsyncItera
         yield event
 
 
-async def _chunks(renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent]) -> AsyncIterator[bytes]:
+async def _chunks(
+    renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent], files_url: str
+) -> AsyncIterator[bytes]:
     yield sse.data(renderer.role())
     async for event in events:
         if isinstance(event, TextDelta):
             yield sse.data(renderer.text(event.text))
+        elif isinstance(event, Cited):
+            yield sse.data(renderer.annotations([chat_annotation(a, files_url) for a in event.annotations]))
         elif isinstance(event, ToolCallsRequired):
             yield sse.data(renderer.tool_calls(event.calls))
+        elif isinstance(event, ApprovalRequired):
+            yield sse.data(renderer.tool_calls(tuple(approvals.as_tool_call(r) for r in event.requests)))
         elif isinstance(event, TurnCompleted):
             yield sse.data(renderer.finish(event.finish_reason))
             if renderer.include_usage:

@@ -10,13 +10,13 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from app.core import conversation, responses_codec
+from app.core import approvals, conversation, failures, responses_codec
 from app.core.conversation import ConversationIndex
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted
+from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.records import ResponseRecord
 from app.core.service import AgentBackend, route_for
-from app.core.turn import TurnRequest
-from app.errors import InvalidRequestError, NotFoundError, RunFailedError
+from app.core.turn import Item, TurnRequest
+from app.errors import BridgeError, InvalidRequestError, NotFoundError, RunFailedError
 from app.settings import RouteSettings, Settings
 from app.wire.responses import ResponsesRequest
 
@@ -55,9 +55,8 @@ def final_response(events: list[StreamEvent]) -> dict[str, Any]:
             response: dict[str, Any] = event["response"]
             if response.get("status") == "failed":
                 error = response.get("error") or {}
-                raise RunFailedError(
-                    f"The agent's response failed: {error.get('message') or 'no reason given'}",
-                    code=str(error.get("code") or "run_failed"),
+                raise failures.run_failure(
+                    error.get("code"), error.get("message") or "no reason given", what="response"
                 )
             return response
     raise RunFailedError("The agent's response ended without a final status.", code="upstream_stream_ended")
@@ -124,17 +123,44 @@ class ResponsesService:
             tools=responses_codec.parse_tools(req),
             options=responses_codec.parse_options(req),
             deadline=time.monotonic() + route.timeout,
+            approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
         )
-        builder = responses_codec.ResponseBuilder(req)
-        async for event in self.backends["assistants"].run_turn(turn):
+        builder = responses_codec.ResponseBuilder(req, markers=route.citation_markers)
+        events = self.backends["assistants"].run_turn(turn)
+        try:
+            async for out in self._play(req, builder, events, items, previous, owner):
+                yield out
+        except BridgeError as exc:
+            if not req.stream or not builder.started:
+                raise
+            # A streamed Response that fails ends with response.failed (SDKs wait for a terminal event).
+            for out in builder.fail(exc):
+                yield out
+
+    async def _play(
+        self,
+        req: ResponsesRequest,
+        builder: responses_codec.ResponseBuilder,
+        events: AsyncIterator[TurnEvent],
+        items: tuple[Item, ...],
+        previous: ResponseRecord | None,
+        owner: str,
+    ) -> AsyncIterator[StreamEvent]:
+        async for event in events:
             if isinstance(event, ThreadBound):
                 for out in builder.start():
                     yield out
             elif isinstance(event, TextDelta):
                 for out in builder.text(event.text):
                     yield out
+            elif isinstance(event, Cited):
+                for out in builder.cite(event.annotations):
+                    yield out
             elif isinstance(event, ToolCallsRequired):
                 for out in builder.tool_calls(event.calls):
+                    yield out
+            elif isinstance(event, ApprovalRequired):
+                for out in builder.approvals(event.requests):
                     yield out
             elif isinstance(event, TurnCompleted):
                 final = builder.finish(event.finish_reason, event.usage)
@@ -214,3 +240,4 @@ class ResponsesService:
         if record is None:
             raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
         return record
+

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.core import chat_codec, conversation
+from app.core import approvals, chat_codec, conversation
+from app.core.annotations import rewritten
 from app.core.conversation import ConversationIndex
-from app.core.events import TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.events import ApprovalRequired, TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.turn import Message, ToolCall, TurnRequest
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
@@ -65,35 +66,40 @@ class TurnService:
                 code="too_many_messages",
             )
         parsed = chat_codec.parse_request(req)
+        items = approvals.resolve(parsed.items)
         found = await conversation.resolve(
-            self.index, owner=owner, route=req.model, items=parsed.items, conversation_id=conversation_id
+            self.index, owner=owner, route=req.model, items=items, conversation_id=conversation_id
         )
         turn = TurnRequest(
             owner=owner,
             model=req.model,
             route=route,
-            items=parsed.items,
+            items=items,
             cursor=found.cursor,
             new_items=found.new_items,
             instructions=parsed.instructions,
             tools=parsed.tools,
             options=parsed.options,
             deadline=time.monotonic() + route.timeout,
+            approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
         )
         reply = Reply()
         parts: list[str] = []
-        async for event in self.backends[route.backend].run_turn(turn):
+        played = self.backends[route.backend].run_turn(turn)
+        async for event in rewritten(played, route.citation_markers):
             if isinstance(event, TextDelta):
                 parts.append(event.text)
             elif isinstance(event, ToolCallsRequired):
                 reply.tool_calls = event.calls
+            elif isinstance(event, ApprovalRequired):
+                reply.tool_calls = tuple(approvals.as_tool_call(r) for r in event.requests)
             elif isinstance(event, TurnCompleted):
                 reply.text = "".join(parts)
                 await conversation.remember(
                     self.index,
                     owner=owner,
                     route=req.model,
-                    items=parsed.items,
+                    items=items,
                     reply=reply.message(),
                     cursor=event.cursor,
                     conversation_id=conversation_id,

@@ -8,6 +8,7 @@ client gets 503); every tool call handed out resolves to its run; one turn at a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from app.backends.assistants import mapping
 from app.backends.assistants.client import AssistantsClient
 from app.backends.polling import PollPolicy
 from app.backends.upstream import SSEEvent
+from app.core import approvals, failures
 from app.core.background import BackgroundTasks
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.events import ApprovalRequired, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.turn import Item, Message, ToolCall, ToolResult, TurnRequest, pending_tool_results
 from app.errors import (
     BridgeError,
@@ -59,6 +61,8 @@ class _TurnState:
     delete_thread: bool = False
     used_at: float | None = None
     """Set when a turn completed: the thread's last use, recorded when the lock is released."""
+    created: bool = False
+    """This turn created the thread: if it fails, nothing can continue the thread, so it goes."""
 
 
 class AssistantsBackend:
@@ -99,6 +103,13 @@ class AssistantsBackend:
                 f"The agent did not finish within the route's timeout of {req.route.timeout:g} s; "
                 "its run was cancelled."
             ) from exc
+        except BridgeError:
+            if state.created and state.used_at is None:
+                # A failed first turn: no conversation points at its thread, and a client's retry
+                # starts a new one, so delete it now rather than leave it to the janitor.
+                state.delete_thread = True
+            await self._release(client, state)
+            raise
         except BaseException:
             await self._release(client, state)
             raise
@@ -211,19 +222,19 @@ class AssistantsBackend:
         state.thread_id, state.run_id = first.thread_id, first.run_id
         await self._lock(req, state)
         yield ThreadBound(thread_id=first.thread_id)
-        outputs = [{"tool_call_id": r.call_id, "output": r.output} for r in results]
+        answers = mapping.submit_body(results, approvals.answers_of(results))
         state.run_active = True
         if self.metrics is not None:
             self.metrics.tool_rounds.labels("assistants").inc()
         try:
             if req.route.upstream == "stream":
                 async with client.submit_tool_outputs_stream(
-                    first.thread_id, first.run_id, outputs, req.deadline
+                    first.thread_id, first.run_id, answers, req.deadline
                 ) as ev:
                     async for event in self._follow(client, req, state, ev, tool_round=True):
                         yield event
             else:
-                run = await client.submit_tool_outputs(first.thread_id, first.run_id, outputs, req.deadline)
+                run = await client.submit_tool_outputs(first.thread_id, first.run_id, answers, req.deadline)
                 async for event in self._poll(client, req, state, run, tool_round=True):
                     yield event
         except InvalidRequestError as exc:
@@ -249,10 +260,10 @@ class AssistantsBackend:
         async for sse in events:
             name = sse.event
             if name == "thread.message.delta":
-                for text in mapping.text_deltas(sse.json()):
-                    yield TextDelta(text=text)
+                for part in mapping.delta_events(sse.json()):
+                    yield part
             elif name in _RUN_END_EVENTS:
-                async for event in self._conclude(req, state, sse.json(), tool_round=tool_round):
+                async for event in self._conclude(client, req, state, sse.json(), tool_round=tool_round):
                     yield event
                 return
             elif name == "thread.created":
@@ -270,7 +281,7 @@ class AssistantsBackend:
             elif name == "error":
                 data = sse.json()
                 error = data.get("error", data) if isinstance(data, dict) else {}
-                raise UpstreamError(f"Azure reported an error in the run's stream: {error.get('message') or data}")
+                raise failures.stream_error(error.get("code"), error.get("message") or str(data))
             elif name == "done":
                 break
         if record_error is not None:
@@ -288,14 +299,15 @@ class AssistantsBackend:
             run = await client.get_run(run["thread_id"], run["id"], req.deadline)
         if run.get("status") in ("completed", "incomplete"):
             messages = await client.run_messages(run["thread_id"], run["id"], req.deadline)
-            text = "".join(mapping.message_text(m) for m in messages if m.get("role") == "assistant")
-            if text:
-                yield TextDelta(text=text)
-        async for event in self._conclude(req, state, run, tool_round=tool_round):
+            for message in messages:
+                if message.get("role") == "assistant":
+                    for part in mapping.message_events(message):
+                        yield part
+        async for event in self._conclude(client, req, state, run, tool_round=tool_round):
             yield event
 
     async def _conclude(
-        self, req: TurnRequest, state: _TurnState, run: dict[str, Any], *, tool_round: bool
+        self, client: AssistantsClient, req: TurnRequest, state: _TurnState, run: dict[str, Any], *, tool_round: bool
     ) -> AsyncIterator[TurnEvent]:
         state.run_active = False
         assert state.thread_id is not None
@@ -305,7 +317,18 @@ class AssistantsBackend:
             # The outputs reached the run; those calls are answered whatever the run did next.
             await self.store.delete_calls(tuple(r.call_id for r in pending_tool_results(req.items)))
         result = mapping.outcome(run, tool_round=tool_round)
-        if result.finish_reason == "tool_calls":
+        requests = mapping.approvals_of(run) if result.finish_reason == "tool_calls" else ()
+        if requests and req.approvals in ("approve", "deny"):
+            async for event in self._answer_approvals(client, req, state, run, req.approvals == "approve"):
+                yield event
+            return
+        if requests:
+            if req.approvals == "refuse":
+                state.run_active = True  # _release cancels it
+                raise approvals.refused(req.model, requests)
+            await self._save_calls(req, state, run, tuple(approvals.as_tool_call(r) for r in requests))
+            yield ApprovalRequired(requests=requests)
+        elif result.finish_reason == "tool_calls":
             calls = mapping.tool_calls_of(run)
             await self._save_calls(req, state, run, calls)
             yield ToolCallsRequired(calls=calls)
@@ -315,6 +338,21 @@ class AssistantsBackend:
             usage=result.usage,
             cursor=state.thread_id,
         )
+
+    async def _answer_approvals(
+        self, client: AssistantsClient, req: TurnRequest, state: _TurnState, run: dict[str, Any], approve: bool
+    ) -> AsyncIterator[TurnEvent]:
+        """The route answers the run's approval requests itself, and the turn follows the run on."""
+        answers = mapping.submit_body((), {r.id: approve for r in mapping.approvals_of(run)})
+        state.run_active = True
+        if req.route.upstream == "stream":
+            async with client.submit_tool_outputs_stream(run["thread_id"], run["id"], answers, req.deadline) as ev:
+                async for event in self._follow(client, req, state, ev, tool_round=False):
+                    yield event
+            return
+        followed = await client.submit_tool_outputs(run["thread_id"], run["id"], answers, req.deadline)
+        async for event in self._poll(client, req, state, followed, tool_round=False):
+            yield event
 
     # -- registry, locks, clean-up --------------------------------------------------------------
 
@@ -335,6 +373,7 @@ class AssistantsBackend:
         except StoreUnavailableError:
             state.delete_thread = True
             raise
+        state.created = True
         if self.metrics is not None:
             self.metrics.threads_created.inc()
         await self._lock(req, state)
@@ -386,6 +425,9 @@ class AssistantsBackend:
             if state.delete_thread and state.thread_id:
                 state.delete_thread = False
                 await client.delete_thread(state.thread_id, time.monotonic() + 10)
+                if state.created:
+                    with contextlib.suppress(StoreUnavailableError):  # the janitor finds it gone later
+                        await self.store.forget_thread(state.thread_id)
         finally:
             if state.thread_id and (state.lock_token or state.used_at):
                 token, state.lock_token = state.lock_token, None
@@ -406,11 +448,12 @@ class AssistantsBackend:
             run = await client.get_run(thread_id, run_id, req.deadline)
 
     async def _run_body(self, client: AssistantsClient, req: TurnRequest, *, stream: bool) -> dict[str, Any]:
-        agent_tools = (await self._assistant_of(client, req)).get("tools") if req.tools is not None else None
+        tools = approvals.without_reserved(req.tools)
+        agent_tools = (await self._assistant_of(client, req)).get("tools") if tools is not None else None
         return mapping.run_params(
             assistant_id=req.route.assistant_id or "",
             instructions=req.instructions,
-            tools=req.tools,
+            tools=approvals.without_reserved(req.tools),
             agent_tools=agent_tools,
             options=req.options,
             stream=stream,

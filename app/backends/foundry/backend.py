@@ -16,8 +16,18 @@ from typing import Any
 
 from app.backends.foundry import mapping
 from app.backends.foundry.client import FoundryClient
+from app.core import approvals, failures
 from app.core.background import BackgroundTasks
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.events import (
+    ApprovalRequest,
+    ApprovalRequired,
+    Cited,
+    TextDelta,
+    ThreadBound,
+    ToolCallsRequired,
+    TurnCompleted,
+    TurnEvent,
+)
 from app.core.turn import ToolCall, ToolResult, TurnRequest
 from app.errors import BridgeError, InvalidRequestError, NotFoundError, UpstreamError, UpstreamTimeoutError
 from app.metrics import Metrics
@@ -35,6 +45,10 @@ class _TurnState:
     started: bool = False
     """Something was yielded: the turn can no longer be replayed."""
     calls: list[ToolCall] = field(default_factory=list)
+    approvals: list[ApprovalRequest] = field(default_factory=list)
+    response_id_done: str | None = None
+    answered: dict[str, bool] | None = None
+    """Approvals the route answered itself: the next request of this turn carries them."""
 
 
 def previous_response_gone(exc: BridgeError) -> bool:
@@ -55,10 +69,18 @@ class FoundryBackend:
         self.tasks = tasks
         self.metrics = metrics
 
-    def body(self, req: TurnRequest, *, previous_response_id: str | None) -> dict[str, Any]:
+    def body(
+        self, req: TurnRequest, *, previous_response_id: str | None, answered: dict[str, bool] | None = None
+    ) -> dict[str, Any]:
         """The create-response body of a turn: all items for a new chain, the new ones after a cursor."""
         body: dict[str, Any] = {"agent_reference": mapping.agent_reference(req.route)}
-        if previous_response_id:
+        if answered is not None and previous_response_id:
+            body["previous_response_id"] = previous_response_id
+            body["input"] = [
+                {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": ok}
+                for request_id, ok in answered.items()
+            ]
+        elif previous_response_id:
             body["previous_response_id"] = previous_response_id
             body["input"] = mapping.input_items(req.new_items)
         else:
@@ -67,8 +89,9 @@ class FoundryBackend:
         body["store"] = True
         if req.instructions:
             body["instructions"] = req.instructions
-        if req.tools is not None:
-            body["tools"] = [mapping.tool_param(t) for t in req.tools]
+        tools = approvals.without_reserved(req.tools)
+        if tools is not None:
+            body["tools"] = [mapping.tool_param(t) for t in tools]
         body.update(mapping.option_params(req.options))
         return body
 
@@ -105,7 +128,19 @@ class FoundryBackend:
     async def _play(
         self, client: FoundryClient, req: TurnRequest, state: _TurnState, *, previous_response_id: str | None
     ) -> AsyncIterator[TurnEvent]:
-        body = self.body(req, previous_response_id=previous_response_id)
+        while True:
+            async for event in self._one_response(client, req, state, previous_response_id):
+                yield event
+            if state.answered is None:
+                return
+            previous_response_id = state.response_id_done
+
+    async def _one_response(
+        self, client: FoundryClient, req: TurnRequest, state: _TurnState, previous_response_id: str | None
+    ) -> AsyncIterator[TurnEvent]:
+        answered, state.answered = state.answered, None
+        body = self.body(req, previous_response_id=previous_response_id, answered=answered)
+        state.calls, state.approvals = [], []
         async with client.create_response_stream(body, req.deadline) as events:
             async for sse in events:
                 if sse.data == "[DONE]":
@@ -115,34 +150,53 @@ class FoundryBackend:
                 if kind == "response.output_text.delta":
                     state.started = True
                     yield TextDelta(text=str(data.get("delta") or ""))
+                elif kind == "response.output_text.annotation.added":
+                    annotation = mapping.annotation_of(data.get("annotation"))
+                    if annotation is not None:
+                        yield Cited((annotation,))
                 elif kind == "response.created":
                     state.response_id = str(data["response"]["id"])
-                    state.started = True
-                    yield ThreadBound(thread_id=None, response_id=state.response_id)
+                    if not state.started:
+                        state.started = True
+                        yield ThreadBound(thread_id=None, response_id=state.response_id)
                 elif kind == "response.output_item.done":
                     item = data.get("item") or {}
                     if item.get("type") == "function_call":
                         state.calls.append(mapping.function_call(item))
+                    elif item.get("type") == "mcp_approval_request":
+                        state.approvals.append(mapping.approval_request(item))
                 elif kind in _TERMINAL:
                     state.response_id = None
-                    for event in self._finish(data["response"], state.calls):
+                    for event in self._finish(req, state, data["response"]):
                         yield event
                     return
                 elif kind == "error":
-                    raise UpstreamError(
-                        f"Azure reported an error in the response stream: {data.get('message') or 'no message'}",
-                        code=str(data.get("code") or "upstream_error"),
+                    raise failures.stream_error(
+                        None if data.get("code") is None else str(data["code"]), str(data.get("message") or "")
                     )
         raise UpstreamError("The response stream ended before the response did.", code="upstream_stream_ended")
 
-    def _finish(self, response: dict[str, Any], streamed: list[ToolCall]) -> list[TurnEvent]:
+    def _finish(self, req: TurnRequest, state: _TurnState, response: dict[str, Any]) -> list[TurnEvent]:
         """The events that end a turn: the calls the client must answer, then the completion."""
         if self.metrics is not None:
             self.metrics.runs.labels("foundry", str(response.get("status"))).inc()
         reason = mapping.outcome(response)
-        calls = mapping.function_calls(response) or tuple(streamed)
-        if calls and reason == "stop":
+        calls = mapping.function_calls(response) or tuple(state.calls)
+        requests = mapping.approval_requests(response) or tuple(state.approvals)
+        if (calls or requests) and reason == "stop":
             reason = "tool_calls"  # the final Response left its output out; the stream had the calls
+        if requests and not calls:
+            if req.approvals in ("approve", "deny"):
+                # The route answers: the turn goes on with one more response on the same chain.
+                state.answered = {r.id: req.approvals == "approve" for r in requests}
+                state.response_id_done = str(response["id"])
+                return []
+            if req.approvals == "refuse":
+                raise approvals.refused(req.model, requests)
+            return [
+                ApprovalRequired(requests=requests),
+                TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]),
+            ]
         events: list[TurnEvent] = [ToolCallsRequired(calls=calls)] if calls else []
         events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]))
         return events

@@ -13,7 +13,9 @@ from typing import Any
 
 from app.backends.foundry import mapping
 from app.backends.foundry.client import FoundryClient
-from app.errors import ModelNotFoundError, UpstreamTimeoutError
+from app.core import failures
+from app.core.responses_codec import failed_events
+from app.errors import BridgeError, ModelNotFoundError, UpstreamTimeoutError
 from app.metrics import Metrics
 
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
@@ -29,27 +31,54 @@ class FoundryPassthrough:
     async def stream(
         self, body: dict[str, Any], *, model: str, deadline: float
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Each upstream event as (type, data), in order; only `response.model` is rewritten."""
+        """Each upstream event as (type, data), in order; only `response.model` is rewritten.
+
+        A stream that breaks, or reports only an `error` event, after the response began still ends
+        with `response.failed` (SDKs wait for a terminal event); before it began, the error is raised.
+        """
         client = self._client(model)
         clean = mapping.sanitize_passthrough(body, client.route)
         self._count_tool_round(body)
+        last: dict[str, Any] | None = None
+        sequence = -1
+        error: tuple[str | None, str] | None = None
         try:
             async with asyncio.timeout_at(deadline), client.create_response_stream(clean, deadline) as events:
                 async for sse in events:
                     if sse.data == "[DONE]":
-                        return
+                        break
                     data = sse.json()
                     if not isinstance(data, dict):
                         continue
                     kind = str(data.get("type") or sse.event)
+                    if isinstance(data.get("sequence_number"), int):
+                        sequence = data["sequence_number"]
                     response = data.get("response")
                     if isinstance(response, dict):
                         response["model"] = model
+                        last = response
                         if kind in _TERMINAL:
                             self._count_run(response)
+                            yield kind, data
+                            return
+                    if kind == "error":
+                        code, message = data.get("code"), str(data.get("message") or "no message")
+                        if last is None:
+                            raise failures.stream_error(None if code is None else str(code), message)
+                        error = (None if code is None else str(code), message)
                     yield kind, data
         except TimeoutError as exc:
-            raise self._timeout(client) from exc
+            if last is None:
+                raise self._timeout(client) from exc
+            error = ("timeout", self._timeout(client).message)
+        except BridgeError as exc:
+            if last is None:
+                raise
+            error = (exc.code, exc.message)
+        if last is not None:
+            code, message = error or ("server_error", "The agent's response stream ended before the response did.")
+            for event in failed_events(last, code, message, sequence + 1):
+                yield str(event["type"]), event
 
     async def get(self, response_id: str, model: str) -> dict[str, Any]:
         response = await self._client(model).get_response(response_id)
