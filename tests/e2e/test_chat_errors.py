@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.support.bridge import Bridge, routes_for, running_bridge
-from tests.support.chat import answered, raw_sse, turn
+from tests.support.chat import answered, turn
 from tests.support.servers import ServerThread, free_port
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
