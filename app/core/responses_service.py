@@ -240,4 +240,3 @@ class ResponsesService:
         if record is None:
             raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
         return record
-
