@@ -60,6 +60,7 @@ def _emulator(args: argparse.Namespace) -> int:
         token_delay_ms=args.token_delay_ms,
         run_expiry_s=args.run_expiry_s,
         empty=args.empty,
+        accept_api_key_on_projects=args.accept_api_key_on_projects,
     )
     uvicorn.run(create_emulator_app(options), host=args.host, port=args.port, log_level=args.log_level)
     return 0
@@ -75,11 +76,23 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    """The emulator and the bridge together, stopped together (`make run`)."""
+    """The emulator and the bridge together, stopped together (`make run`).
+
+    Project endpoints take Entra tokens only, so the bridge's Entra credential is pointed at the
+    emulator's App Service managed-identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, which
+    azure-identity's `ManagedIdentityCredential` reads, also inside `DefaultAzureCredential`).
+    """
     _load(args.config)
     exe = [sys.executable, "-m", "app.cli"]
     emulator = subprocess.Popen([*exe, "emulator", "--host", args.host, "--port", str(args.emulator_port)])
-    bridge = subprocess.Popen([*exe, "serve", "--config", args.config, "--host", args.host, "--port", str(args.port)])
+    identity = {
+        "IDENTITY_ENDPOINT": f"http://{args.host}:{args.emulator_port}/msi/token",
+        "IDENTITY_HEADER": "agent-bridge-dev",
+    }
+    bridge = subprocess.Popen(
+        [*exe, "serve", "--config", args.config, "--host", args.host, "--port", str(args.port)],
+        env={**os.environ, **identity},
+    )
     children = [emulator, bridge]
 
     def stop(signum: int, frame: object) -> None:
@@ -196,6 +209,11 @@ def parser() -> argparse.ArgumentParser:
     emulator.add_argument("--token-delay-ms", type=float, default=0.0, help="spacing of streamed deltas")
     emulator.add_argument("--run-expiry-s", type=float, default=600.0, help="how long a run waits for tool outputs")
     emulator.add_argument("--empty", action="store_true", help="start without the demo agents")
+    emulator.add_argument(
+        "--accept-api-key-on-projects",
+        action="store_true",
+        help="accept api-key on project endpoints, as a key-taking gateway in front of Azure would",
+    )
     emulator.add_argument("--log-level", default="warning")
     emulator.set_defaults(run=_emulator)
 

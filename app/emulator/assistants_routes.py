@@ -11,12 +11,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.emulator import assistants_bodies as bodies
-from app.emulator.assistants_state import Run, Thread, message_object
+from app.emulator import script
+from app.emulator.assistants_state import Run, Thread, message_object, message_text
+from app.emulator.filters import prompt_refused
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, list_params, new_id, page, read_json
 
 if TYPE_CHECKING:
     from app.emulator.assistants import AssistantsAPI
+
+
+def _refuse_filtered_prompt(messages: list[dict[str, Any]]) -> None:
+    """Azure's prompt filter runs before the model: a filtered last user message is a 400 at run creation
+    (`filters.prompt_refused`), and no run is made."""
+    users = [m for m in messages if m["role"] == "user"]
+    if users and script.prompt_filtered(message_text(users[-1])):
+        raise prompt_refused()
 
 
 class RunsAPI:
@@ -102,6 +112,7 @@ class RunsAPI:
         active = thread.active_run()
         if active is not None:
             raise EmulatorHTTPError(400, f"Thread {thread.id} already has an active run {active.id}.")
+        _refuse_filtered_prompt([*thread.messages, *additional])
         for m in additional:
             thread.messages.append(message_object(new_id("msg"), thread.id, **m))
         run = self._new_run(thread, assistant, options)
@@ -121,6 +132,7 @@ class RunsAPI:
                 400, "Invalid type for 'thread': expected an object.", param="thread", code="invalid_type"
             )
         bodies.check_keys(spec, bodies.THREAD_FIELDS, "thread")
+        _refuse_filtered_prompt(bodies.message_list(spec.get("messages"), "thread.messages"))
         thread = self.api.new_thread(request, spec, "thread.")
         run = self._new_run(thread, assistant, options)
         run.log.emit("thread.created", thread.obj())

@@ -18,12 +18,21 @@ from app.emulator.assistants_state import (
     message_object,
     message_text,
     step_object,
-    text_part,
 )
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, new_id, now, sse
 
 log = logging.getLogger(__name__)
+
+
+def annotation(citation: script.Citation) -> dict[str, Any]:
+    """A message text annotation for a citation marker: openai-openapi
+    `MessageContentTextAnnotationsFileCitationObject` (`file_citation.file_id`), or Azure.AI.Agents'
+    `MessageTextUrlCitationAnnotation` (`url_citation.url`, `.title`; Bing grounding and web search)."""
+    where = {"text": citation.marker, "start_index": citation.start, "end_index": citation.end}
+    if citation.file_id:
+        return {"type": "file_citation", **where, "file_citation": {"file_id": citation.file_id}}
+    return {"type": "url_citation", **where, "url_citation": {"url": citation.url, "title": citation.title}}
 
 
 def _halves(text: str) -> list[str]:
@@ -267,15 +276,20 @@ class RunEngine:
         run.log.emit("thread.message.created", message)
         run.log.emit("thread.message.in_progress", message)
         text = ""
+        annotations: list[dict[str, Any]] = []
         for n, delta in enumerate(plan.deltas or (plan.text,)):
             delay = self.ctx.options.token_delay_ms
             if n and delay > 0:
                 await asyncio.sleep(delay / 1000)
+            start = len(text)
             text += delta
-            message["content"] = [text_part(text)]
+            added = [annotation(c) for c in plan.citations if c.start == start and c.marker == delta]
+            annotations.extend(added)
+            message["content"] = [{"type": "text", "text": {"value": text, "annotations": list(annotations)}}]
             part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": delta}}
-            if n == 0:
-                part["text"]["annotations"] = []
+            if n == 0 or added:
+                first = len(annotations) - len(added)
+                part["text"]["annotations"] = [{"index": first + i, **a} for i, a in enumerate(added)]
             run.log.emit(
                 "thread.message.delta",
                 {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [part]}},
@@ -283,7 +297,8 @@ class RunEngine:
         usage = self._add_usage(run, plan.usage)
         at = now()
         if plan.kind == "incomplete":
-            message.update(status="incomplete", incomplete_at=at, incomplete_details={"reason": "max_tokens"})
+            reason = "content_filter" if plan.incomplete_reason == "content_filter" else "max_tokens"
+            message.update(status="incomplete", incomplete_at=at, incomplete_details={"reason": reason})
             run.log.emit("thread.message.incomplete", message)
         else:
             message.update(status="completed", completed_at=at)

@@ -4,6 +4,13 @@
 - lines `/tool NAME {json}` -> calls of function NAME (several lines: parallel calls); once the outputs
   are back, `Tool NAME returned: <output>`, one line per call;
 - `/sleep MS` waits before answering; `/fail CODE` fails the run; `/incomplete` ends it incomplete;
+- `/ratelimit` fails the run with `rate_limit_exceeded`, "Rate limit is exceeded. Try again in 20
+  seconds." (danny-avila/LibreChat#6728); on a v2 stream an `error` event precedes `response.failed`;
+- `/filter prompt` is refused at once with Azure's 400 `content_filter` (`innererror`
+  `ResponsibleAIPolicyViolation`, `content_filter_result`); `/filter answer` starts an answer and cuts it
+  off: the run ends `incomplete` / the Response `incomplete`, reason `content_filter`;
+- `/cite` answers with two citation markers (`【4:0†source】`, `【4:1†source】`) annotated as a
+  `file_citation` (file `assistant-cite0`) and a `url_citation` (https://example.com/cited);
 - the agent named `flights-demo` replays the seed notebook: `my_cat_born_date`, then `get_flights`
   from that date to Easter 2021, then `There are N flights between ...`.
 
@@ -86,6 +93,49 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Citation:
+    """A marker in the answer's text and its source: a file (`file_id`) or a web page (`url`, `title`)."""
+
+    marker: str
+    start: int
+    file_id: str = ""
+    url: str = ""
+    title: str = ""
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.marker)
+
+
+RATE_LIMIT_MESSAGE = "Rate limit is exceeded. Try again in 20 seconds."
+CITE_FILE_ID = "assistant-cite0"
+CITE_URL = "https://example.com/cited"
+
+
+def prompt_filtered(text: str) -> bool:
+    """The user message asks for Azure's prompt filter (`/filter prompt` on a line of its own)."""
+    return any(line.strip() == "/filter prompt" for line in text.splitlines())
+
+
+def _cited(prompt: int, sleep_ms: float) -> Plan:
+    head, middle, tail = "The answer is in the file", " and on the web", "."
+    file_marker, url_marker = "【4:0†source】", "【4:1†source】"
+    text = head + file_marker + middle + url_marker + tail
+    citations = (
+        Citation(file_marker, len(head), file_id=CITE_FILE_ID),
+        Citation(url_marker, len(head + file_marker + middle), url=CITE_URL, title="Cited page"),
+    )
+    return Plan(
+        kind="reply",
+        text=text,
+        usage=Usage(prompt, words(text)),
+        sleep_ms=sleep_ms,
+        deltas=(head, file_marker, middle, url_marker, tail),
+        citations=citations,
+    )
+
+
+@dataclass(frozen=True)
 class Plan:
     kind: PlanKind
     usage: Usage
@@ -96,6 +146,8 @@ class Plan:
     sleep_ms: float = 0.0
     incomplete_reason: str = "max_completion_tokens"
     deltas: tuple[str, ...] = field(default=())
+    citations: tuple[Citation, ...] = ()
+    """Markers in `text` and what each cites (`/cite`)."""
 
 
 _TOOL_LINE = re.compile(r"^/tool\s+([A-Za-z0-9_.-]+)\s*(.*)$")
@@ -159,6 +211,26 @@ def plan_turn(agent_name: str | None, items: list[Item], tool_names: set[str] | 
                 error_message=f"The run failed with a simulated '{code}' error.",
                 sleep_ms=sleep_ms,
             )
+        elif line == "/ratelimit":
+            return Plan(
+                kind="fail",
+                usage=Usage(prompt, 0),
+                error_code="rate_limit_exceeded",
+                error_message=RATE_LIMIT_MESSAGE,
+                sleep_ms=sleep_ms,
+            )
+        elif line == "/filter answer":
+            text = "Here is the start of an answer that"
+            return Plan(
+                kind="incomplete",
+                text=text,
+                usage=Usage(prompt, words(text)),
+                sleep_ms=sleep_ms,
+                incomplete_reason="content_filter",
+                deltas=chunk_text(text),
+            )
+        elif line == "/cite":
+            return _cited(prompt, sleep_ms)
         elif line == "/incomplete":
             text = "Echo: this answer was cut short"
             return Plan(

@@ -67,13 +67,14 @@ def test_function_call_output_needs_a_known_call_id(client: httpx.Client) -> Non
     error = _error(_create(client, previous_response_id=first["id"], input=[output], agent_reference=DEMO), 400)
     assert error["message"] == "No tool call found for function call output with call_id call_missing."
     assert error["param"] == "input"
-    # A function call replayed in the same input (store: false style) makes it valid.
+    # A function call replayed in the same input (store: false style) makes it valid. The tools come with a
+    # model-only request: next to an agent they are refused (test_emulator_v2_refusals.py).
     call = {"type": "function_call", "call_id": "call_missing", "name": "f", "arguments": "{}"}
     replay = _create(
         client,
         input=[{"role": "user", "content": "/tool f {}"}, call, output],
         tools=[{"type": "function", "name": "f", "parameters": {}}],
-        agent_reference=DEMO,
+        model="gpt-4o",
         store=False,
     )
     assert replay.json()["output"][0]["content"][0]["text"] == "Tool f returned: x"

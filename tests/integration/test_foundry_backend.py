@@ -10,7 +10,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from app.backends.azure_auth import ApiKeyAuth
+from app.backends.azure_auth import AI_FOUNDRY_SCOPE, AuthProvider, build_auth
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.passthrough import FoundryPassthrough
@@ -21,8 +21,9 @@ from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompl
 from app.core.responses_service import final_response
 from app.core.turn import FunctionTool, Item, Message, ToolResult, TurnRequest
 from app.errors import NotFoundError, RateLimitError, UpstreamTimeoutError
-from app.settings import RouteSettings
+from app.settings import AuthSettings, RouteSettings
 from tests.support import seed
+from tests.support.bridge import managed_identity
 from tests.support.servers import ServerThread
 
 CREATE = "POST /api/projects/{project}/openai/v1/responses"
@@ -36,7 +37,7 @@ def _route(emulator: ServerThread, agent: str, timeout: float = 30.0) -> RouteSe
         {
             "endpoint": f"{emulator.url}/api/projects/demo",
             "agent": {"name": agent, "version": "1"},
-            "auth": {"type": "api_key", "api_key": "k"},
+            "auth": {"type": "entra"},
             "timeout": timeout,
         }
     )
@@ -45,10 +46,10 @@ def _route(emulator: ServerThread, agent: str, timeout: float = 30.0) -> RouteSe
 class Foundry:
     """One backend and pass-through over two routes (`demo` and `flights`), plus the emulator's stats."""
 
-    def __init__(self, emulator: ServerThread, http: aiohttp.ClientSession) -> None:
+    def __init__(self, emulator: ServerThread, http: aiohttp.ClientSession, auth: AuthProvider) -> None:
         self.emulator = emulator
         self.http = http
-        upstream = UpstreamClient(http, ApiKeyAuth("k"), RetryPolicy.testing())
+        upstream = UpstreamClient(http, auth, RetryPolicy.testing())
         self.clients = {
             "demo": FoundryClient(upstream, _route(emulator, "demo-agent")),
             "flights": FoundryClient(upstream, _route(emulator, "flights-demo")),
@@ -99,11 +100,17 @@ class Foundry:
 
 @pytest.fixture
 async def foundry(emulator: ServerThread) -> AsyncIterator[Foundry]:
-    async with http_session() as http:
-        built = Foundry(emulator, http)
-        await built.reset_stats()
-        yield built
-        await built.tasks.drain(within_s=5.0)
+    """Project endpoints take Entra tokens: the backend's come from the emulator's managed identity."""
+    with managed_identity(emulator.url):
+        auth = build_auth(AuthSettings(type="entra"), AI_FOUNDRY_SCOPE)
+        try:
+            async with http_session() as http:
+                built = Foundry(emulator, http, auth)
+                await built.reset_stats()
+                yield built
+                await built.tasks.drain(within_s=5.0)
+        finally:
+            await auth.aclose()
 
 
 def _text(events: list[TurnEvent]) -> str:
