@@ -113,11 +113,7 @@ class AnnotatedText:
 
     def _named(self, marker: str, raw_start: int, raw_end: int) -> Annotation | None:
         for i, annotation in enumerate(self._known):
-            if annotation.text == marker or (
-                not annotation.text
-                and annotation.start_index == raw_start
-                and annotation.end_index in (None, raw_start, raw_end)
-            ):
+            if annotation.text == marker or (not annotation.text and _spans(annotation, raw_start, raw_end)):
                 return self._known.pop(i)
         return None
 
@@ -186,6 +182,15 @@ async def rewritten(events: AsyncIterator[TurnEvent], mode: MarkerMode) -> Async
         if not isinstance(event, TextDelta | Cited):
             yield event
             text = AnnotatedText(mode)
+
+
+def _spans(annotation: Annotation, raw_start: int, raw_end: int) -> bool:
+    """Whether an annotation without text names the marker at [raw_start, raw_end): by its span, or by an
+    `index` (start == end) at either end of it (Responses' file citations point just past the marker)."""
+    start, end = annotation.start_index, annotation.end_index
+    if start == raw_start and end in (None, raw_end):
+        return True
+    return start == end and start in (raw_start, raw_end)
 
 
 def chat_annotation(a: Annotation, files_url: str) -> dict[str, Any]:
