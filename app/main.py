@@ -27,6 +27,7 @@ from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient, http_session, proxy_for
 from app.core.background import BackgroundTasks
+from app.core.files import Fetch, FileRelay
 from app.core.keys import KeyRing
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
@@ -54,6 +55,7 @@ class Components:
     auths: dict[str, AuthProvider]
     service: TurnService
     responses: ResponsesService
+    files: FileRelay
     admin: ThreadAdmin
     janitor: Janitor
     metrics: Metrics
@@ -90,6 +92,8 @@ async def components(
         "foundry": FoundryBackend(foundry_clients, tasks, metrics),
     }
     deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
+    fetchers: dict[str, Fetch] = {name: client.file_content for name, client in assistants_clients.items()}
+    fetchers.update({name: client.file_content for name, client in foundry_clients.items()})
     built = Components(
         settings=settings,
         store=store,
@@ -97,10 +101,11 @@ async def components(
         assistants_clients=assistants_clients,
         foundry_clients=foundry_clients,
         auths=auths,
-        service=TurnService(settings, backends, store),
+        service=TurnService(settings, backends, store, files=store),
         responses=ResponsesService(
-            settings, backends, store, FoundryPassthrough(foundry_clients, metrics), conversations=store
+            settings, backends, store, FoundryPassthrough(foundry_clients, metrics), conversations=store, files=store
         ),
+        files=FileRelay(store, fetchers),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
             store,
@@ -145,6 +150,7 @@ def create_app(
             app.state.tasks = built.tasks
             app.state.service = built.service
             app.state.responses = built.responses
+            app.state.files = built.files
             app.state.admin = built.admin
             app.state.janitor = built.janitor
             stop = asyncio.Event()

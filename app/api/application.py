@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, chat, errors, health, responses
+from app.api import admin, chat, errors, files, health, responses
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
@@ -23,6 +23,7 @@ def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any])
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(files.router)
     app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

@@ -236,3 +236,25 @@ def response_annotation(placed: Placed) -> dict[str, Any]:
             "end_index": placed.end,
         }
     return {"type": "file_path", "file_id": a.file_id or "", "index": placed.start}
+
+
+def parse_response_annotation(raw: Any) -> Annotation | None:
+    """A Responses `output_text` annotation as a neutral one (`index`-only kinds get a zero-width span)."""
+    if not isinstance(raw, dict):
+        return None
+    kind = raw.get("type")
+    if kind not in ("url_citation", "file_citation", "file_path", "container_file_citation"):
+        return None
+    start = raw.get("start_index", raw.get("index"))
+    end = raw.get("end_index", start)
+    return Annotation(
+        kind=kind,
+        text=raw.get("text"),
+        start_index=start if isinstance(start, int) else None,
+        end_index=end if isinstance(end, int) else None,
+        url=raw.get("url"),
+        title=raw.get("title"),
+        file_id=raw.get("file_id"),
+        filename=raw.get("filename"),
+        container_id=raw.get("container_id"),
+    )

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from app.core import approvals, conversation, failures, responses_codec
+from app.core.annotations import parse_response_annotation
 from app.core.conversation import ConversationIndex
 from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.files import FileIndex, recorded, records_of
 from app.core.records import ResponseRecord
 from app.core.service import AgentBackend, route_for
 from app.core.turn import Item, TurnRequest
@@ -70,7 +72,9 @@ class ResponsesService:
         index: ResponseIndex,
         passthrough: ResponsesPassthrough | None,
         conversations: ConversationIndex,
+        files: FileIndex | None = None,
     ) -> None:
+        self.files = files
         self.conversations = conversations
         self.settings = settings
         self.backends = backends
@@ -126,7 +130,7 @@ class ResponsesService:
             approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
         )
         builder = responses_codec.ResponseBuilder(req, markers=route.citation_markers)
-        events = self.backends["assistants"].run_turn(turn)
+        events = recorded(self.backends["assistants"].run_turn(turn), self.files, route=req.model, owner=owner)
         try:
             async for out in self._play(req, builder, events, items, previous, owner):
                 yield out
@@ -217,6 +221,10 @@ class ResponsesService:
                         created_at=time.time(),
                     )
                 )
+            elif name == "response.output_text.annotation.added" and self.files is not None:
+                annotation = parse_response_annotation(data.get("annotation"))
+                if annotation is not None and annotation.file_id:
+                    await self.files.save_files(records_of([annotation], route=req.model, owner=owner))
             yield data
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from app.core import approvals, chat_codec, conversation
 from app.core.annotations import rewritten
 from app.core.conversation import ConversationIndex
 from app.core.events import ApprovalRequired, TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.files import FileIndex, recorded
 from app.core.turn import Message, ToolCall, TurnRequest
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
@@ -48,7 +49,9 @@ class TurnService:
         settings: Settings,
         backends: Mapping[str, AgentBackend],
         index: ConversationIndex,
+        files: FileIndex | None = None,
     ) -> None:
+        self.files = files
         self.settings = settings
         self.backends = backends
         self.index = index
@@ -86,7 +89,8 @@ class TurnService:
         reply = Reply()
         parts: list[str] = []
         played = self.backends[route.backend].run_turn(turn)
-        async for event in rewritten(played, route.citation_markers):
+        shown = recorded(rewritten(played, route.citation_markers), self.files, route=req.model, owner=owner)
+        async for event in shown:
             if isinstance(event, TextDelta):
                 parts.append(event.text)
             elif isinstance(event, ToolCallsRequired):

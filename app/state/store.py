@@ -13,6 +13,7 @@ Keys (after the prefix, default `ab:`):
 - `lock:thread:{id}` (string): the token of the turn holding the thread (SET NX PX).
 - `lease:{name}` (string): the token of the replica running a janitor sweep.
 - `owned:conversation:{id}` (string): the owner of a Foundry conversation id used through the bridge.
+- `file:{id}` (string): a FileRecord (JSON): the route and owner of a file a turn produced; thread TTL.
 
 Every Redis failure leaves this module as `StoreUnavailableError` (503).
 """
@@ -31,7 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.core.records import CallRecord, ResponseRecord, ThreadRecord
+from app.core.records import CallRecord, FileRecord, ResponseRecord, ThreadRecord
 from app.errors import StoreUnavailableError
 
 __all__ = ["CallRecord", "RedisStore", "ResponseRecord", "ThreadRecord"]
@@ -313,6 +314,24 @@ class RedisStore:
     @_translated
     async def delete_response(self, response_id: str) -> None:
         await self.redis.delete(self.key("resp", response_id))
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @_translated
+    async def save_files(self, records: Sequence[FileRecord]) -> None:
+        """First owner wins: a file id another owner's turn recorded is never taken over (SET NX)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.set(self.key("file", record.file_id), json.dumps(asdict(record)), px=self.thread_ttl_ms, nx=True)
+            await pipe.execute()
+
+    @_translated
+    async def get_file(self, file_id: str, owner: str) -> FileRecord | None:
+        raw = await self.redis.get(self.key("file", file_id))
+        if raw is None:
+            return None
+        record = FileRecord(**json.loads(raw))
+        return record if record.owner == owner else None
 
     # -- locks and leases ------------------------------------------------------------------------
 

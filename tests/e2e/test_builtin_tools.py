@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-from tests.support.bridge import Bridge
+from tests.support.bridge import Bridge, running_bridge
+from tests.support.servers import ServerThread
 from tests.support.spec import validate
 
 BOTH = ["demo-assistant", "demo-agent"]
+OWNER_A = "key-of-files-team-a-0123"
+OWNER_B = "key-of-files-team-b-0123"
 
 
 @pytest.mark.parametrize("model", BOTH)
@@ -74,3 +78,26 @@ def test_a_run_level_rate_limit_is_429_with_azures_wait(bridge: Bridge, model: s
     with pytest.raises(openai.RateLimitError) as info:
         bridge.client().chat.completions.create(model=model, messages=[{"role": "user", "content": "/ratelimit"}])
     assert info.value.response.headers["retry-after"] == "20"
+
+
+def test_a_cited_file_is_relayed_only_to_the_owner_of_the_turn(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
+    keys = [{"name": "team-a", "key": OWNER_A}, {"name": "team-b", "key": OWNER_B}]
+    with running_bridge(emulator.url, redis_url, redis_prefix, keys=keys) as bridge:
+        bridge.client(api_key=OWNER_A).chat.completions.create(
+            model="demo-assistant", messages=[{"role": "user", "content": "/cite"}]
+        )
+        bridge.reset_stats()
+        url = f"{bridge.url}/v1/files/assistant-cite0/content"
+        other = httpx.get(url, headers={"Authorization": f"Bearer {OWNER_B}"}, timeout=10)
+        assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+        assert not any("files" in op for op in bridge.emulator_stats())  # never reached Azure
+        unknown = httpx.get(
+            f"{bridge.url}/v1/files/assistant-none/content", headers={"Authorization": f"Bearer {OWNER_A}"}
+        )
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        owner = httpx.get(url, headers={"Authorization": f"Bearer {OWNER_A}"}, timeout=10)
+        # The owner's request goes to the route that produced the file (the emulator serves no file
+        # content yet, so Azure's answer there is its 404).
+        assert any(op.endswith("/files/assistant-cite0/content") for op in bridge.emulator_stats()), owner.text

@@ -166,6 +166,12 @@ class AssistantsClient:
                 return threads
             after = data[-1]["id"]
 
+    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
+        """A file's bytes (`GET /files/{id}/content`): code-interpreter outputs, cited documents."""
+        return await self.upstream.content(
+            self._url(f"/files/{file_id}/content"), params=self.params, operation="file_content"
+        )
+
     async def get_assistant(self, assistant_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
             "GET", self._url(f"/assistants/{assistant_id}"), params=self.params, operation="get_assistant"

@@ -50,3 +50,8 @@ class FoundryClient:
             "POST", self._url(f"/responses/{response_id}/cancel"), deadline=deadline, operation="cancel_response"
         )
         return result
+
+    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
+        """A file's bytes: a code-interpreter container's file, or a project file."""
+        path = f"/containers/{container_id}/files/{file_id}/content" if container_id else f"/files/{file_id}/content"
+        return await self.upstream.content(self._url(path), operation="file_content")

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.core import failures
+from app.core.annotations import parse_response_annotation
 from app.core.events import Annotation, ApprovalRequest, FinishReason
 from app.core.turn import FunctionTool, Item, Message, ToolCall, ToolResult, TurnOptions, Usage
 from app.errors import UpstreamError
@@ -142,25 +143,8 @@ def approval_requests(response: dict[str, Any]) -> tuple[ApprovalRequest, ...]:
 
 
 def annotation_of(raw: Any) -> Annotation | None:
-    """A Responses `output_text` annotation as a neutral one (`index`-only kinds get a zero-width span)."""
-    if not isinstance(raw, dict):
-        return None
-    kind = raw.get("type")
-    if kind not in ("url_citation", "file_citation", "file_path", "container_file_citation"):
-        return None
-    start = raw.get("start_index", raw.get("index"))
-    end = raw.get("end_index", start)
-    return Annotation(
-        kind=kind,
-        text=raw.get("text"),
-        start_index=start if isinstance(start, int) else None,
-        end_index=end if isinstance(end, int) else None,
-        url=raw.get("url"),
-        title=raw.get("title"),
-        file_id=raw.get("file_id"),
-        filename=raw.get("filename"),
-        container_id=raw.get("container_id"),
-    )
+    """A Responses `output_text` annotation as a neutral one."""
+    return parse_response_annotation(raw)
 
 
 def outcome(response: dict[str, Any]) -> FinishReason:
