@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from app.errors import ConfigError
 from app.settings import Settings, load_settings
+
+_SHUTDOWN_MARGIN_S = 5
 
 
 def _load(path: str) -> Settings:
@@ -34,7 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "log_config": None,
         "proxy_headers": True,
-        "timeout_graceful_shutdown": int(settings.shutdown_grace),
+        # uvicorn's own grace outlasts the bridge's: the bridge ends its turns first, in OpenAI's format.
+        "timeout_graceful_shutdown": int(settings.shutdown_grace) + _SHUTDOWN_MARGIN_S,
         "access_log": False,
     }
     if args.workers > 1:
@@ -157,30 +161,9 @@ def _threads(args: argparse.Namespace) -> int:
                 await admin.delete(args.thread_id)
                 show({"id": args.thread_id, "deleted": True})
             elif args.action == "purge":
-                flt = ThreadFilter(route=args.route, owner=args.owner, idle_for_s=seconds(args.older_than))
-                report = await admin.purge(flt)
-                show({"deleted": report.deleted, "failed": report.failed, "count": len(report.deleted)})
-                return 1 if report.failed else 0
+                return await _purge(admin, args, seconds(args.older_than), show)
             elif args.action == "reconcile":
-                listers = {
-                    name: client.list_threads
-                    for name, client in built.assistants_clients.items()
-                    if client.lists_threads
-                }
-                if not listers:
-                    print("agent-bridge threads reconcile: no route on a Foundry project (only those list threads).")
-                    return 0
-                result = await admin.reconcile(listers, adopt=args.adopt, dry_run=args.dry_run)
-                show(
-                    {
-                        "orphans": result.orphans,
-                        "deleted": result.deleted,
-                        "adopted": result.adopted,
-                        "left_alone": result.foreign,
-                        "failed": result.failed,
-                    }
-                )
-                return 1 if result.failed else 0
+                return await _reconcile(built, args, show)
         return 0
 
     try:
@@ -188,6 +171,84 @@ def _threads(args: argparse.Namespace) -> int:
     except BridgeError as exc:
         print(f"agent-bridge threads {args.action}: {exc.message}", file=sys.stderr)
         return 1
+
+
+def _confirm(question: str, args: argparse.Namespace) -> bool:
+    """On a terminal, ask (unless --yes); a script without a terminal goes on (its caller chose to run it)."""
+    if args.yes or args.dry_run or not sys.stdin.isatty():
+        return True
+    answer = input(f"{question} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+class _Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total = label, total
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, done: int, of: int) -> None:
+        if not self.live:
+            return
+        width = 30
+        filled = int(width * of / self.total) if self.total else width
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {of * 100 // max(1, self.total):3d}%  {done} threads")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.live:
+            sys.stderr.write("\n")
+
+
+async def _purge(admin: Any, args: argparse.Namespace, older_than: float | None, show: Any) -> int:
+    from app.state.keys import BUCKETS
+    from app.state.threads_admin import ThreadFilter
+
+    flt = ThreadFilter(route=args.route, owner=args.owner, idle_for_s=older_than)
+    filters = (("route", args.route), ("owner", args.owner), ("idle", args.older_than))
+    described = ", ".join(f"{name} {value}" for name, value in filters if value) or "no filter: ALL threads"
+    if not _confirm(f"Delete every thread ({described}) on Azure and from the registry?", args):
+        print("agent-bridge threads purge: nothing deleted.", file=sys.stderr)
+        return 1
+    progress = _Progress("dry run" if args.dry_run else "purging", BUCKETS)
+    try:
+        report = await admin.purge(flt, dry_run=args.dry_run, progress=progress)
+    finally:
+        progress.close()
+    if args.dry_run:
+        show({"dry_run": True, "would_delete": report.matched, "count": len(report.matched)})
+        return 0
+    show({"deleted": report.deleted, "failed": report.failed, "count": len(report.deleted)})
+    return 1 if report.failed else 0
+
+
+async def _reconcile(built: Any, args: argparse.Namespace, show: Any) -> int:
+    listers = {name: client.list_threads for name, client in built.assistants_clients.items() if client.lists_threads}
+    if not listers:
+        print("agent-bridge threads reconcile: no route on a Foundry project (only those list threads).")
+        return 0
+    what = "record" if args.adopt else "delete on Azure"
+    if not _confirm(f"Find threads the bridge created but has no record of, and {what} them?", args):
+        print("agent-bridge threads reconcile: nothing changed.", file=sys.stderr)
+        return 1
+    progress = _Progress("reconciling", len(listers))
+    try:
+        result = await built.admin.reconcile(listers, adopt=args.adopt, dry_run=args.dry_run, progress=progress)
+    finally:
+        progress.close()
+    show(
+        {
+            "orphans": result.orphans,
+            "deleted": result.deleted,
+            "adopted": result.adopted,
+            "left_alone": result.foreign,
+            "failed": result.failed,
+            **({"dry_run": True} if args.dry_run else {}),
+        }
+    )
+    return 1 if result.failed else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -243,11 +304,14 @@ def parser() -> argparse.ArgumentParser:
     purge.add_argument("--route")
     purge.add_argument("--owner")
     purge.add_argument("--older-than", help="only threads idle at least this long (30s, 5m, 7d)")
+    purge.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
     reconcile = actions.add_parser(
         "reconcile", help="find threads the bridge created on Foundry projects but has no record of"
     )
     reconcile.add_argument("--adopt", action="store_true", help="record them instead of deleting them")
     reconcile.add_argument("--dry-run", action="store_true", help="only report them")
+    reconcile.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
     threads.set_defaults(run=_threads)
 
     check = sub.add_parser("check-config", help="validate a config file without starting")

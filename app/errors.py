@@ -15,6 +15,8 @@
     │   ├── RunFailedError           502 upstream_error          code=<the run's last_error.code>
     │   └── UpstreamAuthError        502 upstream_error          code=upstream_authentication_failed
     ├── StoreUnavailableError        503 service_unavailable     code=state_store_unavailable
+    ├── ShuttingDownError            503 service_unavailable     code=shutting_down (+ Retry-After)
+    ├── ClientDisconnectedError      499 client_disconnected     (the client hung up; never rendered)
     └── UpstreamTimeoutError         504 timeout_error           code=upstream_timeout
 
 Foreign exceptions (aiohttp, redis, azure-identity) are translated where they are caught, with
@@ -130,6 +132,26 @@ class StoreUnavailableError(BridgeError):
     status = 503
     type = "service_unavailable"
     default_code = "state_store_unavailable"
+
+
+class ShuttingDownError(BridgeError):
+    """The bridge is stopping and its shutdown grace has passed: the turn ends, the client may retry."""
+
+    status = 503
+    type = "service_unavailable"
+    default_code = "shutting_down"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(retry_after_s))
+
+
+class ClientDisconnectedError(BridgeError):
+    """The client hung up: the turn ends (its run is cancelled); nobody reads this error."""
+
+    status = 499
+    type = "client_disconnected"
+    default_code = "client_disconnected"
 
 
 class UpstreamTimeoutError(BridgeError):

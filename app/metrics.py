@@ -84,6 +84,18 @@ class Metrics:
             ["ran"],
             registry=r,
         )
+        self.janitor_backlog = Gauge(
+            "agent_bridge_janitor_backlog",
+            "Threads idle past the TTL and not yet deleted (read by each janitor sweep).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.janitor_stranded = Gauge(
+            "agent_bridge_janitor_stranded",
+            "Expired threads the janitor cannot delete: their route is no longer configured.",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.store_errors = Counter("agent_bridge_store_errors", "Redis operations that failed.", registry=r)
 
     def render(self) -> bytes:

@@ -128,10 +128,58 @@ class ThreadSettings(_Strict):
     ttl: Seconds = 7 * 86400.0
     """Threads idle longer than this are deleted on Azure, then forgotten."""
     sweep_interval: Seconds = 60.0
-    """How often each replica's janitor looks for expired threads (one sweep at a time overall)."""
+    """How often each replica's janitor looks for expired threads (replicas sweep disjoint buckets)."""
     janitor: bool = True
+    janitor_concurrency: int = Field(default=16, gt=0, le=256)
+    """Azure deletions one replica's janitor runs at once."""
     retry_base: Seconds = 30.0
     """A deletion that failed is tried again after this, doubling each time (up to an hour)."""
+
+
+class RedisTLSSettings(_Strict):
+    """TLS to Redis (a `rediss://` or `rediss+cluster://` URL)."""
+
+    ca_file: str | None = None
+    """PEM file of the CA(s) that signed the server's certificate; default: the system's CAs."""
+    verify: bool = True
+    """Check the server's certificate chain. Off only for a test server, never in production."""
+    check_hostname: bool = True
+    """Check that the certificate names the host in the URL."""
+    cert_file: str | None = None
+    """A client certificate (mutual TLS), with key_file."""
+    key_file: str | None = None
+
+
+class RedisAuthSettings(_Strict):
+    """How the bridge authenticates to Redis."""
+
+    type: Literal["access_key", "entra"] = "access_key"
+    access_key: str | None = Field(default=None, repr=False)
+    """The cache's access key (or a password); default: the password in the URL, if any."""
+    username: str | None = None
+    """access_key: an ACL user. entra: the object (principal) id of the identity, as the cache's
+    access policy names it; default: the token's `oid` claim."""
+    client_id: str | None = None
+    """entra only: the client id of a user-assigned managed identity (else system-assigned)."""
+    scope: str = "https://redis.azure.com/.default"
+    refresh_margin: Seconds = 300.0
+    """entra only: connections re-authenticate this long before the token expires (or at half its life)."""
+
+
+class RedisSettings(_Strict):
+    """The Redis connection (the URL itself is `REDIS_URL`)."""
+
+    tls: RedisTLSSettings = RedisTLSSettings()
+    auth: RedisAuthSettings = RedisAuthSettings()
+    max_connections: int = Field(default=128, gt=0)
+    """Per worker (per cluster node on a cluster). Budget: replicas x workers x this <= the cache's limit."""
+    connect_timeout: Seconds = 2.0
+    command_timeout: Seconds = 5.0
+
+
+class ResponseSettings(_Strict):
+    ttl: Seconds = 30 * 86400.0
+    """How long a Responses-API response id (previous_response_id, GET /v1/responses/{id}) is kept."""
 
 
 class LimitSettings(_Strict):
@@ -139,6 +187,9 @@ class LimitSettings(_Strict):
     max_messages: int = Field(default=1000, gt=0)
     lock_wait: Seconds = 5.0
     """How long a turn waits for a busy conversation before answering 409."""
+    lock_lease: Seconds = 10.0
+    """A conversation's lock lives this long unrenewed; a turn renews it every third of it, so the
+    lock of a replica that died is free again within this time."""
 
 
 class Settings(BaseSettings):
@@ -149,7 +200,9 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
-    redis_prefix: str = "ab:"
+    redis_prefix: str = Field(default="ab:", pattern=r"^[^{}]*$")
+    redis: RedisSettings = RedisSettings()
+    responses: ResponseSettings = ResponseSettings()
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     threads: ThreadSettings = ThreadSettings()
     limits: LimitSettings = LimitSettings()
@@ -157,7 +210,8 @@ class Settings(BaseSettings):
     log_content: bool = False
     """Put the request's message text (first 1,000 characters) in the access log. Off by default."""
     shutdown_grace: Seconds = 30.0
-    """On SIGTERM, in-flight turns get this long to finish; then their runs are cancelled."""
+    """On SIGTERM, in-flight turns get this long to finish; then each ends in OpenAI's format (503 with
+    Retry-After, or an in-stream error then [DONE]) and its run is cancelled."""
     config_path: str | None = None
 
     @model_validator(mode="after")

@@ -68,6 +68,21 @@ def redis_url() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A 3-master Redis Cluster this session starts on free loopback ports (skipped without redis-server)."""
+    from tests.support.redis_cluster import RedisCluster3
+
+    try:
+        cluster = RedisCluster3().start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def redis_prefix() -> str:
     """A key prefix of its own for each test, so tests never see each other's state."""

@@ -27,6 +27,8 @@ class PurgeRequest(BaseModel):
     owner: str | None = None
     older_than: Seconds | None = None
     """Only threads idle at least this long (a duration: 30s, 5m, 7d)."""
+    dry_run: bool = False
+    """Only report what would be deleted."""
 
 
 class _Duration(BaseModel):
@@ -41,8 +43,10 @@ async def list_threads(
     owner: str | None = None,
     idle_for: Annotated[str | None, Query(description="a duration: 30s, 5m, 7d")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: str | None = None,
+    after: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
 ) -> dict[str, Any]:
+    """A page of the registry. Each page reads a bounded part of it, so a page may be short or even
+    empty while `next` is not null: keep going until `next` is null."""
     try:
         idle = _Duration(value=idle_for).value if idle_for is not None else None
     except ValidationError as exc:
@@ -67,5 +71,7 @@ async def delete_thread(request: Request, principal: AdminDep, thread_id: str) -
 @router.post("/threads/purge")
 async def purge_threads(request: Request, principal: AdminDep, body: PurgeRequest) -> dict[str, Any]:
     flt = ThreadFilter(route=body.route, owner=body.owner, idle_for_s=body.older_than)
-    report = await _admin(request).purge(flt)
+    report = await _admin(request).purge(flt, dry_run=body.dry_run)
+    if body.dry_run:
+        return {"dry_run": True, "would_delete": report.matched, "count": len(report.matched)}
     return {"deleted": report.deleted, "failed": report.failed, "count": len(report.deleted)}

@@ -11,32 +11,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api import sse
 from app.api.deps import PrincipalDep, ServiceDep
+from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import approvals, chat_codec, timing
 from app.core.annotations import chat_annotation
-from app.core.events import (
-    ApprovalRequired,
-    Cited,
-    TextDelta,
-    ThreadBound,
-    ToolCallsRequired,
-    TurnCompleted,
-    TurnEvent,
-)
+from app.core.events import ApprovalRequired, Cited, TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.turn import ToolCall
 from app.errors import BridgeError, UpstreamError
 from app.wire.chat import ChatCompletionRequest
 
 router = APIRouter()
-
-
-def _bound_headers(first: TurnEvent) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if isinstance(first, ThreadBound):
-        if first.thread_id:
-            headers["x-thread-id"] = first.thread_id
-        if first.response_id:
-            headers["x-response-id"] = first.response_id
-    return headers
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -51,31 +34,47 @@ async def chat_completions(
     if request.app.state.settings.log_content:
         request.state.content = _tail(body.messages[-1].content)
     principal.check_model(body.model)
-    events = service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
-    # The first event binds the upstream thread; errors before it are plain HTTP errors. The stream
-    # also waits for the run's first step, so a run that fails at once (a rate limit: 429 with
-    # Retry-After) is an HTTP error too.
-    first = await anext(events)
-    headers = _bound_headers(first)
+    turn = await service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
+    # Up to Azure's first answer errors are plain HTTP errors; the route renders, the turn owns its end.
+    bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
+    headers = bound_headers(bound)
     files_url = f"{str(request.base_url).rstrip('/')}/v1/files"
     if body.stream:
-        second = await anext(events, None)
+        events = turn.events()
+        try:
+            # The stream's first byte waits for the run's first step, so a run that fails at once
+            # (a rate limit: 429 + Retry-After; a deterministic failure: 422) is a plain HTTP error.
+            first = await anext(events, None)
+        except BaseException:
+            watch.stop()
+            await turn.end()
+            raise
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
-        rest = _chain(second, events) if second is not None else events
-        frames = sse.guarded(_chunks(renderer, rest, files_url), _stream_error)
-        return StreamingResponse(frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers})
-    return await _complete(body.model, first, events, headers, files_url)
+        frames = sse.guarded(_chunks(renderer, _chain(first, events), files_url), _stream_error)
+        return TurnStream(frames, turn, {**sse.HEADERS, **headers})
+    try:
+        return await _complete(body.model, turn.events(), headers, files_url)
+    finally:
+        watch.stop()
+        await turn.end()
+
+
+async def _chain(first: TurnEvent | None, rest: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
+    if first is not None:
+        yield first
+    async for event in rest:
+        yield event
 
 
 async def _complete(
-    model: str, first: TurnEvent, events: AsyncIterator[TurnEvent], headers: dict[str, str], files_url: str
+    model: str, events: AsyncIterator[TurnEvent], headers: dict[str, str], files_url: str
 ) -> JSONResponse:
     parts: list[str] = []
     calls: tuple[ToolCall, ...] = ()
     cited: list[dict[str, object]] = []
     done: TurnCompleted | None = None
-    async for event in _chain(first, events):
+    async for event in events:
         if isinstance(event, TextDelta):
             parts.append(event.text)
         elif isinstance(event, Cited):
@@ -102,12 +101,6 @@ async def _complete(
     if current is not None:
         headers["x-agent-bridge-overhead-ms"] = f"{current.overhead_ms():.3f}"
     return JSONResponse(completion, headers=headers)
-
-
-async def _chain(first: TurnEvent, rest: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
-    yield first
-    async for event in rest:
-        yield event
 
 
 async def _chunks(

@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api import sse
 from app.api.deps import OwnerDep, PrincipalDep, ResponsesDep
+from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import timing
 from app.core.responses_service import StreamEvent, final_response
-from app.errors import BridgeError, InvalidRequestError, UpstreamError
+from app.errors import BridgeError, InvalidRequestError
 from app.wire.responses import ResponsesRequest
 
 router = APIRouter()
@@ -30,19 +31,18 @@ async def create_response(
         raise InvalidRequestError("background responses are not supported by this bridge.", param="background")
     # What the client sent, extra fields included, for the Foundry pass-through.
     raw: dict[str, Any] = body.model_dump(exclude_unset=True)
-    events = service.respond(body, raw, owner=principal.name)
-    try:
-        first = await anext(events)
-    except StopAsyncIteration as exc:
-        raise UpstreamError("The agent ended the response before it began.") from exc
-    headers = _headers(first)
+    turn = await service.respond(body, raw, owner=principal.name)
+    bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
+    headers = bound_headers(bound)
     if body.stream:
-        counter = _Sequence(first)
-        frames = sse.guarded(_frames(first, events, counter), counter.error_frames)
-        return StreamingResponse(frames, media_type="text/event-stream", headers={**sse.HEADERS, **headers})
-    collected = [first]
-    async for event in events:
-        collected.append(event)
+        counter = _Sequence()
+        frames = sse.guarded(_frames(turn.events(), counter), counter.error_frames)
+        return TurnStream(frames, turn, {**sse.HEADERS, **headers})
+    try:
+        collected = [event async for event in turn.events()]
+    finally:
+        watch.stop()
+        await turn.end()
     response = final_response(collected)
     current = timing.current()
     if current is not None:
@@ -60,16 +60,11 @@ async def delete_response(response_id: str, service: ResponsesDep, owner: OwnerD
     return JSONResponse(await service.delete(response_id, owner=owner))
 
 
-def _headers(first: StreamEvent) -> dict[str, str]:
-    response = first.get("response") or {}
-    return {"x-response-id": str(response["id"])} if response.get("id") else {}
-
-
 class _Sequence:
     """Tracks the stream's sequence numbers so an in-stream error event continues them."""
 
-    def __init__(self, first: StreamEvent) -> None:
-        self.last = int(first.get("sequence_number", 0))
+    def __init__(self) -> None:
+        self.last = 0
 
     def seen(self, event: StreamEvent) -> None:
         number = event.get("sequence_number")
@@ -88,8 +83,7 @@ class _Sequence:
         return [sse.event("error", payload)]
 
 
-async def _frames(first: StreamEvent, rest: AsyncIterator[StreamEvent], counter: _Sequence) -> AsyncIterator[bytes]:
-    yield sse.event(str(first["type"]), first)
-    async for event in rest:
+async def _frames(events: AsyncIterator[StreamEvent], counter: _Sequence) -> AsyncIterator[bytes]:
+    async for event in events:
         counter.seen(event)
         yield sse.event(str(event["type"]), event)

@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from app.core import approvals, conversation, failures, responses_codec
-from app.core.annotations import parse_response_annotation
+from app.core.annotations import MarkerMode, parse_response_annotation
+from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
 from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded, records_of
+from app.core.lifetime import InFlight, Turn, Work
 from app.core.records import ResponseRecord
 from app.core.service import AgentBackend, route_for
 from app.core.turn import Item, TurnRequest
@@ -35,12 +37,10 @@ class ResponseIndex(Protocol):
     async def claim_conversation(self, conversation_id: str, owner: str) -> bool: ...
 
 
-class ResponsesPassthrough(Protocol):
-    """The Foundry v2 side: forwards a sanitized body with the route's agent_reference."""
+class ResponsesRelay(Protocol):
+    """The Foundry v2 side: a sanitized body with the route's agent_reference, relayed whole."""
 
-    def stream(
-        self, body: dict[str, Any], *, model: str, deadline: float
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+    def relay(self, body: dict[str, Any], *, model: str, deadline: float) -> Work[StreamEvent]: ...
 
     async def get(self, response_id: str, model: str) -> dict[str, Any]: ...
 
@@ -64,14 +64,149 @@ def final_response(events: list[StreamEvent]) -> dict[str, Any]:
     raise RunFailedError("The agent's response ended without a final status.", code="upstream_stream_ended")
 
 
+class _AssistantsResponse:
+    """An Assistants turn rendered as Responses stream events; the response is recorded before its end goes out."""
+
+    def __init__(
+        self,
+        work: Work[TurnEvent],
+        req: ResponsesRequest,
+        *,
+        owner: str,
+        items: tuple[Item, ...],
+        previous: ResponseRecord | None,
+        index: ResponseIndex,
+        conversations: ConversationIndex,
+        files: FileIndex | None = None,
+        markers: MarkerMode = "numbered",
+    ) -> None:
+        self.files = files
+        self.work = work
+        self.req = req
+        self.owner = owner
+        self.items = items
+        self.previous = previous
+        self.index = index
+        self.conversations = conversations
+        self.builder = responses_codec.ResponseBuilder(req, markers=markers)
+
+    async def open(self) -> ThreadBound:
+        bound = await self.work.open()
+        return ThreadBound(thread_id=bound.thread_id, response_id=self.builder.id)
+
+    async def close(self, ending: BaseException | None) -> None:
+        await self.work.close(ending)
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        for out in self.builder.start():
+            yield out
+        try:
+            async for out in self._play():
+                yield out
+        except BridgeError as exc:
+            if not self.req.stream:
+                raise
+            # A streamed Response that fails ends with response.failed (SDKs wait for a terminal event).
+            for out in self.builder.fail(exc):
+                yield out
+
+    async def _play(self) -> AsyncIterator[StreamEvent]:
+        req, builder = self.req, self.builder
+        async for event in recorded(self.work.events(), self.files, route=req.model, owner=self.owner):
+            if isinstance(event, TextDelta):
+                for out in builder.text(event.text):
+                    yield out
+            elif isinstance(event, Cited):
+                for out in builder.cite(event.annotations):
+                    yield out
+            elif isinstance(event, ApprovalRequired):
+                for out in builder.approvals(event.requests):
+                    yield out
+            elif isinstance(event, ToolCallsRequired):
+                for out in builder.tool_calls(event.calls):
+                    yield out
+            elif isinstance(event, TurnCompleted):
+                final = builder.finish(event.finish_reason, event.usage)
+                if self.previous is None:
+                    await conversation.remember(
+                        self.conversations,
+                        owner=self.owner,
+                        route=req.model,
+                        items=self.items,
+                        reply=builder.reply(),
+                        cursor=event.cursor,
+                        conversation_id=None,
+                    )
+                if req.store is not False:
+                    await self.index.save_response(
+                        ResponseRecord(
+                            response_id=builder.id,
+                            owner=self.owner,
+                            route=req.model,
+                            backend="assistants",
+                            thread_id=event.cursor,
+                            run_id=None,
+                            upstream_id=None,
+                            created_at=time.time(),
+                            data={"response": builder.response()},
+                        )
+                    )
+                for out in final:
+                    yield out
+
+
+class _RecordedRelay:
+    """A Foundry pass-through whose response id is recorded with its owner before the client sees it."""
+
+    def __init__(
+        self, work: Work[StreamEvent], *, owner: str, model: str, index: ResponseIndex, files: FileIndex | None
+    ) -> None:
+        self.files = files
+        self.work = work
+        self.owner = owner
+        self.model = model
+        self.index = index
+
+    async def open(self) -> ThreadBound:
+        bound = await self.work.open()
+        assert bound.response_id is not None
+        await self.index.save_response(
+            ResponseRecord(
+                response_id=bound.response_id,
+                owner=self.owner,
+                route=self.model,
+                backend="foundry",
+                thread_id=None,
+                run_id=None,
+                upstream_id=bound.response_id,
+                created_at=time.time(),
+            )
+        )
+        return bound
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        async for data in self.work.events():
+            if self.files is not None and data.get("type") == "response.output_text.annotation.added":
+                annotation = parse_response_annotation(data.get("annotation"))
+                if annotation is not None and annotation.file_id:
+                    await self.files.save_files(records_of([annotation], route=self.model, owner=self.owner))
+            yield data
+
+    async def close(self, ending: BaseException | None) -> None:
+        await self.work.close(ending)
+
+
 class ResponsesService:
     def __init__(
         self,
         settings: Settings,
         backends: Mapping[str, AgentBackend],
         index: ResponseIndex,
-        passthrough: ResponsesPassthrough | None,
+        relay: ResponsesRelay | None,
         conversations: ConversationIndex,
+        *,
+        tasks: BackgroundTasks,
+        inflight: InFlight,
         files: FileIndex | None = None,
     ) -> None:
         self.files = files
@@ -79,7 +214,9 @@ class ResponsesService:
         self.settings = settings
         self.backends = backends
         self.index = index
-        self.passthrough = passthrough
+        self.passthrough = relay
+        self.tasks = tasks
+        self.inflight = inflight
 
     async def _previous(self, req: ResponsesRequest, owner: str) -> ResponseRecord | None:
         if not req.previous_response_id:
@@ -92,14 +229,21 @@ class ResponsesService:
             )
         return record
 
-    def respond(self, req: ResponsesRequest, body: dict[str, Any], *, owner: str) -> AsyncIterator[StreamEvent]:
-        """Responses stream events for one request, whatever the backend (first event: response.created)."""
+    async def respond(self, req: ResponsesRequest, body: dict[str, Any], *, owner: str) -> Turn[StreamEvent]:
+        """The turn of one request, whatever the backend; its events are Responses stream events
+        (first: response.created)."""
         route = route_for(self.settings, req.model)
+        deadline = time.monotonic() + route.timeout
+        work: Work[StreamEvent]
         if route.backend == "foundry":
-            return self._relay(req, body, route, owner)
-        return self._assistants(req, route, owner)
+            work = await self._relay(req, body, owner, deadline)
+        else:
+            work = await self._assistants(req, route, owner, deadline)
+        return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
 
-    async def _assistants(self, req: ResponsesRequest, route: RouteSettings, owner: str) -> AsyncIterator[StreamEvent]:
+    async def _assistants(
+        self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float
+    ) -> Work[StreamEvent]:
         if req.conversation is not None:
             raise InvalidRequestError(
                 "conversation is available on Foundry v2 routes; on Assistants routes continue a "
@@ -126,106 +270,32 @@ class ResponsesService:
             instructions=instructions,
             tools=responses_codec.parse_tools(req),
             options=responses_codec.parse_options(req),
-            deadline=time.monotonic() + route.timeout,
+            deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
         )
-        builder = responses_codec.ResponseBuilder(req, markers=route.citation_markers)
-        events = recorded(self.backends["assistants"].run_turn(turn), self.files, route=req.model, owner=owner)
-        try:
-            async for out in self._play(req, builder, events, items, previous, owner):
-                yield out
-        except BridgeError as exc:
-            if not req.stream or not builder.started:
-                raise
-            # A streamed Response that fails ends with response.failed (SDKs wait for a terminal event).
-            for out in builder.fail(exc):
-                yield out
-
-    async def _play(
-        self,
-        req: ResponsesRequest,
-        builder: responses_codec.ResponseBuilder,
-        events: AsyncIterator[TurnEvent],
-        items: tuple[Item, ...],
-        previous: ResponseRecord | None,
-        owner: str,
-    ) -> AsyncIterator[StreamEvent]:
-        async for event in events:
-            if isinstance(event, ThreadBound):
-                for out in builder.start():
-                    yield out
-            elif isinstance(event, TextDelta):
-                for out in builder.text(event.text):
-                    yield out
-            elif isinstance(event, Cited):
-                for out in builder.cite(event.annotations):
-                    yield out
-            elif isinstance(event, ToolCallsRequired):
-                for out in builder.tool_calls(event.calls):
-                    yield out
-            elif isinstance(event, ApprovalRequired):
-                for out in builder.approvals(event.requests):
-                    yield out
-            elif isinstance(event, TurnCompleted):
-                final = builder.finish(event.finish_reason, event.usage)
-                if previous is None:
-                    await conversation.remember(
-                        self.conversations,
-                        owner=owner,
-                        route=req.model,
-                        items=items,
-                        reply=builder.reply(),
-                        cursor=event.cursor,
-                        conversation_id=None,
-                    )
-                if req.store is not False:
-                    await self.index.save_response(
-                        ResponseRecord(
-                            response_id=builder.id,
-                            owner=owner,
-                            route=req.model,
-                            backend="assistants",
-                            thread_id=event.cursor,
-                            run_id=None,
-                            upstream_id=None,
-                            created_at=time.time(),
-                            data={"response": builder.response()},
-                        )
-                    )
-                for out in final:
-                    yield out
+        return _AssistantsResponse(
+            self.backends["assistants"].turn(turn),
+            req,
+            owner=owner,
+            items=items,
+            previous=previous,
+            index=self.index,
+            conversations=self.conversations,
+            files=self.files,
+            markers=route.citation_markers,
+        )
 
     async def _relay(
-        self, req: ResponsesRequest, body: dict[str, Any], route: RouteSettings, owner: str
-    ) -> AsyncIterator[StreamEvent]:
+        self, req: ResponsesRequest, body: dict[str, Any], owner: str, deadline: float
+    ) -> Work[StreamEvent]:
         assert self.passthrough is not None
         await self._previous(req, owner)
         if req.conversation is not None:
             conversation_id = req.conversation if isinstance(req.conversation, str) else req.conversation.get("id")
             if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
                 raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
-        async for name, data in self.passthrough.stream(
-            body, model=req.model, deadline=time.monotonic() + route.timeout
-        ):
-            if name == "response.created":
-                upstream_id = data["response"]["id"]
-                await self.index.save_response(
-                    ResponseRecord(
-                        response_id=upstream_id,
-                        owner=owner,
-                        route=req.model,
-                        backend="foundry",
-                        thread_id=None,
-                        run_id=None,
-                        upstream_id=upstream_id,
-                        created_at=time.time(),
-                    )
-                )
-            elif name == "response.output_text.annotation.added" and self.files is not None:
-                annotation = parse_response_annotation(data.get("annotation"))
-                if annotation is not None and annotation.file_id:
-                    await self.files.save_files(records_of([annotation], route=req.model, owner=owner))
-            yield data
+        work = self.passthrough.relay(body, model=req.model, deadline=deadline)
+        return _RecordedRelay(work, owner=owner, model=req.model, index=self.index, files=self.files)
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)

@@ -1,4 +1,4 @@
-"""The service: routes a model name to its backend and plays a chat turn through the neutral core."""
+"""The chat service: routes a model name to its backend and builds the chat turn the route opens and renders."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.core import approvals, chat_codec, conversation
-from app.core.annotations import rewritten
+from app.core.annotations import MarkerMode, rewritten
+from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
-from app.core.events import ApprovalRequired, TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.events import ApprovalRequired, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded
-from app.core.turn import Message, ToolCall, TurnRequest
+from app.core.lifetime import InFlight, Turn, Work
+from app.core.turn import Item, Message, ToolCall, TurnRequest
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
 from app.wire.chat import ChatCompletionRequest
@@ -27,9 +29,9 @@ def route_for(settings: Settings, model: str) -> RouteSettings:
 
 
 class AgentBackend(Protocol):
-    """Plays one turn against Azure and yields neutral events (see `app.core.events`)."""
+    """Starts turns against Azure; each turn's work yields neutral events (see `app.core.events`)."""
 
-    def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]: ...
+    def turn(self, req: TurnRequest) -> Work[TurnEvent]: ...
 
 
 @dataclass
@@ -43,23 +45,88 @@ class Reply:
         return Message(role="assistant", text=self.text, tool_calls=self.tool_calls)
 
 
+class _ChatWork:
+    """A backend's turn, plus what the conversation index must learn when it completes."""
+
+    def __init__(
+        self,
+        work: Work[TurnEvent],
+        index: ConversationIndex,
+        *,
+        owner: str,
+        model: str,
+        items: tuple[Item, ...],
+        conversation_id: str | None,
+        previous_cursor: str | None,
+        markers: MarkerMode = "numbered",
+        files: FileIndex | None = None,
+    ) -> None:
+        self.markers: MarkerMode = markers
+        self.files = files
+        self.work = work
+        self.index = index
+        self.owner = owner
+        self.model = model
+        self.items = items
+        self.conversation_id = conversation_id
+        self.previous_cursor = previous_cursor
+
+    async def open(self) -> ThreadBound:
+        return await self.work.open()
+
+    async def close(self, ending: BaseException | None) -> None:
+        await self.work.close(ending)
+
+    async def events(self) -> AsyncIterator[TurnEvent]:
+        """The backend's events; the conversation's new cursor is stored before the last one is yielded."""
+        reply = Reply()
+        parts: list[str] = []
+        # The text as the client sees it (citations numbered) is what the conversation remembers.
+        shown = recorded(rewritten(self.work.events(), self.markers), self.files, route=self.model, owner=self.owner)
+        async for event in shown:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, ToolCallsRequired):
+                reply.tool_calls = event.calls
+            elif isinstance(event, ApprovalRequired):
+                reply.tool_calls = tuple(approvals.as_tool_call(r) for r in event.requests)
+            elif isinstance(event, TurnCompleted):
+                reply.text = "".join(parts)
+                await conversation.remember(
+                    self.index,
+                    owner=self.owner,
+                    route=self.model,
+                    items=self.items,
+                    reply=reply.message(),
+                    cursor=event.cursor,
+                    conversation_id=self.conversation_id,
+                    previous_cursor=self.previous_cursor,
+                )
+            yield event
+
+
 class TurnService:
+    """Routes a chat request to its backend and hands the route a `Turn` to open and render."""
+
     def __init__(
         self,
         settings: Settings,
         backends: Mapping[str, AgentBackend],
         index: ConversationIndex,
+        *,
+        tasks: BackgroundTasks,
+        inflight: InFlight,
         files: FileIndex | None = None,
     ) -> None:
         self.files = files
         self.settings = settings
         self.backends = backends
         self.index = index
+        self.tasks = tasks
+        self.inflight = inflight
 
-    async def chat(
-        self, req: ChatCompletionRequest, *, owner: str, conversation_id: str | None
-    ) -> AsyncIterator[TurnEvent]:
-        """Play one chat turn; the conversation's new cursor is stored before the last event is yielded."""
+    async def chat(self, req: ChatCompletionRequest, *, owner: str, conversation_id: str | None) -> Turn[TurnEvent]:
+        """A chat turn, validated and placed in its conversation; the route opens it."""
         route = route_for(self.settings, req.model)
         limit = self.settings.limits.max_messages
         if len(req.messages) > limit:
@@ -73,6 +140,7 @@ class TurnService:
         found = await conversation.resolve(
             self.index, owner=owner, route=req.model, items=items, conversation_id=conversation_id
         )
+        deadline = time.monotonic() + route.timeout
         turn = TurnRequest(
             owner=owner,
             model=req.model,
@@ -83,30 +151,18 @@ class TurnService:
             instructions=parsed.instructions,
             tools=parsed.tools,
             options=parsed.options,
-            deadline=time.monotonic() + route.timeout,
+            deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
         )
-        reply = Reply()
-        parts: list[str] = []
-        played = self.backends[route.backend].run_turn(turn)
-        shown = recorded(rewritten(played, route.citation_markers), self.files, route=req.model, owner=owner)
-        async for event in shown:
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-            elif isinstance(event, ToolCallsRequired):
-                reply.tool_calls = event.calls
-            elif isinstance(event, ApprovalRequired):
-                reply.tool_calls = tuple(approvals.as_tool_call(r) for r in event.requests)
-            elif isinstance(event, TurnCompleted):
-                reply.text = "".join(parts)
-                await conversation.remember(
-                    self.index,
-                    owner=owner,
-                    route=req.model,
-                    items=items,
-                    reply=reply.message(),
-                    cursor=event.cursor,
-                    conversation_id=conversation_id,
-                    previous_cursor=found.cursor,
-                )
-            yield event
+        work = _ChatWork(
+            self.backends[route.backend].turn(turn),
+            self.index,
+            owner=owner,
+            model=req.model,
+            items=items,
+            conversation_id=conversation_id,
+            previous_cursor=found.cursor,
+            markers=route.citation_markers,
+            files=self.files,
+        )
+        return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)

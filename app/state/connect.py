@@ -1,11 +1,31 @@
-"""The Redis client: a real server from `REDIS_URL`, or an embedded in-process one when unset."""
+"""The Redis client from `REDIS_URL` and `redis:` settings: standalone, cluster, TLS, Entra; or embedded when unset.
+
+- `redis://` / `rediss://` (TLS): one server (or a cluster's proxy endpoint, as Azure Managed
+  Redis's Enterprise policy offers).
+- `redis+cluster://` / `rediss+cluster://`: a Redis Cluster (Azure Managed Redis's OSS cluster
+  policy, Azure Cache for Redis clustered); any node's address, the client finds the rest.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from app.errors import ConfigError
+from app.settings import RedisSettings
+from app.state.redis_auth import EntraCredentialProvider, entra_provider
+
+log = logging.getLogger("agent_bridge.store")
 
 CONNECT_TIMEOUT_S = 2.0
 """A Redis that does not accept the connection (host down, packets dropped) fails within this."""
@@ -19,31 +39,116 @@ concurrent turns; past it, commands queue for a free connection instead of faili
 POOL_TIMEOUT_S = COMMAND_TIMEOUT_S
 """The longest a command waits for a free connection before the request gets 503."""
 
+_SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster", "unix"}
 
-def connect(url: str | None) -> Redis:
+
+@dataclass
+class Connection:
+    """A client and what it owns besides its pool (an Entra credential with its refresh task)."""
+
+    client: Any
+    providers: list[EntraCredentialProvider] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        for provider in self.providers:
+            await provider.aclose()
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlparse(url).scheme.endswith("+cluster")
+
+
+def _options(url: str, settings: RedisSettings) -> tuple[dict[str, Any], EntraCredentialProvider | None]:
+    scheme = urlparse(url).scheme
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"REDIS_URL: unknown scheme {scheme!r}: use redis://, rediss:// (TLS), "
+            "redis+cluster:// or rediss+cluster:// (a Redis Cluster)"
+        )
+    tls = settings.tls
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": settings.command_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+    }
+    if scheme.startswith("rediss"):
+        options |= {
+            "ssl_cert_reqs": "required" if tls.verify else "none",
+            "ssl_check_hostname": tls.verify and tls.check_hostname,
+        }
+        if tls.ca_file:
+            options["ssl_ca_certs"] = tls.ca_file
+        if tls.cert_file:
+            options |= {"ssl_certfile": tls.cert_file, "ssl_keyfile": tls.key_file}
+    elif tls.ca_file or tls.cert_file or not tls.verify or not tls.check_hostname:
+        raise ConfigError("redis.tls: TLS options need a rediss:// (or rediss+cluster://) REDIS_URL")
+    auth = settings.auth
+    provider: EntraCredentialProvider | None = None
+    if auth.type == "entra":
+        provider = entra_provider(auth.client_id, auth.scope, auth.username, auth.refresh_margin)
+        options["credential_provider"] = provider
+    elif auth.access_key:
+        options["password"] = auth.access_key
+        if auth.username:
+            options["username"] = auth.username
+    return options, provider
+
+
+def connect(url: str | None, settings: RedisSettings | None = None) -> Any:
+    """The client (`Redis` or `RedisCluster`); `build()` also returns what must be closed with it."""
+    return build(url, settings).client
+
+
+def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
     """Short timeouts: a dead Redis must fail a request fast (503), not hang it.
 
     One immediate retry on a dropped connection (a Redis restart leaves every pooled connection
     dead: the retry reconnects instead of failing one request per connection). Timeouts are not
-    retried, so a hung Redis costs a request at most `COMMAND_TIMEOUT_S`; a refused connection
+    retried, so a hung Redis costs a request at most the command timeout; a refused connection
     fails in milliseconds.
     """
     if url is None:
         from fakeredis import FakeAsyncRedis
 
-        embedded: Redis = FakeAsyncRedis(decode_responses=True)
-        return embedded
+        return Connection(FakeAsyncRedis(decode_responses=True))
+    settings = settings or RedisSettings()
+    options, provider = _options(url, settings)
+    providers = [provider] if provider is not None else []
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    if is_cluster_url(url):
+        cluster = RedisCluster.from_url(
+            url.replace("+cluster", "", 1), max_connections=settings.max_connections, retry=retry, **options
+        )
+        return Connection(cluster, providers)
     # A blocking pool: redis-py's default pool raises MaxConnectionsError at once when a burst of
     # turns wants more than 100 connections (seen as 503s with 1,000 streams opened together).
     pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=POOL_TIMEOUT_S,
-        decode_responses=True,
-        socket_timeout=COMMAND_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        url, max_connections=settings.max_connections, timeout=settings.command_timeout, retry=retry, **options
     )
-    client: Redis = Redis.from_pool(pool)
-    return client
+    # The provider goes to the client too: only then does redis-py register re-authentication of
+    # the pool's connections when the provider streams a new token (`Redis.from_pool` does not).
+    credential: CredentialProvider | None = options.get("credential_provider")
+    client = Redis(connection_pool=pool, credential_provider=credential)
+    client.auto_close_connection_pool = True
+    return Connection(client, providers)
+
+
+async def check_mode(client: Any, url: str | None) -> None:
+    """Stop start-up when a standalone client points at a cluster node (every multi-key command
+    would fail with MOVED or CROSSSLOT); a Redis that does not answer yet is left to /readyz."""
+    if url is None or isinstance(client, RedisCluster):
+        return
+    try:
+        info = await client.info("cluster")
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("redis: could not check the server's mode at start-up: %s", type(exc).__name__)
+        return
+    if int(info.get("cluster_enabled", 0)) == 1:
+        parsed = urlparse(url)
+        scheme = "rediss+cluster" if parsed.scheme == "rediss" else "redis+cluster"
+        raise ConfigError(
+            f"REDIS_URL points at a Redis Cluster node, but {parsed.scheme}:// builds a client for one server: "
+            f"write {scheme}://{parsed.hostname}:{parsed.port or 6379} instead"
+        )

@@ -1,10 +1,14 @@
 """The janitor: deletes threads idle longer than the TTL, on Azure first, then from the registry.
 
-It runs in every replica; a Redis lease lets one sweep run at a time, and each thread is claimed
-atomically (ZREM from `threads:idle`) before it is deleted, so two janitors never delete the same
-thread. A sweep reads only the expired end of the idle zset: its cost grows with the number of
-expired threads, not with all threads. A deletion that fails puts the thread back with a backoff
-score; the thread stays in the registry until Azure confirms (or answers 404).
+It runs in every replica. The idle index is sharded into buckets (`app.state.keys`); a sweep reads
+each bucket's size and expired count in one pipeline (that is the backlog metric), then takes a
+lease per bucket with work, so replicas sweep disjoint buckets in parallel. Within a sweep, up to
+`concurrency` deletions run at once. Each thread is claimed atomically (ZREM from its bucket)
+before it is deleted, so two janitors never delete the same thread. A deletion that fails puts the
+thread back with a backoff score; the thread stays in the registry until Azure confirms (or answers
+404). A thread whose route is no longer configured cannot be deleted: it is reported (log, metric)
+and parked far in the future instead of being retried; a later sweep that finds its route
+configured again puts it back on the work list.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ log = logging.getLogger("agent_bridge.janitor")
 ThreadDeleter = Callable[[str], Awaitable[None]]
 """Deletes one thread upstream; raises NotFoundError when Azure no longer has it."""
 
+PARKED_SCORE = 1e12
+"""The idle score of a thread whose route is gone (year 33658): listed, never expired."""
+
 
 @dataclass
 class SweepResult:
@@ -32,8 +39,13 @@ class SweepResult:
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Claimed but left alone: in use again, or busy with a turn."""
+    stranded: list[str] = field(default_factory=list)
+    """Expired, but their route is no longer configured: parked and reported."""
+    busy_buckets: int = 0
+    """Buckets with work that another replica was sweeping."""
+    backlog: int = 0
     ran: bool = True
-    """False when another replica held the lease."""
+    """False when every bucket with work was leased by another replica."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,9 @@ class JanitorPolicy:
     ttl_s: float
     interval_s: float = 60.0
     batch: int = 200
+    """Threads taken from one bucket per sweep."""
+    concurrency: int = 16
+    """Azure deletions in flight at once per replica (16 at 100 ms each: 160 per second)."""
     lease_s: float = 120.0
     retry_base_s: float = 30.0
     retry_max_s: float = 3600.0
@@ -59,46 +74,94 @@ class Janitor:
         self.deleters = deleters
         self.policy = policy
         self.failures: dict[str, int] = {}
-        self.counters = {"sweeps": 0, "deleted": 0, "failed": 0}
+        self.counters = {"sweeps": 0, "deleted": 0, "failed": 0, "stranded": 0}
 
     async def counters_snapshot(self) -> dict[str, int]:
         return dict(self.counters)
 
     async def sweep(self, now: float | None = None) -> SweepResult:
         now = time.time() if now is None else now
-        lease = await self.store.acquire_lease("janitor", ttl_ms=int(self.policy.lease_s * 1000))
-        if lease is None:
-            if self.metrics is not None:
-                self.metrics.janitor_sweeps.labels("false").inc()
-            return SweepResult(ran=False)
-        result = SweepResult()
-        try:
-            cutoff = now - self.policy.ttl_s
-            for thread_id in await self.store.idle_threads(before=cutoff, limit=self.policy.batch):
-                if not await self.store.claim_idle(thread_id):
-                    continue  # another janitor has it
-                await self._expire(thread_id, cutoff, now, result)
-        finally:
-            await self.store.release_lease("janitor", lease)
+        cutoff = now - self.policy.ttl_s
+        counts = await self.store.bucket_backlog(before=cutoff)
+        result = SweepResult(backlog=sum(expired for _, expired in counts))
+        if self.metrics is not None:
+            self.metrics.threads_live.set(sum(total for total, _ in counts))
+            self.metrics.janitor_backlog.set(result.backlog)
+        work = [bucket for bucket, (_, expired) in enumerate(counts) if expired]
+        random.shuffle(work)  # replicas starting together then rarely contend for the same lease
+        slots = asyncio.Semaphore(self.policy.concurrency)
+        swept = 0
+        async with asyncio.TaskGroup() as group:
+            for bucket in work:
+                lease = await self.store.acquire_bucket_lease(bucket, ttl_ms=int(self.policy.lease_s * 1000))
+                if lease is None:
+                    result.busy_buckets += 1
+                    continue
+                swept += 1
+                group.create_task(self._sweep_bucket(bucket, lease, cutoff, now, slots, result))
+        result.ran = swept > 0 or not work
         self.counters["sweeps"] += 1
         self.counters["deleted"] += len(result.deleted)
         self.counters["failed"] += len(result.failed)
+        self.counters["stranded"] += len(result.stranded)
         if self.metrics is not None:
-            self.metrics.janitor_sweeps.labels("true").inc()
+            self.metrics.janitor_sweeps.labels("true" if result.ran else "false").inc()
             self.metrics.threads_deleted.labels("janitor").inc(len(result.deleted))
             self.metrics.thread_deletions_failed.inc(len(result.failed))
+            self.metrics.janitor_backlog.set(max(0, result.backlog - len(result.deleted)))
         if result.deleted or result.failed:
             log.info("janitor: deleted %d threads, %d failed", len(result.deleted), len(result.failed))
         return result
 
+    async def _sweep_bucket(
+        self, bucket: int, lease: str, cutoff: float, now: float, slots: asyncio.Semaphore, result: SweepResult
+    ) -> None:
+        try:
+            ids = await self.store.idle_threads(bucket, before=cutoff, limit=self.policy.batch)
+
+            async def one(thread_id: str) -> None:
+                async with slots:
+                    try:
+                        if await self.store.claim_idle(thread_id):  # else another janitor has it
+                            await self._expire(thread_id, cutoff, now, result)
+                    except BridgeError as exc:
+                        log.warning("janitor: %s: %s", thread_id, exc.message)
+                        result.failed.append(thread_id)
+
+            async with asyncio.TaskGroup() as group:
+                for thread_id in ids:
+                    group.create_task(one(thread_id))
+        except BridgeError as exc:
+            log.warning("janitor: bucket %d: %s", bucket, exc.message)
+        finally:
+            try:
+                await self.store.release_bucket_lease(bucket, lease)
+            except BridgeError:
+                pass  # it expires on its own
+
     async def _expire(self, thread_id: str, cutoff: float, now: float, result: SweepResult) -> None:
         record = await self.store.get_thread(thread_id)
         if record is None:
-            result.skipped.append(thread_id)  # a stale zset entry: the claim removed it
+            result.skipped.append(thread_id)  # a stale index entry: the claim removed it
             return
         if record.last_used_at > cutoff:
             await self.store.requeue_idle(thread_id, record.last_used_at)
             result.skipped.append(thread_id)
+            return
+        deleter = self.deleters.get(record.route)
+        if deleter is None:
+            await self.store.requeue_idle(thread_id, PARKED_SCORE)
+            log.error(
+                "janitor: thread %s belongs to route %r, which is no longer configured: it cannot be deleted "
+                "on Azure and is parked. Configure the route again (the janitor then deletes it), or delete "
+                "the thread on Azure and run `agent-bridge threads purge --route %s`.",
+                thread_id,
+                record.route,
+                record.route,
+            )
+            if self.metrics is not None:
+                self.metrics.janitor_stranded.inc()
+            result.stranded.append(thread_id)
             return
         token = await self.store.acquire_lock(thread_id, ttl_ms=60_000, wait_s=0)
         if token is None:
@@ -106,9 +169,6 @@ class Janitor:
             result.skipped.append(thread_id)
             return
         try:
-            deleter = self.deleters.get(record.route)
-            if deleter is None:
-                raise BridgeError(f"no route {record.route!r} configured to delete this thread")
             try:
                 await deleter(thread_id)
             except NotFoundError:
@@ -127,8 +187,23 @@ class Janitor:
         finally:
             await self.store.release_lock(thread_id, token)
 
+    async def unpark(self) -> int:
+        """Put parked threads whose route is configured again back on the work list; returns how many."""
+        moved = 0
+        for thread_id in await self.store.parked_threads(above=PARKED_SCORE - 1):
+            record = await self.store.get_thread(thread_id)
+            if record is not None and record.route in self.deleters:
+                await self.store.requeue_idle(thread_id, record.last_used_at)
+                moved += 1
+        return moved
+
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every `interval_s` (with jitter, so replicas spread out) until `stop` is set."""
+        try:
+            if await self.unpark():
+                log.info("janitor: threads of routes configured again are back on the work list")
+        except BridgeError as exc:
+            log.warning("janitor: %s", exc.message)
         while not stop.is_set():
             try:
                 await self.sweep()

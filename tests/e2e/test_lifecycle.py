@@ -65,7 +65,8 @@ def test_failed_deletions_are_retried_and_never_forgotten_early(
         bridge.fault(path=r"/openai/threads/thread_[^/]+$", method="DELETE", status=503, count=25)
         # While Azure fails the deletions, every thread stays in the registry.
         _wait(lambda: bridge.emulator_stats().get("DELETE /openai/threads/{thread_id}", 0) >= 10, timeout=20)
-        assert _registered(bridge, ids) == 10 - len(_deleted(bridge, ids))
+        # Deletions run concurrently: one may be confirmed by Azure and not yet forgotten, never the reverse.
+        assert _registered(bridge, ids) >= 10 - len(_deleted(bridge, ids))
         _wait(lambda: len(_deleted(bridge, ids)) == 10, timeout=30)
         _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
         assert bridge.server.call(bridge.state.janitor.counters_snapshot())["failed"] >= 1

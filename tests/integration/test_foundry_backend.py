@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,11 +14,11 @@ import pytest
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, AuthProvider, build_auth
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
-from app.backends.foundry.passthrough import FoundryPassthrough
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient, http_session
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.lifetime import InFlight, Turn, Work
 from app.core.responses_service import final_response
 from app.core.turn import FunctionTool, Item, Message, ToolResult, TurnRequest
 from app.errors import NotFoundError, RateLimitError, UpstreamTimeoutError
@@ -56,7 +57,8 @@ class Foundry:
         }
         self.tasks = BackgroundTasks()
         self.backend = FoundryBackend(self.clients, self.tasks)
-        self.passthrough = FoundryPassthrough(self.clients)
+        self.passthrough = self.backend
+        self.inflight = InFlight()
 
     def turn(
         self,
@@ -81,8 +83,27 @@ class Foundry:
             deadline=time.monotonic() + within_s,
         )
 
+    def owned(self, work: Work[Any], deadline: float) -> Turn[Any]:
+        """A backend's work as the services hand it to the routes: a turn with one owner of its end."""
+        return Turn(
+            work, deadline=deadline, timeout_s=deadline - time.monotonic(), tasks=self.tasks, inflight=self.inflight
+        )
+
+    async def run(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
+        turn = self.owned(self.backend.turn(req), req.deadline)
+        yield await turn.open()
+        async for event in turn.events():
+            yield event
+
     async def play(self, req: TurnRequest) -> list[TurnEvent]:
-        return [event async for event in self.backend.run_turn(req)]
+        return [event async for event in self.run(req)]
+
+    async def relay(self, body: dict[str, Any], model: str, within_s: float = 30.0) -> list[tuple[str, Any]]:
+        """The pass-through's events as (type, data), as the route gets them."""
+        deadline = time.monotonic() + within_s
+        turn = self.owned(self.backend.relay(body, model=model, deadline=deadline), deadline)
+        await turn.open()
+        return [(str(data["type"]), data) async for data in turn.events()]
 
     async def stats(self) -> dict[str, Any]:
         async with self.http.get(f"{self.emulator.url}/_emulator/stats", raise_for_status=True) as answer:
@@ -227,7 +248,7 @@ async def test_a_rate_limited_response_raises_429_with_its_code(foundry: Foundry
     seen: list[TurnEvent] = []
 
     async def play() -> None:
-        async for event in foundry.backend.run_turn(foundry.turn((Message("user", "/fail rate_limit_exceeded"),))):
+        async for event in foundry.run(foundry.turn((Message("user", "/fail rate_limit_exceeded"),))):
             seen.append(event)
 
     with pytest.raises(RateLimitError) as info:
@@ -252,13 +273,21 @@ async def test_the_deadline_gives_upstream_timeout_and_a_cancel(foundry: Foundry
 
 
 async def test_a_client_disconnect_cancels_in_the_background(foundry: Foundry) -> None:
-    turn = cast(
-        AsyncGenerator[TurnEvent, None], foundry.backend.run_turn(foundry.turn((Message("user", "/sleep 3000\nslow"),)))
-    )
-    assert isinstance(await anext(turn), ThreadBound)
-    await turn.aclose()  # what a disconnect does to the generator
-    assert len(foundry.tasks) == 1
+    req = foundry.turn((Message("user", "/sleep 3000\nslow"),))
+    turn = foundry.owned(foundry.backend.turn(req), req.deadline)
+    assert isinstance(await turn.open(), ThreadBound)
+
+    async def stream() -> None:
+        async for _ in turn.events():
+            pass
+
+    reader = asyncio.get_running_loop().create_task(stream())
+    await asyncio.sleep(0.05)
+    reader.cancel()  # what Starlette does to a stream whose client hung up
+    with pytest.raises(asyncio.CancelledError):
+        await reader
     await foundry.tasks.drain(within_s=5.0)
+    assert len(foundry.tasks) == 0
     assert (await foundry.stats())["by_operation"].get(CANCEL) == 1
 
 
@@ -267,8 +296,7 @@ async def test_a_client_disconnect_cancels_in_the_background(foundry: Foundry) -
 
 async def _create(foundry: Foundry, body: dict[str, Any], model: str = "demo") -> dict[str, Any]:
     """A plain create as the API does it: the streamed pass-through, then the terminal event's Response."""
-    events = foundry.passthrough.stream(body, model=model, deadline=time.monotonic() + 30)
-    return final_response([data async for _, data in events])
+    return final_response([data for _, data in await foundry.relay(body, model)])
 
 
 def _strip_model(response: dict[str, Any]) -> dict[str, Any]:
@@ -313,14 +341,7 @@ async def test_passthrough_create_keeps_everything_but_model(foundry: Foundry) -
 
 
 async def test_passthrough_stream_relays_every_event_and_rewrites_only_model(foundry: Foundry) -> None:
-    events = [
-        e
-        async for e in foundry.passthrough.stream(
-            {"input": "hi there", "model": "gpt-4o", "agent": {"name": "flights-demo"}},
-            model="demo",
-            deadline=time.monotonic() + 30,
-        )
-    ]
+    events = await foundry.relay({"input": "hi there", "model": "gpt-4o", "agent": {"name": "flights-demo"}}, "demo")
     names = [name for name, _ in events]
     assert names[0] == "response.created" and names[-1] == "response.completed"
     assert [name for name, data in events] == [data["type"] for _, data in events]

@@ -26,15 +26,17 @@ from tests.support.servers import free_port
 HANDSHAKE = {"PING", "HELLO", "SELECT", "CLIENT", "AUTH"}
 
 
-@pytest.fixture
-async def client(redis_url: str, redis_prefix: str) -> AsyncIterator[Redis]:
-    redis = connect(redis_url)
+@pytest.fixture(params=["standalone", "cluster"])
+async def client(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> AsyncIterator[Redis]:
+    """Each store test runs on a standalone Redis and on a real 3-master cluster."""
+    url = redis_url if request.param == "standalone" else request.getfixturevalue("redis_cluster_url")
+    redis = connect(url)
     try:
         yield redis
     finally:
         keys = [k async for k in redis.scan_iter(match=f"{redis_prefix}*", count=500)]
-        if keys:
-            await redis.delete(*keys)
+        for key in keys:
+            await redis.delete(key)
         await redis.aclose()
 
 
@@ -67,6 +69,8 @@ def _calls(owner: str = "alice", ids: tuple[str, ...] = ("call_a", "call_b")) ->
 
 async def _commands(redis_url: str, store: RedisStore, action: Callable[[], Awaitable[Any]]) -> list[str]:
     """The commands `action` sent, in order, as Redis's MONITOR saw them (handshakes left out)."""
+    if store.cluster:
+        pytest.skip("round trips are counted with MONITOR on the standalone server")
     marker = f"{store.prefix}end-of-action"
     watcher = connect(redis_url)
     try:
@@ -97,7 +101,7 @@ async def test_thread_record_get_touch_forget_round_trip(store: RedisStore, clie
 
     assert await store.get_thread("thread_1") == rec
     assert await store.get_thread("thread_1", owner="alice") == rec
-    assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") == 1000.0
+    assert await client.zscore(store.keys.idle_of("thread_1"), "thread_1") == 1000.0
     assert await store.threads_of("alice") == ["thread_1"]
 
     await store.close_turn("thread_1", None, now=1500.5)
@@ -105,18 +109,18 @@ async def test_thread_record_get_touch_forget_round_trip(store: RedisStore, clie
     touched = await store.get_thread("thread_1")
     assert touched is not None
     assert (touched.last_used_at, touched.turns, touched.created_at) == (1600.25, 2, 1000.0)
-    assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") == 1600.25
+    assert await client.zscore(store.keys.idle_of("thread_1"), "thread_1") == 1600.25
 
     await store.forget_thread("thread_1")
     assert await store.get_thread("thread_1") is None
-    assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") is None
+    assert await client.zscore(store.keys.idle_of("thread_1"), "thread_1") is None
     assert await store.threads_of("alice") == []
     assert [k async for k in client.scan_iter(match=f"{redis_prefix}*")] == []
 
     # A late touch (a turn that ended after the janitor forgot the thread) must not resurrect it.
     await store.close_turn("thread_1", None, now=2000.0)
     assert await store.get_thread("thread_1") is None
-    assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") is None
+    assert await client.zscore(store.keys.idle_of("thread_1"), "thread_1") is None
 
 
 async def test_record_thread_writes_its_three_keys_in_one_transaction(store: RedisStore, redis_url: str) -> None:
@@ -137,7 +141,7 @@ async def test_a_turn_opens_and_closes_its_thread_in_one_round_trip_each(
     assert [c.split()[0] for c in await _commands(redis_url, store, open_it)] == ["HGETALL", "SET"]
     [(record, token)] = opened
     assert record is not None and record.owner == "alice" and token is not None
-    lock = f"{redis_prefix}lock:thread:thread_1"
+    lock = store.keys.lock("thread_1")
     assert await client.get(lock) == token
     # Busy: the record comes back without a token; another owner sees nothing and holds nothing.
     assert await store.open_thread("thread_1", "alice", ttl_ms=60_000) == (record, None)
@@ -149,14 +153,14 @@ async def test_a_turn_opens_and_closes_its_thread_in_one_round_trip_each(
     assert await client.get(lock) is None
     touched = await store.get_thread("thread_1")
     assert touched is not None and (touched.last_used_at, touched.turns) == (2000.0, 1)
-    assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") == 2000.0
+    assert await client.zscore(store.keys.idle_of("thread_1"), "thread_1") == 2000.0
 
 
 async def test_closing_with_a_stale_token_leaves_the_new_holders_lock(
     store: RedisStore, client: Redis, redis_prefix: str
 ) -> None:
     await store.record_thread(_thread())
-    lock = f"{redis_prefix}lock:thread:thread_1"
+    lock = store.keys.lock("thread_1")
     await client.set(lock, "someone-else")
     await store.close_turn("thread_1", "my-expired-token", now=None)
     assert await client.get(lock) == "someone-else"
@@ -166,21 +170,40 @@ async def test_closing_with_a_stale_token_leaves_the_new_holders_lock(
     await store.forget_thread("thread_1")
     await store.close_turn("thread_1", None, now=3000.0)
     assert await store.get_thread("thread_1") is None
-    assert await client.zscore(f"{redis_prefix}threads:idle", "thread_1") is None
+    assert await client.zscore(store.keys.idle_of("thread_1"), "thread_1") is None
 
 
 async def test_idle_threads_reads_the_expired_end_most_idle_first(store: RedisStore) -> None:
+    from app.state.keys import bucket_of
+
+    # Ids chosen in one bucket, so one bucket's order can be read.
+    same = [f"t{n}" for n in range(2000) if bucket_of(f"t{n}") == bucket_of("t0")][:5]
     for n, at in enumerate([500.0, 100.0, 300.0, 900.0, 200.0]):
-        await store.record_thread(_thread(f"t{n}", owner="alice" if n % 2 else "bob", at=at))
+        await store.record_thread(_thread(same[n], owner="alice" if n % 2 else "bob", at=at))
+    bucket = bucket_of(same[0])
 
-    assert await store.idle_threads(before=350.0, limit=10) == ["t1", "t4", "t2"]
-    assert await store.idle_threads(before=350.0, limit=2) == ["t1", "t4"]
-    assert await store.idle_threads(before=50.0, limit=10) == []
-    assert sorted(await store.threads_of("alice")) == ["t1", "t3"]
-    assert sorted(await store.threads_of("bob")) == ["t0", "t2", "t4"]
+    assert await store.idle_threads(bucket, before=350.0, limit=10) == [same[1], same[4], same[2]]
+    assert await store.idle_threads(bucket, before=350.0, limit=2) == [same[1], same[4]]
+    assert await store.idle_threads(bucket, before=50.0, limit=10) == []
+    assert sorted(await store.threads_of("alice")) == sorted([same[1], same[3]])
+    assert sorted(await store.threads_of("bob")) == sorted([same[0], same[2], same[4]])
+    backlog = await store.bucket_backlog(before=350.0)
+    assert backlog[bucket] == (5, 3) and sum(e for _, e in backlog) == 3
+    assert await store.count_threads() == 5
 
-    await store.close_turn("t1", None, now=1000.0)  # used again: no longer idle
-    assert await store.idle_threads(before=350.0, limit=10) == ["t4", "t2"]
+    await store.close_turn(same[1], None, now=1000.0)  # used again: no longer idle
+    assert await store.idle_threads(bucket, before=350.0, limit=10) == [same[4], same[2]]
+
+
+async def test_threads_spread_over_buckets_and_owners_are_found_anywhere(store: RedisStore) -> None:
+    from app.state.keys import bucket_of
+
+    ids = [f"thread_{n}" for n in range(60)]
+    for n, thread_id in enumerate(ids):
+        await store.record_thread(_thread(thread_id, owner="carol" if n % 20 == 0 else "dave", at=float(n)))
+    assert len({bucket_of(t) for t in ids}) > 30
+    assert await store.threads_of("carol") == sorted(ids[0::20])
+    assert await store.count_threads() == 60
 
 
 # -- owner checks ----------------------------------------------------------------------------------
@@ -363,7 +386,7 @@ async def test_release_with_a_wrong_token_fails(store: RedisStore) -> None:
 
 
 async def test_extend_keeps_the_lock_only_for_its_holder(store: RedisStore, client: Redis, redis_prefix: str) -> None:
-    key = f"{redis_prefix}lock:thread:thread_1"
+    key = store.keys.lock("thread_1")
     token = await store.acquire_lock("thread_1", ttl_ms=300, wait_s=0)
     assert token is not None
     assert await store.extend_lock("thread_1", "not-the-token", 60_000) is False
@@ -405,22 +428,27 @@ async def test_every_key_starts_with_the_prefix(store: RedisStore, client: Redis
     assert await store.acquire_lock("thread_1", ttl_ms=10_000, wait_s=0) is not None
 
     keys = sorted([k async for k in client.scan_iter(match=f"{redis_prefix}*")])
-    assert [k.removeprefix(redis_prefix) for k in keys] == [
-        "call:call_a",
-        "call:call_b",
-        "conv:alice:demo:fp1",
-        "conv:alice:demo:id:chat-1",
-        "lock:thread:thread_1",
-        "owner:alice:threads",
-        "resp:resp_1",
-        "thread:thread_1",
-        "threads:idle",
-    ]
+    tag = store.keys.idle_of("thread_1").removeprefix(f"{redis_prefix}idle:")
+    assert [k.removeprefix(redis_prefix) for k in keys] == sorted(
+        [
+            "call:call_a",
+            "call:call_b",
+            "conv:alice:demo:fp1",
+            "conv:alice:demo:id:chat-1",
+            f"idle:{tag}",
+            f"lock:thread:{tag}:thread_1",
+            f"owner:{tag}:alice",
+            "resp:resp_1",
+            f"thread:{tag}:thread_1",
+        ]
+    )
+    # A thread's record, lock, idle entry and owner entry share one hash slot.
+    assert tag.startswith("{b") and tag.endswith("}")
 
 
 async def test_a_burst_larger_than_the_pool_queues_instead_of_failing(store: RedisStore) -> None:
     await store.record_thread(_thread())
-    found = await asyncio.gather(*(store.open_thread("thread_1", "alice", ttl_ms=1_000) for _ in range(1_000)))
+    found = await asyncio.gather(*(store.open_thread("thread_1", "alice", ttl_ms=60_000) for _ in range(1_000)))
     assert all(record is not None and record.thread_id == "thread_1" for record, _ in found)
     assert sum(token is not None for _, token in found) == 1  # and the lock still goes to exactly one
 
@@ -569,6 +597,6 @@ async def test_the_embedded_redis_runs_every_store_operation() -> None:
         assert await store.release_lock("thread_1", "wrong") is False
         assert await store.release_lock("thread_1", token) is True
         await store.forget_thread("thread_1")
-        assert await store.idle_threads(before=1e12, limit=10) == []
+        assert await store.count_threads() == 0
     finally:
         await redis.aclose()

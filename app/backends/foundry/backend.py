@@ -1,21 +1,26 @@
-"""Chat turns on Foundry v2 agents: history as input items, only new items sent after the first turn.
+"""Foundry v2 turns, chat and pass-through, around one event reader of the Responses stream.
 
-The conversation's cursor is the id of its last response: a follow-up sends `previous_response_id`
-and the new items only (one upstream request), and the client's tool results go as
-`function_call_output` items to the response that made the calls. The upstream call is always
-streamed, whether or not the client streams.
+Chat: the conversation's cursor is the id of its last response: a follow-up sends
+`previous_response_id` and the new items only (one upstream request), and the client's tool results
+go as `function_call_output` items to the response that made the calls. Pass-through
+(`/v1/responses`): the client's body, sanitized, with the route's `agent_reference`; every event
+relayed whole, only `model` rewritten to the route name. The upstream call is always streamed.
+
+Both are `Work` for `app.core.lifetime.Turn`: `open` sends the create and reads up to
+`response.created` (so a throttled start is a real 429), `events` reads on, `close` cancels a
+response left unfinished (best effort: Azure cancels background responses only) and closes the stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
 from typing import Any
 
 from app.backends.foundry import mapping
 from app.backends.foundry.client import FoundryClient
+from app.backends.upstream import SSEEvent
 from app.core import approvals, failures
 from app.core.background import BackgroundTasks
 from app.core.events import (
@@ -28,27 +33,14 @@ from app.core.events import (
     TurnCompleted,
     TurnEvent,
 )
+from app.core.responses_codec import failed_events
 from app.core.turn import ToolCall, ToolResult, TurnRequest
-from app.errors import BridgeError, InvalidRequestError, NotFoundError, UpstreamError, UpstreamTimeoutError
+from app.errors import BridgeError, InvalidRequestError, ModelNotFoundError, NotFoundError, UpstreamError
 from app.metrics import Metrics
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _CANCEL_WITHIN_S = 10.0
-
-
-@dataclass
-class _TurnState:
-    """What one turn has started upstream, so that any ending can clean up after it."""
-
-    response_id: str | None = None
-    """The response being generated (None once it has ended)."""
-    started: bool = False
-    """Something was yielded: the turn can no longer be replayed."""
-    calls: list[ToolCall] = field(default_factory=list)
-    approvals: list[ApprovalRequest] = field(default_factory=list)
-    response_id_done: str | None = None
-    answered: dict[str, bool] | None = None
-    """Approvals the route answered itself: the next request of this turn carries them."""
+StreamEvent = dict[str, Any]
 
 
 def previous_response_gone(exc: BridgeError) -> bool:
@@ -59,8 +51,201 @@ def previous_response_gone(exc: BridgeError) -> bool:
     return exc.param == "previous_response_id" or "previous_response" in text or "previous response" in text
 
 
+class ResponseReader:
+    """One create-response stream: opened up to `response.created`, read to its end, cancelled if left unfinished."""
+
+    def __init__(self, client: FoundryClient, metrics: Metrics | None) -> None:
+        self.client = client
+        self.metrics = metrics
+        self.response_id: str | None = None
+        """The response being generated (None before it is created and once it has ended)."""
+        self._live = AsyncExitStack()
+        self._events: AsyncIterator[SSEEvent] | None = None
+
+    async def open(self, body: dict[str, Any], deadline: float) -> StreamEvent:
+        """Send the create; the `response.created` event (errors before it are plain HTTP errors)."""
+        self._events = await self._live.enter_async_context(self.client.create_response_stream(body, deadline))
+        async for kind, data in self.read():
+            if kind == "response.created":
+                return data
+            if kind == "error":
+                raise _stream_error(data)
+        raise UpstreamError("The response stream ended before the response began.", code="upstream_stream_ended")
+
+    async def read(self) -> AsyncIterator[tuple[str, StreamEvent]]:
+        """Each event as (type, data) until the stream ends; the terminal event is the last one."""
+        assert self._events is not None
+        async for sse in self._events:
+            if sse.data == "[DONE]":
+                return
+            data = sse.json()
+            if not isinstance(data, dict):
+                continue
+            kind = str(data.get("type") or sse.event)
+            if kind == "response.created":
+                self.response_id = str(data["response"]["id"])
+            elif kind in _TERMINAL:
+                self.response_id = None
+                if self.metrics is not None:
+                    self.metrics.runs.labels("foundry", str(data["response"].get("status"))).inc()
+            yield kind, data
+
+    async def close(self) -> None:
+        await self._live.aclose()
+        if self.response_id is not None:
+            response_id, self.response_id = self.response_id, None
+            try:
+                await self.client.cancel_response(response_id, time.monotonic() + _CANCEL_WITHIN_S)
+            except BridgeError:
+                pass
+
+
+class FoundryChatTurn:
+    """One chat turn of a Foundry v2 agent."""
+
+    def __init__(self, backend: FoundryBackend, req: TurnRequest) -> None:
+        self.b = backend
+        self.req = req
+        self.client = backend.client(req.model)
+        self.reader = ResponseReader(self.client, backend.metrics)
+        self.calls: list[ToolCall] = []
+        self.approvals: list[ApprovalRequest] = []
+        self.answered: dict[str, bool] | None = None
+        """Approvals the route answered itself: the turn goes on with one more response carrying them."""
+        self.answered_for: str | None = None
+
+    async def open(self) -> ThreadBound:
+        req = self.req
+        if self.b.metrics is not None and req.cursor and any(isinstance(i, ToolResult) for i in req.new_items):
+            self.b.metrics.tool_rounds.labels("foundry").inc()
+        try:
+            created = await self.reader.open(self.b.body(req, previous_response_id=req.cursor), req.deadline)
+        except BridgeError as exc:
+            if not req.cursor or not previous_response_gone(exc):
+                raise
+            # The chain is gone upstream: replay the whole conversation, once.
+            await self.reader.close()
+            self.reader = ResponseReader(self.client, self.b.metrics)
+            created = await self.reader.open(self.b.body(req, previous_response_id=None), req.deadline)
+        return ThreadBound(thread_id=None, response_id=str(created["response"]["id"]))
+
+    async def events(self) -> AsyncIterator[TurnEvent]:
+        while True:
+            async for event in self._read():
+                yield event
+            if self.answered is None:
+                return
+            # The route answered the agent's approval requests: one more response on the same chain.
+            await self.reader.close()
+            self.reader = ResponseReader(self.client, self.b.metrics)
+            body = self.b.body(self.req, previous_response_id=self.answered_for, answered=self.answered)
+            self.answered, self.calls, self.approvals = None, [], []
+            await self.reader.open(body, self.req.deadline)
+
+    async def _read(self) -> AsyncIterator[TurnEvent]:
+        async for kind, data in self.reader.read():
+            if kind == "response.output_text.delta":
+                yield TextDelta(text=str(data.get("delta") or ""))
+            elif kind == "response.output_text.annotation.added":
+                annotation = mapping.annotation_of(data.get("annotation"))
+                if annotation is not None:
+                    yield Cited((annotation,))
+            elif kind == "response.output_item.done":
+                item = data.get("item") or {}
+                if item.get("type") == "function_call":
+                    self.calls.append(mapping.function_call(item))
+                elif item.get("type") == "mcp_approval_request":
+                    self.approvals.append(mapping.approval_request(item))
+            elif kind in _TERMINAL:
+                for event in self._finish(data["response"]):
+                    yield event
+                return
+            elif kind == "error":
+                raise _stream_error(data)
+        raise UpstreamError("The response stream ended before the response did.", code="upstream_stream_ended")
+
+    def _finish(self, response: dict[str, Any]) -> list[TurnEvent]:
+        """The events that end a turn: the calls the client must answer, then the completion."""
+        reason = mapping.outcome(response)
+        calls = mapping.function_calls(response) or tuple(self.calls)
+        requests = mapping.approval_requests(response) or tuple(self.approvals)
+        if (calls or requests) and reason == "stop":
+            reason = "tool_calls"  # the final Response left its output out; the stream had the calls
+        usage = mapping.usage_of(response)
+        if requests and not calls:
+            mode = self.req.approvals
+            if mode in ("approve", "deny"):
+                self.answered = {r.id: mode == "approve" for r in requests}
+                self.answered_for = str(response["id"])
+                return []
+            if mode == "refuse":
+                raise approvals.refused(self.req.model, requests)
+            return [ApprovalRequired(requests=requests), TurnCompleted(reason, usage, cursor=response["id"])]
+        events: list[TurnEvent] = [ToolCallsRequired(calls=calls)] if calls else []
+        events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]))
+        return events
+
+    async def close(self, ending: BaseException | None) -> None:
+        await self.reader.close()
+
+
+class FoundryRelayTurn:
+    """One `/v1/responses` request on a Foundry v2 route, relayed whole."""
+
+    def __init__(self, backend: FoundryBackend, body: dict[str, Any], *, model: str, deadline: float) -> None:
+        self.b = backend
+        self.model = model
+        self.deadline = deadline
+        self.client = backend.client(model)
+        self.body = mapping.sanitize_passthrough(body, self.client.route)
+        self.reader = ResponseReader(self.client, backend.metrics)
+        self.created: StreamEvent | None = None
+        items = body.get("input")
+        if (
+            backend.metrics is not None
+            and isinstance(items, list)
+            and any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+        ):
+            backend.metrics.tool_rounds.labels("foundry").inc()
+
+    async def open(self) -> ThreadBound:
+        self.created = await self.reader.open(self.body, self.deadline)
+        self.created["response"]["model"] = self.model
+        return ThreadBound(thread_id=None, response_id=str(self.created["response"]["id"]))
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """Relayed whole; a stream that breaks or reports only an `error` still ends with
+        `response.failed` (SDKs wait for a terminal event)."""
+        assert self.created is not None
+        yield self.created
+        last: dict[str, Any] = self.created["response"]
+        sequence = int(self.created.get("sequence_number") or 0)
+        error: tuple[str | None, str] = ("server_error", "The agent's response stream ended before the response did.")
+        try:
+            async for kind, data in self.reader.read():
+                if isinstance(data.get("sequence_number"), int):
+                    sequence = data["sequence_number"]
+                response = data.get("response")
+                if isinstance(response, dict):
+                    response["model"] = self.model
+                    last = response
+                if kind == "error":
+                    code = data.get("code")
+                    error = (None if code is None else str(code), str(data.get("message") or "no message"))
+                yield data
+                if kind in _TERMINAL:
+                    return
+        except BridgeError as exc:
+            error = (exc.code, exc.message)
+        for event in failed_events(last, error[0], error[1], sequence + 1):
+            yield event
+
+    async def close(self, ending: BaseException | None) -> None:
+        await self.reader.close()
+
+
 class FoundryBackend:
-    """Plays chat turns of Foundry v2 agents (name + version). One client per route; no registry needed."""
+    """Starts turns of Foundry v2 agents (name + version). One client per route; no registry needed."""
 
     def __init__(
         self, clients: Mapping[str, FoundryClient], tasks: BackgroundTasks, metrics: Metrics | None = None
@@ -68,6 +253,28 @@ class FoundryBackend:
         self.clients = clients
         self.tasks = tasks
         self.metrics = metrics
+
+    def client(self, model: str) -> FoundryClient:
+        client = self.clients.get(model)
+        if client is None:
+            raise ModelNotFoundError(
+                f"The model '{model}' does not exist or you do not have access to it.", param="model"
+            )
+        return client
+
+    def turn(self, req: TurnRequest) -> FoundryChatTurn:
+        return FoundryChatTurn(self, req)
+
+    def relay(self, body: dict[str, Any], *, model: str, deadline: float) -> FoundryRelayTurn:
+        return FoundryRelayTurn(self, body, model=model, deadline=deadline)
+
+    async def get(self, response_id: str, model: str) -> dict[str, Any]:
+        response = await self.client(model).get_response(response_id)
+        response["model"] = model
+        return response
+
+    async def delete(self, response_id: str, model: str) -> dict[str, Any]:
+        return await self.client(model).delete_response(response_id)
 
     def body(
         self, req: TurnRequest, *, previous_response_id: str | None, answered: dict[str, bool] | None = None
@@ -95,117 +302,8 @@ class FoundryBackend:
         body.update(mapping.option_params(req.options))
         return body
 
-    async def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
-        client = self.clients[req.model]
-        state = _TurnState()
-        if self.metrics is not None and req.cursor and any(isinstance(i, ToolResult) for i in req.new_items):
-            self.metrics.tool_rounds.labels("foundry").inc()
-        try:
-            async with asyncio.timeout_at(req.deadline):
-                try:
-                    async for event in self._play(client, req, state, previous_response_id=req.cursor):
-                        yield event
-                except BridgeError as exc:
-                    if not req.cursor or state.started or not previous_response_gone(exc):
-                        raise
-                    # The chain is gone upstream: replay the whole conversation, once.
-                    async for event in self._play(client, req, state, previous_response_id=None):
-                        yield event
-        except (asyncio.CancelledError, GeneratorExit):
-            # The client went away: cancel in a task of its own, outside this request's cancel scope.
-            if state.response_id is not None:
-                self.tasks.spawn(self._cancel(client, state.response_id), name=f"cancel-{state.response_id}")
-            raise
-        except TimeoutError as exc:
-            await self._cancel(client, state.response_id)
-            raise UpstreamTimeoutError(
-                f"The agent did not finish within the route's timeout of {req.route.timeout:g} s."
-            ) from exc
-        except UpstreamTimeoutError:
-            await self._cancel(client, state.response_id)
-            raise
 
-    async def _play(
-        self, client: FoundryClient, req: TurnRequest, state: _TurnState, *, previous_response_id: str | None
-    ) -> AsyncIterator[TurnEvent]:
-        while True:
-            async for event in self._one_response(client, req, state, previous_response_id):
-                yield event
-            if state.answered is None:
-                return
-            previous_response_id = state.response_id_done
-
-    async def _one_response(
-        self, client: FoundryClient, req: TurnRequest, state: _TurnState, previous_response_id: str | None
-    ) -> AsyncIterator[TurnEvent]:
-        answered, state.answered = state.answered, None
-        body = self.body(req, previous_response_id=previous_response_id, answered=answered)
-        state.calls, state.approvals = [], []
-        async with client.create_response_stream(body, req.deadline) as events:
-            async for sse in events:
-                if sse.data == "[DONE]":
-                    break
-                data = sse.json()
-                kind = data.get("type") or sse.event
-                if kind == "response.output_text.delta":
-                    state.started = True
-                    yield TextDelta(text=str(data.get("delta") or ""))
-                elif kind == "response.output_text.annotation.added":
-                    annotation = mapping.annotation_of(data.get("annotation"))
-                    if annotation is not None:
-                        yield Cited((annotation,))
-                elif kind == "response.created":
-                    state.response_id = str(data["response"]["id"])
-                    if not state.started:
-                        state.started = True
-                        yield ThreadBound(thread_id=None, response_id=state.response_id)
-                elif kind == "response.output_item.done":
-                    item = data.get("item") or {}
-                    if item.get("type") == "function_call":
-                        state.calls.append(mapping.function_call(item))
-                    elif item.get("type") == "mcp_approval_request":
-                        state.approvals.append(mapping.approval_request(item))
-                elif kind in _TERMINAL:
-                    state.response_id = None
-                    for event in self._finish(req, state, data["response"]):
-                        yield event
-                    return
-                elif kind == "error":
-                    raise failures.stream_error(
-                        None if data.get("code") is None else str(data["code"]), str(data.get("message") or "")
-                    )
-        raise UpstreamError("The response stream ended before the response did.", code="upstream_stream_ended")
-
-    def _finish(self, req: TurnRequest, state: _TurnState, response: dict[str, Any]) -> list[TurnEvent]:
-        """The events that end a turn: the calls the client must answer, then the completion."""
-        if self.metrics is not None:
-            self.metrics.runs.labels("foundry", str(response.get("status"))).inc()
-        reason = mapping.outcome(response)
-        calls = mapping.function_calls(response) or tuple(state.calls)
-        requests = mapping.approval_requests(response) or tuple(state.approvals)
-        if (calls or requests) and reason == "stop":
-            reason = "tool_calls"  # the final Response left its output out; the stream had the calls
-        if requests and not calls:
-            if req.approvals in ("approve", "deny"):
-                # The route answers: the turn goes on with one more response on the same chain.
-                state.answered = {r.id: req.approvals == "approve" for r in requests}
-                state.response_id_done = str(response["id"])
-                return []
-            if req.approvals == "refuse":
-                raise approvals.refused(req.model, requests)
-            return [
-                ApprovalRequired(requests=requests),
-                TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]),
-            ]
-        events: list[TurnEvent] = [ToolCallsRequired(calls=calls)] if calls else []
-        events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]))
-        return events
-
-    async def _cancel(self, client: FoundryClient, response_id: str | None) -> None:
-        """Best effort: Azure cancels background responses only; closing the stream is the rest."""
-        if response_id is None:
-            return
-        try:
-            await client.cancel_response(response_id, time.monotonic() + _CANCEL_WITHIN_S)
-        except BridgeError:
-            pass
+def _stream_error(data: StreamEvent) -> BridgeError:
+    """An in-stream `error` event, by the failure table (a rate limit is a 429 before the first byte)."""
+    code = data.get("code")
+    return failures.stream_error(None if code is None else str(code), str(data.get("message") or ""))

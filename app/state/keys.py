@@ -1,0 +1,75 @@
+"""The key layout: every Redis key name the bridge writes, and which hash slot (bucket) it lives in.
+
+Layout 2 (after the prefix, default `ab:`). `{bNNN}` is a hash tag: a thread's record, its lock,
+its entry in the idle index and in its owner's index share one bucket, so every multi-key command
+or script on a thread stays in one hash slot of a Redis Cluster.
+
+- `thread:{bNNN}:<id>` (hash): route, backend, owner, created_at, last_used_at, turns, metadata.
+- `lock:thread:{bNNN}:<id>` (string): the token of the turn holding the thread (SET NX PX).
+- `idle:{bNNN}` (zset): the bucket's thread ids scored by last use; the janitor's work list.
+- `owner:{bNNN}:<owner>` (set): an owner's thread ids in that bucket.
+- `lease:janitor:{bNNN}` (string): the replica sweeping that bucket now.
+- `conv:<owner>:<route>:<fp>`, `conv:<owner>:<route>:id:<conversation>` (string): a conversation's cursor.
+- `call:<call_id>` (string), `resp:<id>` (string), `owned:conversation:<id>` (string), `file:<id>`
+  (string: the route and owner of a file a turn showed, response TTL).
+- `lease:<name>` (string): other leases (the layout migration).
+- `probe:<name>` (string): the readiness probe's own key, seconds-lived.
+
+Layout 1 (before buckets) kept `thread:<id>`, `threads:idle` and `owner:<owner>:threads`;
+`app.state.migrate` moves a registry from it.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+BUCKETS = 256
+"""Fixed: a thread's bucket is derived from its id, so changing this would lose every thread.
+256 buckets keep each bucket's zset at ~40k entries for 10 million threads and spread over any
+cluster of up to a few dozen shards."""
+
+
+def bucket_of(thread_id: str) -> int:
+    return zlib.crc32(thread_id.encode()) % BUCKETS
+
+
+def tag(bucket: int) -> str:
+    return f"{{b{bucket:03d}}}"
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the Redis key prefix must not contain '{' or '}' (they make hash tags)")
+        self.prefix = prefix
+
+    def raw(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def thread(self, thread_id: str) -> str:
+        return f"{self.prefix}thread:{tag(bucket_of(thread_id))}:{thread_id}"
+
+    def lock(self, thread_id: str) -> str:
+        return f"{self.prefix}lock:thread:{tag(bucket_of(thread_id))}:{thread_id}"
+
+    def idle(self, bucket: int) -> str:
+        return f"{self.prefix}idle:{tag(bucket)}"
+
+    def idle_of(self, thread_id: str) -> str:
+        return self.idle(bucket_of(thread_id))
+
+    def owner(self, bucket: int, owner: str) -> str:
+        return f"{self.prefix}owner:{tag(bucket)}:{owner}"
+
+    def janitor_lease(self, bucket: int) -> str:
+        return f"{self.prefix}lease:janitor:{tag(bucket)}"
+
+    # Layout 1, read only by the migration.
+    def v1_thread(self, thread_id: str) -> str:
+        return self.raw("thread", thread_id)
+
+    def v1_idle(self) -> str:
+        return self.raw("threads", "idle")
+
+    def v1_owner(self, owner: str) -> str:
+        return self.raw("owner", owner, "threads")

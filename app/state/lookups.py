@@ -1,0 +1,129 @@
+"""Single-key lookups by id: conversation cursors, tool-call, response and file records, owned conversations.
+
+Each record is one key, so none needs a hash tag; reads of several keys at once are split per slot
+on a cluster (`_mget`). Response records are stored compact: no
+null fields, no JSON whitespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from app.core.records import CallRecord, FileRecord, ResponseRecord
+from app.state.store_base import StoreBase, translated
+
+
+def _call_from(raw: str | None) -> CallRecord | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    data["sibling_ids"] = tuple(data["sibling_ids"])
+    return CallRecord(**data)
+
+
+_RESPONSE_DEFAULTS: dict[str, Any] = {"thread_id": None, "run_id": None, "upstream_id": None, "data": {}}
+
+
+class Lookups(StoreBase):
+    thread_ttl_ms: int
+    response_ttl_ms: int
+
+    # -- conversations ---------------------------------------------------------------------------
+
+    @translated
+    async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None:
+        await self.redis.set(self.key("conv", owner, route, fingerprint), value, px=self.thread_ttl_ms)
+
+    @translated
+    async def find_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
+        """One MGET (per slot on a cluster); the longest remembered prefix wins."""
+        if not fingerprints:
+            return None
+        values = await self._mget([self.key("conv", owner, route, fp) for fp in fingerprints])
+        for index in range(len(values) - 1, -1, -1):
+            if values[index] is not None:
+                return index, str(values[index])
+        return None
+
+    @translated
+    async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None:
+        await self.redis.set(self.key("conv", owner, route, "id", conversation_id), value, px=self.thread_ttl_ms)
+
+    @translated
+    async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:
+        """The conversation's cursor; reading it renews its TTL (so a follow-up need not write it again)."""
+        key = self.key("conv", owner, route, "id", conversation_id)
+        value: str | None = await self.redis.getex(key, px=self.thread_ttl_ms)
+        return value
+
+    @translated
+    async def claim_conversation(self, conversation_id: str, owner: str) -> bool:
+        """A Foundry conversation id belongs to the first owner that uses it through the bridge."""
+        key = self.key("owned", "conversation", conversation_id)
+        await self.redis.set(key, owner, nx=True, px=self.response_ttl_ms)
+        return bool(await self.redis.get(key) == owner)
+
+    # -- tool calls ------------------------------------------------------------------------------
+
+    @translated
+    async def save_calls(self, records: Sequence[CallRecord], ttl_s: float) -> None:
+        # One transaction on a standalone Redis; on a cluster the keys sit in different slots, and
+        # each SET is complete on its own (a caller that sees an error retries or fails the turn).
+        async with self.redis.pipeline(transaction=not self.cluster) as pipe:
+            for record in records:
+                pipe.set(self.key("call", record.call_id), json.dumps(asdict(record)), px=int(ttl_s * 1000))
+            await pipe.execute()
+
+    @translated
+    async def get_calls(self, call_ids: Sequence[str], owner: str) -> list[CallRecord | None]:
+        raw = await self._mget([self.key("call", c) for c in call_ids])
+        records = [_call_from(r) for r in raw]
+        return [r if r is not None and r.owner == owner else None for r in records]
+
+    async def get_call(self, call_id: str, owner: str) -> CallRecord | None:
+        return (await self.get_calls([call_id], owner))[0]
+
+    @translated
+    async def delete_calls(self, call_ids: Sequence[str]) -> None:
+        if call_ids:
+            await self.redis.delete(*[self.key("call", c) for c in call_ids])  # per slot on a cluster
+
+    # -- responses -------------------------------------------------------------------------------
+
+    @translated
+    async def save_response(self, rec: ResponseRecord) -> None:
+        body = {k: v for k, v in asdict(rec).items() if _RESPONSE_DEFAULTS.get(k, ...) != v}
+        raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        await self.redis.set(self.key("resp", rec.response_id), raw, px=self.response_ttl_ms)
+
+    @translated
+    async def get_response(self, response_id: str, owner: str) -> ResponseRecord | None:
+        raw = await self.redis.get(self.key("resp", response_id))
+        if raw is None:
+            return None
+        record = ResponseRecord(**(_RESPONSE_DEFAULTS | json.loads(raw)))
+        return record if record.owner == owner else None
+
+    @translated
+    async def delete_response(self, response_id: str) -> None:
+        await self.redis.delete(self.key("resp", response_id))
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @translated
+    async def save_files(self, records: Sequence[FileRecord]) -> None:
+        """First owner wins (SET NX): a file id another owner's turn recorded is never taken over."""
+        for record in records:  # one key each, in any slot; a turn shows a handful of files at most
+            raw = json.dumps(asdict(record), separators=(",", ":"))
+            await self.redis.set(self.key("file", record.file_id), raw, nx=True, px=self.response_ttl_ms)
+
+    @translated
+    async def get_file(self, file_id: str, owner: str) -> FileRecord | None:
+        raw = await self.redis.get(self.key("file", file_id))
+        if raw is None:
+            return None
+        record = FileRecord(**json.loads(raw))
+        return record if record.owner == owner else None
