@@ -40,31 +40,15 @@ async def chat_completions(
     headers = bound_headers(bound)
     files_url = f"{str(request.base_url).rstrip('/')}/v1/files"
     if body.stream:
-        events = turn.events()
-        try:
-            # The stream's first byte waits for the run's first step, so a run that fails at once
-            # (a rate limit: 429 + Retry-After; a deterministic failure: 422) is a plain HTTP error.
-            first = await anext(events, None)
-        except BaseException:
-            watch.stop()
-            await turn.end()
-            raise
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
-        frames = sse.guarded(_chunks(renderer, _chain(first, events), files_url), _stream_error)
+        frames = sse.guarded(_chunks(renderer, turn.events(), files_url), _stream_error)
         return TurnStream(frames, turn, {**sse.HEADERS, **headers})
     try:
         return await _complete(body.model, turn.events(), headers, files_url)
     finally:
         watch.stop()
         await turn.end()
-
-
-async def _chain(first: TurnEvent | None, rest: AsyncIterator[TurnEvent]) -> AsyncIterator[TurnEvent]:
-    if first is not None:
-        yield first
-    async for event in rest:
-        yield event
 
 
 async def _complete(

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.support.bridge import Bridge, routes_for, running_bridge
-from tests.support.chat import answered, turn
+from tests.support.chat import answered, raw_sse, turn
 from tests.support.servers import ServerThread, free_port
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
@@ -203,22 +203,17 @@ def test_a_failed_run_has_the_status_of_its_kind_and_leaves_no_thread(
     assert len(threads) == 1 and threads[0]["deleted"] is True
 
 
-def test_a_streamed_run_that_fails_at_once_is_an_http_error_before_the_first_byte(bridge: Bridge) -> None:
-    with pytest.raises(openai.InternalServerError) as info:
-        turn(
-            bridge.client(),
-            stream=True,
-            model="demo-assistant",
-            messages=[{"role": "user", "content": "/fail server_error"}],
-        )
-    assert info.value.status_code == 502
-    with pytest.raises(openai.UnprocessableEntityError):
-        turn(
-            bridge.client(),
-            stream=True,
-            model="demo-assistant",
-            messages=[{"role": "user", "content": "/fail invalid_prompt"}],
-        )
+@pytest.mark.parametrize(("code", "kind"), [("server_error", "upstream_error"), ("invalid_prompt", "agent_error")])
+def test_a_streamed_run_that_fails_after_the_first_byte_is_an_in_stream_error_of_its_kind(
+    bridge: Bridge, code: str, kind: str
+) -> None:
+    payloads = raw_sse(
+        f"{bridge.url}/v1/chat/completions",
+        {"model": "demo-assistant", "stream": True, "messages": [{"role": "user", "content": f"/fail {code}"}]},
+    )
+    assert payloads[-1] == "[DONE]"
+    error = payloads[-2]["error"]
+    assert (error["code"], error["type"]) == (code, kind)
 
 
 def test_sdk_retries_of_a_transient_failure_leave_no_thread_behind(bridge: Bridge) -> None:

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from tests.support.bridge import Bridge
+from tests.support.chat import raw_sse
 from tests.support.spec import validate
 
 BOTH = ["demo-assistant", "demo-agent"]
@@ -40,10 +41,13 @@ def test_a_rate_limited_run_is_429_with_retry_after(bridge: Bridge, model: str) 
     assert info.value.status_code == 429
     assert int(info.value.response.headers["retry-after"]) >= 1
     assert info.value.code == "rate_limit_exceeded"
-    with pytest.raises(openai.RateLimitError):
-        bridge.client().chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "/fail rate_limit_exceeded"}], stream=True
-        )
+    # Streamed, the run's failure comes after the first byte: an in-stream error with the same code.
+    payloads = raw_sse(
+        f"{bridge.url}/v1/chat/completions",
+        {"model": model, "stream": True, "messages": [{"role": "user", "content": "/fail rate_limit_exceeded"}]},
+    )
+    assert payloads[-1] == "[DONE]"
+    assert payloads[-2]["error"]["code"] == "rate_limit_exceeded"
 
 
 @pytest.mark.parametrize("model", BOTH)
