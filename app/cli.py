@@ -1,4 +1,4 @@
-"""`agent-bridge serve | emulator | dev | check-config`."""
+"""`agent-bridge serve | emulator | dev | check-config | threads`: the command line."""
 
 from __future__ import annotations
 
@@ -11,17 +11,30 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from app import __version__
 from app.errors import ConfigError
-from app.settings import Settings, load_settings
+from app.settings import Settings, config_warnings, load_settings
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _SHUTDOWN_MARGIN_S = 5
 
 
-def _load(path: str) -> Settings:
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, unless there is none to show (`None`, or off for a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _load(path: str, *, require_routes: bool = False) -> Settings:
     try:
-        return load_settings(path)
+        return load_settings(path, require_routes=require_routes)
     except ConfigError as exc:
-        print(f"agent-bridge: invalid configuration\n{exc}", file=sys.stderr)
+        problems = str(exc).splitlines()
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        print(f"agent-bridge: invalid configuration ({count})\n{exc}", file=sys.stderr)
         raise SystemExit(2) from exc
 
 
@@ -30,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from app.logs import configure
 
-    settings = _load(args.config)
+    settings = _load(args.config, require_routes=True)
     configure(args.log_level)
     common: dict[str, object] = {
         "host": args.host,
@@ -45,7 +58,10 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.redis_url is None:
             print("agent-bridge: several workers need a shared Redis: set REDIS_URL.", file=sys.stderr)
             return 2
+        from app.logs import LEVEL_ENV
+
         os.environ["AGENT_BRIDGE_CONFIG"] = args.config
+        os.environ[LEVEL_ENV] = args.log_level
         uvicorn.run("app.main:create_app_from_env", factory=True, workers=args.workers, **common)  # type: ignore[arg-type]
         return 0
     from app.main import create_app
@@ -71,11 +87,13 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    settings = _load(args.config)
+    settings = _load(args.config, require_routes=True)
     print(f"{args.config}: OK, {len(settings.routes)} routes")
     for name, route in settings.routes.items():
         target = route.assistant_id if route.assistant_id else f"{route.agent.name}:{route.agent.version or 'latest'}"  # type: ignore[union-attr]
         print(f"  {name}: {route.backend} {target} at {route.endpoint} (auth {route.auth.type})")
+    for warning in config_warnings(settings):
+        print(f"warning: {args.config}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -86,7 +104,7 @@ def _dev(args: argparse.Namespace) -> int:
     emulator's App Service managed-identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, which
     azure-identity's `ManagedIdentityCredential` reads, also inside `DefaultAzureCredential`).
     """
-    _load(args.config)
+    _load(args.config, require_routes=True)
     exe = [sys.executable, "-m", "app.cli"]
     emulator = subprocess.Popen([*exe, "emulator", "--host", args.host, "--port", str(args.emulator_port)])
     identity = {
@@ -154,7 +172,7 @@ def _threads(args: argparse.Namespace) -> int:
             admin = built.admin
             if args.action == "list":
                 flt = ThreadFilter(route=args.route, owner=args.owner, idle_for_s=seconds(args.idle_for))
-                show(await admin.list(flt, limit=args.limit, after=args.after))
+                _print_threads(await admin.list(flt, limit=args.limit, after=args.after), as_json=args.json)
             elif args.action == "show":
                 show(record_json(await admin.show(args.thread_id)))
             elif args.action == "delete":
@@ -251,21 +269,51 @@ async def _reconcile(built: Any, args: argparse.Namespace, show: Any) -> int:
     return 1 if result.failed else 0
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="agent-bridge", description="An OpenAI-compatible proxy for Azure agents.")
-    sub = root.add_subparsers(dest="command", required=True)
+def _print_threads(page: dict[str, object], *, as_json: bool) -> None:
+    import json
 
-    serve = sub.add_parser("serve", help="run the bridge")
-    serve.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))
-    serve.add_argument("--host", default=os.environ.get("AGENT_BRIDGE_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("AGENT_BRIDGE_PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("AGENT_BRIDGE_WORKERS", "1")))
-    serve.add_argument("--log-level", default="info")
+    from app.tables import threads_table
+
+    print(json.dumps(page, indent=2, sort_keys=True, default=str) if as_json else threads_table(page))
+
+
+def parser() -> argparse.ArgumentParser:
+    formatter = _Help
+    root = argparse.ArgumentParser(
+        prog="agent-bridge", description="An OpenAI-compatible proxy for Azure agents.", formatter_class=formatter
+    )
+    root.add_argument("--version", action="version", version=f"agent-bridge {__version__}")
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=formatter)
+
+    config_help = "the config file (env AGENT_BRIDGE_CONFIG)"
+    serve = command("serve", "run the bridge")
+    serve.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"), help=config_help)
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("AGENT_BRIDGE_HOST", "127.0.0.1"),
+        help="address to listen on (env AGENT_BRIDGE_HOST)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("AGENT_BRIDGE_PORT", "8000")),
+        help="port (env AGENT_BRIDGE_PORT)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("AGENT_BRIDGE_WORKERS", "1")),
+        help="worker processes; more than one needs REDIS_URL (env AGENT_BRIDGE_WORKERS)",
+    )
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="lowest level logged")
     serve.set_defaults(run=_serve)
 
-    emulator = sub.add_parser("emulator", help="run the local Azure emulator")
-    emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8100)
+    emulator = command("emulator", "run the local Azure emulator")
+    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emulator.add_argument("--port", type=int, default=8100, help="port")
     emulator.add_argument("--latency-ms", type=float, default=0.0, help="latency added to every request")
     emulator.add_argument("--token-delay-ms", type=float, default=0.0, help="spacing of streamed deltas")
     emulator.add_argument("--run-expiry-s", type=float, default=600.0, help="how long a run waits for tool outputs")
@@ -275,47 +323,50 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept api-key on project endpoints, as a key-taking gateway in front of Azure would",
     )
-    emulator.add_argument("--log-level", default="warning")
+    emulator.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="lowest level logged")
     emulator.set_defaults(run=_emulator)
 
-    dev = sub.add_parser("dev", help="run the emulator and the bridge together")
-    dev.add_argument("--config", default="config.yaml")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--emulator-port", type=int, default=8100)
+    dev = command("dev", "run the emulator and the bridge together (what `make run` runs)")
+    dev.add_argument("--config", default="config.yaml", help="the bridge's config file")
+    dev.add_argument("--host", default="127.0.0.1", help="address both listen on")
+    dev.add_argument("--port", type=int, default=8000, help="the bridge's port")
+    dev.add_argument("--emulator-port", type=int, default=8100, help="the emulator's port")
     dev.set_defaults(run=_dev)
 
-    threads = sub.add_parser("threads", help="the thread registry, straight against Redis and Azure")
-    threads.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))
-    actions = threads.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="list registered threads, most idle first")
-    listing.add_argument("--route")
-    listing.add_argument("--owner")
+    threads = command("threads", "the thread registry, straight against Redis and Azure (needs REDIS_URL)")
+    threads.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"), help=config_help)
+    actions = threads.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, help=text, description=text, formatter_class=formatter)
+
+    listing = action("list", "list registered threads, most idle first")
+    listing.add_argument("--route", help="only threads of this route (model name)")
+    listing.add_argument("--owner", help="only threads of this owner (key name)")
     listing.add_argument("--idle-for", help="only threads idle at least this long (30s, 5m, 7d)")
-    listing.add_argument("--limit", type=int, default=100)
-    listing.add_argument("--after", help="the `next` cursor of the previous page")
-    for action, text in (
+    listing.add_argument("--limit", type=int, default=100, help="at most this many threads")
+    listing.add_argument("--after", help="the cursor the previous page printed, to read the next one")
+    listing.add_argument("--json", action="store_true", help="print the page as JSON (for scripts)")
+    for name, text in (
         ("show", "show one thread's record"),
         ("delete", "delete one thread on Azure, then its record"),
     ):
-        one = actions.add_parser(action, help=text)
-        one.add_argument("thread_id")
-    purge = actions.add_parser("purge", help="delete every matching thread on Azure and from the registry")
-    purge.add_argument("--route")
-    purge.add_argument("--owner")
+        one = action(name, text)
+        one.add_argument("thread_id", help="the thread's id (thread_...)")
+    purge = action("purge", "delete every matching thread on Azure and from the registry")
+    purge.add_argument("--route", help="only threads of this route (model name)")
+    purge.add_argument("--owner", help="only threads of this owner (key name)")
     purge.add_argument("--older-than", help="only threads idle at least this long (30s, 5m, 7d)")
     purge.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
-    reconcile = actions.add_parser(
-        "reconcile", help="find threads the bridge created on Foundry projects but has no record of"
-    )
+    reconcile = action("reconcile", "find threads the bridge created on Foundry projects but has no record of")
     reconcile.add_argument("--adopt", action="store_true", help="record them instead of deleting them")
     reconcile.add_argument("--dry-run", action="store_true", help="only report them")
     reconcile.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
     threads.set_defaults(run=_threads)
 
-    check = sub.add_parser("check-config", help="validate a config file without starting")
-    check.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))
+    check = command("check-config", "validate a config file without starting; reports every problem")
+    check.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"), help=config_help)
     check.set_defaults(run=_check_config)
     return root
 

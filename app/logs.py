@@ -10,6 +10,8 @@ from typing import Any
 
 # Attributes every LogRecord has; anything else on a record was passed with `extra=` and is logged.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn passes a copy of some messages with ANSI colour codes; a JSON line carries the plain one.
+_DROPPED = _STANDARD | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,14 +22,18 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _DROPPED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+LEVEL_ENV = "AGENT_BRIDGE_LOG_LEVEL"
+
+
 def configure(level: str = "info") -> None:
-    """Route the bridge's and uvicorn's logs to stdout as JSON lines."""
+    """Route the bridge's and uvicorn's logs to stdout as JSON lines (uvicorn's own formatters, which
+    colour their output, are never installed: `serve` runs uvicorn with `log_config=None`)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

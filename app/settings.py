@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -35,6 +47,7 @@ def _duration(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+SecondsOrOff = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 
 
 class _Strict(BaseModel):
@@ -83,17 +96,33 @@ class RouteSettings(_Strict):
     and Responses clients answer `mcp_approval_request` items themselves: nothing is approved silently."""
     citation_markers: Literal["numbered", "keep", "strip"] = "numbered"
     """Citation markers such as `【4:0†source】` in answers: `[1]`-style references, kept, or removed."""
+    background: bool = True
+    """Foundry v2 only: create responses in background mode (`background: true`, streamed and stored),
+    the only mode in which Azure lets a response be cancelled, so that a client's hang-up or the
+    deadline stops the work upstream. `false`: foreground responses, which run on to their end
+    upstream when the client goes away (Azure refuses to cancel them)."""
     description: str | None = None
+
+    # Field validators run even when another field fails, so one run reports every problem.
+    @field_validator("assistant_id")
+    @classmethod
+    def _check_assistant_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("asst_"):
+            raise ValueError(f"assistant_id must start with 'asst_', got {value!r}")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"endpoint must be an http(s) URL, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> RouteSettings:
         if (self.assistant_id is None) == (self.agent is None):
             raise ValueError("a route needs exactly one of assistant_id (Assistants) or agent (Foundry v2)")
-        if self.assistant_id is not None and not self.assistant_id.startswith("asst_"):
-            raise ValueError(f"assistant_id must start with 'asst_', got {self.assistant_id!r}")
-        parsed = urlparse(self.endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"endpoint must be an http(s) URL, got {self.endpoint!r}")
         if self.agent is not None and not self.is_project:
             raise ValueError("a Foundry v2 agent needs a project endpoint (.../api/projects/<project>)")
         return self
@@ -105,6 +134,24 @@ class RouteSettings(_Strict):
     @property
     def is_project(self) -> bool:
         return "/api/projects/" in urlparse(self.endpoint).path
+
+
+PROJECT_KEY_WARNING = (
+    "Agent Service takes Entra ID; a key works only through a gateway that takes it "
+    "(set auth.type: entra unless such a gateway stands in front of this project)"
+)
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """What is valid but probably wrong, as `<dotted.key>: <what>` lines.
+
+    Start-up logs them and check-config prints them; neither refuses the config over them.
+    """
+    return [
+        f"routes.{name}.auth: {PROJECT_KEY_WARNING}"
+        for name, route in settings.routes.items()
+        if route.is_project and route.auth.type == "api_key"
+    ]
 
 
 class KeySettings(_Strict):
@@ -192,6 +239,20 @@ class LimitSettings(_Strict):
     lock of a replica that died is free again within this time."""
 
 
+Access = Literal["open", "key", "admin"]
+
+
+class ServerSettings(_Strict):
+    """What the bridge's own HTTP endpoints show, and to whom."""
+
+    metrics_auth: Access = "open"
+    """`/metrics`: open, any client `key`, or an `admin` key (`Authorization: Bearer <key>`)."""
+    openapi_auth: Access = "open"
+    """`/openapi.json`, the same choices."""
+    docs: bool = False
+    """Serve Swagger UI at `/docs` (it loads `/openapi.json` from the browser, without a key)."""
+
+
 class Settings(BaseSettings):
     """Everything the bridge is configured with."""
 
@@ -206,12 +267,16 @@ class Settings(BaseSettings):
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     threads: ThreadSettings = ThreadSettings()
     limits: LimitSettings = LimitSettings()
+    server: ServerSettings = ServerSettings()
     keys: list[KeySettings] = Field(default_factory=list)
     log_content: bool = False
     """Put the request's message text (first 1,000 characters) in the access log. Off by default."""
     shutdown_grace: Seconds = 30.0
     """On SIGTERM, in-flight turns get this long to finish; then each ends in OpenAI's format (503 with
     Retry-After, or an in-stream error then [DONE]) and its run is cancelled."""
+    sse_keepalive: SecondsOrOff = 15.0
+    """A stream that sent nothing for this long sends an SSE comment, so idle-timeout gateways keep
+    it open while the agent works; 0 turns it off."""
     config_path: str | None = None
 
     @model_validator(mode="after")
@@ -252,12 +317,15 @@ class _YamlSource(PydanticBaseSettingsSource):
         return dict(_yaml_data.get() or {})
 
 
-def interpolate(node: Any, env: dict[str, str], path: str = "") -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string of a parsed YAML tree."""
+def interpolate(node: Any, env: dict[str, str], path: str = "", unset: list[Unset] | None = None) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of a parsed YAML tree.
+
+    A variable that is not set raises ConfigError, unless `unset` is given: then each one is appended
+    there and its reference is left as written, so validation can still report every other problem."""
     if isinstance(node, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k), unset) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(node)]
+        return [interpolate(v, env, f"{path}[{i}]", unset) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
@@ -267,20 +335,80 @@ def interpolate(node: Any, env: dict[str, str], path: str = "") -> Any:
             return env[name]
         if default is not None:
             return default
-        raise ConfigError(f"{path}: environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+        found = Unset(path, name, m.group(0))
+        if unset is None:
+            raise ConfigError(found.message)
+        unset.append(found)
+        return m.group(0)
 
     return _ENV_REF.sub(replace, node)
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
+@dataclass(frozen=True)
+class Unset:
+    """A `${VAR}` reference to a variable that is not set, at `path`."""
+
+    path: str
+    name: str
+    reference: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.path}: environment variable {self.name} is not set (write ${{{self.name}:-default}} for a default)"
+        )
+
+    def explains(self, key: str, message: str) -> bool:
+        """Whether a validation error at `key` follows from this variable being unset."""
+        return key == self.path or key.startswith(self.path + ".") or self.reference in message
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model inside `X | None`, `Annotated[X, ...]`, `dict[str, X]` and `list[X]`, else the type."""
+    while True:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        if get_origin(annotation) is dict and len(args) == 2:
+            return ("each", args[1])
+        if not args:
+            return annotation
+        annotation = args[0]
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a config may have at `loc` (the location of an unknown key's parent)."""
+    node: Any = Settings
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(node, tuple):  # a mapping: `part` is one of its keys
+            node = node[1]
+            continue
+        if isinstance(part, int):
+            continue  # a list index: `node` is already the item type
+        if not (isinstance(node, type) and issubclass(node, BaseModel)) or part not in node.model_fields:
+            return []
+        node = node.model_fields[part].annotation
+    node = _unwrap(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [name for name in node.model_fields if name != "config_path"]
+    return []
+
+
+def _format_errors(source: str, exc: ValidationError, unset: Sequence[Unset] = ()) -> list[str]:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".") or "(top level)"
         message = err["msg"].removeprefix("Value error, ")
+        if any(u.explains(key, message) for u in unset):
+            continue
         if err["type"] == "extra_forbidden":
             message = "unknown key"
+            nearest = get_close_matches(str(err["loc"][-1]), _keys_at(tuple(err["loc"][:-1])), n=1, cutoff=0.6)
+            if nearest:
+                message += f" (did you mean {nearest[0]!r}?)"
         lines.append(f"{source}: {key}: {message}")
-    return "\n".join(lines)
+    return lines
 
 
 def env_keys(value: str) -> list[dict[str, Any]]:
@@ -294,11 +422,16 @@ def env_keys(value: str) -> list[dict[str, Any]]:
     return keys
 
 
-def load_settings(path: str | Path | None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read `config.yaml` (if given), interpolate env references, validate; raise ConfigError on any problem."""
+def load_settings(
+    path: str | Path | None, env: dict[str, str] | None = None, *, require_routes: bool = False, **overrides: Any
+) -> Settings:
+    """Read `config.yaml` (if given), interpolate env references, validate; raise ConfigError naming
+    every problem found (one per line), not only the first. `require_routes`: a config without any
+    route is one of them (a bridge that serves nothing; the CLI's serve and check-config ask this)."""
     environ = dict(os.environ if env is None else env)
     data: dict[str, Any] = {}
     source = str(path) if path is not None else "settings"
+    unset: list[Unset] = []
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -308,19 +441,23 @@ def load_settings(path: str | Path | None, env: dict[str, str] | None = None, **
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-        try:
-            data = interpolate(raw, environ)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+        data = interpolate(raw, environ, unset=unset)
         data["config_path"] = str(path)
+    problems = [f"{source}: {u.message}" for u in unset]
     if environ.get("AGENT_BRIDGE_API_KEYS"):
         extra = env_keys(environ["AGENT_BRIDGE_API_KEYS"])
         target = overrides if "keys" in overrides else data
         target["keys"] = [*target.get("keys", []), *extra]
     token = _yaml_data.set(data)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from exc
+        problems += _format_errors(source, exc, unset)
+        raise ConfigError("\n".join(problems)) from exc
     finally:
         _yaml_data.reset(token)
+    if require_routes and not settings.routes:
+        problems.append(f"{source}: routes: no route is configured (a route maps a model name to an Azure agent)")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return settings

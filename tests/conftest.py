@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+import redis
 
 from app.emulator import EmulatorOptions, create_emulator_app
 from tests.support.servers import ServerThread, free_port
@@ -84,9 +85,22 @@ def redis_cluster_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_prefix() -> str:
-    """A key prefix of its own for each test, so tests never see each other's state."""
-    return f"abtest:{uuid.uuid4().hex[:12]}:"
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of its own for each test, so tests never see each other's state; its keys are
+    deleted when the test ends. Only this prefix's: other suites may share the database at the same
+    time, so nothing here flushes it."""
+    prefix = f"abtest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # `*` on both sides: a key layout may put the prefix inside a hash tag (`{abtest:...:}`).
+        doomed = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        for start in range(0, len(doomed), 500):
+            client.delete(*doomed[start : start + 500])
+    except redis.RedisError:
+        pass  # a test that stopped this Redis on purpose leaves nothing it can clean
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,17 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, chat, errors, files, health, responses
+from app.api import admin, chat, conversations, errors, files, health, meta, responses
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 
 
 def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any]) -> FastAPI:
-    app = FastAPI(title="Agent Bridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    # `/openapi.json` and `/docs` are routes of `meta`, so that settings can guard or enable them.
+    app = FastAPI(
+        title="Agent Bridge", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
     for name, value in state.items():
         setattr(app.state, name, value)
     errors.install(app)
@@ -24,7 +27,11 @@ def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any])
     app.include_router(chat.router)
     app.include_router(responses.router)
     app.include_router(files.router)
+    app.include_router(conversations.router)
     app.include_router(admin.router)
+    app.include_router(meta.router)
+    if state["settings"].server.docs:
+        app.include_router(meta.docs_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from app.api import sse
+from app.api import sse, warnings
 from app.api.deps import PrincipalDep, ServiceDep
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import approvals, chat_codec, timing
@@ -29,11 +29,12 @@ async def chat_completions(
     service: ServiceDep,
     principal: PrincipalDep,
     x_conversation_id: Annotated[str | None, Header(max_length=256)] = None,
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | sse.EventStream:
     request.state.model = body.model
     if request.app.state.settings.log_content:
         request.state.content = _tail(body.messages[-1].content)
     principal.check_model(body.model)
+    warnings.note(request, "chat", body)
     turn = await service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
     # Up to Azure's first answer errors are plain HTTP errors; the route renders, the turn owns its end.
     bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
@@ -43,7 +44,7 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
         frames = sse.guarded(_chunks(renderer, turn.events(), files_url), _stream_error)
-        return TurnStream(frames, turn, {**sse.HEADERS, **headers})
+        return TurnStream(frames, turn, headers, keepalive=request.app.state.settings.sse_keepalive)
     try:
         return await _complete(body.model, turn.events(), headers, files_url)
     finally:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Request
 
+from app.core.conversations_service import ConversationsService
 from app.core.keys import KeyRing, Principal
 from app.core.responses_service import ResponsesService
 from app.core.service import TurnService
@@ -65,3 +67,27 @@ async def _responses(request: Request) -> ResponsesService:
 
 
 ResponsesDep = Annotated[ResponsesService, Depends(_responses)]
+
+
+def access(setting: Literal["metrics_auth", "openapi_auth"]) -> Callable[..., Awaitable[None]]:
+    """A dependency that lets a request through as `server.<setting>` says: open, any key, admin key."""
+
+    async def check(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+        settings: Settings = request.app.state.settings
+        level = getattr(settings.server, setting)
+        if level == "open":
+            return
+        keys: KeyRing = request.app.state.keys
+        principal = keys.authenticate(authorization)
+        if level == "admin" and not principal.admin:
+            raise PermissionDeniedError(f"{request.url.path} needs an admin key on this bridge.")
+
+    return check
+
+
+async def _conversations(request: Request) -> ConversationsService:
+    service: ConversationsService = request.app.state.conversations
+    return service
+
+
+ConversationsDep = Annotated[ConversationsService, Depends(_conversations)]

@@ -58,27 +58,36 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value")
 
 
+def _answer(request: Request, error: BridgeError) -> JSONResponse:
+    """The envelope, with its code noted for the access line (`RequestContextMiddleware`)."""
+    request.state.error_code = error.code
+    return render(error)
+
+
 def install(app: FastAPI) -> None:
     async def bridge_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BridgeError)
-        return render(exc)
+        return _answer(request, exc)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return render(validation_error(exc))
+        return _answer(request, validation_error(exc))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
-            return render(NotFoundError(f"Unknown path: {request.method} {request.url.path}", code="unknown_url"))
-        error = InvalidRequestError(str(exc.detail), code=f"http_{exc.status_code}")
-        response = render(error)
+            return _answer(
+                request, NotFoundError(f"Unknown path: {request.method} {request.url.path}", code="unknown_url")
+            )
+        response = _answer(request, InvalidRequestError(str(exc.detail), code=f"http_{exc.status_code}"))
         response.status_code = exc.status_code
         return response
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return render(BridgeError("The bridge hit an internal error; it has been logged.", code="internal_error"))
+        return _answer(
+            request, BridgeError("The bridge hit an internal error; it has been logged.", code="internal_error")
+        )
 
     app.add_exception_handler(BridgeError, bridge_error)
     app.add_exception_handler(RequestValidationError, invalid)

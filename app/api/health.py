@@ -1,4 +1,4 @@
-"""Liveness, readiness and the model list."""
+"""Liveness, readiness, metrics and the model list."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import os
 import socket
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.deps import PrincipalDep, SettingsDep, StoreDep
-from app.errors import StoreUnavailableError
+from app import __version__
+from app.api.deps import PrincipalDep, SettingsDep, StoreDep, access
+from app.errors import ModelNotFoundError, StoreUnavailableError
 
 router = APIRouter()
 log = logging.getLogger("agent_bridge.health")
@@ -20,7 +21,7 @@ log = logging.getLogger("agent_bridge.health")
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+    return {"status": "ok", "version": __version__}
 
 
 _PROBE = f"{socket.gethostname()}:{os.getpid()}"
@@ -42,7 +43,7 @@ async def readyz(settings: SettingsDep, store: StoreDep) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(access("metrics_auth"))])
 async def metrics(request: Request, store: StoreDep) -> Response:
     components = request.app.state.components
     try:
@@ -63,3 +64,14 @@ async def models(request: Request, settings: SettingsDep, principal: PrincipalDe
             if principal.may_use(name)
         ],
     }
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(model_id: str, request: Request, settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
+    route = settings.route(model_id)
+    if route is None or not principal.may_use(model_id):
+        raise ModelNotFoundError(
+            f"The model '{model_id}' does not exist or you do not have access to it.", param="model"
+        )
+    created = int(request.app.state.started_at)
+    return {"id": model_id, "object": "model", "created": created, "owned_by": f"azure-{route.backend}"}

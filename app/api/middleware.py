@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, per-request timing, and the body size limit."""
+"""ASGI middleware: request ids, per-request timing and the access line, and the body size limit."""
 
 from __future__ import annotations
 
@@ -11,18 +11,20 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core import timing
+from app.core import notices, timing
 from app.errors import PayloadTooLargeError
 
 access = logging.getLogger("agent_bridge.access")
 # Probes and scrapes: not worth a log line or a request metric each.
 _UNMEASURED = frozenset({"/healthz", "/readyz", "/metrics"})
+CLIENT_CLOSED = 499
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 
 
 class RequestContextMiddleware:
     """Takes `x-request-id` from the client (or mints one) and returns it; times the request; at its
-    end counts it in the metrics and writes one JSON access line (no keys, tokens or content)."""
+    end counts it in the metrics and writes one JSON access line (no keys, tokens or content): an
+    error's OpenAI code, and 499 when the client hung up before the answer was complete."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -43,46 +45,71 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         clock = timing.begin()
+        warnings = notices.begin()
         raw_id = request_id.encode()
-        facts: dict[str, Any] = {"status": 500, "thread_id": None}
+        facts: dict[str, Any] = {
+            "status": 500,
+            "thread_id": None,
+            "started": False,
+            "complete": False,
+            "hung_up": False,
+        }
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                facts["started"] = True
                 facts["status"] = message["status"]
                 headers = list(message.get("headers", []))
                 for key, value in headers:
                     if key == b"x-thread-id":
                         facts["thread_id"] = value.decode()
-                message["headers"] = [*headers, (b"x-request-id", raw_id)]
+                headers.append((b"x-request-id", raw_id))
+                warning = notices.header_value(warnings)
+                if warning is not None:
+                    headers.append((notices.HEADER.encode(), warning.encode()))
+                message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                facts["complete"] = True
             await send(message)
 
+        async def receive_watching() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not facts["complete"]:
+                facts["hung_up"] = True
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watching, send_with_id)
         finally:
-            self._account(scope, state, clock, facts)
+            self._account(scope, state, clock, facts, warnings)
 
     @staticmethod
-    def _account(scope: Scope, state: dict[str, Any], clock: timing.RequestTiming, facts: dict[str, Any]) -> None:
+    def _account(
+        scope: Scope, state: dict[str, Any], clock: timing.RequestTiming, facts: dict[str, Any], warnings: list[str]
+    ) -> None:
         route = scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
-        total = time.perf_counter() - clock.started
-        overhead_s = clock.overhead_ms() / 1000.0
-        components = getattr(scope["app"].state, "components", None)
-        metrics = getattr(components, "metrics", None)
-        model = state.get("model", "")
-        if metrics is not None and endpoint not in _UNMEASURED:
-            metrics.requests.labels(endpoint, model, str(facts["status"])).inc()
-            metrics.request_seconds.labels(endpoint).observe(total)
-            metrics.overhead_seconds.labels(endpoint).observe(overhead_s)
         if endpoint in _UNMEASURED:
             return
+        total = time.perf_counter() - clock.started
+        overhead_s = clock.overhead_ms() / 1000.0
+        app_state = scope["app"].state
+        components = getattr(app_state, "components", None)
+        metrics = getattr(components, "metrics", None)
+        model = state.get("model", "")
+        # 499 (nginx's convention): the client hung up before the whole answer was sent.
+        status = CLIENT_CLOSED if facts["hung_up"] else facts["status"]
+        if metrics is not None:
+            metrics.requests.labels(endpoint, _model_label(app_state, model), str(status)).inc()
+            metrics.request_seconds.labels(endpoint).observe(total)
+            metrics.overhead_seconds.labels(endpoint).observe(overhead_s)
         extra = {
             "request_id": state.get("request_id"),
             "method": scope["method"],
             "path": scope["path"],
             "endpoint": endpoint,
-            "status": facts["status"],
-            "model": model or None,
+            "status": status,
+            "model": model[:256] or None,
             "owner": state.get("owner"),
             "thread_id": facts["thread_id"],
             "total_ms": round(total * 1000, 3),
@@ -90,9 +117,26 @@ class RequestContextMiddleware:
             "overhead_ms": round(overhead_s * 1000, 3),
             "upstream_requests": clock.upstream_requests,
         }
+        if status >= 400:
+            # An exception that escaped every handler is answered 500 internal_error further out.
+            extra["error_code"] = state.get("error_code") or ("client_closed" if facts["hung_up"] else "internal_error")
+        if facts["hung_up"]:
+            extra["client_closed"] = True
+            extra["sent_status"] = facts["status"] if facts["started"] else None
+        if warnings:
+            extra["warnings"] = list(warnings)
         if "content" in state:
             extra["content"] = state["content"]
-        access.info("%s %s %s", scope["method"], scope["path"], facts["status"], extra=extra)
+        access.info("%s %s %s", scope["method"], scope["path"], status, extra=extra)
+
+
+def _model_label(app_state: Any, model: str) -> str:
+    """A configured model name, or `unknown`: a label copied from the request would let any caller
+    create Prometheus series without bound."""
+    if not model:
+        return ""
+    settings = getattr(app_state, "settings", None)
+    return model if settings is not None and model in settings.routes else "unknown"
 
 
 class BodyLimitMiddleware:
@@ -142,5 +186,6 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = PayloadTooLargeError(f"The request body is larger than this bridge accepts ({self.max_bytes} bytes).")
+        scope.setdefault("state", {})["error_code"] = error.code
         response = JSONResponse(error.envelope(), status_code=error.status)
         await response(scope, receive, send)

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from app.api import sse
+from app.api import sse, warnings
 from app.api.deps import OwnerDep, PrincipalDep, ResponsesDep
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import timing
@@ -22,13 +22,14 @@ router = APIRouter()
 @router.post("/v1/responses", response_model=None)
 async def create_response(
     body: ResponsesRequest, request: Request, service: ResponsesDep, principal: PrincipalDep
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | sse.EventStream:
     request.state.model = body.model
     if request.app.state.settings.log_content:
         request.state.content = str(body.input)[:1000]
     principal.check_model(body.model)
     if body.background:
         raise InvalidRequestError("background responses are not supported by this bridge.", param="background")
+    warnings.note(request, "responses", body)
     # What the client sent, extra fields included, for the Foundry pass-through.
     raw: dict[str, Any] = body.model_dump(exclude_unset=True)
     turn = await service.respond(body, raw, owner=principal.name)
@@ -37,7 +38,7 @@ async def create_response(
     if body.stream:
         counter = _Sequence()
         frames = sse.guarded(_frames(turn.events(), counter), counter.error_frames)
-        return TurnStream(frames, turn, {**sse.HEADERS, **headers})
+        return TurnStream(frames, turn, headers, keepalive=request.app.state.settings.sse_keepalive)
     try:
         collected = [event async for event in turn.events()]
     finally:
@@ -53,6 +54,15 @@ async def create_response(
 @router.get("/v1/responses/{response_id}")
 async def get_response(response_id: str, service: ResponsesDep, owner: OwnerDep) -> JSONResponse:
     return JSONResponse(await service.get(response_id, owner=owner))
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(response_id: str, request: Request, service: ResponsesDep, owner: OwnerDep) -> JSONResponse:
+    params = {k: v for k, v in request.query_params.items() if k in _LIST_PARAMS}
+    return JSONResponse(await service.input_items(response_id, owner=owner, params=params))
+
+
+_LIST_PARAMS = ("limit", "order", "after", "before", "include[]", "include")
 
 
 @router.delete("/v1/responses/{response_id}")

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.api import sse
 from app.core.events import ThreadBound
 from app.core.lifetime import Turn
 from app.errors import ClientDisconnectedError
@@ -66,11 +66,13 @@ def bound_headers(bound: ThreadBound) -> dict[str, str]:
     return headers
 
 
-class TurnStream(StreamingResponse):
+class TurnStream(sse.EventStream):
     """A streamed turn: the turn is ended when the response is over, even if its body never started."""
 
-    def __init__(self, frames: AsyncIterator[bytes], turn: Turn[Any], headers: dict[str, str]) -> None:
-        super().__init__(frames, media_type="text/event-stream", headers=headers)
+    def __init__(
+        self, frames: AsyncIterator[bytes], turn: Turn[Any], headers: dict[str, str], *, keepalive: float
+    ) -> None:
+        super().__init__(frames, headers=headers, keepalive=keepalive)
         self.turn = turn
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

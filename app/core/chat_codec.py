@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.events import FinishReason
-from app.core.turn import FunctionTool, Item, Message, ToolCall, ToolResult, TurnOptions, Usage
+from app.core.turn import (
+    FunctionTool,
+    Item,
+    Message,
+    ToolCall,
+    ToolResult,
+    TurnOptions,
+    Usage,
+    join_parts,
+    text_message,
+)
 from app.errors import InvalidRequestError
 from app.wire.chat import ChatCompletionRequest, ChatMessage
 
@@ -25,12 +35,13 @@ class ChatTurn:
     options: TurnOptions
 
 
-def _text(message: ChatMessage, index: int) -> str:
+def _parts(message: ChatMessage, index: int) -> tuple[str, ...]:
+    """The message's text parts (one for string content, none for null or empty content)."""
     content = message.content
     if content is None:
-        return ""
+        return ()
     if isinstance(content, str):
-        return content
+        return (content,) if content else ()
     texts: list[str] = []
     for j, part in enumerate(content):
         if part.type not in ("text", "input_text", "output_text") or part.text is None:
@@ -40,7 +51,11 @@ def _text(message: ChatMessage, index: int) -> str:
                 code="unsupported_content",
             )
         texts.append(part.text)
-    return "".join(texts)
+    return tuple(texts)
+
+
+def _text(message: ChatMessage, index: int) -> str:
+    return join_parts(_parts(message, index))
 
 
 def parse_messages(messages: list[ChatMessage]) -> tuple[tuple[Item, ...], str | None]:
@@ -77,9 +92,9 @@ def parse_messages(messages: list[ChatMessage]) -> tuple[tuple[Item, ...], str |
                 ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in m.tool_calls or ()
             )
             open_calls = {c.id: i for c in calls}
-            items.append(Message(role="assistant", text=_text(m, i), tool_calls=calls))
+            items.append(text_message("assistant", _parts(m, i), calls))
         else:
-            items.append(Message(role="user", text=_text(m, i)))
+            items.append(text_message("user", _parts(m, i)))
     if open_calls:
         raise _missing_outputs(open_calls, len(messages))
     if not items:

@@ -5,6 +5,14 @@ A chat client resends its whole history every turn. After each turn the fingerpr
 last response id). The next request's longest stored prefix tells where to continue and which items
 are new. With `X-Conversation-Id`, the client names the conversation instead and may send only its
 newest messages.
+
+Branches. An Assistants thread only grows, so a stored prefix is worth continuing only while it is
+the thread's current end. Such a cursor is *claimed*: the lookup removes the prefix it found, and
+the turn stores the thread's new end when it completes. A history that diverges from every current
+end (an edited or regenerated message, a second branch of one prefix, a retry of a turn that
+failed after its claim) therefore starts a new thread seeded with the client's whole history, and
+two branches never share a thread. A Foundry response id never moves (a response can be continued
+from any number of times), so it is looked up without a claim and branches fork natively.
 """
 
 from __future__ import annotations
@@ -20,9 +28,13 @@ from app.core.turn import Item, Message
 class ConversationIndex(Protocol):
     """Where fingerprints and conversation ids map to upstream cursors (the Redis store)."""
 
-    async def find_conversation(
-        self, owner: str, route: str, fingerprints: Sequence[str]
-    ) -> tuple[int, str] | None: ...
+    async def find_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
+        """The longest remembered prefix among `fingerprints`: (its position, its cursor)."""
+        ...
+
+    async def take_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
+        """As `find_conversation`, and the prefix found is removed in the same atomic step."""
+        ...
 
     async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None: ...
 
@@ -56,7 +68,10 @@ async def resolve(
     route: str,
     items: tuple[Item, ...],
     conversation_id: str | None,
+    claim: bool = True,
 ) -> Resolution:
+    """Where the conversation continues. `claim`: the cursor is a thread, whose end is taken (see the
+    module docstring); False for cursors that never move (Foundry response ids)."""
     if conversation_id is not None:
         cursor = await index.conversation_by_id(owner, route, conversation_id)
         if cursor is None:
@@ -67,7 +82,8 @@ async def resolve(
     candidates = [i for i, item in enumerate(items) if isinstance(item, Message) and item.role == "assistant"]
     if not candidates:
         return Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
-    hit = await index.find_conversation(owner, route, [prints[i] for i in candidates])
+    lookup = index.take_conversation if claim else index.find_conversation
+    hit = await lookup(owner, route, [prints[i] for i in candidates])
     if hit is None:
         return Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
     position, cursor = hit

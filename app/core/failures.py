@@ -15,6 +15,7 @@ message ("Rate limit is exceeded. Try again in 20 seconds.").
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from app.errors import AgentFailedError, BridgeError, RateLimitError, RunFailedError
 
@@ -44,15 +45,20 @@ def retry_after_of(message: str | None) -> float | None:
     return float(match.group(1)) * factor
 
 
-def run_failure(code: str | None, message: str | None, *, what: str = "run") -> BridgeError:
-    """The error for a run that ended `failed` (`what` names it: "run" or "response")."""
+def run_failure(
+    code: str | None, message: str | None, *, what: str = "run", innererror: dict[str, Any] | None = None
+) -> BridgeError:
+    """The error for a run that ended `failed` (`what` names it: "run" or "response"); Azure's
+    `innererror` rides along as it came."""
     code = code or "run_failed"
     text = f"The agent's {what} failed: {message or code}"
     if code == RATE_LIMITED:
-        return RateLimitError(text, retry_after=retry_after_of(message) or DEFAULT_RETRY_AFTER_S, code=code)
+        return RateLimitError(
+            text, retry_after=retry_after_of(message) or DEFAULT_RETRY_AFTER_S, code=code, innererror=innererror
+        )
     if code in TRANSIENT:
-        return RunFailedError(text, code=code)
-    return AgentFailedError(text, code=code)
+        return RunFailedError(text, code=code, innererror=innererror)
+    return AgentFailedError(text, code=code, innererror=innererror)
 
 
 def stream_error(code: str | None, message: str | None) -> BridgeError:

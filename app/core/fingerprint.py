@@ -11,7 +11,8 @@ from app.core.turn import Item, Message
 def _canonical(item: Item) -> bytes:
     if isinstance(item, Message):
         calls = [[c.id, c.name, c.arguments] for c in item.tool_calls]
-        return json.dumps(["m", item.role, item.text, calls], separators=(",", ":")).encode()
+        text: str | list[str] = list(item.parts) if item.parts else item.text
+        return json.dumps(["m", item.role, text, calls], separators=(",", ":")).encode()
     return json.dumps(["t", item.call_id, item.output], separators=(",", ":")).encode()
 
 

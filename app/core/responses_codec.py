@@ -15,7 +15,17 @@ from typing import Any
 from app.core import approvals
 from app.core.annotations import AnnotatedText, MarkerMode, response_annotation
 from app.core.events import Annotation, ApprovalRequest
-from app.core.turn import FunctionTool, Item, Message, ToolCall, ToolResult, TurnOptions, Usage
+from app.core.turn import (
+    FunctionTool,
+    Item,
+    Message,
+    ToolCall,
+    ToolResult,
+    TurnOptions,
+    Usage,
+    join_parts,
+    text_message,
+)
 from app.errors import BridgeError, InvalidRequestError
 from app.wire.responses import ResponsesRequest
 
@@ -23,10 +33,14 @@ _TEXT_PARTS = ("input_text", "output_text", "text")
 
 
 def _content_text(content: Any, where: str) -> str:
+    return join_parts(_content_parts(content, where))
+
+
+def _content_parts(content: Any, where: str) -> tuple[str, ...]:
     if content is None:
-        return ""
+        return ()
     if isinstance(content, str):
-        return content
+        return (content,) if content else ()
     if not isinstance(content, list):
         raise InvalidRequestError("Content must be a string or a list of parts.", param=where)
     texts = []
@@ -39,7 +53,7 @@ def _content_text(content: Any, where: str) -> str:
                 code="unsupported_content",
             )
         texts.append(part["text"])
-    return "".join(texts)
+    return tuple(texts)
 
 
 def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
@@ -58,7 +72,7 @@ def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
             if role in ("system", "developer"):
                 instructions.append(_content_text(raw.get("content"), f"{where}.content"))
             elif role in ("user", "assistant"):
-                items.append(Message(role, _content_text(raw.get("content"), f"{where}.content")))
+                items.append(text_message(role, _content_parts(raw.get("content"), f"{where}.content")))
             else:
                 raise InvalidRequestError(f"Invalid role {role!r}.", param=f"{where}.role")
         elif kind == "function_call":
@@ -69,7 +83,7 @@ def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
             )
             last = items[-1] if items else None
             if isinstance(last, Message) and last.role == "assistant":
-                items[-1] = Message("assistant", last.text, (*last.tool_calls, call))
+                items[-1] = Message("assistant", last.text, (*last.tool_calls, call), last.parts)
             else:
                 items.append(Message("assistant", "", (call,)))
         elif kind == "mcp_approval_request":
@@ -150,7 +164,19 @@ def parse_options(req: ResponsesRequest) -> TurnOptions:
         max_output_tokens=req.max_output_tokens,
         tool_choice=tool_choice,
         parallel_tool_calls=req.parallel_tool_calls,
+        response_format=response_format(req.text),
     )
+
+
+def response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Responses' `text.format` as an Assistants run's `response_format` (json_schema nested again)."""
+    fmt = (text or {}).get("format")
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt.get("type") == "json_schema":
+        schema = {k: v for k, v in fmt.items() if k != "type"}
+        return {"type": "json_schema", "json_schema": schema}
+    return dict(fmt)
 
 
 def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
@@ -228,9 +254,15 @@ class ResponseBuilder:
             "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
             "tools": [_echo_tool(t) for t in req.tools or []],
             "top_p": req.top_p if req.top_p is not None else 1.0,
-            "truncation": "disabled",
+            # Assistants threads truncate on their own: what a run does unless the client said otherwise.
+            "truncation": req.truncation or "auto",
             "metadata": req.metadata or {},
+            "background": False,
         }
+        for echoed in ("user", "safety_identifier", "prompt_cache_key"):
+            value = getattr(req, echoed)
+            if value is not None:
+                response[echoed] = value
         if self.ended:
             response["usage"] = usage_dict(self.usage)
         return response

@@ -138,7 +138,12 @@ class TurnService:
         parsed = chat_codec.parse_request(req)
         items = approvals.resolve(parsed.items)
         found = await conversation.resolve(
-            self.index, owner=owner, route=req.model, items=items, conversation_id=conversation_id
+            self.index,
+            owner=owner,
+            route=req.model,
+            items=items,
+            conversation_id=conversation_id,
+            claim=route.backend == "assistants",
         )
         deadline = time.monotonic() + route.timeout
         turn = TurnRequest(

@@ -23,6 +23,9 @@ class Message:
     role: Literal["user", "assistant"]
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
+    parts: tuple[str, ...] = ()
+    """The text as the client split it, when it sent more than one text part (`text` joins them with
+    a newline for the places that take one string); upstreams that take content arrays get the parts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,22 @@ class ToolResult:
 
 
 Item = Message | ToolResult
+
+
+def join_parts(parts: tuple[str, ...]) -> str:
+    """Text parts as one string, for the fields that take only a string (instructions, tool output).
+
+    A newline keeps the parts apart ("part one\npart two", never "part onepart two"); where the
+    upstream takes an array of parts (thread messages, Responses input) the parts go as they came.
+    """
+    return "\n".join(parts)
+
+
+def text_message(
+    role: Literal["user", "assistant"], parts: tuple[str, ...], calls: tuple[ToolCall, ...] = ()
+) -> Message:
+    """A message of the client's text parts (none for null or empty content)."""
+    return Message(role=role, text=join_parts(parts), tool_calls=calls, parts=parts if len(parts) > 1 else ())
 
 
 @dataclass(frozen=True, slots=True)

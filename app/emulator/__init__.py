@@ -7,7 +7,10 @@ What an agent answers is deterministic, driven by the last user message (`script
 drivers): plain text echoes; `/tool NAME {json}` calls functions; `/sleep MS`, `/fail CODE`,
 `/incomplete`; `/ratelimit` (run failed `rate_limit_exceeded`); `/filter prompt` (400 `content_filter`)
 and `/filter answer` (ended `incomplete`, reason `content_filter`); `/cite` (citation markers with
-`file_citation` and `url_citation` annotations). The agent `flights-demo` replays the seed scenario.
+`file_citation` and `url_citation` annotations, after a file search); `/mcp NAME {json}` (an MCP call,
+approved first: classic `submit_tool_approval`, v2 `mcp_approval_request`; agents `asst_mcp` and
+`mcp-agent`); `/image` and `/file NAME` (code interpreter's image and file outputs, served by
+`files.py`). The agent `flights-demo` replays the seed scenario.
 """
 
 from app.emulator.app import create_emulator_app

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.emulator import assistants_bodies as bodies
 from app.emulator import script
-from app.emulator.assistants_state import Run, Thread, message_object, message_text
+from app.emulator.assistants_state import Run, Thread, mcp_server, message_object, message_text
 from app.emulator.filters import prompt_refused
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, list_params, new_id, page, read_json
@@ -98,6 +98,7 @@ class RunsAPI:
             assistant_name=assistant.get("name"),
             tool_names=bodies.function_names(options["tools"]),
             deadline=deadline,
+            mcp=mcp_server(options["tools"], options["tool_resources"] or thread.tool_resources),
         )
         thread.runs.append(run)
         return run
@@ -164,11 +165,13 @@ class RunsAPI:
 
     async def submit_tool_outputs(self, request: Request) -> Response:
         _, run = self._run(request)
-        body = await read_json(request, allowed=bodies.SUBMIT_FIELDS, required=("tool_outputs",))
-        outputs = bodies.tool_outputs(body["tool_outputs"])
+        body = await read_json(request, allowed=bodies.SUBMIT_FIELDS)
         stream = bodies.boolean(body.get("stream"), "stream")
         start = len(run.log.events)
-        self.engine.submit(run, outputs)
+        if body.get("tool_approvals") is not None:
+            self.engine.approve(run, bodies.tool_approvals(body["tool_approvals"]))
+        else:
+            self.engine.submit(run, bodies.tool_outputs(body.get("tool_outputs")))
         if stream:
             return self.engine.stream(run, start)
         return JSONResponse(run.log.events[start][1])

@@ -17,6 +17,7 @@ from app.emulator.foundry_v2_items import check_call_ids, normalize_input, scrip
 from app.emulator.foundry_v2_rules import refuse_overrides, refuse_server_items
 from app.emulator.foundry_v2_state import AgentVersion, Conversation, FoundryState, StoredResponse
 from app.emulator.foundry_v2_stream import numbered_events, stream_events
+from app.emulator.foundry_v2_tools import check_approvals, mcp_items, mcp_server
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, list_params, new_id, now, page, read_json
 from app.emulator.script import Plan, plan_turn, prompt_filtered
@@ -138,8 +139,11 @@ def annotations_of(plan: Plan) -> list[dict[str, Any]]:
     return out
 
 
-def output_of(plan: Plan) -> list[dict[str, Any]]:
+def output_of(plan: Plan, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The output items of a plan, ids included (streaming replays the very same items)."""
+    hosted = mcp_items(plan, history)
+    if plan.kind == "mcp_approval":
+        return hosted
     if plan.kind == "tool_calls":
         return [
             {
@@ -155,7 +159,8 @@ def output_of(plan: Plan) -> list[dict[str, Any]]:
     if plan.kind in ("reply", "incomplete"):
         part = {"type": "output_text", "text": plan.text, "annotations": annotations_of(plan), "logprobs": []}
         status = "completed" if plan.kind == "reply" else "incomplete"
-        return [{"id": new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [part]}]
+        message = {"id": new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [part]}
+        return [*hosted, message]
     return []
 
 
@@ -276,15 +281,17 @@ class ResponsesAPI:
         lookup_pool = {i["id"]: i for i in history if isinstance(i.get("id"), str)}
         input_items = normalize_input(body.get("input"), lambda ref: lookup_pool.get(ref) or self.state.items.get(ref))
         check_call_ids(history, input_items)
+        check_approvals(history, input_items)
         asked = [i.text for i in script_items(input_items) if i.kind == "user"]
         if asked and prompt_filtered(asked[-1]):
             raise prompt_refused()
 
-        tools = list(agent.function_tools) if agent else _request_tools(body.get("tools"))
+        tools = [*agent.function_tools, *agent.hosted_tools] if agent else _request_tools(body.get("tools"))
         tool_names = {t["name"] for t in tools if t.get("type") == "function"}
         source = definition if agent is not None else body
         instructions = source.get("instructions") if isinstance(source.get("instructions"), str) else None
-        plan = plan_turn(agent.name if agent else None, script_items([*history, *input_items]), tool_names)
+        server = mcp_server(agent.hosted_tools) if agent else None
+        plan = plan_turn(agent.name if agent else None, script_items([*history, *input_items]), tool_names, server)
 
         def pick(key: str, default: Any) -> Any:
             return source[key] if source.get(key) is not None else default
@@ -322,7 +329,7 @@ class ResponsesAPI:
         if agent is not None:
             skeleton["agent"] = {"type": "agent_id", "name": agent.name, "version": agent.version}
         stored = StoredResponse(body=skeleton, history=history, input_items=input_items)
-        return Turn(stored=stored, plan=plan, output=output_of(plan), conversation=conversation, store=store)
+        return Turn(stored=stored, plan=plan, output=output_of(plan, history), conversation=conversation, store=store)
 
     # -- lifecycle
 

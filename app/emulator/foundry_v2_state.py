@@ -20,6 +20,22 @@ SEED_AGENTS: list[tuple[str, dict[str, Any]]] = [
         {"kind": "prompt", "model": "gpt-4o", "instructions": "You are a helpful assistant.", "tools": []},
     ),
     (
+        "mcp-agent",
+        {
+            "kind": "prompt",
+            "model": "gpt-4o",
+            "instructions": "You use the docs MCP server.",
+            "tools": [
+                {
+                    "type": "mcp",
+                    "server_label": "docs",
+                    "server_url": "https://mcp.example.com/mcp",
+                    "require_approval": "always",
+                }
+            ],
+        },
+    ),
+    (
         "flights-demo",
         {
             "kind": "prompt",
@@ -59,6 +75,12 @@ class AgentVersion:
     def function_tools(self) -> list[dict[str, Any]]:
         tools = self.definition.get("tools") or []
         return [t for t in tools if isinstance(t, dict) and t.get("type") == "function"]
+
+    @property
+    def hosted_tools(self) -> list[dict[str, Any]]:
+        """The tools the service runs itself (`mcp`, ...), echoed in the Response's `tools`."""
+        tools = self.definition.get("tools") or []
+        return [t for t in tools if isinstance(t, dict) and t.get("type") == "mcp"]
 
 
 @dataclass

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from redis.commands.core import AsyncScript
+
 from app.core.records import CallRecord, FileRecord, ResponseRecord
 from app.state.store_base import StoreBase, translated
 
@@ -24,12 +26,26 @@ def _call_from(raw: str | None) -> CallRecord | None:
     return CallRecord(**data)
 
 
+# The longest remembered prefix, taken: the first key found from the longest is read and deleted in
+# one step, so two branches of one prefix can never both continue the thread that ends there.
+TAKE_CONVERSATION = """
+for i = #KEYS, 1, -1 do
+  local value = redis.call('GET', KEYS[i])
+  if value then
+    redis.call('DEL', KEYS[i])
+    return {i - 1, value}
+  end
+end
+return false
+"""
+
 _RESPONSE_DEFAULTS: dict[str, Any] = {"thread_id": None, "run_id": None, "upstream_id": None, "data": {}}
 
 
 class Lookups(StoreBase):
     thread_ttl_ms: int
     response_ttl_ms: int
+    _take_script: AsyncScript
 
     # -- conversations ---------------------------------------------------------------------------
 
@@ -46,6 +62,29 @@ class Lookups(StoreBase):
         for index in range(len(values) - 1, -1, -1):
             if values[index] is not None:
                 return index, str(values[index])
+        return None
+
+    @translated
+    async def take_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
+        """Like `find_conversation`, and the prefix found is forgotten: the turn that took it is the only
+        one to continue its thread, and stores the thread's new end when it completes.
+
+        Standalone: one EVALSHA. A cluster cannot run a script over keys in several slots, so there the
+        longest prefix is found (per-slot MGET) and taken with GETDEL, a single-key step that only one
+        caller wins; a loser looks again below what it lost."""
+        if not fingerprints:
+            return None
+        keys = [self.key("conv", owner, route, fp) for fp in fingerprints]
+        if not self.cluster:
+            found = await self._take_script(keys=keys)
+            return (int(found[0]), str(found[1])) if found else None
+        values = await self._mget(keys)
+        for index in range(len(values) - 1, -1, -1):
+            if values[index] is None:
+                continue
+            taken = await self.redis.getdel(keys[index])
+            if taken is not None:
+                return index, str(taken)
         return None
 
     @translated

@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.core.records import CallRecord, ResponseRecord, ThreadRecord
 from app.state.keys import BUCKETS, bucket_of
-from app.state.lookups import Lookups
+from app.state.lookups import TAKE_CONVERSATION, Lookups
 from app.state.store_base import translated
 
 __all__ = ["CallRecord", "RedisStore", "ResponseRecord", "ThreadRecord"]
@@ -91,6 +91,7 @@ class RedisStore(Lookups):
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
         self._close_turn = redis.register_script(_CLOSE_TURN)
+        self._take_script = redis.register_script(TAKE_CONVERSATION)
 
     @translated
     async def ping(self) -> None:

@@ -121,15 +121,15 @@ def test_cli_lists_shows_deletes_and_purges(
     with running_bridge(emulator.url, redis_url, redis_prefix, threads={"janitor": False}) as bridge:
         ids = [_chat(bridge, "unused", "demo-assistant", f"cli {n}") for n in range(3)]
         config = _config(tmp_path, emulator.url, redis_prefix)
-        listed = _cli(config, redis_url, "list")
+        listed = _cli(config, redis_url, "list", "--json")
         assert {t["thread_id"] for t in listed["data"]} == set(ids)
-        assert _cli(config, redis_url, "list", "--limit", "2")["next"] is not None
+        assert _cli(config, redis_url, "list", "--json", "--limit", "2")["next"] is not None
         assert _cli(config, redis_url, "show", ids[0])["route"] == "demo-assistant"
         assert _cli(config, redis_url, "delete", ids[0]) == {"id": ids[0], "deleted": True}
         purged = _cli(config, redis_url, "purge", "--route", "demo-assistant")
         assert sorted(purged["deleted"]) == sorted(ids[1:])
         assert all(t["deleted"] for t in bridge.emulator_threads())
-        assert _cli(config, redis_url, "list")["data"] == []
+        assert _cli(config, redis_url, "list", "--json")["data"] == []
 
 
 def test_reconcile_deletes_unrecorded_bridge_threads_only(

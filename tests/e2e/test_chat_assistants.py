@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app import __version__
 from tests.support import seed
 from tests.support.bridge import Bridge
 from tests.support.chat import answered, raw_sse, run_seed, turn
@@ -292,7 +293,7 @@ def test_every_thread_is_recorded_with_route_owner_and_times(bridge: Bridge) -> 
 
 def test_healthz_readyz_and_models(bridge: Bridge) -> None:
     with bridge.http() as c:
-        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/healthz").json() == {"status": "ok", "version": __version__}
         ready = c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
     models = bridge.client().models.list()

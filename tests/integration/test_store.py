@@ -253,6 +253,26 @@ async def test_find_conversation_picks_the_longest_prefix_in_one_mget(store: Red
     assert await store.find_conversation("alice", "other", fingerprints) is None
 
 
+async def test_take_conversation_takes_the_longest_prefix_once(
+    store: RedisStore, client: Redis, redis_prefix: str
+) -> None:
+    await store.save_conversation("alice", "demo", "fp1", "thread_short")
+    await store.save_conversation("alice", "demo", "fp3", "thread_long")
+    fingerprints = ["fp1", "fp2", "fp3"]
+    assert await store.take_conversation("alice", "demo", fingerprints) == (2, "thread_long")
+    assert await client.exists(f"{redis_prefix}conv:alice:demo:fp3") == 0
+    assert await client.exists(f"{redis_prefix}conv:alice:demo:fp1") == 1  # another thread's end stays
+    assert await store.take_conversation("alice", "demo", fingerprints) == (0, "thread_short")
+    assert await store.take_conversation("alice", "demo", fingerprints) is None
+    assert await store.take_conversation("alice", "demo", []) is None
+
+
+async def test_concurrent_takes_of_one_prefix_have_one_winner(store: RedisStore) -> None:
+    await store.save_conversation("alice", "demo", "fp1", "thread_1")
+    results = await asyncio.gather(*(store.take_conversation("alice", "demo", ["fp1"]) for _ in range(20)))
+    assert [r for r in results if r is not None] == [(0, "thread_1")]
+
+
 async def test_conversations_expire_with_the_thread_ttl(store: RedisStore, client: Redis, redis_prefix: str) -> None:
     await store.save_conversation("alice", "demo", "fp1", "thread_1")
     await store.bind_conversation_id("alice", "demo", "chat-42", "thread_1")

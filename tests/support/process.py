@@ -39,11 +39,19 @@ def write_config(path: Path, routes: dict[str, Any], **settings: Any) -> Path:
 
 @contextlib.contextmanager
 def bridge_process(
-    config: Path, redis_url: str, tmp: Path, *, python: str = sys.executable, extra_env: dict[str, str] | None = None
+    config: Path,
+    redis_url: str | None,
+    tmp: Path,
+    *,
+    python: str = sys.executable,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[BridgeProcess]:
+    """`redis_url` None: the embedded in-process Redis (what `make run` uses), whatever REDIS_URL says."""
     port = free_port()
     log_path = tmp / f"bridge-{port}.log"
-    env = {**os.environ, "REDIS_URL": redis_url, **(extra_env or {})}
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update({"REDIS_URL": redis_url} if redis_url else {})
+    env.update(extra_env or {})
     command = [python, "-m", "app.cli", "serve", "--config", str(config), "--port", str(port)]
     if Path(python).name == "agent-bridge":
         command = [python, "serve", "--config", str(config), "--port", str(port)]

@@ -47,7 +47,7 @@ def test_text_parts_and_null_content_normalise() -> None:
         )
     )
     assert turn.items == (
-        Message("user", "ab"),
+        Message("user", "a\nb", parts=("a", "b")),
         Message("assistant", "", (ToolCall("c1", "f", "{}"),)),
         ToolResult("c1", "out"),
     )

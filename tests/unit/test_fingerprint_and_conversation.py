@@ -23,6 +23,12 @@ class DictIndex:
                 hit = (i, v)
         return hit
 
+    async def take_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
+        hit = await self.find_conversation(owner, route, fingerprints)
+        if hit is not None:
+            del self.data[f"{owner}:{route}:{fingerprints[hit[0]]}"]
+        return hit
+
     async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None:
         self.data[f"{owner}:{route}:{fingerprint}"] = value
 
@@ -34,6 +40,7 @@ class DictIndex:
 
 
 U1, A1, U2 = Message("user", "one"), Message("assistant", "Echo: one"), Message("user", "two")
+A2, U3 = Message("assistant", "Echo: two"), Message("user", "three")
 
 
 def test_chain_is_prefix_stable_and_content_sensitive() -> None:
@@ -82,3 +89,55 @@ async def test_conversation_id_sends_only_what_follows_the_last_reply() -> None:
     assert later.cursor == "thread_9" and later.new_items == (U2,)
     full = await conversation.resolve(index, owner="o", route="r", items=(U1, A1, U2), conversation_id="c")
     assert full.new_items == (U2,)
+
+
+async def _turn(index: DictIndex, items: tuple[Item, ...], reply: Message, new_cursor: str) -> conversation.Resolution:
+    """Resolve like a chat turn on an Assistants route, then remember where it ended."""
+    found = await conversation.resolve(index, owner="o", route="r", items=items, conversation_id=None)
+    await conversation.remember(
+        index, owner="o", route="r", items=items, reply=reply, cursor=found.cursor or new_cursor, conversation_id=None
+    )
+    return found
+
+
+async def test_a_linear_conversation_continues_its_thread() -> None:
+    index = DictIndex()
+    assert (await _turn(index, (U1,), A1, "thread_1")).cursor is None
+    second = await _turn(index, (U1, A1, U2), A2, "thread_new")
+    assert second.cursor == "thread_1" and second.new_items == (U2,)
+    third = await _turn(index, (U1, A1, U2, A2, U3), A1, "thread_new")
+    assert third.cursor == "thread_1" and third.new_items == (U3,)
+
+
+async def test_an_edited_or_regenerated_last_message_starts_a_new_thread() -> None:
+    index = DictIndex()
+    await _turn(index, (U1,), A1, "thread_1")
+    await _turn(index, (U1, A1, U2), A2, "thread_1")
+    # thread_1 now ends after A2: the prefix (U1, A1) is no longer its end.
+    edited = await _turn(index, (U1, A1, Message("user", "TWO")), A2, "thread_2")
+    assert edited.cursor is None and len(edited.new_items) == 3
+    regenerated = await _turn(index, (U1, A1, U2), A2, "thread_3")
+    assert regenerated.cursor is None and len(regenerated.new_items) == 3
+    # The branch that went on is still continued where it ended.
+    on = await conversation.resolve(index, owner="o", route="r", items=(U1, A1, U2, A2, U3), conversation_id=None)
+    assert on.cursor in ("thread_1", "thread_3")
+
+
+async def test_branches_of_one_prefix_never_share_a_thread() -> None:
+    index = DictIndex()
+    await _turn(index, (U1,), A1, "thread_0")
+    cursors = []
+    for n in range(20):
+        found = await _turn(index, (U1, A1, Message("user", f"branch {n}")), A2, f"thread_{n + 1}")
+        cursors.append(found.cursor or f"thread_{n + 1}")
+    assert len(set(cursors)) == 20
+
+
+async def test_unmoving_cursors_are_found_without_a_claim() -> None:
+    index = DictIndex()
+    await _turn(index, (U1,), A1, "resp_1")
+    for text in ("a", "b"):
+        found = await conversation.resolve(
+            index, owner="o", route="r", items=(U1, A1, Message("user", text)), conversation_id=None, claim=False
+        )
+        assert found.cursor == "resp_1"

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from app.backends.foundry import mapping
+from app.core import params
 from app.core.turn import FunctionTool, Message, ToolCall, ToolResult, TurnOptions, Usage
 from app.errors import AgentFailedError, RateLimitError, RunFailedError, UpstreamError
 from app.settings import RouteSettings
@@ -78,6 +79,22 @@ def test_an_empty_user_message_is_still_sent() -> None:
     assert mapping.input_items((Message("user", ""),)) == [{"type": "message", "role": "user", "content": ""}]
 
 
+def test_text_parts_stay_parts_in_the_role_s_part_type() -> None:
+    items = (Message("user", "a\nb", parts=("a", "b")), Message("assistant", "c\nd", parts=("c", "d")))
+    assert mapping.input_items(items) == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}],
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "c"}, {"type": "output_text", "text": "d"}],
+        },
+    ]
+
+
 # -- tools and options --------------------------------------------------------------------------
 
 
@@ -99,26 +116,19 @@ def test_function_tools_are_flat() -> None:
     }
 
 
-def test_options_become_body_keys() -> None:
-    options = TurnOptions(temperature=0.2, top_p=0.9, max_output_tokens=50, tool_choice="required")
-    assert mapping.option_params(options) == {
-        "temperature": 0.2,
-        "top_p": 0.9,
-        "max_output_tokens": 50,
-        "tool_choice": "required",
-    }
-    assert mapping.option_params(TurnOptions(parallel_tool_calls=False)) == {"parallel_tool_calls": False}
+def test_options_become_body_keys_and_v2_refusals_are_never_sent() -> None:
+    options = TurnOptions(
+        temperature=0.2, top_p=0.9, max_output_tokens=50, tool_choice="required", parallel_tool_calls=False
+    )
+    assert mapping.option_params(options) == {"max_output_tokens": 50}
     assert mapping.option_params(TurnOptions()) == {}
 
 
-def test_chat_tool_choice_becomes_the_responses_shape() -> None:
-    chat_choice = {"type": "function", "function": {"name": "get_flights"}}
-    assert mapping.option_params(TurnOptions(tool_choice=chat_choice)) == {
-        "tool_choice": {"type": "function", "name": "get_flights"}
-    }
-    already = {"type": "function", "name": "get_flights"}
-    assert mapping.tool_choice_param(already) == already
-    assert mapping.tool_choice_param("none") == "none"
+def test_sanitize_drops_what_foundry_v2_refuses_next_to_an_agent() -> None:
+    body = {"input": "x", "temperature": 0.2, "top_p": 0.5, "tool_choice": "auto", "parallel_tool_calls": True}
+    clean = mapping.sanitize_passthrough(body, ROUTE)
+    assert not set(params.V2_REFUSED) & set(clean)
+    assert clean["input"] == "x" and "agent_reference" in clean
 
 
 def test_response_format_becomes_text_format() -> None:

@@ -18,15 +18,18 @@ def message_param(item: Item) -> dict[str, Any]:
     """A conversation item as an Assistants message (`additional_messages` / `thread.messages`).
 
     Threads hold only user and assistant text, so tool traffic from a replayed history is written
-    as text that keeps its meaning for the model.
+    as text that keeps its meaning for the model. Several text parts stay parts (CreateMessageRequest
+    takes `content` as a string or an array of `text` parts); empty content stays empty (the string
+    has no minimum length in OpenAI's spec).
     """
     if isinstance(item, ToolResult):
-        return {"role": "user", "content": f"[tool call {item.call_id} returned]\n{item.output or '(empty)'}"}
-    text = item.text
+        return {"role": "user", "content": f"[tool call {item.call_id} returned]\n{item.output}"}
     if item.tool_calls:
         calls = "\n".join(f"[called {c.name}({c.arguments}) as {c.id}]" for c in item.tool_calls)
-        text = f"{text}\n{calls}" if text else calls
-    return {"role": item.role, "content": text or "(empty)"}
+        return {"role": item.role, "content": f"{item.text}\n{calls}" if item.text else calls}
+    if item.parts:
+        return {"role": item.role, "content": [{"type": "text", "text": part} for part in item.parts]}
+    return {"role": item.role, "content": item.text}
 
 
 def tool_param(tool: FunctionTool) -> dict[str, Any]:

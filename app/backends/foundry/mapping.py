@@ -8,13 +8,31 @@ from typing import Any
 from app.core import failures
 from app.core.annotations import parse_response_annotation
 from app.core.events import Annotation, ApprovalRequest, FinishReason
+from app.core.params import V2_REFUSED
 from app.core.turn import FunctionTool, Item, Message, ToolCall, ToolResult, TurnOptions, Usage
-from app.errors import UpstreamError
+from app.errors import BridgeError, InvalidRequestError, NotFoundError, UpstreamError
 from app.settings import RouteSettings
 
 # Fields a caller could use to pick another agent than the route's: the route decides, always.
 AGENT_SELECTORS = ("agent_reference", "agent", "assistant_id", "model")
 _EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def previous_response_gone(exc: BridgeError) -> bool:
+    """Whether Azure refused a request because its `previous_response_id` is unknown (expired, deleted)."""
+    if not isinstance(exc, NotFoundError | InvalidRequestError):
+        return False
+    text = f"{exc.code} {exc.message}".lower()
+    return exc.param == "previous_response_id" or "previous_response" in text or "previous response" in text
+
+
+def previous_response_not_found(response_id: object) -> NotFoundError:
+    """The one error for an unknown `previous_response_id`, whichever backend found it unknown."""
+    return NotFoundError(
+        f"Previous response with id '{response_id}' not found.",
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
 
 
 def agent_reference(route: RouteSettings) -> dict[str, Any]:
@@ -33,7 +51,11 @@ def input_items(items: Iterable[Item]) -> list[dict[str, Any]]:
     for item in items:
         if isinstance(item, Message):
             # An assistant message that only carried tool calls has no text worth an item of its own.
-            if item.text or not item.tool_calls:
+            if item.parts:
+                kind = "output_text" if item.role == "assistant" else "input_text"
+                content: str | list[dict[str, Any]] = [{"type": kind, "text": part} for part in item.parts]
+                out.append({"type": "message", "role": item.role, "content": content})
+            elif item.text or not item.tool_calls:
                 out.append({"type": "message", "role": item.role, "content": item.text})
             out.extend(
                 {"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
@@ -57,13 +79,6 @@ def tool_param(tool: FunctionTool) -> dict[str, Any]:
     return param
 
 
-def tool_choice_param(choice: str | dict[str, Any]) -> str | dict[str, Any]:
-    """Chat's `{"type":"function","function":{"name":N}}` becomes Responses' `{"type":"function","name":N}`."""
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
-        return {"type": "function", "name": choice["function"].get("name")}
-    return choice
-
-
 def text_param(response_format: dict[str, Any]) -> dict[str, Any]:
     """Chat's `response_format` as Responses' `text.format` (json_schema flattened)."""
     if response_format.get("type") == "json_schema" and isinstance(response_format.get("json_schema"), dict):
@@ -74,24 +89,28 @@ def text_param(response_format: dict[str, Any]) -> dict[str, Any]:
 def option_params(options: TurnOptions) -> dict[str, Any]:
     """The body keys the turn's options set (absent options are left to the agent's definition)."""
     body: dict[str, Any] = {}
-    if options.temperature is not None:
-        body["temperature"] = options.temperature
-    if options.top_p is not None:
-        body["top_p"] = options.top_p
+    # temperature, top_p, tool_choice and parallel_tool_calls are never sent: Foundry v2 refuses them
+    # next to agent_reference (`app.core.params.V2_REFUSED`); the route's warning tells the client.
     if options.max_output_tokens is not None:
         body["max_output_tokens"] = options.max_output_tokens
-    if options.tool_choice is not None:
-        body["tool_choice"] = tool_choice_param(options.tool_choice)
-    if options.parallel_tool_calls is not None:
-        body["parallel_tool_calls"] = options.parallel_tool_calls
     if options.response_format is not None:
         body["text"] = text_param(options.response_format)
     return body
 
 
+def lifecycle_params(route: RouteSettings) -> dict[str, Any]:
+    """How the route's responses are created: always streamed and stored; in background mode when the
+    route says so, because only a background response can be cancelled (azure-as-it-is.md 1)."""
+    params: dict[str, Any] = {"stream": True, "store": True}
+    if route.background:
+        params["background"] = True
+    return params
+
+
 def sanitize_passthrough(body: dict[str, Any], route: RouteSettings) -> dict[str, Any]:
-    """The client's Responses body, minus every way to pick an agent, plus the route's agent."""
-    clean = {k: v for k, v in body.items() if k not in AGENT_SELECTORS}
+    """The client's Responses body, minus every way to pick an agent and what Foundry v2 refuses next
+    to one (`V2_REFUSED`), plus the route's agent."""
+    clean = {k: v for k, v in body.items() if k not in AGENT_SELECTORS and k not in V2_REFUSED}
     extra = clean.get("extra_body")
     if isinstance(extra, dict):
         # A raw client may send the SDK's `extra_body` literally: nothing in it picks the agent either.
@@ -154,7 +173,13 @@ def outcome(response: dict[str, Any]) -> FinishReason:
         error = response.get("error") or {}
         if error.get("code") == failures.CONTENT_FILTER:
             return "content_filter"
-        raise failures.run_failure(error.get("code"), error.get("message"), what="response")
+        inner = error.get("innererror")
+        raise failures.run_failure(
+            error.get("code"),
+            error.get("message"),
+            what="response",
+            innererror=inner if isinstance(inner, dict) else None,
+        )
     if status == "incomplete":
         reason = (response.get("incomplete_details") or {}).get("reason")
         return "content_filter" if reason == failures.CONTENT_FILTER else "length"
