@@ -98,6 +98,38 @@ def test_a_cited_file_is_relayed_only_to_the_owner_of_the_turn(
         )
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
         owner = httpx.get(url, headers={"Authorization": f"Bearer {OWNER_A}"}, timeout=10)
-        # The owner's request goes to the route that produced the file (the emulator serves no file
-        # content yet, so Azure's answer there is its 404).
+        # The owner's request goes to the route that produced the file (a file-search source is not
+        # a file code interpreter wrote, so Azure's answer there is its 404).
         assert any(op.endswith("/files/assistant-cite0/content") for op in bridge.emulator_stats()), owner.text
+
+
+@pytest.mark.parametrize("ask", ["/image", "/file report.csv"])
+def test_a_code_interpreter_file_is_fetched_by_its_owner_through_the_openai_client(
+    emulator: ServerThread, redis_url: str, redis_prefix: str, ask: str
+) -> None:
+    keys = [{"name": "team-a", "key": OWNER_A}, {"name": "team-b", "key": OWNER_B}]
+    with running_bridge(emulator.url, redis_url, redis_prefix, keys=keys) as bridge:
+        owner = bridge.client(api_key=OWNER_A)
+        completion = owner.chat.completions.create(model="demo-assistant", messages=[{"role": "user", "content": ask}])
+        validate(completion.model_dump(mode="json", exclude_unset=True), "CreateChatCompletionResponse")
+        files = [
+            a.url_citation.model_extra or {}
+            for a in completion.choices[0].message.annotations or []
+            if (a.url_citation.model_extra or {}).get("file_id")
+        ]
+        assert files, completion.choices[0].message
+        file_id = str(files[0]["file_id"])
+        # What Azure itself serves for that id (the emulator's Azure OpenAI files endpoint).
+        with httpx.Client(base_url=emulator.url, timeout=10) as azure:
+            upstream = azure.get(
+                f"/openai/files/{file_id}/content",
+                params={"api-version": "2024-05-01-preview"},
+                headers={"api-key": "k"},
+            )
+        assert upstream.status_code == 200 and upstream.content
+        relayed = owner.files.content(file_id)
+        assert relayed.content == upstream.content
+        assert relayed.response.headers["content-type"].split(";")[0] == upstream.headers["content-type"].split(";")[0]
+        with pytest.raises(openai.NotFoundError) as info:
+            bridge.client(api_key=OWNER_B).files.content(file_id)
+        assert info.value.code == "not_found"
