@@ -9,6 +9,7 @@
     │   └── ModelNotFoundError       404 invalid_request_error   code=model_not_found
     ├── ConflictError                409 invalid_request_error   code=conversation_busy
     ├── PayloadTooLargeError         413 invalid_request_error   code=request_too_large
+    ├── AgentFailedError             422 agent_error             code=<the run's last_error.code> (deterministic)
     ├── RateLimitError               429 rate_limit_error        (+ Retry-After)
     ├── UpstreamError                502 upstream_error          (Azure failed; its message kept)
     │   ├── RunFailedError           502 upstream_error          code=<the run's last_error.code>
@@ -105,6 +106,14 @@ class PayloadTooLargeError(BridgeError):
     status = 413
     type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class AgentFailedError(BridgeError):
+    """The agent's run failed for a reason a retry would meet again: not a status SDKs retry."""
+
+    status = 422
+    type = "agent_error"
+    default_code = "run_failed"
 
 
 class RateLimitError(BridgeError):

@@ -31,6 +31,7 @@ from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient, http_session, proxy_for
 from app.core.background import BackgroundTasks
 from app.core.conversations_service import ConversationsService
+from app.core.files import Fetch, FileRelay
 from app.core.keys import KeyRing
 from app.core.lifetime import InFlight
 from app.core.responses_service import ResponsesService
@@ -63,6 +64,7 @@ class Components:
     auths: dict[str, AuthProvider]
     service: TurnService
     responses: ResponsesService
+    files: FileRelay
     conversations: ConversationsService
     admin: ThreadAdmin
     janitor: Janitor
@@ -126,6 +128,8 @@ async def components(
         "foundry": foundry,
     }
     deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
+    fetchers: dict[str, Fetch] = {name: client.file_content for name, client in assistants_clients.items()}
+    fetchers.update({name: client.file_content for name, client in foundry_clients.items()})
     built = Components(
         settings=settings,
         store=store,
@@ -134,10 +138,11 @@ async def components(
         assistants_clients=assistants_clients,
         foundry_clients=foundry_clients,
         auths=auths,
-        service=TurnService(settings, backends, store, tasks=tasks, inflight=inflight),
+        service=TurnService(settings, backends, store, tasks=tasks, inflight=inflight, files=store),
         responses=ResponsesService(
-            settings, backends, store, foundry, conversations=store, tasks=tasks, inflight=inflight
+            settings, backends, store, foundry, conversations=store, tasks=tasks, inflight=inflight, files=store
         ),
+        files=FileRelay(store, fetchers),
         conversations=ConversationsService(settings, foundry_clients, store),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
@@ -188,6 +193,7 @@ def create_app(
             app.state.tasks = built.tasks
             app.state.service = built.service
             app.state.responses = built.responses
+            app.state.files = built.files
             app.state.conversations = built.conversations
             app.state.admin = built.admin
             app.state.janitor = built.janitor

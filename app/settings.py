@@ -90,6 +90,12 @@ class RouteSettings(_Strict):
     """How the bridge follows an Assistants run: streamed (default) or polled with adaptive backoff."""
     timeout: Seconds = 300.0
     """Deadline of one turn; past it the run is cancelled and the client gets 504."""
+    mcp_approval: Literal["client", "approve", "deny"] | None = None
+    """Who approves the agent's MCP tool calls: the client (chat: calls of the `mcp_approval` function),
+    the bridge (`approve` / `deny` every one). Unset, chat turns that need an approval fail with 400
+    and Responses clients answer `mcp_approval_request` items themselves: nothing is approved silently."""
+    citation_markers: Literal["numbered", "keep", "strip"] = "numbered"
+    """Citation markers such as `【4:0†source】` in answers: `[1]`-style references, kept, or removed."""
     background: bool = True
     """Foundry v2 only: create responses in background mode (`background: true`, streamed and stored),
     the only mode in which Azure lets a response be cancelled, so that a client's hang-up or the

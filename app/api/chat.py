@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from app.api import sse, warnings
 from app.api.deps import PrincipalDep, ServiceDep
 from app.api.turns import TurnStream, bound_headers, open_watched
-from app.core import chat_codec, timing
-from app.core.events import TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core import approvals, chat_codec, timing
+from app.core.annotations import chat_annotation
+from app.core.events import ApprovalRequired, Cited, TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.turn import ToolCall
 from app.errors import BridgeError, UpstreamError
 from app.wire.chat import ChatCompletionRequest
@@ -38,27 +39,35 @@ async def chat_completions(
     # Up to Azure's first answer errors are plain HTTP errors; the route renders, the turn owns its end.
     bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
     headers = bound_headers(bound)
+    files_url = f"{str(request.base_url).rstrip('/')}/v1/files"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
-        frames = sse.guarded(_chunks(renderer, turn.events()), _stream_error)
+        frames = sse.guarded(_chunks(renderer, turn.events(), files_url), _stream_error)
         return TurnStream(frames, turn, headers, keepalive=request.app.state.settings.sse_keepalive)
     try:
-        return await _complete(body.model, turn.events(), headers)
+        return await _complete(body.model, turn.events(), headers, files_url)
     finally:
         watch.stop()
         await turn.end()
 
 
-async def _complete(model: str, events: AsyncIterator[TurnEvent], headers: dict[str, str]) -> JSONResponse:
+async def _complete(
+    model: str, events: AsyncIterator[TurnEvent], headers: dict[str, str], files_url: str
+) -> JSONResponse:
     parts: list[str] = []
     calls: tuple[ToolCall, ...] = ()
+    cited: list[dict[str, object]] = []
     done: TurnCompleted | None = None
     async for event in events:
         if isinstance(event, TextDelta):
             parts.append(event.text)
+        elif isinstance(event, Cited):
+            cited += [chat_annotation(a, files_url) for a in event.annotations]
         elif isinstance(event, ToolCallsRequired):
             calls = event.calls
+        elif isinstance(event, ApprovalRequired):
+            calls = tuple(approvals.as_tool_call(r) for r in event.requests)
         elif isinstance(event, TurnCompleted):
             done = event
     if done is None:
@@ -71,6 +80,7 @@ async def _complete(model: str, events: AsyncIterator[TurnEvent], headers: dict[
         tool_calls=calls,
         finish_reason=done.finish_reason,
         usage=done.usage,
+        annotations=cited,
     )
     current = timing.current()
     if current is not None:
@@ -78,13 +88,19 @@ async def _complete(model: str, events: AsyncIterator[TurnEvent], headers: dict[
     return JSONResponse(completion, headers=headers)
 
 
-async def _chunks(renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent]) -> AsyncIterator[bytes]:
+async def _chunks(
+    renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent], files_url: str
+) -> AsyncIterator[bytes]:
     yield sse.data(renderer.role())
     async for event in events:
         if isinstance(event, TextDelta):
             yield sse.data(renderer.text(event.text))
+        elif isinstance(event, Cited):
+            yield sse.data(renderer.annotations([chat_annotation(a, files_url) for a in event.annotations]))
         elif isinstance(event, ToolCallsRequired):
             yield sse.data(renderer.tool_calls(event.calls))
+        elif isinstance(event, ApprovalRequired):
+            yield sse.data(renderer.tool_calls(tuple(approvals.as_tool_call(r) for r in event.requests)))
         elif isinstance(event, TurnCompleted):
             yield sse.data(renderer.finish(event.finish_reason))
             if renderer.include_usage:

@@ -279,6 +279,14 @@ class UpstreamClient:
         except ValueError as exc:
             raise UpstreamError("Azure answered with a body that is not JSON") from exc
 
+    async def content(
+        self, url: str, *, params: dict[str, str] | None = None, deadline: float | None = None,
+        operation: str = "content",
+    ) -> tuple[bytes, str]:  # fmt: skip
+        """GET a binary body (a file's content) and its media type."""
+        answer = await self._send("GET", url, None, params, deadline, True, operation, read=True)
+        return answer.content, answer.headers.get("Content-Type", "application/octet-stream")
+
     @asynccontextmanager
     async def stream(
         self, method: str, url: str, *, json: Any = None, params: dict[str, str] | None = None,

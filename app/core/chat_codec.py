@@ -172,10 +172,13 @@ def render_completion(
     tool_calls: tuple[ToolCall, ...],
     finish_reason: FinishReason,
     usage: Usage | None,
+    annotations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
     if tool_calls:
         message["tool_calls"] = _tool_calls(tool_calls)
+    if annotations:
+        message["annotations"] = annotations
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -215,6 +218,10 @@ class ChunkRenderer:
 
     def tool_calls(self, calls: tuple[ToolCall, ...]) -> dict[str, Any]:
         return self._chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(_tool_calls(calls))]})
+
+    def annotations(self, annotations: list[dict[str, Any]]) -> dict[str, Any]:
+        """Citations placed on the text sent so far (`delta.annotations`, as OpenAI streams web-search ones)."""
+        return self._chunk({"annotations": annotations})
 
     def finish(self, reason: FinishReason) -> dict[str, Any]:
         return self._chunk({}, reason)

@@ -7,7 +7,8 @@ from typing import Literal
 
 from app.core.turn import ToolCall, Usage
 
-FinishReason = Literal["stop", "tool_calls", "length"]
+FinishReason = Literal["stop", "tool_calls", "length", "content_filter"]
+AnnotationKind = Literal["url_citation", "file_citation", "file_path", "container_file_citation", "image_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,46 @@ class ThreadBound:
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """A citation or file reference on the agent's text, as Azure gave it (indices into the raw text)."""
+
+    kind: AnnotationKind
+    text: str | None = None
+    """The marker or link text it annotates (`【4:0†source】`, `sandbox:/mnt/data/a.csv`), when given."""
+    start_index: int | None = None
+    end_index: int | None = None
+    url: str | None = None
+    title: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+    container_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cited:
+    """Annotations of the message being written (a code-interpreter image is an `image_file` one)."""
+
+    annotations: tuple[Annotation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """An MCP tool call the agent wants approved before it runs."""
+
+    id: str
+    server_label: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequired:
+    """The agent waits for the client to approve or deny these MCP calls."""
+
+    requests: tuple[ApprovalRequest, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,4 +79,4 @@ class TurnCompleted:
     """Where the conversation continues next turn (thread id / last response id)."""
 
 
-TurnEvent = ThreadBound | TextDelta | ToolCallsRequired | TurnCompleted
+TurnEvent = ThreadBound | TextDelta | Cited | ApprovalRequired | ToolCallsRequired | TurnCompleted

@@ -48,3 +48,13 @@ class ResponseRecord:
     upstream_id: str | None
     created_at: float
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file an agent's turn produced or cited: served by `GET /v1/files/{id}/content` to its owner only."""
+
+    file_id: str
+    route: str
+    owner: str
+    container_id: str | None = None

@@ -7,10 +7,14 @@ and `ResponseStreamEvent` schemas (the tests validate them).
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Any
 
+from app.core import approvals
+from app.core.annotations import AnnotatedText, MarkerMode, response_annotation
+from app.core.events import Annotation, ApprovalRequest
 from app.core.turn import (
     FunctionTool,
     Item,
@@ -82,6 +86,14 @@ def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
                 items[-1] = Message("assistant", last.text, (*last.tool_calls, call), last.parts)
             else:
                 items.append(Message("assistant", "", (call,)))
+        elif kind == "mcp_approval_request":
+            items.append(_approval_request_input(raw, where, items))
+        elif kind == "mcp_approval_response":
+            approve = raw.get("approve")
+            if not isinstance(approve, bool):
+                raise InvalidRequestError(f"Missing required parameter: '{where}.approve'.", param=f"{where}.approve")
+            request_id = _required_str(raw, "approval_request_id", where)
+            items.append(ToolResult(call_id=request_id, output=json.dumps({"approve": approve}), approve=approve))
         elif kind == "function_call_output":
             output = raw.get("output")
             text = output if isinstance(output, str) else _content_text(output, f"{where}.output")
@@ -95,6 +107,22 @@ def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
     if not items:
         raise InvalidRequestError("input needs at least one user message or function_call_output.", param="input")
     return tuple(items), "\n\n".join(instructions) or None
+
+
+def _approval_request_input(raw: dict[str, Any], where: str, items: list[Item]) -> Message:
+    """An echoed `mcp_approval_request` is the agent's call of the reserved approval tool."""
+    request = ApprovalRequest(
+        id=_required_str(raw, "id", where),
+        server_label=str(raw.get("server_label") or ""),
+        name=str(raw.get("name") or ""),
+        arguments=str(raw.get("arguments") or ""),
+    )
+    call = approvals.as_tool_call(request)
+    last = items[-1] if items else None
+    if isinstance(last, Message) and last.role == "assistant":
+        items.pop()
+        return Message("assistant", last.text, (*last.tool_calls, call))
+    return Message("assistant", "", (call,))
 
 
 def _required_str(raw: dict[str, Any], key: str, where: str) -> str:
@@ -167,9 +195,9 @@ def new_response_id() -> str:
     return "resp_" + secrets.token_hex(24)
 
 
-def usage_dict(usage: Usage | None) -> dict[str, Any] | None:
-    if usage is None:
-        return None
+def usage_dict(usage: Usage | None) -> dict[str, Any]:
+    """A Response's usage; zeros when Azure gave none (a Response that ended never has null usage)."""
+    usage = usage or Usage(0, 0, 0)
     return {
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
@@ -182,13 +210,19 @@ def usage_dict(usage: Usage | None) -> dict[str, Any] | None:
 class ResponseBuilder:
     """Builds one Response from neutral events; every method returns the stream events it implies."""
 
-    def __init__(self, req: ResponsesRequest, *, response_id: str | None = None) -> None:
+    def __init__(
+        self, req: ResponsesRequest, *, response_id: str | None = None, markers: MarkerMode = "numbered"
+    ) -> None:
+        self.markers: MarkerMode = markers
+        self._annotated = AnnotatedText(markers)
+        self._annotations: list[dict[str, Any]] = []
         self.id = response_id or new_response_id()
         self.req = req
         self.created_at = int(time.time())
         self.status = "in_progress"
         self.output: list[dict[str, Any]] = []
         self.usage: Usage | None = None
+        self.ended = False
         self.error: dict[str, Any] | None = None
         self.incomplete_details: dict[str, Any] | None = None
         self.completed_at: int | None = None
@@ -229,7 +263,7 @@ class ResponseBuilder:
             value = getattr(req, echoed)
             if value is not None:
                 response[echoed] = value
-        if self.usage is not None:
+        if self.ended:
             response["usage"] = usage_dict(self.usage)
         return response
 
@@ -238,10 +272,19 @@ class ResponseBuilder:
         text = "".join(part["text"] for item in self.output if item["type"] == "message" for part in item["content"])
         calls = tuple(
             ToolCall(id=item["call_id"], name=item["name"], arguments=item["arguments"])
-            for item in self.output
             if item["type"] == "function_call"
+            else approvals.as_tool_call(
+                ApprovalRequest(item["id"], item["server_label"], item["name"], item["arguments"])
+            )
+            for item in self.output
+            if item["type"] in ("function_call", "mcp_approval_request")
         )
         return Message("assistant", text, calls)
+
+    @property
+    def started(self) -> bool:
+        """Whether an event went out (after that, a failure is a `response.failed` event)."""
+        return self._seq > 0
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -256,51 +299,80 @@ class ResponseBuilder:
             self._event("response.in_progress", response=self.response()),
         ]
 
-    def text(self, delta: str) -> list[dict[str, Any]]:
+    def _open_message(self) -> list[dict[str, Any]]:
+        if self._message is not None:
+            return []
+        self._message = {
+            "id": "msg_" + secrets.token_hex(24),
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        self.output.append(self._message)
+        index = len(self.output) - 1
+        return [
+            self._event("response.output_item.added", output_index=index, item=dict(self._message)),
+            self._event(
+                "response.content_part.added",
+                item_id=self._message["id"],
+                output_index=index,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+            ),
+        ]
+
+    def _delta(self, shown: str) -> list[dict[str, Any]]:
+        assert self._message is not None
         events: list[dict[str, Any]] = []
-        if self._message is None:
-            self._message = {
-                "id": "msg_" + secrets.token_hex(24),
-                "type": "message",
-                "status": "in_progress",
-                "role": "assistant",
-                "content": [],
-            }
-            self.output.append(self._message)
-            index = len(self.output) - 1
-            events.append(self._event("response.output_item.added", output_index=index, item=dict(self._message)))
+        if shown:
+            self._text.append(shown)
             events.append(
                 self._event(
-                    "response.content_part.added",
+                    "response.output_text.delta",
                     item_id=self._message["id"],
-                    output_index=index,
+                    output_index=len(self.output) - 1,
                     content_index=0,
-                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                    delta=shown,
+                    logprobs=[],
                 )
             )
-        self._text.append(delta)
-        events.append(
-            self._event(
-                "response.output_text.delta",
-                item_id=self._message["id"],
-                output_index=len(self.output) - 1,
-                content_index=0,
-                delta=delta,
-                logprobs=[],
+        for placed in self._annotated.new_placed():
+            annotation = response_annotation(placed)
+            self._annotations.append(annotation)
+            events.append(
+                self._event(
+                    "response.output_text.annotation.added",
+                    item_id=self._message["id"],
+                    output_index=len(self.output) - 1,
+                    content_index=0,
+                    annotation_index=len(self._annotations) - 1,
+                    annotation=annotation,
+                )
             )
-        )
         return events
+
+    def text(self, delta: str) -> list[dict[str, Any]]:
+        events = self._open_message()
+        return events + self._delta(self._annotated.feed(delta))
+
+    def cite(self, annotations: tuple[Annotation, ...]) -> list[dict[str, Any]]:
+        events = self._open_message()
+        return events + self._delta(self._annotated.cite(annotations))
 
     def _close_message(self) -> list[dict[str, Any]]:
         if self._message is None:
             return []
+        events = self._delta(self._annotated.flush())
         message, self._message = self._message, None
         index = self.output.index(message)
         text = "".join(self._text)
-        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        part = {"type": "output_text", "text": text, "annotations": list(self._annotations), "logprobs": []}
+        self._text, self._annotations, self._annotated = [], [], AnnotatedText(self.markers)
         message["content"] = [part]
         message["status"] = "completed"
         return [
+            *events,
             self._event(
                 "response.output_text.done",
                 item_id=message["id"],
@@ -355,13 +427,26 @@ class ResponseBuilder:
             events.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
         return events
 
+    def approvals(self, requests: tuple[ApprovalRequest, ...]) -> list[dict[str, Any]]:
+        """MCP approval requests as `mcp_approval_request` output items (answered by the client's next input)."""
+        events = self._close_message()
+        for request in requests:
+            item = approvals.response_item(request)
+            self.output.append(item)
+            index = len(self.output) - 1
+            events.append(self._event("response.output_item.added", output_index=index, item=dict(item)))
+            events.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
+        return events
+
     def finish(self, finish_reason: str, usage: Usage | None) -> list[dict[str, Any]]:
         events = self._close_message()
         self.usage = usage
+        self.ended = True
         self.completed_at = int(time.time())
-        if finish_reason == "length":
+        if finish_reason in ("length", "content_filter"):
             self.status = "incomplete"
-            self.incomplete_details = {"reason": "max_output_tokens"}
+            reason = "content_filter" if finish_reason == "content_filter" else "max_output_tokens"
+            self.incomplete_details = {"reason": reason}
             events.append(self._event("response.incomplete", response=self.response()))
         else:
             self.status = "completed"
@@ -372,12 +457,29 @@ class ResponseBuilder:
         """A failure after the stream began: the response fails, then an error event says why."""
         events = self._close_message()
         self.status = "failed"
-        code = error.code if error.code in _RESPONSE_ERROR_CODES else "server_error"
-        self.error = {"code": code, "message": error.message}
+        self.ended = True
+        self.error = response_error(error.code, error.message)
         events.append(self._event("response.failed", response=self.response()))
         events.append(self._event("error", code=error.code, message=error.message, param=error.param))
         return events
 
 
 # OpenAI's ResponseErrorCode values that a run's failure can carry through unchanged.
-_RESPONSE_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
+_RESPONSE_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt", "vector_store_timeout"})
+
+
+def response_error(code: str | None, message: str) -> dict[str, Any]:
+    """A Response's `error`: its code one OpenAI defines (others become server_error; the message keeps them)."""
+    if code in _RESPONSE_ERROR_CODES:
+        return {"code": code, "message": message}
+    return {"code": "server_error", "message": f"{message} ({code})" if code else message}
+
+
+def failed_events(
+    response: dict[str, Any], code: str | None, message: str, sequence_number: int
+) -> list[dict[str, Any]]:
+    """`response.failed` for a relayed stream that broke or reported only an `error` event."""
+    failed = {**response, "status": "failed", "error": response_error(code, message)}
+    if failed.get("usage") is None:
+        failed["usage"] = usage_dict(None)
+    return [{"type": "response.failed", "sequence_number": sequence_number, "response": failed}]

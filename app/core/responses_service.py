@@ -10,15 +10,17 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from app.core import conversation, input_items, responses_codec
+from app.core import approvals, conversation, failures, input_items, responses_codec
+from app.core.annotations import MarkerMode, parse_response_annotation
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.files import FileIndex, recorded, records_of
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.records import ResponseRecord
 from app.core.service import AgentBackend, route_for
 from app.core.turn import Item, TurnRequest
-from app.errors import InvalidRequestError, NotFoundError, RunFailedError
+from app.errors import BridgeError, InvalidRequestError, NotFoundError, RunFailedError
 from app.settings import RouteSettings, Settings
 from app.wire.responses import ResponsesRequest
 
@@ -57,9 +59,8 @@ def final_response(events: list[StreamEvent]) -> dict[str, Any]:
             response: dict[str, Any] = event["response"]
             if response.get("status") == "failed":
                 error = response.get("error") or {}
-                raise RunFailedError(
-                    f"The agent's response failed: {error.get('message') or 'no reason given'}",
-                    code=str(error.get("code") or "run_failed"),
+                raise failures.run_failure(
+                    error.get("code"), error.get("message") or "no reason given", what="response"
                 )
             return response
     raise RunFailedError("The agent's response ended without a final status.", code="upstream_stream_ended")
@@ -78,7 +79,10 @@ class _AssistantsResponse:
         previous: ResponseRecord | None,
         index: ResponseIndex,
         conversations: ConversationIndex,
+        files: FileIndex | None = None,
+        markers: MarkerMode = "numbered",
     ) -> None:
+        self.files = files
         self.work = work
         self.req = req
         self.owner = owner
@@ -86,7 +90,7 @@ class _AssistantsResponse:
         self.previous = previous
         self.index = index
         self.conversations = conversations
-        self.builder = responses_codec.ResponseBuilder(req)
+        self.builder = responses_codec.ResponseBuilder(req, markers=markers)
 
     async def open(self) -> ThreadBound:
         bound = await self.work.open()
@@ -96,12 +100,29 @@ class _AssistantsResponse:
         await self.work.close(ending)
 
     async def events(self) -> AsyncIterator[StreamEvent]:
-        req, builder = self.req, self.builder
-        for out in builder.start():
+        for out in self.builder.start():
             yield out
-        async for event in self.work.events():
+        try:
+            async for out in self._play():
+                yield out
+        except BridgeError as exc:
+            if not self.req.stream:
+                raise
+            # A streamed Response that fails ends with response.failed (SDKs wait for a terminal event).
+            for out in self.builder.fail(exc):
+                yield out
+
+    async def _play(self) -> AsyncIterator[StreamEvent]:
+        req, builder = self.req, self.builder
+        async for event in recorded(self.work.events(), self.files, route=req.model, owner=self.owner):
             if isinstance(event, TextDelta):
                 for out in builder.text(event.text):
+                    yield out
+            elif isinstance(event, Cited):
+                for out in builder.cite(event.annotations):
+                    yield out
+            elif isinstance(event, ApprovalRequired):
+                for out in builder.approvals(event.requests):
                     yield out
             elif isinstance(event, ToolCallsRequired):
                 for out in builder.tool_calls(event.calls):
@@ -140,7 +161,10 @@ class _AssistantsResponse:
 class _RecordedRelay:
     """A Foundry pass-through whose response id is recorded with its owner before the client sees it."""
 
-    def __init__(self, work: Work[StreamEvent], *, owner: str, model: str, index: ResponseIndex) -> None:
+    def __init__(
+        self, work: Work[StreamEvent], *, owner: str, model: str, index: ResponseIndex, files: FileIndex | None
+    ) -> None:
+        self.files = files
         self.work = work
         self.owner = owner
         self.model = model
@@ -163,8 +187,13 @@ class _RecordedRelay:
         )
         return bound
 
-    def events(self) -> AsyncIterator[StreamEvent]:
-        return self.work.events()
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        async for data in self.work.events():
+            if self.files is not None and data.get("type") == "response.output_text.annotation.added":
+                annotation = parse_response_annotation(data.get("annotation"))
+                if annotation is not None and annotation.file_id:
+                    await self.files.save_files(records_of([annotation], route=self.model, owner=self.owner))
+            yield data
 
     async def close(self, ending: BaseException | None) -> None:
         await self.work.close(ending)
@@ -181,7 +210,9 @@ class ResponsesService:
         *,
         tasks: BackgroundTasks,
         inflight: InFlight,
+        files: FileIndex | None = None,
     ) -> None:
+        self.files = files
         self.conversations = conversations
         self.settings = settings
         self.backends = backends
@@ -244,6 +275,7 @@ class ResponsesService:
             tools=responses_codec.parse_tools(req),
             options=responses_codec.parse_options(req),
             deadline=deadline,
+            approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
         )
         return _AssistantsResponse(
             self.backends["assistants"].turn(turn),
@@ -253,6 +285,8 @@ class ResponsesService:
             previous=previous,
             index=self.index,
             conversations=self.conversations,
+            files=self.files,
+            markers=route.citation_markers,
         )
 
     async def _relay(
@@ -265,7 +299,7 @@ class ResponsesService:
             if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
                 raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
         work = self.passthrough.relay(body, model=req.model, deadline=deadline)
-        return _RecordedRelay(work, owner=owner, model=req.model, index=self.index)
+        return _RecordedRelay(work, owner=owner, model=req.model, index=self.index, files=self.files)
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.core import chat_codec, conversation
+from app.core import approvals, chat_codec, conversation
+from app.core.annotations import MarkerMode, rewritten
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.events import ApprovalRequired, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.files import FileIndex, recorded
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.turn import Item, Message, ToolCall, TurnRequest
 from app.errors import InvalidRequestError, ModelNotFoundError
@@ -56,7 +58,11 @@ class _ChatWork:
         items: tuple[Item, ...],
         conversation_id: str | None,
         previous_cursor: str | None,
+        markers: MarkerMode = "numbered",
+        files: FileIndex | None = None,
     ) -> None:
+        self.markers: MarkerMode = markers
+        self.files = files
         self.work = work
         self.index = index
         self.owner = owner
@@ -75,11 +81,15 @@ class _ChatWork:
         """The backend's events; the conversation's new cursor is stored before the last one is yielded."""
         reply = Reply()
         parts: list[str] = []
-        async for event in self.work.events():
+        # The text as the client sees it (citations numbered) is what the conversation remembers.
+        shown = recorded(rewritten(self.work.events(), self.markers), self.files, route=self.model, owner=self.owner)
+        async for event in shown:
             if isinstance(event, TextDelta):
                 parts.append(event.text)
             elif isinstance(event, ToolCallsRequired):
                 reply.tool_calls = event.calls
+            elif isinstance(event, ApprovalRequired):
+                reply.tool_calls = tuple(approvals.as_tool_call(r) for r in event.requests)
             elif isinstance(event, TurnCompleted):
                 reply.text = "".join(parts)
                 await conversation.remember(
@@ -106,7 +116,9 @@ class TurnService:
         *,
         tasks: BackgroundTasks,
         inflight: InFlight,
+        files: FileIndex | None = None,
     ) -> None:
+        self.files = files
         self.settings = settings
         self.backends = backends
         self.index = index
@@ -124,11 +136,12 @@ class TurnService:
                 code="too_many_messages",
             )
         parsed = chat_codec.parse_request(req)
+        items = approvals.resolve(parsed.items)
         found = await conversation.resolve(
             self.index,
             owner=owner,
             route=req.model,
-            items=parsed.items,
+            items=items,
             conversation_id=conversation_id,
             claim=route.backend == "assistants",
         )
@@ -137,21 +150,24 @@ class TurnService:
             owner=owner,
             model=req.model,
             route=route,
-            items=parsed.items,
+            items=items,
             cursor=found.cursor,
             new_items=found.new_items,
             instructions=parsed.instructions,
             tools=parsed.tools,
             options=parsed.options,
             deadline=deadline,
+            approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
         )
         work = _ChatWork(
             self.backends[route.backend].turn(turn),
             self.index,
             owner=owner,
             model=req.model,
-            items=parsed.items,
+            items=items,
             conversation_id=conversation_id,
             previous_cursor=found.cursor,
+            markers=route.citation_markers,
+            files=self.files,
         )
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from app.settings import RouteSettings
 
+ApprovalMode = Literal["client", "approve", "deny", "refuse"]
+"""Who answers the agent's MCP approval requests in this turn (`refuse`: nobody; the turn fails)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
@@ -29,6 +32,8 @@ class Message:
 class ToolResult:
     call_id: str
     output: str
+    approve: bool | None = None
+    """Set when this answers an MCP approval request (`call_id` is the request's id)."""
 
 
 Item = Message | ToolResult
@@ -94,6 +99,7 @@ class TurnRequest:
     options: TurnOptions = field(default_factory=TurnOptions)
     deadline: float = 0.0
     """Absolute `time.monotonic()` by which the turn must end (the route's timeout)."""
+    approvals: ApprovalMode = "refuse"
 
 
 def pending_tool_results(items: tuple[Item, ...]) -> tuple[ToolResult, ...]:

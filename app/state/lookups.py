@@ -1,4 +1,4 @@
-"""Single-key lookups by id: conversation cursors, tool-call records, response records, owned conversations.
+"""Single-key lookups by id: conversation cursors, tool-call, response and file records, owned conversations.
 
 Each record is one key, so none needs a hash tag; reads of several keys at once are split per slot
 on a cluster (`_mget`). Response records are stored compact: no
@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from app.core.records import CallRecord, ResponseRecord
+from app.core.records import CallRecord, FileRecord, ResponseRecord
 from app.state.store_base import StoreBase, translated
 
 
@@ -149,3 +149,20 @@ class Lookups(StoreBase):
     @translated
     async def delete_response(self, response_id: str) -> None:
         await self.redis.delete(self.key("resp", response_id))
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @translated
+    async def save_files(self, records: Sequence[FileRecord]) -> None:
+        """First owner wins (SET NX): a file id another owner's turn recorded is never taken over."""
+        for record in records:  # one key each, in any slot; a turn shows a handful of files at most
+            raw = json.dumps(asdict(record), separators=(",", ":"))
+            await self.redis.set(self.key("file", record.file_id), raw, nx=True, px=self.response_ttl_ms)
+
+    @translated
+    async def get_file(self, file_id: str, owner: str) -> FileRecord | None:
+        raw = await self.redis.get(self.key("file", file_id))
+        if raw is None:
+            return None
+        record = FileRecord(**json.loads(raw))
+        return record if record.owner == owner else None

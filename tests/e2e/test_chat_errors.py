@@ -181,26 +181,49 @@ def test_persistent_429_reaches_the_client_with_retry_after(bridge: Bridge, stre
     assert bridge.emulator_threads() == []
 
 
-def test_failed_run_is_502_with_azure_last_error(bridge: Bridge) -> None:
-    response = _post(
-        bridge, {"model": "demo-assistant", "messages": [{"role": "user", "content": "/fail rate_limit_exceeded"}]}
-    )
-    assert response.status_code == 502
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("rate_limit_exceeded", 429, "rate_limit_error"),
+        ("server_error", 502, "upstream_error"),
+        ("invalid_prompt", 422, "agent_error"),
+    ],
+)
+def test_a_failed_run_has_the_status_of_its_kind_and_leaves_no_thread(
+    bridge: Bridge, code: str, status: int, kind: str
+) -> None:
+    response = _post(bridge, {"model": "demo-assistant", "messages": [{"role": "user", "content": f"/fail {code}"}]})
+    assert response.status_code == status
     error = _error(response)
-    assert error["code"] == "rate_limit_exceeded"
-    assert "rate_limit_exceeded" in error["message"]
+    assert (error["code"], error["type"]) == (code, kind)
+    assert code in error["message"]
+    if status == 429:
+        assert response.headers["retry-after"] == "10"  # the emulator's message names no wait
+    threads = bridge.emulator_threads()
+    assert len(threads) == 1 and threads[0]["deleted"] is True
 
 
-def test_error_after_the_first_streamed_byte_is_an_in_stream_error(bridge: Bridge) -> None:
+@pytest.mark.parametrize(("code", "kind"), [("server_error", "upstream_error"), ("invalid_prompt", "agent_error")])
+def test_a_streamed_run_that_fails_after_the_first_byte_is_an_in_stream_error_of_its_kind(
+    bridge: Bridge, code: str, kind: str
+) -> None:
     payloads = raw_sse(
         f"{bridge.url}/v1/chat/completions",
-        {"model": "demo-assistant", "stream": True, "messages": [{"role": "user", "content": "/fail server_error"}]},
+        {"model": "demo-assistant", "stream": True, "messages": [{"role": "user", "content": f"/fail {code}"}]},
     )
     assert payloads[-1] == "[DONE]"
     error = payloads[-2]["error"]
-    assert error["code"] == "server_error" and error["type"] == "upstream_error"
-    with pytest.raises(openai.APIError):
-        turn(bridge.client(), stream=True, model="demo-assistant", messages=[{"role": "user", "content": "/fail x"}])
+    assert (error["code"], error["type"]) == (code, kind)
+
+
+def test_sdk_retries_of_a_transient_failure_leave_no_thread_behind(bridge: Bridge) -> None:
+    with pytest.raises(openai.InternalServerError):
+        bridge.client(max_retries=2).chat.completions.create(
+            model="demo-assistant", messages=[{"role": "user", "content": "/fail server_error"}]
+        )
+    threads = bridge.emulator_threads()
+    assert len(threads) == 3
+    assert all(t["deleted"] for t in threads)
 
 
 def test_second_concurrent_turn_waits_then_gets_409(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:

@@ -79,7 +79,7 @@ def test_metrics_count_a_scripted_session(bridge: Bridge) -> None:
     assert _value(samples, "agent_bridge_tool_rounds_total", backend="assistants") == 1
     assert _value(samples, "agent_bridge_tool_rounds_total", backend="foundry") == 1
     assert _value(samples, "agent_bridge_threads_created_total") == 2
-    assert _value(samples, "agent_bridge_threads_live") == 2
+    assert _value(samples, "agent_bridge_threads_live") == 1  # the failed first turn deleted its thread
     assert _value(samples, "agent_bridge_upstream_requests_total", operation="create_thread_and_run", status="200") == 2
     assert _value(samples, "agent_bridge_upstream_requests_total", operation="submit_tool_outputs", status="200") == 1
     assert _value(samples, "agent_bridge_upstream_requests_total", operation="create_response", status="200") == 2

@@ -22,7 +22,7 @@ from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompl
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.responses_service import final_response
 from app.core.turn import FunctionTool, Item, Message, ToolResult, TurnRequest
-from app.errors import InvalidRequestError, NotFoundError, RunFailedError, UpstreamTimeoutError
+from app.errors import InvalidRequestError, NotFoundError, RateLimitError, UpstreamTimeoutError
 from app.settings import AuthSettings, RouteSettings
 from tests.support import seed
 from tests.support.bridge import managed_identity
@@ -254,16 +254,16 @@ async def test_the_seed_scenario_on_the_flights_agent(foundry: Foundry) -> None:
     assert all(i["type"] == "function_call_output" for b in bodies[1:] for i in b["input"])
 
 
-async def test_a_failed_response_raises_run_failed_with_its_code(foundry: Foundry) -> None:
+async def test_a_rate_limited_response_raises_429_with_its_code(foundry: Foundry) -> None:
     seen: list[TurnEvent] = []
 
     async def play() -> None:
         async for event in foundry.run(foundry.turn((Message("user", "/fail rate_limit_exceeded"),))):
             seen.append(event)
 
-    with pytest.raises(RunFailedError) as info:
+    with pytest.raises(RateLimitError) as info:
         await play()
-    assert info.value.code == "rate_limit_exceeded"
+    assert (info.value.status, info.value.code) == (429, "rate_limit_exceeded")
     assert [type(e) for e in seen] == [ThreadBound]
 
 

@@ -9,7 +9,7 @@ import pytest
 from app.backends.foundry import mapping
 from app.core import params
 from app.core.turn import FunctionTool, Message, ToolCall, ToolResult, TurnOptions, Usage
-from app.errors import RunFailedError, UpstreamError
+from app.errors import AgentFailedError, RateLimitError, RunFailedError, UpstreamError
 from app.settings import RouteSettings
 
 ROUTE = RouteSettings.model_validate(
@@ -209,16 +209,26 @@ def test_outcome_of_each_final_status() -> None:
     assert mapping.outcome(_response("incomplete", [MESSAGE_ITEM])) == "length"
 
 
-def test_a_failed_response_raises_run_failed_with_its_code() -> None:
-    failed = _response("failed", error={"code": "rate_limit_exceeded", "message": "Too many tokens."})
-    with pytest.raises(RunFailedError) as info:
-        mapping.outcome(failed)
-    assert info.value.code == "rate_limit_exceeded"
-    assert "Too many tokens." in info.value.message
-    assert info.value.status == 502
-    with pytest.raises(RunFailedError) as bare:
+def test_a_failed_response_raises_the_error_of_its_kind() -> None:
+    limited = _response("failed", error={"code": "rate_limit_exceeded", "message": "Try again in 7 seconds."})
+    with pytest.raises(RateLimitError) as info:
+        mapping.outcome(limited)
+    assert (info.value.status, info.value.code, info.value.headers["Retry-After"]) == (429, "rate_limit_exceeded", "7")
+    assert "Try again in 7 seconds." in info.value.message
+    with pytest.raises(RunFailedError) as transient:
+        mapping.outcome(_response("failed", error={"code": "server_error", "message": "oops"}))
+    assert transient.value.status == 502
+    with pytest.raises(AgentFailedError) as bare:
         mapping.outcome(_response("failed"))
-    assert bare.value.code == "run_failed"
+    assert (bare.value.status, bare.value.code) == (422, "run_failed")
+
+
+def test_a_filtered_answer_is_content_filter_and_only_a_token_limit_is_length() -> None:
+    assert mapping.outcome(_response("failed", error={"code": "content_filter", "message": "x"})) == "content_filter"
+    filtered = {**_response("incomplete", [MESSAGE_ITEM]), "incomplete_details": {"reason": "content_filter"}}
+    assert mapping.outcome(filtered) == "content_filter"
+    limited = {**_response("incomplete", [MESSAGE_ITEM]), "incomplete_details": {"reason": "max_output_tokens"}}
+    assert mapping.outcome(limited) == "length"
 
 
 @pytest.mark.parametrize("status", ["cancelled", "in_progress", "queued", None])

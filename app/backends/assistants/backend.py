@@ -17,6 +17,7 @@ from app.backends.assistants.client import AssistantsClient
 from app.backends.assistants.turn import AssistantsTurn
 from app.backends.lease import LeasePolicy
 from app.backends.polling import PollPolicy
+from app.core import approvals
 from app.core.background import BackgroundTasks
 from app.core.turn import TurnRequest
 from app.errors import NotFoundError, UpstreamError
@@ -57,11 +58,12 @@ class AssistantsBackend:
         return AssistantsTurn(self, req)
 
     async def run_body(self, client: AssistantsClient, req: TurnRequest, *, stream: bool) -> dict[str, Any]:
-        agent_tools = (await self.assistant_of(client, req)).get("tools") if req.tools is not None else None
+        tools = approvals.without_reserved(req.tools)
+        agent_tools = (await self.assistant_of(client, req)).get("tools") if tools is not None else None
         return mapping.run_params(
             assistant_id=req.route.assistant_id or "",
             instructions=req.instructions,
-            tools=req.tools,
+            tools=tools,
             agent_tools=agent_tools,
             options=req.options,
             stream=stream,

@@ -58,12 +58,13 @@ class AssistantsClient:
         )
 
     def submit_tool_outputs_stream(
-        self, thread_id: str, run_id: str, outputs: list[dict[str, str]], deadline: float
+        self, thread_id: str, run_id: str, answers: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
+        """`answers` is `{"tool_outputs": [...]}` or, for MCP approvals, `{"tool_approvals": [...]}`."""
         return self.upstream.stream(
             "POST",
             self._url(f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
-            json={"tool_outputs": outputs, "stream": True},
+            json={**answers, "stream": True},
             params=self.params,
             deadline=deadline,
             operation="submit_tool_outputs",
@@ -96,12 +97,12 @@ class AssistantsClient:
         return result
 
     async def submit_tool_outputs(
-        self, thread_id: str, run_id: str, outputs: list[dict[str, str]], deadline: float
+        self, thread_id: str, run_id: str, answers: dict[str, Any], deadline: float
     ) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
             "POST",
             self._url(f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
-            json={"tool_outputs": outputs},
+            json=answers,
             params=self.params,
             deadline=deadline,
             idempotent=False,
@@ -164,6 +165,12 @@ class AssistantsClient:
             if not data or not page.get("has_more"):
                 return threads
             after = data[-1]["id"]
+
+    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
+        """A file's bytes (`GET /files/{id}/content`): code-interpreter outputs, cited documents."""
+        return await self.upstream.content(
+            self._url(f"/files/{file_id}/content"), params=self.params, operation="file_content"
+        )
 
     async def get_assistant(self, assistant_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(

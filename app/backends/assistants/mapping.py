@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.events import FinishReason
+from app.core import failures
+from app.core.events import Annotation, ApprovalRequest, Cited, FinishReason, TextDelta
 from app.core.turn import FunctionTool, Item, ToolCall, ToolResult, TurnOptions, Usage
-from app.errors import RunFailedError, ToolOutputsExpiredError, UpstreamError
+from app.errors import ToolOutputsExpiredError, UpstreamError
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete", "requires_action"})
 ACTIVE = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
@@ -95,21 +96,73 @@ def tool_calls_of(run: dict[str, Any]) -> tuple[ToolCall, ...]:
     )
 
 
-def text_deltas(delta_event: dict[str, Any]) -> list[str]:
-    """The text pieces of a `thread.message.delta` payload."""
-    out: list[str] = []
-    for part in (delta_event.get("delta") or {}).get("content") or []:
-        if part.get("type") == "text":
-            value = (part.get("text") or {}).get("value")
-            if value:
-                out.append(value)
-    return out
-
-
-def message_text(message: dict[str, Any]) -> str:
-    return "".join(
-        (part.get("text") or {}).get("value", "") for part in message.get("content") or [] if part.get("type") == "text"
+def annotation_of(raw: dict[str, Any]) -> Annotation | None:
+    """An Assistants text annotation (`file_citation`, `url_citation`, `file_path`) as a neutral one."""
+    kind = raw.get("type")
+    if kind not in ("file_citation", "url_citation", "file_path"):
+        return None
+    body = raw.get(kind) or {}
+    return Annotation(
+        kind=kind,
+        text=raw.get("text"),
+        start_index=raw.get("start_index"),
+        end_index=raw.get("end_index"),
+        url=body.get("url"),
+        title=body.get("title"),
+        file_id=body.get("file_id"),
     )
+
+
+def _part_events(part: dict[str, Any]) -> list[TextDelta | Cited]:
+    """One content part (of a delta or a message): its annotations first, so its markers resolve at once."""
+    kind = part.get("type")
+    if kind == "image_file":
+        file_id = (part.get("image_file") or {}).get("file_id")
+        return [Cited((Annotation(kind="image_file", file_id=file_id),))] if file_id else []
+    if kind != "text":
+        return []
+    text = part.get("text") or {}
+    events: list[TextDelta | Cited] = []
+    annotations = tuple(a for a in map(annotation_of, text.get("annotations") or ()) if a is not None)
+    if annotations:
+        events.append(Cited(annotations))
+    if text.get("value"):
+        events.append(TextDelta(text=text["value"]))
+    return events
+
+
+def delta_events(delta_event: dict[str, Any]) -> list[TextDelta | Cited]:
+    """The text, citations and images of a `thread.message.delta` payload."""
+    return [e for part in (delta_event.get("delta") or {}).get("content") or [] for e in _part_events(part)]
+
+
+def message_events(message: dict[str, Any]) -> list[TextDelta | Cited]:
+    """The same for a whole message (the polling mode reads messages after the run)."""
+    return [e for part in message.get("content") or [] for e in _part_events(part)]
+
+
+def approvals_of(run: dict[str, Any]) -> tuple[ApprovalRequest, ...]:
+    """The MCP calls a run in `requires_action` asks to approve (`submit_tool_approval`)."""
+    action = run.get("required_action") or {}
+    if action.get("type") != "submit_tool_approval":
+        return ()
+    calls = (action.get("submit_tool_approval") or {}).get("tool_calls") or []
+    return tuple(
+        ApprovalRequest(
+            id=str(c["id"]),
+            server_label=str(c.get("server_label") or ""),
+            name=str(c.get("name") or ""),
+            arguments=str(c.get("arguments") or ""),
+        )
+        for c in calls
+    )
+
+
+def submit_body(results: tuple[ToolResult, ...], approvals: dict[str, bool] | None) -> dict[str, Any]:
+    """What a submit carries: the functions' outputs, or the answers to MCP approval requests."""
+    if approvals is not None:
+        return {"tool_approvals": [{"tool_call_id": call_id, "approve": ok} for call_id, ok in approvals.items()]}
+    return {"tool_outputs": [{"tool_call_id": r.call_id, "output": r.output} for r in results]}
 
 
 @dataclass(frozen=True)
@@ -120,19 +173,28 @@ class RunOutcome:
     usage: Usage | None
 
 
+def _incomplete_reason(details: dict[str, Any] | None) -> FinishReason:
+    """Only a token limit is `length`; a filtered answer is `content_filter`."""
+    reason = str((details or {}).get("reason") or "")
+    if reason == failures.CONTENT_FILTER:
+        return "content_filter"
+    return "length" if "token" in reason or not reason else "stop"
+
+
 def outcome(run: dict[str, Any], *, tool_round: bool) -> RunOutcome:
     """Map a run's terminal status to the end of a turn, or raise the error the client should see."""
     status = run.get("status")
     if status == "completed":
         return RunOutcome("stop", usage_of(run))
     if status == "incomplete":
-        return RunOutcome("length", usage_of(run))
+        return RunOutcome(_incomplete_reason(run.get("incomplete_details")), usage_of(run))
     if status == "requires_action":
         return RunOutcome("tool_calls", usage_of(run))
     if status == "failed":
         error = run.get("last_error") or {}
-        code = error.get("code") or "run_failed"
-        raise RunFailedError(f"The agent's run failed: {error.get('message') or code}", code=str(code))
+        if error.get("code") == failures.CONTENT_FILTER:
+            return RunOutcome("content_filter", usage_of(run))
+        raise failures.run_failure(error.get("code"), error.get("message"))
     if status == "expired":
         if tool_round:
             raise ToolOutputsExpiredError(

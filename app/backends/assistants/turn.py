@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from app.backends.assistants import mapping
 from app.backends.lease import Lease
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core import approvals, failures
+from app.core.events import ApprovalRequired, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.records import CallRecord, ThreadRecord
 from app.core.turn import Item, Message, ToolCall, ToolResult, TurnRequest, pending_tool_results
 from app.errors import (
     BridgeError,
+    ClientDisconnectedError,
     ConflictError,
     InvalidRequestError,
+    ShuttingDownError,
     ToolOutputsExpiredError,
     UpstreamError,
 )
@@ -89,6 +92,7 @@ class AssistantsTurn:
         self._source: AsyncIterator[RunEvent] | None = None
         self._early: list[RunEvent] = []
         self._creating: asyncio.Task[None] | None = None
+        self._answered = False
 
     # -- open: up to Azure's first answer --------------------------------------------------------
 
@@ -201,7 +205,7 @@ class AssistantsTurn:
             raise _too_late()
         self.thread_id, self.run_id, self.recorded = first.thread_id, first.run_id, True
         await self._lock()
-        outputs = [{"tool_call_id": r.call_id, "output": r.output} for r in results]
+        outputs = mapping.submit_body(results, approvals.answers_of(results))
         if self.b.metrics is not None:
             self.b.metrics.tool_rounds.labels("assistants").inc()
         try:
@@ -244,11 +248,19 @@ class AssistantsTurn:
     # -- events: the one seam, streamed or polled ------------------------------------------------
 
     async def events(self) -> AsyncIterator[TurnEvent]:
+        while True:
+            async for event in self._follow():
+                yield event
+            if not self._answered:
+                return
+            self._answered = False  # the route answered the run's approvals: follow the run on
+
+    async def _follow(self) -> AsyncIterator[TurnEvent]:
         async for sse in self._run_events():
             name = sse.event
             if name == "thread.message.delta":
-                for text in mapping.text_deltas(sse.json()):
-                    yield TextDelta(text=text)
+                for part in mapping.delta_events(sse.json()):
+                    yield part
             elif name in _RUN_END_EVENTS:
                 for event in await self._conclude(sse.json()):
                     yield event
@@ -277,11 +289,10 @@ class AssistantsTurn:
             run = await self.client.get_run(run["thread_id"], run["id"], self.req.deadline)
         if run.get("status") in ("completed", "incomplete"):
             messages = await self.client.run_messages(run["thread_id"], run["id"], self.req.deadline)
-            text = "".join(mapping.message_text(m) for m in messages if m.get("role") == "assistant")
-            if text:
-                yield _Polled(
-                    "thread.message.delta", {"delta": {"content": [{"type": "text", "text": {"value": text}}]}}
-                )
+            for message in messages:
+                if message.get("role") == "assistant":
+                    # A whole message as one delta: its text, citations and images alike.
+                    yield _Polled("thread.message.delta", {"delta": {"content": message.get("content") or []}})
         yield _Polled(f"thread.run.{run.get('status')}", run)
 
     async def _conclude(self, run: dict[str, Any]) -> list[TurnEvent]:
@@ -295,13 +306,38 @@ class AssistantsTurn:
             await self.b.store.delete_calls(tuple(r.call_id for r in self.results))
         result = mapping.outcome(run, tool_round=tool_round)
         events: list[TurnEvent] = []
-        if result.finish_reason == "tool_calls":
+        requests = mapping.approvals_of(run) if result.finish_reason == "tool_calls" else ()
+        if requests and self.req.approvals in ("approve", "deny"):
+            await self._answer_approvals(run, self.req.approvals == "approve")
+            return []
+        if requests:
+            if self.req.approvals == "refuse":
+                self.run_active = True  # `close` cancels the waiting run
+                raise approvals.refused(self.req.model, requests)
+            await self._save_calls(run, tuple(approvals.as_tool_call(r) for r in requests))
+            events.append(ApprovalRequired(requests=requests))
+        elif result.finish_reason == "tool_calls":
             calls = mapping.tool_calls_of(run)
             await self._save_calls(run, calls)
             events.append(ToolCallsRequired(calls=calls))
         self.used_at = time.time()
         events.append(TurnCompleted(finish_reason=result.finish_reason, usage=result.usage, cursor=self.thread_id))
         return events
+
+    async def _answer_approvals(self, run: dict[str, Any], approve: bool) -> None:
+        """The route answers the run's approval requests; `events` then follows the run on."""
+        answers = mapping.submit_body((), {r.id: approve for r in mapping.approvals_of(run)})
+        self.run_active = True
+        if self.streamed:
+            await self._live.aclose()
+            self._live = AsyncExitStack()
+            self._source = await self._live.enter_async_context(
+                self.client.submit_tool_outputs_stream(run["thread_id"], run["id"], answers, self.req.deadline)
+            )
+        else:
+            followed = await self.client.submit_tool_outputs(run["thread_id"], run["id"], answers, self.req.deadline)
+            self._source = self._polled(followed)
+        self._answered = True
 
     # -- close: leave nothing behind ------------------------------------------------------------
 
@@ -321,8 +357,9 @@ class AssistantsTurn:
                     await client.cancel_run(self.thread_id, self.run_id, within)
                 except BridgeError:
                     pass  # it may have ended meanwhile; nothing else to do
-            if self.thread_id and not self.bound and self._creating is not None:
-                # A new thread that never reached the client: nobody can continue it, so it goes now.
+            if self.thread_id and self._creating is not None and (not self.bound or _failed(ending, self.used_at)):
+                # A new thread that never reached the client, or whose first turn failed: nobody can
+                # continue it (a client's retry starts a new one), so it goes now.
                 await client.delete_thread(self.thread_id, within)
                 if self.recorded:
                     await self.b.store.forget_thread(self.thread_id)
@@ -403,7 +440,16 @@ class AssistantsTurn:
 def _raise_stream_error(sse: RunEvent) -> None:
     data = sse.json()
     error = data.get("error", data) if isinstance(data, dict) else {}
-    raise UpstreamError(f"Azure reported an error in the run's stream: {error.get('message') or data}")
+    raise failures.stream_error(error.get("code"), error.get("message") or str(data))
+
+
+def _failed(ending: BaseException | None, used_at: float | None) -> bool:
+    """The turn failed on its own account (not a hang-up or a shutdown) before it completed."""
+    return (
+        used_at is None
+        and isinstance(ending, BridgeError)
+        and not isinstance(ending, ClientDisconnectedError | ShuttingDownError)
+    )
 
 
 def _appendable(items: tuple[Item, ...]) -> bool:

@@ -28,9 +28,19 @@ from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.definitions import AgentDefinitions
 from app.backends.foundry.mapping import previous_response_gone
 from app.backends.upstream import SSEEvent
-from app.core import notices
+from app.core import approvals, failures, notices
 from app.core.background import BackgroundTasks
-from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.events import (
+    ApprovalRequest,
+    ApprovalRequired,
+    Cited,
+    TextDelta,
+    ThreadBound,
+    ToolCallsRequired,
+    TurnCompleted,
+    TurnEvent,
+)
+from app.core.responses_codec import failed_events
 from app.core.turn import ToolCall, ToolResult, TurnRequest
 from app.errors import BridgeError, ModelNotFoundError, UpstreamError
 from app.metrics import Metrics
@@ -101,6 +111,10 @@ class FoundryChatTurn:
         self.client = backend.client(req.model)
         self.reader = ResponseReader(self.client, backend.metrics)
         self.calls: list[ToolCall] = []
+        self.approvals: list[ApprovalRequest] = []
+        self.answered: dict[str, bool] | None = None
+        """Approvals the route answered itself: the turn goes on with one more response carrying them."""
+        self.answered_for: str | None = None
 
     async def open(self) -> ThreadBound:
         req = self.req
@@ -120,16 +134,35 @@ class FoundryChatTurn:
         return ThreadBound(thread_id=None, response_id=str(created["response"]["id"]))
 
     async def events(self) -> AsyncIterator[TurnEvent]:
+        while True:
+            async for event in self._read():
+                yield event
+            if self.answered is None:
+                return
+            # The route answered the agent's approval requests: one more response on the same chain.
+            await self.reader.close()
+            self.reader = ResponseReader(self.client, self.b.metrics)
+            body = self.b.body(self.req, previous_response_id=self.answered_for, answered=self.answered)
+            self.answered, self.calls, self.approvals = None, [], []
+            await self.reader.open(body, self.req.deadline)
+
+    async def _read(self) -> AsyncIterator[TurnEvent]:
         # Azure may send an `error` event and then the terminal `response.failed` (azure-as-it-is.md 3):
         # the terminal event says more (its code, innererror), so the error waits for it.
-        pending: UpstreamError | None = None
+        pending: BridgeError | None = None
         async for kind, data in self.reader.read():
             if kind == "response.output_text.delta":
                 yield TextDelta(text=str(data.get("delta") or ""))
+            elif kind == "response.output_text.annotation.added":
+                annotation = mapping.annotation_of(data.get("annotation"))
+                if annotation is not None:
+                    yield Cited((annotation,))
             elif kind == "response.output_item.done":
                 item = data.get("item") or {}
                 if item.get("type") == "function_call":
                     self.calls.append(mapping.function_call(item))
+                elif item.get("type") == "mcp_approval_request":
+                    self.approvals.append(mapping.approval_request(item))
             elif kind in _TERMINAL:
                 for event in self._finish(data["response"]):
                     yield event
@@ -144,8 +177,19 @@ class FoundryChatTurn:
         """The events that end a turn: the calls the client must answer, then the completion."""
         reason = mapping.outcome(response)
         calls = mapping.function_calls(response) or tuple(self.calls)
-        if calls and reason == "stop":
+        requests = mapping.approval_requests(response) or tuple(self.approvals)
+        if (calls or requests) and reason == "stop":
             reason = "tool_calls"  # the final Response left its output out; the stream had the calls
+        usage = mapping.usage_of(response)
+        if requests and not calls:
+            mode = self.req.approvals
+            if mode in ("approve", "deny"):
+                self.answered = {r.id: mode == "approve" for r in requests}
+                self.answered_for = str(response["id"])
+                return []
+            if mode == "refuse":
+                raise approvals.refused(self.req.model, requests)
+            return [ApprovalRequired(requests=requests), TurnCompleted(reason, usage, cursor=response["id"])]
         events: list[TurnEvent] = [ToolCallsRequired(calls=calls)] if calls else []
         events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]))
         return events
@@ -201,13 +245,31 @@ class FoundryRelayTurn:
         return ThreadBound(thread_id=None, response_id=str(self.created["response"]["id"]))
 
     async def events(self) -> AsyncIterator[StreamEvent]:
+        """Relayed whole; a stream that breaks or reports only an `error` still ends with
+        `response.failed` (SDKs wait for a terminal event)."""
         assert self.created is not None
         yield self.created
-        async for _, data in self.reader.read():
-            response = data.get("response")
-            if isinstance(response, dict):
-                self._relabel(response)
-            yield data
+        last: dict[str, Any] = self.created["response"]
+        sequence = int(self.created.get("sequence_number") or 0)
+        error: tuple[str | None, str] = ("server_error", "The agent's response stream ended before the response did.")
+        try:
+            async for kind, data in self.reader.read():
+                if isinstance(data.get("sequence_number"), int):
+                    sequence = data["sequence_number"]
+                response = data.get("response")
+                if isinstance(response, dict):
+                    self._relabel(response)
+                    last = response
+                if kind == "error":
+                    code = data.get("code")
+                    error = (None if code is None else str(code), str(data.get("message") or "no message"))
+                yield data
+                if kind in _TERMINAL:
+                    return
+        except BridgeError as exc:
+            error = (exc.code, exc.message)
+        for event in failed_events(last, error[0], error[1], sequence + 1):
+            yield event
 
     def _relabel(self, response: dict[str, Any]) -> None:
         self.b.relabel(response, self.model)
@@ -261,11 +323,20 @@ class FoundryBackend:
     async def input_items(self, response_id: str, model: str, params: dict[str, str]) -> dict[str, Any]:
         return await self.client(model).get_input_items(response_id, params)
 
-    def body(self, req: TurnRequest, *, previous_response_id: str | None) -> dict[str, Any]:
-        """The create-response body of a turn: all items for a new chain, the new ones after a cursor;
-        without what Azure refuses next to an agent (each dropped option is a warning)."""
+    def body(
+        self, req: TurnRequest, *, previous_response_id: str | None, answered: dict[str, bool] | None = None
+    ) -> dict[str, Any]:
+        """The create-response body of a turn: all items for a new chain, the new ones after a cursor
+        (or the answers to its MCP approval requests); without what Azure refuses next to an agent
+        (each dropped option is a warning)."""
         body: dict[str, Any] = {"agent_reference": mapping.agent_reference(req.route)}
-        if previous_response_id:
+        if answered is not None and previous_response_id:
+            body["previous_response_id"] = previous_response_id
+            body["input"] = [
+                {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": ok}
+                for request_id, ok in answered.items()
+            ]
+        elif previous_response_id:
             body["previous_response_id"] = previous_response_id
             body["input"] = mapping.input_items(req.new_items)
         else:
@@ -273,8 +344,9 @@ class FoundryBackend:
         body.update(mapping.lifecycle_params(req.route))
         if req.instructions:
             body["instructions"] = req.instructions
-        if req.tools is not None:
-            body["tools"] = [mapping.tool_param(t) for t in req.tools]
+        tools = approvals.without_reserved(req.tools)
+        if tools is not None:
+            body["tools"] = [mapping.tool_param(t) for t in tools]
         body.update(mapping.option_params(req.options))
         stripped = overrides.strip(body)
         for warning in overrides.warnings(stripped):
@@ -284,8 +356,7 @@ class FoundryBackend:
         return stripped.body
 
 
-def _stream_error(data: StreamEvent) -> UpstreamError:
-    return UpstreamError(
-        f"Azure reported an error in the response stream: {data.get('message') or 'no message'}",
-        code=str(data.get("code") or "upstream_error"),
-    )
+def _stream_error(data: StreamEvent) -> BridgeError:
+    """An in-stream `error` event, by the failure table (a rate limit is a 429 before the first byte)."""
+    code = data.get("code")
+    return failures.stream_error(None if code is None else str(code), str(data.get("message") or ""))

@@ -73,6 +73,11 @@ class FoundryClient:
         )
         return result
 
+    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
+        """A file's bytes: a code-interpreter container's file, or a project file."""
+        path = f"/containers/{container_id}/files/{file_id}/content" if container_id else f"/files/{file_id}/content"
+        return await self.upstream.content(self._url(path), operation="file_content")
+
     async def get_agent_definition(self, deadline: float | None = None) -> dict[str, Any]:
         """The route's agent version (`agent.version` object with its `definition`): the configured
         version, or the agent's latest when the route names none (project API, `api-version=v1`)."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from app.core.events import FinishReason
+from app.core import failures
+from app.core.annotations import parse_response_annotation
+from app.core.events import Annotation, ApprovalRequest, FinishReason
 from app.core.params import V2_REFUSED
-from app.core.turn import FunctionTool, Item, Message, ToolCall, TurnOptions, Usage
-from app.errors import BridgeError, InvalidRequestError, NotFoundError, RunFailedError, UpstreamError
+from app.core.turn import FunctionTool, Item, Message, ToolCall, ToolResult, TurnOptions, Usage
+from app.errors import BridgeError, InvalidRequestError, NotFoundError, UpstreamError
 from app.settings import RouteSettings
 
 # Fields a caller could use to pick another agent than the route's: the route decides, always.
@@ -59,6 +61,8 @@ def input_items(items: Iterable[Item]) -> list[dict[str, Any]]:
                 {"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
                 for c in item.tool_calls
             )
+        elif isinstance(item, ToolResult) and item.approve is not None:
+            out.append({"type": "mcp_approval_response", "approval_request_id": item.call_id, "approve": item.approve})
         else:
             out.append({"type": "function_call_output", "call_id": item.call_id, "output": item.output})
     return out
@@ -139,22 +143,48 @@ def function_calls(response: dict[str, Any]) -> tuple[ToolCall, ...]:
     )
 
 
+def approval_request(item: dict[str, Any]) -> ApprovalRequest:
+    """An `mcp_approval_request` output item as a neutral approval request."""
+    return ApprovalRequest(
+        id=str(item["id"]),
+        server_label=str(item.get("server_label") or ""),
+        name=str(item.get("name") or ""),
+        arguments=str(item.get("arguments") or ""),
+    )
+
+
+def approval_requests(response: dict[str, Any]) -> tuple[ApprovalRequest, ...]:
+    return tuple(
+        approval_request(item)
+        for item in response.get("output") or []
+        if isinstance(item, dict) and item.get("type") == "mcp_approval_request"
+    )
+
+
+def annotation_of(raw: Any) -> Annotation | None:
+    """A Responses `output_text` annotation as a neutral one."""
+    return parse_response_annotation(raw)
+
+
 def outcome(response: dict[str, Any]) -> FinishReason:
     """How a finished Response ends the turn, or the error the client should see."""
     status = response.get("status")
     if status == "failed":
         error = response.get("error") or {}
-        code = str(error.get("code") or "run_failed")
+        if error.get("code") == failures.CONTENT_FILTER:
+            return "content_filter"
         inner = error.get("innererror")
-        raise RunFailedError(
-            f"The agent's response failed: {error.get('message') or code}",
-            code=code,
+        raise failures.run_failure(
+            error.get("code"),
+            error.get("message"),
+            what="response",
             innererror=inner if isinstance(inner, dict) else None,
         )
     if status == "incomplete":
-        return "length"
+        reason = (response.get("incomplete_details") or {}).get("reason")
+        return "content_filter" if reason == failures.CONTENT_FILTER else "length"
     if status == "completed":
-        return "tool_calls" if function_calls(response) else "stop"
+        return "tool_calls" if function_calls(response) or approval_requests(response) else "stop"
     if status == "cancelled":
         raise UpstreamError("The agent's response was cancelled upstream.", code="run_cancelled")
     raise UpstreamError(f"The agent's response ended in an unexpected status {status!r}.")

@@ -1,0 +1,58 @@
+"""Files from agents' tools (code-interpreter images and files, cited documents): who may fetch which.
+
+Every file id a turn hands to a client is recorded with the route and owner of that turn before
+the client sees it; `GET /v1/files/{id}/content` relays the file from that route, to that owner only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+from app.core.events import Annotation, Cited, TurnEvent
+from app.core.records import FileRecord
+from app.errors import NotFoundError
+
+Fetch = Callable[[str, str | None], Awaitable[tuple[bytes, str]]]
+"""(file id, container id) -> (content, media type), for one route."""
+
+
+class FileIndex(Protocol):
+    async def save_files(self, records: Sequence[FileRecord]) -> None: ...
+
+    async def get_file(self, file_id: str, owner: str) -> FileRecord | None: ...
+
+
+def records_of(annotations: Sequence[Annotation], *, route: str, owner: str) -> list[FileRecord]:
+    return [
+        FileRecord(file_id=a.file_id, route=route, owner=owner, container_id=a.container_id)
+        for a in annotations
+        if a.file_id
+    ]
+
+
+async def recorded(
+    events: AsyncIterator[TurnEvent], index: FileIndex | None, *, route: str, owner: str
+) -> AsyncIterator[TurnEvent]:
+    """The turn's events, each file id recorded before the event that shows it goes out."""
+    async for event in events:
+        if index is not None and isinstance(event, Cited):
+            records = records_of(event.annotations, route=route, owner=owner)
+            if records:
+                await index.save_files(records)
+        yield event
+
+
+class FileRelay:
+    """Serves a recorded file from the route that produced it."""
+
+    def __init__(self, index: FileIndex, fetchers: Mapping[str, Fetch]) -> None:
+        self.index = index
+        self.fetchers = fetchers
+
+    async def content(self, file_id: str, *, owner: str) -> tuple[bytes, str]:
+        record = await self.index.get_file(file_id, owner)
+        fetch = self.fetchers.get(record.route) if record is not None else None
+        if record is None or fetch is None:
+            raise NotFoundError(f"No file with id '{file_id}' found.", param="file_id")
+        return await fetch(file_id, record.container_id)
