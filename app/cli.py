@@ -13,7 +13,7 @@ from typing import Any
 
 from app import __version__
 from app.errors import ConfigError
-from app.settings import Settings, load_settings
+from app.settings import Settings, config_warnings, load_settings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _SHUTDOWN_MARGIN_S = 5
@@ -80,6 +80,7 @@ def _emulator(args: argparse.Namespace) -> int:
         token_delay_ms=args.token_delay_ms,
         run_expiry_s=args.run_expiry_s,
         empty=args.empty,
+        accept_api_key_on_projects=args.accept_api_key_on_projects,
     )
     uvicorn.run(create_emulator_app(options), host=args.host, port=args.port, log_level=args.log_level)
     return 0
@@ -91,15 +92,29 @@ def _check_config(args: argparse.Namespace) -> int:
     for name, route in settings.routes.items():
         target = route.assistant_id if route.assistant_id else f"{route.agent.name}:{route.agent.version or 'latest'}"  # type: ignore[union-attr]
         print(f"  {name}: {route.backend} {target} at {route.endpoint} (auth {route.auth.type})")
+    for warning in config_warnings(settings):
+        print(f"warning: {args.config}: {warning}", file=sys.stderr)
     return 0
 
 
 def _dev(args: argparse.Namespace) -> int:
-    """The emulator and the bridge together, stopped together (`make run`)."""
+    """The emulator and the bridge together, stopped together (`make run`).
+
+    Project endpoints take Entra tokens only, so the bridge's Entra credential is pointed at the
+    emulator's App Service managed-identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, which
+    azure-identity's `ManagedIdentityCredential` reads, also inside `DefaultAzureCredential`).
+    """
     _load(args.config, require_routes=True)
     exe = [sys.executable, "-m", "app.cli"]
     emulator = subprocess.Popen([*exe, "emulator", "--host", args.host, "--port", str(args.emulator_port)])
-    bridge = subprocess.Popen([*exe, "serve", "--config", args.config, "--host", args.host, "--port", str(args.port)])
+    identity = {
+        "IDENTITY_ENDPOINT": f"http://{args.host}:{args.emulator_port}/msi/token",
+        "IDENTITY_HEADER": "agent-bridge-dev",
+    }
+    bridge = subprocess.Popen(
+        [*exe, "serve", "--config", args.config, "--host", args.host, "--port", str(args.port)],
+        env={**os.environ, **identity},
+    )
     children = [emulator, bridge]
 
     def stop(signum: int, frame: object) -> None:
@@ -303,6 +318,11 @@ def parser() -> argparse.ArgumentParser:
     emulator.add_argument("--token-delay-ms", type=float, default=0.0, help="spacing of streamed deltas")
     emulator.add_argument("--run-expiry-s", type=float, default=600.0, help="how long a run waits for tool outputs")
     emulator.add_argument("--empty", action="store_true", help="start without the demo agents")
+    emulator.add_argument(
+        "--accept-api-key-on-projects",
+        action="store_true",
+        help="accept api-key on project endpoints, as a key-taking gateway in front of Azure would",
+    )
     emulator.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="lowest level logged")
     emulator.set_defaults(run=_emulator)
 

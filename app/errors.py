@@ -19,7 +19,9 @@
     └── UpstreamTimeoutError         504 timeout_error           code=upstream_timeout
 
 Foreign exceptions (aiohttp, redis, azure-identity) are translated where they are caught, with
-`raise ... from exc`; one handler in `app/api/` renders the envelope.
+`raise ... from exc`; one handler in `app/api/` renders the envelope. `code` is never null: an
+error without one of its own takes its class's. Azure's reason (`details[]`, `innererror`) rides
+along in the envelope as extra fields, so the refused parameter or filter category stays visible.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, ClassVar
 class BridgeError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
-    default_code: ClassVar[str | None] = None
+    default_code: ClassVar[str] = "internal_error"
 
     def __init__(
         self,
@@ -39,20 +41,32 @@ class BridgeError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        details: list[Any] | None = None,
+        innererror: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
-        self.code = code if code is not None else self.default_code
+        self.code: str = code if code else self.default_code
         self.headers: dict[str, str] = dict(headers or {})
+        self.details = details
+        """Azure's `details[]` (one entry per refused parameter), passed on as they came."""
+        self.innererror = innererror
+        """Azure's `innererror` (a content filter's category and results), passed on as it came."""
 
     def envelope(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        if self.details:
+            error["details"] = self.details
+        if self.innererror:
+            error["innererror"] = self.innererror
+        return {"error": error}
 
 
 class InvalidRequestError(BridgeError):
     status = 400
     type = "invalid_request_error"
+    default_code = "invalid_request"
 
 
 class ToolOutputsExpiredError(InvalidRequestError):

@@ -24,18 +24,20 @@ from app.backends.assistants.client import AssistantsClient
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
+from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
 from app.backends.lease import LeasePolicy
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient, http_session, proxy_for
 from app.core.background import BackgroundTasks
+from app.core.conversations_service import ConversationsService
 from app.core.keys import KeyRing
 from app.core.lifetime import InFlight
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
 from app.errors import StoreUnavailableError
 from app.metrics import Metrics
-from app.settings import RouteSettings, Settings, load_settings
+from app.settings import RouteSettings, Settings, config_warnings, load_settings
 from app.state.connect import build as build_redis
 from app.state.connect import check_mode
 from app.state.janitor import Janitor, JanitorPolicy
@@ -61,6 +63,7 @@ class Components:
     auths: dict[str, AuthProvider]
     service: TurnService
     responses: ResponsesService
+    conversations: ConversationsService
     admin: ThreadAdmin
     janitor: Janitor
     metrics: Metrics
@@ -73,6 +76,7 @@ async def components(
     retry: RetryPolicy | None = None,
     poll: PollPolicy | None = None,
     lease: LeasePolicy | None = None,
+    definition_policy: DefinitionPolicy | None = None,
 ) -> AsyncIterator[Components]:
     metrics = Metrics()
     connection = build_redis(settings.redis_url, settings.redis)
@@ -108,7 +112,7 @@ async def components(
             assistants_clients[name] = AssistantsClient(upstream, route)
         else:
             foundry_clients[name] = FoundryClient(upstream, route)
-    foundry = FoundryBackend(foundry_clients, tasks, metrics)
+    foundry = FoundryBackend(foundry_clients, tasks, metrics, AgentDefinitions(definition_policy))
     backends: dict[str, AgentBackend] = {
         "assistants": AssistantsBackend(
             assistants_clients,
@@ -134,6 +138,7 @@ async def components(
         responses=ResponsesService(
             settings, backends, store, foundry, conversations=store, tasks=tasks, inflight=inflight
         ),
+        conversations=ConversationsService(settings, foundry_clients, store),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
             store,
@@ -165,8 +170,9 @@ def create_app(
     *,
     retry: RetryPolicy | None = None,
     poll: PollPolicy | None = None,
+    definitions: DefinitionPolicy | None = None,
 ) -> Any:
-    """Build the bridge. `retry` and `poll` default to production policies (tests pass quicker ones)."""
+    """Build the bridge. `retry`, `poll` and `definitions` default to production policies (tests pass quicker ones)."""
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -175,13 +181,14 @@ def create_app(
                 "REDIS_URL is not set: using an embedded in-process Redis. Thread records die with this "
                 "process, and threads created now can be orphaned on Azure. Set REDIS_URL in production."
             )
-        async with components(settings, retry=retry, poll=poll) as built:
+        async with components(settings, retry=retry, poll=poll, definition_policy=definitions) as built:
             restore = _on_termination(lambda: built.inflight.begin_shutdown(settings.shutdown_grace))
             app.state.components = built
             app.state.store = built.store
             app.state.tasks = built.tasks
             app.state.service = built.service
             app.state.responses = built.responses
+            app.state.conversations = built.conversations
             app.state.admin = built.admin
             app.state.janitor = built.janitor
             app.state.inflight = built.inflight
@@ -195,6 +202,8 @@ def create_app(
                 if sweeper is not None:
                     await sweeper
 
+    for warning in config_warnings(settings):
+        log.warning("%s", warning)
     keys = KeyRing(settings.keys)
     if keys.open_mode:
         log.warning(

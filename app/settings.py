@@ -90,6 +90,11 @@ class RouteSettings(_Strict):
     """How the bridge follows an Assistants run: streamed (default) or polled with adaptive backoff."""
     timeout: Seconds = 300.0
     """Deadline of one turn; past it the run is cancelled and the client gets 504."""
+    background: bool = True
+    """Foundry v2 only: create responses in background mode (`background: true`, streamed and stored),
+    the only mode in which Azure lets a response be cancelled, so that a client's hang-up or the
+    deadline stops the work upstream. `false`: foreground responses, which run on to their end
+    upstream when the client goes away (Azure refuses to cancel them)."""
     description: str | None = None
 
     # Field validators run even when another field fails, so one run reports every problem.
@@ -123,6 +128,24 @@ class RouteSettings(_Strict):
     @property
     def is_project(self) -> bool:
         return "/api/projects/" in urlparse(self.endpoint).path
+
+
+PROJECT_KEY_WARNING = (
+    "Agent Service takes Entra ID; a key works only through a gateway that takes it "
+    "(set auth.type: entra unless such a gateway stands in front of this project)"
+)
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """What is valid but probably wrong, as `<dotted.key>: <what>` lines.
+
+    Start-up logs them and check-config prints them; neither refuses the config over them.
+    """
+    return [
+        f"routes.{name}.auth: {PROJECT_KEY_WARNING}"
+        for name, route in settings.routes.items()
+        if route.is_project and route.auth.type == "api_key"
+    ]
 
 
 class KeySettings(_Strict):

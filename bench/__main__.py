@@ -92,7 +92,9 @@ def main() -> int:
 
     emulator_port = free_port()
     emulator = f"http://127.0.0.1:{emulator_port}"
+    # The LiteLLM peer and the bench's routes use keys on project endpoints: a key-taking gateway stands in.
     emulator_cmd = [*AGENT_BRIDGE, "emulator", "--port", str(emulator_port), "--log-level", "warning"]
+    emulator_cmd.append("--accept-api-key-on-projects")
     with process(emulator_cmd, f"{emulator}/_emulator/stats", logs / "emulator.log") as emulator_pid:
         config = _config(logs / "config.yaml", emulator)
         manager, port = _bridge(config, logs)

@@ -119,7 +119,13 @@ def emulator(emulator_server: ServerThread) -> ServerThread:
         c.post("/_emulator/reset").raise_for_status()
         c.post(
             "/_emulator/config",
-            json={"latency_ms": 0, "token_delay_ms": 0, "run_expiry_s": 600, "token_ttl_s": 3600},
+            json={
+                "latency_ms": 0,
+                "token_delay_ms": 0,
+                "run_expiry_s": 600,
+                "token_ttl_s": 3600,
+                "accept_api_key_on_projects": False,
+            },
         ).raise_for_status()
     return emulator_server
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, chat, errors, health, meta, responses
+from app.api import admin, chat, conversations, errors, health, meta, responses
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
@@ -26,6 +26,7 @@ def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any])
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(conversations.router)
     app.include_router(admin.router)
     app.include_router(meta.router)
     if state["settings"].server.docs:

@@ -33,11 +33,11 @@ async def chat_completions(
     if request.app.state.settings.log_content:
         request.state.content = _tail(body.messages[-1].content)
     principal.check_model(body.model)
-    warned = warnings.headers(request, "chat", body)
+    warnings.note(request, "chat", body)
     turn = await service.chat(body, owner=principal.name, conversation_id=x_conversation_id)
     # Up to Azure's first answer errors are plain HTTP errors; the route renders, the turn owns its end.
     bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
-    headers = {**bound_headers(bound), **warned}
+    headers = bound_headers(bound)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Request
 
+from app.core.conversations_service import ConversationsService
 from app.core.keys import KeyRing, Principal
 from app.core.responses_service import ResponsesService
 from app.core.service import TurnService
@@ -82,3 +83,11 @@ def access(setting: Literal["metrics_auth", "openapi_auth"]) -> Callable[..., Aw
             raise PermissionDeniedError(f"{request.url.path} needs an admin key on this bridge.")
 
     return check
+
+
+async def _conversations(request: Request) -> ConversationsService:
+    service: ConversationsService = request.app.state.conversations
+    return service
+
+
+ConversationsDep = Annotated[ConversationsService, Depends(_conversations)]

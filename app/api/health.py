@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import __version__
 from app.api.deps import PrincipalDep, SettingsDep, StoreDep, access
-from app.errors import StoreUnavailableError
+from app.errors import ModelNotFoundError, StoreUnavailableError
 
 router = APIRouter()
 log = logging.getLogger("agent_bridge.health")
@@ -64,3 +64,14 @@ async def models(request: Request, settings: SettingsDep, principal: PrincipalDe
             if principal.may_use(name)
         ],
     }
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(model_id: str, request: Request, settings: SettingsDep, principal: PrincipalDep) -> dict[str, Any]:
+    route = settings.route(model_id)
+    if route is None or not principal.may_use(model_id):
+        raise ModelNotFoundError(
+            f"The model '{model_id}' does not exist or you do not have access to it.", param="model"
+        )
+    created = int(request.app.state.started_at)
+    return {"id": model_id, "object": "model", "created": created, "owned_by": f"azure-{route.backend}"}

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core import timing
+from app.core import notices, timing
 from app.errors import PayloadTooLargeError
 
 access = logging.getLogger("agent_bridge.access")
@@ -45,6 +45,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         clock = timing.begin()
+        warnings = notices.begin()
         raw_id = request_id.encode()
         facts: dict[str, Any] = {
             "status": 500,
@@ -62,7 +63,11 @@ class RequestContextMiddleware:
                 for key, value in headers:
                     if key == b"x-thread-id":
                         facts["thread_id"] = value.decode()
-                message["headers"] = [*headers, (b"x-request-id", raw_id)]
+                headers.append((b"x-request-id", raw_id))
+                warning = notices.header_value(warnings)
+                if warning is not None:
+                    headers.append((notices.HEADER.encode(), warning.encode()))
+                message["headers"] = headers
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 facts["complete"] = True
             await send(message)
@@ -76,10 +81,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive_watching, send_with_id)
         finally:
-            self._account(scope, state, clock, facts)
+            self._account(scope, state, clock, facts, warnings)
 
     @staticmethod
-    def _account(scope: Scope, state: dict[str, Any], clock: timing.RequestTiming, facts: dict[str, Any]) -> None:
+    def _account(
+        scope: Scope, state: dict[str, Any], clock: timing.RequestTiming, facts: dict[str, Any], warnings: list[str]
+    ) -> None:
         route = scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
         if endpoint in _UNMEASURED:
@@ -116,8 +123,8 @@ class RequestContextMiddleware:
         if facts["hung_up"]:
             extra["client_closed"] = True
             extra["sent_status"] = facts["status"] if facts["started"] else None
-        if state.get("warnings"):
-            extra["warnings"] = state["warnings"]
+        if warnings:
+            extra["warnings"] = list(warnings)
         if "content" in state:
             extra["content"] = state["content"]
         access.info("%s %s %s", scope["method"], scope["path"], status, extra=extra)

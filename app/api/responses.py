@@ -29,12 +29,12 @@ async def create_response(
     principal.check_model(body.model)
     if body.background:
         raise InvalidRequestError("background responses are not supported by this bridge.", param="background")
-    warned = warnings.headers(request, "responses", body)
+    warnings.note(request, "responses", body)
     # What the client sent, extra fields included, for the Foundry pass-through.
     raw: dict[str, Any] = body.model_dump(exclude_unset=True)
     turn = await service.respond(body, raw, owner=principal.name)
     bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
-    headers = {**bound_headers(bound), **warned}
+    headers = bound_headers(bound)
     if body.stream:
         counter = _Sequence()
         frames = sse.guarded(_frames(turn.events(), counter), counter.error_frames)
@@ -54,6 +54,15 @@ async def create_response(
 @router.get("/v1/responses/{response_id}")
 async def get_response(response_id: str, service: ResponsesDep, owner: OwnerDep) -> JSONResponse:
     return JSONResponse(await service.get(response_id, owner=owner))
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(response_id: str, request: Request, service: ResponsesDep, owner: OwnerDep) -> JSONResponse:
+    params = {k: v for k, v in request.query_params.items() if k in _LIST_PARAMS}
+    return JSONResponse(await service.input_items(response_id, owner=owner, params=params))
+
+
+_LIST_PARAMS = ("limit", "order", "after", "before", "include[]", "include")
 
 
 @router.delete("/v1/responses/{response_id}")

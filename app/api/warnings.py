@@ -1,7 +1,9 @@
-"""The `x-agent-bridge-warning` header: the parameters a request set that its route cannot honour.
+"""The parameters a request set that its route cannot honour, as warnings of the request.
 
-The same list goes to `request.state.warnings`, which the access log writes. The rules live in
-`app.core.params`; this module only renders them for one request.
+The rules live in `app.core.params`; this module only applies them to one request. Warnings go
+through `app.core.notices`, the one carrier: the middleware sends them all (these and those a backend
+adds, such as server-side input items left out) as one `x-agent-bridge-warning` header and lists
+them under `warnings` in the access log.
 """
 
 from __future__ import annotations
@@ -10,18 +12,13 @@ from typing import Any
 
 from fastapi import Request
 
-from app.core import params
-
-HEADER = "x-agent-bridge-warning"
+from app.core import notices, params
 
 
-def headers(request: Request, endpoint: params.Endpoint, body: Any) -> dict[str, str]:
-    """The warning header for `body` on its route (empty when everything it set is honoured)."""
+def note(request: Request, endpoint: params.Endpoint, body: Any) -> None:
+    """Warn about each parameter `body` sets that its route's backend cannot honour."""
     route = request.app.state.settings.route(body.model)
     if route is None:
-        return {}
-    found = params.unhonoured(endpoint, route.backend, body)
-    if not found:
-        return {}
-    request.state.warnings = [str(w) for w in found]
-    return {HEADER: params.header(found)}
+        return
+    for warning in params.unhonoured(endpoint, route.backend, body):
+        notices.warn(str(warning))

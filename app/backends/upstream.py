@@ -145,44 +145,76 @@ class SSEDecoder:
         return [event] if event is not None else []
 
 
-def error_fields(status: int, content: bytes) -> tuple[str, str | None, str | None]:
-    """Azure's message, param and code from an error body of any of its shapes (or none)."""
+@dataclass(frozen=True, slots=True)
+class ErrorFields:
+    """What an Azure error body says: its message, param and code, and its reason when it gives one."""
+
+    message: str
+    param: str | None = None
+    code: str | None = None
+    details: list[Any] | None = None
+    innererror: dict[str, Any] | None = None
+
+    def reason(self) -> dict[str, Any]:
+        """The keyword arguments that carry Azure's reason into a BridgeError."""
+        return {"details": self.details, "innererror": self.innererror}
+
+
+def error_fields(status: int, content: bytes) -> ErrorFields:
+    """Azure's message, param, code, details[] and innererror from an error body of any of its shapes (or none).
+
+    Azure OpenAI puts the refused parameter in `param`; Foundry project APIs in `details[]` (one entry
+    per refused parameter) and a content filter's category in `innererror` (azure-as-it-is.md, 3).
+    """
     try:
         body = loads(content) if content else None
     except ValueError:
         body = None
     if body is None:
         text = " ".join(content.decode("utf-8", "replace").split())[:300]
-        return text or f"HTTP {status}", None, None
+        return ErrorFields(text or f"HTTP {status}")
     error = body.get("error", body) if isinstance(body, dict) else body
     if not isinstance(error, dict):
-        return str(error)[:1000], None, None
+        return ErrorFields(str(error)[:1000])
     message = error.get("message") or body.get("message") or f"HTTP {status}"
     param, code = error.get("param"), error.get("code")
-    return str(message)[:1000], None if param is None else str(param), None if code is None else str(code)
+    if param is None and isinstance(error.get("target"), str):
+        param = error["target"]  # the Foundry shape names the field in `target`
+    details = error.get("details")
+    inner = error.get("innererror")
+    return ErrorFields(
+        str(message)[:1000],
+        None if param is None else str(param),
+        None if code is None else str(code),
+        [d for d in details if isinstance(d, dict)][:50] if isinstance(details, list) and details else None,
+        inner if isinstance(inner, dict) and inner else None,
+    )
 
 
 def translate(
     status: int, content: bytes, headers: Mapping[str, str], *, retry_after: float | None = None
 ) -> BridgeError:
     """The error a failed answer from Azure becomes (never with our request's headers in it)."""
-    message, param, code = error_fields(status, content)
+    fields = error_fields(status, content)
+    message, param, code, reason = fields.message, fields.param, fields.code, fields.reason()
     if status in (400, 422):
-        return InvalidRequestError(message, param=param, code=code)
+        if param is None and fields.details and len(fields.details) == 1:
+            param = fields.details[0].get("param") or None  # one refused parameter: name it as OpenAI does
+        return InvalidRequestError(message, param=param, code=code, **reason)
     if status in (401, 403):
-        return UpstreamAuthError(f"upstream authentication failed (HTTP {status}): {message}")
+        return UpstreamAuthError(f"upstream authentication failed (HTTP {status}): {message}", **reason)
     if status == 404:
-        return NotFoundError(message, code="upstream_not_found")
+        return NotFoundError(message, code="upstream_not_found", **reason)
     if status == 409:
-        return ConflictError(message, code=code or "upstream_conflict")
+        return ConflictError(message, code=code or "upstream_conflict", **reason)
     if status == 429:
         hint = server_hint(headers)
-        return RateLimitError(message, retry_after=hint if hint is not None else retry_after)
+        return RateLimitError(message, retry_after=hint if hint is not None else retry_after, **reason)
     if status in (408, 504):  # Azure (or its gateway) gave up waiting: the client sees 504, as for our own deadline
-        return UpstreamTimeoutError(f"Azure timed out (HTTP {status}): {message}")
+        return UpstreamTimeoutError(f"Azure timed out (HTTP {status}): {message}", **reason)
     if status >= 500:
-        return UpstreamError(message)
-    return UpstreamError(f"Azure rejected the request (HTTP {status}): {message}")
+        return UpstreamError(message, **reason)
+    return UpstreamError(f"Azure rejected the request (HTTP {status}): {message}", **reason)
 
 
 def translate_transport(exc: BaseException) -> BridgeError:

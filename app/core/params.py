@@ -23,6 +23,8 @@ Endpoint = Literal["chat", "responses"]
 # Foundry v2 refuses these next to `agent_reference` (400 invalid_payload, "Not allowed when agent is
 # specified."): microsoft/agent-framework#2573 (temperature, top_p), #5087/#5130 and PR #5101 (tools,
 # tool_choice, parallel_tool_calls). `tools` is checked against the agent version instead (issue 11).
+# `instructions`, `text` and `reasoning` are refused the same way (docs/reference/azure-as-it-is.md 1;
+# app/backends/foundry/overrides.py says what the bridge leaves out).
 V2_REFUSED = ("temperature", "top_p", "tool_choice", "parallel_tool_calls")
 
 _V2_DROP = "dropped: Foundry v2 refuses it next to agent_reference (the agent version's own setting applies)"
@@ -46,6 +48,16 @@ class Param:
         return self.foundry if backend == "foundry" else self.assistants
 
 
+_V2_DROPPED = Rule("dropped", _V2_DROP)
+# The agent's own defaults ask for nothing Azure would refuse to do: no warning for them.
+_V2_TOOL_CHOICE = Rule("dropped", _V2_DROP, harmless=("auto",))
+_V2_PARALLEL = Rule("dropped", _V2_DROP, harmless=(True,))
+_V2_TOOLS = Rule(
+    "accepted",
+    "checked against the agent version's own tools and never sent (one it lacks: 400 tool_not_declared)",
+)
+
+
 def _p(name: str, assistants: Rule, foundry: Rule | None = None) -> Param:
     return Param(name, assistants, foundry if foundry is not None else assistants)
 
@@ -60,23 +72,19 @@ CHAT: tuple[Param, ...] = (
     _p(
         "messages",
         Rule("mapped", "thread messages; system/developer text as the run's additional instructions"),
-        Rule("mapped", "input items; system/developer text as instructions"),
+        Rule("mapped", "input items; system/developer text is dropped (the agent version's instructions apply)"),
     ),
     _p("stream", Rule("accepted", "the bridge streams whatever the upstream mode")),
     _p("stream_options", Rule("accepted", "include_usage adds the usage chunk")),
     _p(
         "tools",
         Rule("mapped", "replace the agent's function tools for the run; its built-in tools stay"),
-        Rule("mapped", "function tools in the Responses shape"),
+        _V2_TOOLS,
     ),
-    _p(
-        "tool_choice",
-        Rule("mapped"),
-        Rule("dropped", _V2_DROP),
-    ),
-    _p("parallel_tool_calls", Rule("mapped"), Rule("dropped", _V2_DROP)),
-    _p("temperature", Rule("mapped"), Rule("dropped", _V2_DROP)),
-    _p("top_p", Rule("mapped"), Rule("dropped", _V2_DROP)),
+    _p("tool_choice", Rule("mapped"), _V2_TOOL_CHOICE),
+    _p("parallel_tool_calls", Rule("mapped"), _V2_PARALLEL),
+    _p("temperature", Rule("mapped"), _V2_DROPPED),
+    _p("top_p", Rule("mapped"), _V2_DROPPED),
     _p(
         "max_completion_tokens",
         Rule("mapped", "as the run's max_completion_tokens"),
@@ -90,7 +98,7 @@ CHAT: tuple[Param, ...] = (
     _p(
         "response_format",
         Rule("mapped", "the run's response_format"),
-        Rule("mapped", "as text.format"),
+        _V2_DROPPED,
     ),
     _p("n", Rule("refused", "only n=1: an agent run gives one answer", harmless=(1,))),
     _p("logprobs", Rule("ignored", _NO_LOGPROBS, harmless=(False,))),
@@ -128,18 +136,18 @@ _RELAYED_IGNORED = "not honoured on Assistants routes"
 RESPONSES: tuple[Param, ...] = (
     _p("model", Rule("accepted", "picks the route"), Rule("accepted", "picks the route (sent as agent_reference)")),
     _p("input", Rule("mapped", "thread messages, tool results to the waiting run"), _RELAYED),
-    _p("instructions", Rule("mapped", "the run's additional instructions"), _RELAYED),
+    _p("instructions", Rule("mapped", "the run's additional instructions"), _V2_DROPPED),
     _p("previous_response_id", Rule("mapped", "continues that response's thread"), _RELAYED),
     _p("stream", Rule("accepted"), _RELAYED),
     _p("store", Rule("accepted", "store=false: the response is not kept for GET"), _RELAYED),
     _p("metadata", Rule("accepted", "kept with the response and echoed"), _RELAYED),
-    _p("tools", Rule("mapped", "function tools only (others: 400)"), _RELAYED),
-    _p("tool_choice", Rule("mapped"), Rule("dropped", _V2_DROP)),
-    _p("parallel_tool_calls", Rule("mapped"), Rule("dropped", _V2_DROP)),
-    _p("temperature", Rule("mapped"), Rule("dropped", _V2_DROP)),
-    _p("top_p", Rule("mapped"), Rule("dropped", _V2_DROP)),
+    _p("tools", Rule("mapped", "function tools only (others: 400)"), _V2_TOOLS),
+    _p("tool_choice", Rule("mapped"), _V2_TOOL_CHOICE),
+    _p("parallel_tool_calls", Rule("mapped"), _V2_PARALLEL),
+    _p("temperature", Rule("mapped"), _V2_DROPPED),
+    _p("top_p", Rule("mapped"), _V2_DROPPED),
     _p("max_output_tokens", Rule("mapped", "as the run's max_completion_tokens"), _RELAYED),
-    _p("text", Rule("mapped", "text.format as the run's response_format"), _RELAYED),
+    _p("text", Rule("mapped", "text.format as the run's response_format"), _V2_DROPPED),
     _p(
         "truncation",
         Rule("ignored", "Assistants threads always truncate automatically ('auto')", harmless=("auto",)),
@@ -150,7 +158,15 @@ RESPONSES: tuple[Param, ...] = (
         Rule("refused", "continue with previous_response_id on Assistants routes"),
         Rule("mapped", "relayed; the conversation id is owner-checked"),
     ),
-    _p("background", Rule("refused", "not supported by this bridge", harmless=(False,))),
+    _p(
+        "background",
+        Rule("refused", "not supported by this bridge", harmless=(False,)),
+        Rule(
+            "refused",
+            "not supported by this bridge (it creates background responses itself, to cancel them on hang-up)",
+            harmless=(False,),
+        ),
+    ),
     _p(
         "stream_options",
         Rule("ignored", "no obfuscation to include", harmless=({}, {"include_obfuscation": False})),
@@ -159,7 +175,7 @@ RESPONSES: tuple[Param, ...] = (
     _p("include", Rule("ignored", _RELAYED_IGNORED, harmless=([],)), _RELAYED),
     _p("max_tool_calls", Rule("ignored", _RELAYED_IGNORED), _RELAYED),
     _p("prompt", Rule("ignored", "prompt templates are not available to Assistants runs"), _RELAYED),
-    _p("reasoning", Rule("ignored", "the agent's deployment decides it"), _RELAYED),
+    _p("reasoning", Rule("ignored", "the agent's deployment decides it"), _V2_DROPPED),
     _p(
         "service_tier",
         Rule("ignored", "the agent's deployment decides its tier", harmless=("auto", "default")),

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from app.core import conversation, responses_codec
+from app.core import conversation, input_items, responses_codec
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
@@ -43,6 +43,8 @@ class ResponsesRelay(Protocol):
     async def get(self, response_id: str, model: str) -> dict[str, Any]: ...
 
     async def delete(self, response_id: str, model: str) -> dict[str, Any]: ...
+
+    async def input_items(self, response_id: str, model: str, params: dict[str, str]) -> dict[str, Any]: ...
 
 
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
@@ -127,7 +129,8 @@ class _AssistantsResponse:
                             run_id=None,
                             upstream_id=None,
                             created_at=time.time(),
-                            data={"response": builder.response()},
+                            # `input` (compact) answers GET /v1/responses/{id}/input_items.
+                            data={"response": builder.response(), "input": input_items.compact(self.items)},
                         )
                     )
                 for out in final:
@@ -195,6 +198,7 @@ class ResponsesService:
             raise NotFoundError(
                 f"Previous response with id '{req.previous_response_id}' not found.",
                 param="previous_response_id",
+                code="previous_response_not_found",
             )
         return record
 
@@ -278,6 +282,20 @@ class ResponsesService:
             await self.passthrough.delete(record.upstream_id or response_id, record.route)
         await self.index.delete_response(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
+
+    async def input_items(self, response_id: str, *, owner: str, params: dict[str, str]) -> dict[str, Any]:
+        """The items a response was made from: relayed on Foundry routes, kept with the record on Assistants ones."""
+        record = await self._owned(response_id, owner)
+        if record.backend == "foundry":
+            assert self.passthrough is not None
+            return await self.passthrough.input_items(record.upstream_id or response_id, record.route, params)
+        rendered = input_items.render(response_id, record.data.get("input") or [])
+        limit = params.get("limit", "20")
+        if not limit.isdigit():
+            raise InvalidRequestError("Invalid value for 'limit': expected an integer.", param="limit")
+        return input_items.page(
+            rendered, limit=int(limit), order=params.get("order", "desc"), after=params.get("after")
+        )
 
     async def _owned(self, response_id: str, owner: str) -> ResponseRecord:
         record = await self.index.get_response(response_id, owner)

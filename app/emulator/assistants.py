@@ -3,7 +3,8 @@
 Both need `?api-version=`; both share one in-memory store: a thread remembers the surface and project that
 created it (classic `GET /threads` lists only its project's), yet any surface reaches it by id.
 Runs play in the background (`assistants_runs`); `stream: true` relays their events as SSE.
-Preloaded unless `options.empty`: `asst_demo` ("demo") and `asst_flights` ("flights-demo", the seed's tools).
+Preloaded unless `options.empty`: `asst_demo` ("demo"), `asst_flights` ("flights-demo", the seed's tools)
+and `asst_mcp` ("mcp-demo", an `mcp` tool with server_label "docs", approvals "always" by default).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.emulator import assistants_bodies as bodies
 from app.emulator.assistants_routes import RunsAPI
 from app.emulator.assistants_runs import RunEngine
 from app.emulator.assistants_state import AssistantsStore, Surface, Thread, assistant_object, message_object
+from app.emulator.files import FileStore
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, error_response, list_params, new_id, now, page, read_json
 
@@ -269,10 +271,12 @@ def _routes(api: AssistantsAPI, runs: RunsAPI, *, list_threads: bool) -> list[Ba
 def build(ctx: EmulatorContext) -> list[BaseRoute]:
     store = AssistantsStore()
     store.reset(seed=not ctx.options.empty)
-    engine = RunEngine(ctx)
+    files = FileStore()
+    engine = RunEngine(ctx, files)
 
     def reset() -> None:
         store.reset(seed=not ctx.options.empty)
+        files.files.clear()
 
     def threads_view() -> list[dict[str, Any]]:
         for thread in store.threads.values():
@@ -290,7 +294,7 @@ def build(ctx: EmulatorContext) -> list[BaseRoute]:
         mounts.append(
             Mount(
                 prefix,
-                routes=_routes(api, runs, list_threads=surface == "classic"),
+                routes=[*_routes(api, runs, list_threads=surface == "classic"), *files.routes()],
                 middleware=[Middleware(AzureSurface)],
             )
         )

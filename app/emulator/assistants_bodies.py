@@ -51,7 +51,9 @@ RUN_FIELDS = frozenset(
     }
 )
 THREAD_RUN_FIELDS = (RUN_FIELDS - {"additional_instructions", "additional_messages"}) | {"thread"}
-SUBMIT_FIELDS = frozenset({"tool_outputs", "stream"})
+SUBMIT_FIELDS = frozenset({"tool_outputs", "tool_approvals", "stream"})
+"""`tool_approvals` (api-version 2025-05-15-preview and later) answers a `submit_tool_approval` action
+(Azure/azure-rest-api-specs `specification/ai/Azure.AI.Agents/runs/routes.tsp` `submitToolOutputsToRun`)."""
 
 TOOL_TYPES = frozenset(
     {
@@ -342,4 +344,25 @@ def tool_outputs(value: Any) -> list[dict[str, str]]:
         call_id = string(required(item.get("tool_call_id"), f"{where}.tool_call_id"), f"{where}.tool_call_id")
         output = string(item.get("output"), f"{where}.output")
         out.append({"tool_call_id": call_id or "", "output": output or ""})
+    return out
+
+
+def tool_approvals(value: Any) -> list[dict[str, Any]]:
+    """`tool_approvals: [{tool_call_id, approve, headers?}]` (azure-ai-agents `ToolApproval`)."""
+    if not isinstance(value, list):
+        raise _type_error("tool_approvals", "an array", value)
+    out = []
+    for index, item in enumerate(value):
+        where = f"tool_approvals[{index}]"
+        if not isinstance(item, dict):
+            raise _type_error(where, "an object", item)
+        check_keys(item, {"tool_call_id", "approve", "headers"}, where)
+        call_id = string(required(item.get("tool_call_id"), f"{where}.tool_call_id"), f"{where}.tool_call_id")
+        approve = boolean(required(item.get("approve"), f"{where}.approve"), f"{where}.approve")
+        headers = item.get("headers")
+        if headers is not None and not (
+            isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
+        ):
+            raise _type_error(f"{where}.headers", "an object of strings", headers)
+        out.append({"tool_call_id": call_id or "", "approve": bool(approve)})
     return out

@@ -11,12 +11,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.emulator import assistants_bodies as bodies
-from app.emulator.assistants_state import Run, Thread, message_object
+from app.emulator import script
+from app.emulator.assistants_state import Run, Thread, mcp_server, message_object, message_text
+from app.emulator.filters import prompt_refused
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, list_params, new_id, page, read_json
 
 if TYPE_CHECKING:
     from app.emulator.assistants import AssistantsAPI
+
+
+def _refuse_filtered_prompt(messages: list[dict[str, Any]]) -> None:
+    """Azure's prompt filter runs before the model: a filtered last user message is a 400 at run creation
+    (`filters.prompt_refused`), and no run is made."""
+    users = [m for m in messages if m["role"] == "user"]
+    if users and script.prompt_filtered(message_text(users[-1])):
+        raise prompt_refused()
 
 
 class RunsAPI:
@@ -88,6 +98,7 @@ class RunsAPI:
             assistant_name=assistant.get("name"),
             tool_names=bodies.function_names(options["tools"]),
             deadline=deadline,
+            mcp=mcp_server(options["tools"], options["tool_resources"] or thread.tool_resources),
         )
         thread.runs.append(run)
         return run
@@ -102,6 +113,7 @@ class RunsAPI:
         active = thread.active_run()
         if active is not None:
             raise EmulatorHTTPError(400, f"Thread {thread.id} already has an active run {active.id}.")
+        _refuse_filtered_prompt([*thread.messages, *additional])
         for m in additional:
             thread.messages.append(message_object(new_id("msg"), thread.id, **m))
         run = self._new_run(thread, assistant, options)
@@ -121,6 +133,7 @@ class RunsAPI:
                 400, "Invalid type for 'thread': expected an object.", param="thread", code="invalid_type"
             )
         bodies.check_keys(spec, bodies.THREAD_FIELDS, "thread")
+        _refuse_filtered_prompt(bodies.message_list(spec.get("messages"), "thread.messages"))
         thread = self.api.new_thread(request, spec, "thread.")
         run = self._new_run(thread, assistant, options)
         run.log.emit("thread.created", thread.obj())
@@ -152,11 +165,13 @@ class RunsAPI:
 
     async def submit_tool_outputs(self, request: Request) -> Response:
         _, run = self._run(request)
-        body = await read_json(request, allowed=bodies.SUBMIT_FIELDS, required=("tool_outputs",))
-        outputs = bodies.tool_outputs(body["tool_outputs"])
+        body = await read_json(request, allowed=bodies.SUBMIT_FIELDS)
         stream = bodies.boolean(body.get("stream"), "stream")
         start = len(run.log.events)
-        self.engine.submit(run, outputs)
+        if body.get("tool_approvals") is not None:
+            self.engine.approve(run, bodies.tool_approvals(body["tool_approvals"]))
+        else:
+            self.engine.submit(run, bodies.tool_outputs(body.get("tool_outputs")))
         if stream:
             return self.engine.stream(run, start)
         return JSONResponse(run.log.events[start][1])

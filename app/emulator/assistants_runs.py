@@ -18,12 +18,23 @@ from app.emulator.assistants_state import (
     message_object,
     message_text,
     step_object,
-    text_part,
 )
+from app.emulator.assistants_tools import Made, hosted_steps
+from app.emulator.files import FileStore
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, new_id, now, sse
 
 log = logging.getLogger(__name__)
+
+
+def annotation(citation: script.Citation) -> dict[str, Any]:
+    """A message text annotation for a citation marker: openai-openapi
+    `MessageContentTextAnnotationsFileCitationObject` (`file_citation.file_id`), or Azure.AI.Agents'
+    `MessageTextUrlCitationAnnotation` (`url_citation.url`, `.title`; Bing grounding and web search)."""
+    where = {"text": citation.marker, "start_index": citation.start, "end_index": citation.end}
+    if citation.file_id:
+        return {"type": "file_citation", **where, "file_citation": {"file_id": citation.file_id}}
+    return {"type": "url_citation", **where, "url_citation": {"url": citation.url, "title": citation.title}}
 
 
 def _halves(text: str) -> list[str]:
@@ -37,8 +48,9 @@ def _halves(text: str) -> list[str]:
 class RunEngine:
     """Starts, continues, cancels and expires runs; every state change is also an event in the run's log."""
 
-    def __init__(self, ctx: EmulatorContext) -> None:
+    def __init__(self, ctx: EmulatorContext, files: FileStore) -> None:
         self.ctx = ctx
+        self.files = files
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle entry points (called by the route handlers) ----
@@ -54,6 +66,10 @@ class RunEngine:
         self.sweep(run.thread)
         if run.status != "requires_action":
             raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool outputs.')
+        if run.obj["required_action"]["type"] != "submit_tool_outputs":
+            raise EmulatorHTTPError(
+                400, "This run is waiting for tool approvals: answer it with 'tool_approvals'.", param="tool_approvals"
+            )
         expected = [call["id"] for call in run.pending]
         got = [o["tool_call_id"] for o in outputs]
         if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
@@ -64,6 +80,36 @@ class RunEngine:
             call["function"]["output"] = by_id.get(call["id"])
         for call in run.pending:
             run.tool_items.append(script.Item(kind="tool_output", text=by_id[call["id"]], call_id=call["id"]))
+        run.pending = []
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        run.obj.update(status="queued", required_action=None)
+        run.log.emit("thread.run.queued", run.obj)
+        self._spawn(run)
+
+    def approve(self, run: Run, approvals: list[dict[str, Any]]) -> None:
+        """`tool_approvals` for every call of a `submit_tool_approval` action: approved calls run on the
+        (fake) MCP server and their step holds the output; the run is queued again. Like tool outputs, the
+        approvals must answer every pending call exactly once (the same 400 as `submit`; its wording for
+        approvals is not published, so it names them)."""
+        self.sweep(run.thread)
+        if run.status != "requires_action":
+            raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool approvals.')
+        if run.obj["required_action"]["type"] != "submit_tool_approval":
+            raise EmulatorHTTPError(
+                400, "This run is waiting for tool outputs: answer it with 'tool_outputs'.", param="tool_outputs"
+            )
+        expected = [call["id"] for call in run.pending]
+        got = [a["tool_call_id"] for a in approvals]
+        if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
+            raise EmulatorHTTPError(400, f"Expected tool approvals for call_ids {expected!r}, got {got!r}")
+        verdict = {a["tool_call_id"]: a["approve"] for a in approvals}
+        for call in run.steps[-1]["step_details"]["tool_calls"]:
+            if verdict.get(call["id"]):
+                call["output"] = script.mcp_output(call["name"], call["arguments"])
+            text = "true" if verdict.get(call["id"]) else "false"
+            run.tool_items.append(script.Item(kind="mcp_approval", text=text, call_id=call["id"]))
         run.pending = []
         if run.timer is not None:
             run.timer.cancel()
@@ -155,15 +201,18 @@ class RunEngine:
                 run.obj["started_at"] = now()
             run.log.emit("thread.run.in_progress", run.obj)
             self._complete_tool_step(run)
-            plan = script.plan_turn(run.assistant_name, self._items(run), run.tool_names)
+            plan = script.plan_turn(run.assistant_name, self._items(run), run.tool_names, run.mcp)
             if plan.sleep_ms > 0:
                 await asyncio.sleep(plan.sleep_ms / 1000)
             if plan.kind == "tool_calls":
                 self._tool_calls(run, plan)
+            elif plan.kind == "mcp_approval":
+                self._mcp_approvals(run, plan)
             elif plan.kind == "fail":
                 self._fail(run, plan.error_code, plan.error_message, plan.usage)
             else:
-                await self._message(run, plan)
+                self._mcp_done(run, plan)
+                await self._message(run, plan, hosted_steps(run, plan, self.files))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here must not leave the run active forever
@@ -235,6 +284,68 @@ class RunEngine:
         delay = max(0.0, run.deadline - time.time())
         run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
 
+    def _mcp_approvals(self, run: Run, plan: script.Plan) -> None:
+        """MCP calls that need approval: a `tool_calls` step with `mcp` calls (azure-ai-agents
+        `RunStepMcpToolCall`: `id`, `type: "mcp"`, `name`, `arguments`, `server_label`, `output`), then
+        `requires_action` with `required_action: {type: "submit_tool_approval", submit_tool_approval:
+        {tool_calls: [{id, type: "mcp", name, arguments, server_label}]}}` (Azure/azure-rest-api-specs
+        `specification/ai/Azure.AI.Agents/runs/models.tsp` `SubmitToolApprovalAction`,
+        `RequiredMcpToolCall`). It expires like a run waiting for tool outputs."""
+        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
+        run.steps.append(step)
+        run.step_usage[step["id"]] = self._add_usage(run, plan.usage)
+        run.log.emit("thread.run.step.created", step)
+        run.log.emit("thread.run.step.in_progress", step)
+        calls = []
+        for index, planned in enumerate(plan.mcp_calls):
+            call_id = new_id("call")
+            required = {
+                "id": call_id,
+                "type": "mcp",
+                "name": planned.name,
+                "arguments": planned.arguments,
+                "server_label": planned.server_label,
+            }
+            calls.append(required)
+            step["step_details"]["tool_calls"].append({**required, "output": None})
+            run.log.emit("thread.run.step.delta", self._step_delta(step, {"index": index, **required}))
+            run.tool_items.append(
+                script.Item(kind="mcp_request", name=planned.name, arguments=planned.arguments, call_id=call_id)
+            )
+        run.pending = calls
+        run.obj.update(
+            status="requires_action",
+            required_action={"type": "submit_tool_approval", "submit_tool_approval": {"tool_calls": calls}},
+        )
+        run.log.emit("thread.run.requires_action", run.obj)
+        delay = max(0.0, run.deadline - time.time())
+        run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
+
+    def _mcp_done(self, run: Run, plan: script.Plan) -> None:
+        """MCP calls made without asking (`require_approval: "never"`): one completed `mcp` step."""
+        made = [c for c in plan.mcp_calls if c.approval == "never"]
+        if not made:
+            return
+        calls = [
+            {
+                "id": new_id("call"),
+                "type": "mcp",
+                "name": c.name,
+                "arguments": c.arguments,
+                "server_label": c.server_label,
+                "output": c.output,
+            }
+            for c in made
+        ]
+        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": calls})
+        run.steps.append(step)
+        run.log.emit("thread.run.step.created", step)
+        run.log.emit("thread.run.step.in_progress", step)
+        for index, call in enumerate(calls):
+            run.log.emit("thread.run.step.delta", self._step_delta(step, {"index": index, **call}))
+        step.update(status="completed", completed_at=now())
+        run.log.emit("thread.run.step.completed", step)
+
     @staticmethod
     def _step_delta(step: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -243,7 +354,7 @@ class RunEngine:
             "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
         }
 
-    async def _message(self, run: Run, plan: script.Plan) -> None:
+    async def _message(self, run: Run, plan: script.Plan, made: Made) -> None:
         thread = run.thread
         message = message_object(
             new_id("msg"),
@@ -267,15 +378,32 @@ class RunEngine:
         run.log.emit("thread.message.created", message)
         run.log.emit("thread.message.in_progress", message)
         text = ""
-        for n, delta in enumerate(plan.deltas or (plan.text,)):
+        annotations: list[dict[str, Any]] = []
+        lead = made.parts  # code interpreter's images come before the text (content index 0, 1, ...)
+        for index, lead_part in enumerate(lead):
+            message["content"] = list(lead[: index + 1])
+            delta_part = {"index": index, **lead_part}
+            run.log.emit(
+                "thread.message.delta",
+                {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [delta_part]}},
+            )
+        pieces = plan.deltas or (plan.text,)
+        for n, delta in enumerate(pieces):
             delay = self.ctx.options.token_delay_ms
             if n and delay > 0:
                 await asyncio.sleep(delay / 1000)
+            start = len(text)
             text += delta
-            message["content"] = [text_part(text)]
-            part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": delta}}
-            if n == 0:
-                part["text"]["annotations"] = []
+            added = [annotation(c) for c in plan.citations if c.start == start and c.marker == delta]
+            if n == len(pieces) - 1:
+                added.extend(made.annotations)  # a file_path link: whole once the text is
+            annotations.extend(added)
+            body = {"type": "text", "text": {"value": text, "annotations": list(annotations)}}
+            message["content"] = [*lead, body]
+            part: dict[str, Any] = {"index": len(lead), "type": "text", "text": {"value": delta}}
+            if n == 0 or added:
+                first = len(annotations) - len(added)
+                part["text"]["annotations"] = [{"index": first + i, **a} for i, a in enumerate(added)]
             run.log.emit(
                 "thread.message.delta",
                 {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [part]}},
@@ -283,7 +411,8 @@ class RunEngine:
         usage = self._add_usage(run, plan.usage)
         at = now()
         if plan.kind == "incomplete":
-            message.update(status="incomplete", incomplete_at=at, incomplete_details={"reason": "max_tokens"})
+            reason = "content_filter" if plan.incomplete_reason == "content_filter" else "max_tokens"
+            message.update(status="incomplete", incomplete_at=at, incomplete_details={"reason": reason})
             run.log.emit("thread.message.incomplete", message)
         else:
             message.update(status="completed", completed_at=at)

@@ -29,6 +29,31 @@ SEGMENT_END = frozenset(
 """After one of these events a stream sends `done` and ends."""
 
 
+MCP_TOOL: dict[str, Any] = {
+    "type": "mcp",
+    "server_label": "docs",
+    "server_url": "https://mcp.example.com/mcp",
+    "allowed_tools": [],
+}
+"""The seeded MCP tool, as azure-ai-agents' `McpTool.definitions` serializes it (`MCPToolDefinition`:
+`server_label`, `server_url`, `allowed_tools`); its approval setting travels in the run's
+`tool_resources.mcp[]` (`MCPToolResource`: `server_label`, `headers`, `require_approval`), "always" by
+default (Azure/azure-sdk-for-python `sdk/ai/azure-ai-agents/samples/agents_tools/sample_agents_mcp.py`)."""
+
+
+def mcp_server(tools: list[dict[str, Any]], resources: dict[str, Any]) -> script.McpServer | None:
+    """The first `mcp` tool of the run, with `require_approval` from its `tool_resources.mcp[]` entry."""
+    tool = next((t for t in tools if t.get("type") == "mcp"), None)
+    if tool is None:
+        return None
+    label = str(tool.get("server_label") or "")
+    listed = resources.get("mcp")
+    entries: list[Any] = listed if isinstance(listed, list) else []
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("server_label") == label), {})
+    approval = entry.get("require_approval") or tool.get("require_approval") or "always"
+    return script.McpServer(label, approval if approval in ("always", "never") else "always")
+
+
 class EventLog:
     """The events of one run, append-only; streamed requests follow it from where they joined."""
 
@@ -180,6 +205,8 @@ class Run:
     pending: list[dict[str, Any]] = field(default_factory=list)
     """The tool calls waiting for outputs (`required_action.submit_tool_outputs.tool_calls`)."""
     step_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    mcp: script.McpServer | None = None
+    """The agent's MCP server, if it has an `mcp` tool (approval setting from the run's tool_resources)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     task: asyncio.Task[None] | None = None
@@ -232,6 +259,14 @@ class AssistantsStore:
                 model="gpt-4o",
                 description="You are a helpful AI assistant who helps answering questions",
                 tools=script.flights_tools("assistants"),
+            )
+            # Listed last: OpenAI's schema has no `mcp` tool, so schema checks of the first page stay valid.
+            self.assistants["asst_mcp"] = assistant_object(
+                "asst_mcp",
+                name="mcp-demo",
+                model="gpt-4o",
+                instructions="You use the docs MCP server.",
+                tools=[MCP_TOOL],
             )
 
     def assistant(self, assistant_id: str) -> dict[str, Any]:

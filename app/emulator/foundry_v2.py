@@ -3,7 +3,11 @@
 Routes, relative to a project endpoint `/api/projects/{project}`:
 - `/openai/v1/responses[...]` and `/openai/v1/conversations[...]` (OpenAI shapes, no api-version);
 - `/agents[...]` (Foundry shapes, `?api-version=v1` required).
-Preloaded unless `options.empty`: prompt agents `demo-agent` and `flights-demo`, version "1" each.
+Preloaded unless `options.empty`: prompt agents `demo-agent`, `flights-demo` and `mcp-agent`, version "1"
+each (flights-demo's definition declares the seed's two function tools; mcp-agent's an `mcp` tool
+"docs" with `require_approval: "always"`, whose items are `foundry_v2_tools`).
+What a request next to an agent may not carry: `foundry_v2_rules`; background responses (cancel, streams
+that resume): `foundry_v2_background`; who may call a project at all: `hooks._authorised` (Entra only).
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from app.emulator.foundry_v2_tools import approval_response
 from app.emulator.http import EmulatorHTTPError, new_id
 from app.emulator.script import Item
 
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
-ITEM_TYPES = ("message", "function_call", "function_call_output", "item_reference")
+ITEM_TYPES = ("message", "function_call", "function_call_output", "mcp_approval_response", "item_reference")
 _TEXT_PARTS = ("input_text", "output_text", "text")
 _OTHER_PARTS = ("input_image", "input_file", "refusal")
 
@@ -107,6 +108,8 @@ def normalize_item(raw: Any, where: str, lookup: ItemLookup) -> dict[str, Any]:
             "role": role,
             "content": _content_parts(role, raw["content"], where),
         }
+    if kind == "mcp_approval_response":
+        return approval_response(raw, where)
     if kind == "function_call":
         return {
             "type": "function_call",
@@ -170,4 +173,9 @@ def script_items(items: list[dict[str, Any]]) -> list[Item]:
             out.append(Item(kind="tool_call", name=item["name"], arguments=item["arguments"], call_id=item["call_id"]))
         elif kind == "function_call_output":
             out.append(Item(kind="tool_output", text=item_text(item), call_id=item["call_id"]))
+        elif kind == "mcp_approval_request":
+            out.append(Item(kind="mcp_request", name=item["name"], arguments=item["arguments"], call_id=item["id"]))
+        elif kind == "mcp_approval_response":
+            verdict = "true" if item["approve"] else "false"
+            out.append(Item(kind="mcp_approval", text=verdict, call_id=item["approval_request_id"]))
     return out

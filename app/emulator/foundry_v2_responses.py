@@ -11,12 +11,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from app.emulator.filters import prompt_refused
+from app.emulator.foundry_v2_background import EventLog, produce
 from app.emulator.foundry_v2_items import check_call_ids, normalize_input, script_items
+from app.emulator.foundry_v2_rules import refuse_overrides, refuse_server_items
 from app.emulator.foundry_v2_state import AgentVersion, Conversation, FoundryState, StoredResponse
-from app.emulator.foundry_v2_stream import stream_events
+from app.emulator.foundry_v2_stream import numbered_events, stream_events
+from app.emulator.foundry_v2_tools import check_approvals, mcp_items, mcp_server
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, list_params, new_id, now, page, read_json
-from app.emulator.script import Plan, plan_turn
+from app.emulator.script import Plan, plan_turn, prompt_filtered
 
 # Every CreateResponse field openai-python 3.x can send, plus Foundry's additions.
 CREATE_FIELDS = frozenset(
@@ -121,8 +125,25 @@ def usage_of(plan: Plan) -> dict[str, Any]:
     }
 
 
-def output_of(plan: Plan) -> list[dict[str, Any]]:
+def annotations_of(plan: Plan) -> list[dict[str, Any]]:
+    """Responses `output_text.annotations` for the plan's citations (openai-openapi `FileCitationBody`:
+    `file_id`, `filename`, `index`; `UrlCitationBody`: `url`, `title`, `start_index`, `end_index`)."""
+    out: list[dict[str, Any]] = []
+    for c in plan.citations:
+        if c.file_id:
+            out.append({"type": "file_citation", "file_id": c.file_id, "filename": f"{c.file_id}.txt", "index": c.end})
+        else:
+            out.append(
+                {"type": "url_citation", "url": c.url, "title": c.title, "start_index": c.start, "end_index": c.end}
+            )
+    return out
+
+
+def output_of(plan: Plan, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The output items of a plan, ids included (streaming replays the very same items)."""
+    hosted = mcp_items(plan, history)
+    if plan.kind == "mcp_approval":
+        return hosted
     if plan.kind == "tool_calls":
         return [
             {
@@ -136,9 +157,10 @@ def output_of(plan: Plan) -> list[dict[str, Any]]:
             for call in plan.tool_calls
         ]
     if plan.kind in ("reply", "incomplete"):
-        part = {"type": "output_text", "text": plan.text, "annotations": [], "logprobs": []}
+        part = {"type": "output_text", "text": plan.text, "annotations": annotations_of(plan), "logprobs": []}
         status = "completed" if plan.kind == "reply" else "incomplete"
-        return [{"id": new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [part]}]
+        message = {"id": new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [part]}
+        return [*hosted, message]
     return []
 
 
@@ -237,7 +259,10 @@ class ResponsesAPI:
             if not isinstance(model, str) or not model:
                 raise _invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
         else:
-            model = str(definition.get("model") or body.get("model") or "")
+            # The version's own model, instructions, tools and sampling: overrides are refused, not merged.
+            refuse_overrides(body)
+            refuse_server_items(body.get("input"))
+            model = str(definition.get("model") or "")
         for key, label in (
             ("store", "a boolean"),
             ("stream", "a boolean"),
@@ -256,22 +281,20 @@ class ResponsesAPI:
         lookup_pool = {i["id"]: i for i in history if isinstance(i.get("id"), str)}
         input_items = normalize_input(body.get("input"), lambda ref: lookup_pool.get(ref) or self.state.items.get(ref))
         check_call_ids(history, input_items)
+        check_approvals(history, input_items)
+        asked = [i.text for i in script_items(input_items) if i.kind == "user"]
+        if asked and prompt_filtered(asked[-1]):
+            raise prompt_refused()
 
-        tools = [*(agent.function_tools if agent else []), *_request_tools(body.get("tools"))]
+        tools = [*agent.function_tools, *agent.hosted_tools] if agent else _request_tools(body.get("tools"))
         tool_names = {t["name"] for t in tools if t.get("type") == "function"}
-        instructions = (
-            "\n\n".join(
-                s for s in (definition.get("instructions"), body.get("instructions")) if isinstance(s, str) and s
-            )
-            or None
-        )
-        plan = plan_turn(agent.name if agent else None, script_items([*history, *input_items]), tool_names)
+        source = definition if agent is not None else body
+        instructions = source.get("instructions") if isinstance(source.get("instructions"), str) else None
+        server = mcp_server(agent.hosted_tools) if agent else None
+        plan = plan_turn(agent.name if agent else None, script_items([*history, *input_items]), tool_names, server)
 
         def pick(key: str, default: Any) -> Any:
-            for source in (body, definition):
-                if source.get(key) is not None:
-                    return source[key]
-            return default
+            return source[key] if source.get(key) is not None else default
 
         skeleton: dict[str, Any] = {
             "id": new_id("resp"),
@@ -282,14 +305,14 @@ class ResponsesAPI:
             "completed_at": None,
             "error": None,
             "incomplete_details": None,
-            "instructions": instructions,
+            "instructions": instructions or None,
             "max_output_tokens": body.get("max_output_tokens"),
             "max_tool_calls": body.get("max_tool_calls"),
             "model": model,
             "output": [],
             "parallel_tool_calls": pick("parallel_tool_calls", True),
             "previous_response_id": body.get("previous_response_id"),
-            "reasoning": body.get("reasoning"),
+            "reasoning": pick("reasoning", None),
             "service_tier": "default",
             "store": store,
             "temperature": pick("temperature", 1.0),
@@ -306,7 +329,7 @@ class ResponsesAPI:
         if agent is not None:
             skeleton["agent"] = {"type": "agent_id", "name": agent.name, "version": agent.version}
         stored = StoredResponse(body=skeleton, history=history, input_items=input_items)
-        return Turn(stored=stored, plan=plan, output=output_of(plan), conversation=conversation, store=store)
+        return Turn(stored=stored, plan=plan, output=output_of(plan, history), conversation=conversation, store=store)
 
     # -- lifecycle
 
@@ -328,7 +351,8 @@ class ResponsesAPI:
             body["error"] = {"code": plan.error_code, "message": plan.error_message}
         elif plan.kind == "incomplete":
             body["status"] = "incomplete"
-            body["incomplete_details"] = {"reason": "max_output_tokens"}
+            reason = "content_filter" if plan.incomplete_reason == "content_filter" else "max_output_tokens"
+            body["incomplete_details"] = {"reason": reason}
         else:
             body["status"] = "completed"
             body["completed_at"] = now()
@@ -340,12 +364,24 @@ class ResponsesAPI:
             self.state.index(added)
         return body
 
-    async def _background(self, turn: Turn) -> None:
-        await asyncio.sleep(0)
-        turn.stored.body["status"] = "in_progress"
-        if turn.plan.sleep_ms > 0:
-            await asyncio.sleep(turn.plan.sleep_ms / 1000)
-        self.finish(turn)
+    def _start_background(self, turn: Turn) -> EventLog:
+        """The work of a background response, in a task of its own that a hang-up never stops."""
+        stored = turn.stored
+        stored.body["status"] = "queued"
+        log = stored.log = EventLog()
+        events = numbered_events(self.ctx, stored.body, turn.plan, turn.output, lambda: self.finish(turn))
+        task = asyncio.get_running_loop().create_task(produce(events, log, lambda: self.finish(turn)))
+        stored.task = task
+        self.state.spawn(task)
+        return log
+
+    @staticmethod
+    def _sse(events: AsyncIterator[bytes]) -> StreamingResponse:
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-request-id": new_id("req")},
+        )
 
     # -- handlers
 
@@ -353,21 +389,13 @@ class ResponsesAPI:
         body = await read_json(request, allowed=CREATE_FIELDS)
         turn = self._resolve(body)
         self._register(turn)
-        if body.get("stream"):
-            events: AsyncIterator[bytes] = stream_events(
-                self.ctx, turn.stored.body, turn.plan, turn.output, lambda: self.finish(turn)
-            )
-            return StreamingResponse(
-                events,
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-request-id": new_id("req")},
-            )
         if body.get("background"):
-            turn.stored.body["status"] = "queued"
-            task = asyncio.get_running_loop().create_task(self._background(turn))
-            turn.stored.task = task
-            self.state.spawn(task)
-            return JSONResponse(copy.deepcopy(turn.stored.body))
+            snapshot = copy.deepcopy({**turn.stored.body, "status": "queued"})
+            log = self._start_background(turn)
+            return self._sse(log.relay()) if body.get("stream") else JSONResponse(snapshot)
+        if body.get("stream"):
+            stored = turn.stored
+            return self._sse(stream_events(self.ctx, stored.body, turn.plan, turn.output, lambda: self.finish(turn)))
         try:
             if turn.plan.sleep_ms > 0:
                 await asyncio.sleep(turn.plan.sleep_ms / 1000)
@@ -376,7 +404,18 @@ class ResponsesAPI:
         return JSONResponse(copy.deepcopy(turn.stored.body))
 
     async def retrieve(self, request: Request) -> Response:
-        return JSONResponse(self.state.response(request.path_params["response_id"]).body)
+        """A stored response; `?stream=true[&starting_after=N]` replays a background response's events."""
+        stored = self.state.response(request.path_params["response_id"])
+        q = request.query_params
+        if q.get("stream") != "true":
+            return JSONResponse(stored.body)
+        if stored.log is None:
+            raise _invalid("Only responses created with background=true can be streamed.", "stream")
+        try:
+            after = int(q.get("starting_after", "-1"))
+        except ValueError as exc:
+            raise _invalid("Invalid 'starting_after': expected an integer.", "starting_after", "invalid_type") from exc
+        return self._sse(stored.log.relay(after))
 
     async def delete(self, request: Request) -> Response:
         response_id = request.path_params["response_id"]
@@ -387,14 +426,20 @@ class ResponsesAPI:
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
     async def cancel(self, request: Request) -> Response:
+        """Background only (openai-openapi `cancelResponse`: "Only responses created with the `background`
+        parameter set to `true` can be cancelled"). The exact message and code of Azure's refusal were not
+        established; this is a 400 `invalid_request_error` naming the rule, like OpenAI's other refusals.
+        Cancelling a cancelled response answers it again; one that already ended cannot be cancelled."""
         stored = self.state.response(request.path_params["response_id"])
         body = stored.body
         if not body.get("background"):
             raise _invalid("Only responses created with background=true can be cancelled.", "response_id")
         if body["status"] in ("queued", "in_progress"):
+            body["status"] = "cancelled"  # first: the task's own ending must not finish it instead
             if stored.task is not None:
                 stored.task.cancel()
-            body["status"] = "cancelled"
+            if stored.log is not None:
+                stored.log.close()
         elif body["status"] != "cancelled":
             raise _invalid(f"Cannot cancel a response with status '{body['status']}'.", "response_id")
         return JSONResponse(body)

@@ -8,10 +8,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.emulator import script
+from app.emulator.foundry_v2_background import EventLog
 from app.emulator.http import EmulatorHTTPError, now
 
+# Prompt-agent definitions as azure-ai-projects' `PromptAgentDefinition` serializes them (`kind: "prompt"`,
+# flat Responses function tools). flights-demo declares the seed scenario's two functions, so a client that
+# sends them next to the agent finds them "declared" by reading the version's `definition.tools`.
 SEED_AGENTS: list[tuple[str, dict[str, Any]]] = [
-    ("demo-agent", {"kind": "prompt", "model": "gpt-4o", "instructions": "You are a helpful assistant."}),
+    (
+        "demo-agent",
+        {"kind": "prompt", "model": "gpt-4o", "instructions": "You are a helpful assistant.", "tools": []},
+    ),
+    (
+        "mcp-agent",
+        {
+            "kind": "prompt",
+            "model": "gpt-4o",
+            "instructions": "You use the docs MCP server.",
+            "tools": [
+                {
+                    "type": "mcp",
+                    "server_label": "docs",
+                    "server_url": "https://mcp.example.com/mcp",
+                    "require_approval": "always",
+                }
+            ],
+        },
+    ),
     (
         "flights-demo",
         {
@@ -53,6 +76,12 @@ class AgentVersion:
         tools = self.definition.get("tools") or []
         return [t for t in tools if isinstance(t, dict) and t.get("type") == "function"]
 
+    @property
+    def hosted_tools(self) -> list[dict[str, Any]]:
+        """The tools the service runs itself (`mcp`, ...), echoed in the Response's `tools`."""
+        tools = self.definition.get("tools") or []
+        return [t for t in tools if isinstance(t, dict) and t.get("type") == "mcp"]
+
 
 @dataclass
 class Agent:
@@ -86,6 +115,8 @@ class StoredResponse:
     history: list[dict[str, Any]]
     input_items: list[dict[str, Any]]
     task: asyncio.Task[None] | None = None
+    log: EventLog | None = None
+    """A background response's events, for streams that join or resume it."""
 
     @property
     def full_context(self) -> list[dict[str, Any]]:

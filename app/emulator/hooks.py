@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +153,13 @@ class EmulatorContext:
     """Each surface registers how to forget its state (called by `/_emulator/reset`)."""
     threads_view: Callable[[], list[dict[str, Any]]] | None = None
     """Set by the Assistants surface: every thread ever created, deleted or not."""
+    minted: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    """Tokens the managed-identity endpoint issued, and the resource each is for (the newest 10000)."""
+
+    def mint(self, token: str, resource: str) -> None:
+        self.minted[token] = resource
+        while len(self.minted) > 10000:
+            self.minted.popitem(last=False)
 
 
 _FAULT_MESSAGES = {
@@ -235,32 +242,69 @@ class EmulatorMiddleware:
             if rule.status is not None:
                 await _fault_response(rule)(scope, replay, send_recording)
                 return
-        if not path.startswith("/msi/") and not _authorised(scope):
-            response = JSONResponse(
-                {
-                    "error": {
-                        "code": "401",
-                        "message": "Access denied due to missing subscription key or Authorization header. "
-                        "Make sure to include an 'api-key' or 'Authorization: Bearer' header.",
-                    }
-                },
-                status_code=401,
-            )
-            await response(scope, replay, send_recording)
-            return
+        if not path.startswith("/msi/"):
+            refusal = _authorised(scope, self.ctx)
+            if refusal is not None:
+                await refusal(scope, replay, send_recording)
+                return
         await self.app(scope, replay, send_recording)
 
 
-def _authorised(scope: Scope) -> bool:
-    """Any non-empty `api-key`, or a non-empty Bearer token (Azure would validate it; we don't)."""
+PROJECT_AUDIENCE = "https://ai.azure.com"
+"""The audience of tokens for Foundry projects (scope `https://ai.azure.com/.default`)."""
+
+
+def _credentials(scope: Scope) -> tuple[str, str]:
+    key = token = ""
     for name, value in scope.get("headers", []):
-        if name == b"api-key" and value.strip():
-            return True
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return True
-    return False
+        if name == b"api-key":
+            key = value.decode("latin-1").strip()
+        elif name == b"authorization":
+            scheme, _, rest = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                token = rest.strip()
+    return key, token
+
+
+def _authorised(scope: Scope, ctx: EmulatorContext) -> Response | None:
+    """None if the request may pass, else Azure's 401.
+
+    - Azure OpenAI (`/openai/...`): any non-empty `api-key`, or a Bearer token (docs/reference/azure-wire.md
+      §1.1); the 401 body is the resource's `{"error": {"code": "401", "message": ...}}`.
+    - Foundry project endpoints (`/api/projects/...`: classic agents and v2): Entra only. azure-ai-agents
+      and azure-ai-projects take only a `TokenCredential` (scope `https://ai.azure.com/.default`); keys on
+      a Foundry resource serve model inference, not agents (docs/reference/azure-as-it-is.md §1). Unless
+      `options.accept_api_key_on_projects` says a key-taking gateway stands in front, an `api-key` alone
+      is refused, and so is a token that this emulator's managed-identity endpoint minted for another
+      audience. Other tokens are not validated (there is no Entra here). The 401 body is the Cognitive
+      Services gateway's `{"statusCode": 401, "message": "Unauthorized. Access token is missing, invalid,
+      audience is incorrect (<audience>), or have expired."}`, quoted with the cognitiveservices audience
+      in Azure/azure-sdk-for-python#40260 and Azure-Samples/azure-search-openai-demo#458; with the
+      project audience by analogy (no source quotes it for a project endpoint).
+    """
+    key, token = _credentials(scope)
+    path: str = scope["path"]
+    if not path.startswith("/api/projects/"):
+        if key or token:
+            return None
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "401",
+                    "message": "Access denied due to missing subscription key or Authorization header. "
+                    "Make sure to include an 'api-key' or 'Authorization: Bearer' header.",
+                }
+            },
+            status_code=401,
+        )
+    if key and ctx.options.accept_api_key_on_projects:
+        return None
+    if token and ctx.minted.get(token, PROJECT_AUDIENCE).rstrip("/") == PROJECT_AUDIENCE:
+        return None
+    message = (
+        f"Unauthorized. Access token is missing, invalid, audience is incorrect ({PROJECT_AUDIENCE}), or have expired."
+    )
+    return JSONResponse({"statusCode": 401, "message": message}, status_code=401)
 
 
 def hook_routes(ctx: EmulatorContext) -> list[BaseRoute]:

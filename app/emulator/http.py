@@ -25,17 +25,19 @@ def now() -> int:
 
 
 class EmulatorHTTPError(Exception):
-    """An error answered with Azure's body: `{"error": {"message", "type", "param", "code"}}`."""
+    """An error answered with Azure's body: `{"error": {"message", "type", "param", "code"}}`, plus any
+    `extra` fields Azure adds inside `error` (Foundry's `details` and `additionalInfo`)."""
 
     def __init__(
         self,
         status: int,
         message: str,
         *,
-        type: str = "invalid_request_error",
+        type: str | None = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -44,10 +46,17 @@ class EmulatorHTTPError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        self.extra = extra or {}
 
     def response(self) -> JSONResponse:
         return error_response(
-            self.status, self.message, type=self.type, param=self.param, code=self.code, headers=self.headers
+            self.status,
+            self.message,
+            type=self.type,
+            param=self.param,
+            code=self.code,
+            headers=self.headers,
+            extra=self.extra,
         )
 
 
@@ -55,12 +64,13 @@ def error_response(
     status: int,
     message: str,
     *,
-    type: str = "invalid_request_error",
+    type: str | None = "invalid_request_error",
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    body = {"error": {"message": message, "type": type, "param": param, "code": code, **(extra or {})}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -8,7 +8,9 @@ secret>`: azure-identity's `ManagedIdentityCredential` (through MSAL) then sends
 Any non-empty `X-IDENTITY-HEADER` is accepted (App Service rotates the real secret, so no client can
 hard-code it); a missing or blank one is a 401. Errors use App Service's body
 `{"statusCode", "message", "correlationId"}`, which MSAL turns into a `CredentialUnavailableError`.
-Tokens are `emu-` + random, valid `options.token_ttl_s` seconds (read per request). The auth middleware
+Tokens are `emu-` + random, valid `options.token_ttl_s` seconds (read per request); the emulator
+remembers which resource each was minted for, so a project endpoint refuses one minted for another
+audience (`hooks._authorised`). The auth middleware
 skips `/msi/` paths, and counts each fetch in `/_emulator/stats` as `GET /msi/token`.
 """
 
@@ -55,9 +57,11 @@ def build(ctx: EmulatorContext) -> list[BaseRoute]:
         if len(ids) > 1:
             return _error(400, "Specify only one of client_id, mi_res_id, object_id or principal_id.")
         expires_on = int(time.time() + ctx.options.token_ttl_s)
+        access_token = "emu-" + secrets.token_urlsafe(24)
+        ctx.mint(access_token, resource)
         return JSONResponse(
             {
-                "access_token": "emu-" + secrets.token_urlsafe(24),
+                "access_token": access_token,
                 "expires_on": str(expires_on),
                 "resource": resource,
                 "token_type": "Bearer",

@@ -18,13 +18,17 @@ class EmulatorOptions:
     """Lifetime of managed-identity tokens minted by `/msi/token`."""
     empty: bool = False
     """Start without the preloaded demo agents."""
+    accept_api_key_on_projects: bool = False
+    """A key-taking gateway (API Management) stands in front of the project endpoints: accept `api-key`
+    there too. Azure itself takes only Entra tokens for agent operations (see `hooks._authorised`)."""
 
     def update(self, values: dict[str, Any]) -> None:
-        known = {f.name: f.type for f in fields(self)}
+        flags = {f.name for f in fields(self) if f.type in (bool, "bool")}
+        known = {f.name for f in fields(self)}
         for key, value in values.items():
             if key not in known:
                 raise KeyError(key)
-            setattr(self, key, bool(value) if key == "empty" else float(value))
+            setattr(self, key, bool(value) if key in flags else float(value))
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -4,6 +4,21 @@
 - lines `/tool NAME {json}` -> calls of function NAME (several lines: parallel calls); once the outputs
   are back, `Tool NAME returned: <output>`, one line per call;
 - `/sleep MS` waits before answering; `/fail CODE` fails the run; `/incomplete` ends it incomplete;
+- `/ratelimit` fails the run with `rate_limit_exceeded`, "Rate limit is exceeded. Try again in 20
+  seconds." (danny-avila/LibreChat#6728); on a v2 stream an `error` event precedes `response.failed`;
+- `/filter prompt` is refused at once with Azure's 400 `content_filter` (`innererror`
+  `ResponsibleAIPolicyViolation`, `content_filter_result`); `/filter answer` starts an answer and cuts it
+  off: the run ends `incomplete` / the Response `incomplete`, reason `content_filter`;
+- `/cite` answers with two citation markers (`【4:0†source】`, `【4:1†source】`) annotated as a
+  `file_citation` (file `assistant-cite0`) and a `url_citation` (https://example.com/cited);
+- `/mcp NAME {json}` calls tool NAME of the agent's MCP server (its first `mcp` tool): with
+  `require_approval: "always"` (the default) the turn stops for an approval first; approved, the
+  (fake) server answers `mcp_output()`, and the answer is `MCP NAME returned: <output>`; denied, it is
+  `MCP NAME was not approved, so it was not called.`; with `"never"` the call runs at once;
+- `/image` runs code interpreter, which draws a chart: an `image` output and an `image_file` content
+  part; `/file NAME` writes `/mnt/data/NAME`: the answer links `sandbox:/mnt/data/NAME`, annotated
+  `file_path`; both files are served by the files endpoints (`files.py`); `/cite` searches files first
+  (a `file_search` run step on classic);
 - the agent named `flights-demo` replays the seed notebook: `my_cat_born_date`, then `get_flights`
   from that date to Easter 2021, then `There are N flights between ...`.
 
@@ -54,8 +69,10 @@ def flights_tools(shape: Literal["assistants", "responses"]) -> list[dict[str, A
     return [{"type": "function", **copy.deepcopy(f)} for f in FLIGHTS_FUNCTIONS]
 
 
-ItemKind = Literal["user", "assistant", "tool_call", "tool_output"]
-PlanKind = Literal["reply", "tool_calls", "fail", "incomplete"]
+ItemKind = Literal["user", "assistant", "tool_call", "tool_output", "mcp_request", "mcp_approval"]
+"""`mcp_request`: an MCP call waiting for approval (`call_id` is the request's id); `mcp_approval`: its
+answer (`text` "true" or "false")."""
+PlanKind = Literal["reply", "tool_calls", "fail", "incomplete", "mcp_approval"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,105 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Citation:
+    """A marker in the answer's text and its source: a file (`file_id`) or a web page (`url`, `title`)."""
+
+    marker: str
+    start: int
+    file_id: str = ""
+    url: str = ""
+    title: str = ""
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.marker)
+
+
+@dataclass(frozen=True)
+class McpServer:
+    """The agent's MCP tool: its `server_label` and whether each call needs an approval."""
+
+    label: str
+    require_approval: str = "always"
+
+
+@dataclass(frozen=True)
+class McpCall:
+    """An MCP call of this turn: `approval` is "pending", "approved", "denied" or "never" (no approval
+    asked); `output` is the server's answer once it ran; `request_id` the approval request it answers."""
+
+    name: str
+    arguments: str
+    server_label: str
+    approval: str
+    output: str | None = None
+    request_id: str = ""
+
+
+def mcp_output(name: str, arguments: str) -> str:
+    """What the emulator's fake MCP server answers: a JSON echo of the call."""
+    try:
+        args: Any = json.loads(arguments)
+    except ValueError:
+        args = arguments
+    return json.dumps({"tool": name, "arguments": args, "result": f"{name} ran"})
+
+
+RATE_LIMIT_MESSAGE = "Rate limit is exceeded. Try again in 20 seconds."
+CITE_FILE_ID = "assistant-cite0"
+CITE_URL = "https://example.com/cited"
+
+
+def prompt_filtered(text: str) -> bool:
+    """The user message asks for Azure's prompt filter (`/filter prompt` on a line of its own)."""
+    return any(line.strip() == "/filter prompt" for line in text.splitlines())
+
+
+def _cited(prompt: int, sleep_ms: float) -> Plan:
+    head, middle, tail = "The answer is in the file", " and on the web", "."
+    file_marker, url_marker = "【4:0†source】", "【4:1†source】"
+    text = head + file_marker + middle + url_marker + tail
+    citations = (
+        Citation(file_marker, len(head), file_id=CITE_FILE_ID),
+        Citation(url_marker, len(head + file_marker + middle), url=CITE_URL, title="Cited page"),
+    )
+    return Plan(
+        kind="reply",
+        text=text,
+        usage=Usage(prompt, words(text)),
+        sleep_ms=sleep_ms,
+        deltas=(head, file_marker, middle, url_marker, tail),
+        citations=citations,
+        file_search=True,
+    )
+
+
+@dataclass(frozen=True)
+class CodeRun:
+    """What code interpreter ran: its `code`, its `logs`, and what it made (an image, a file NAME)."""
+
+    code: str
+    logs: str
+    image: bool = False
+    file_name: str = ""
+
+    @property
+    def link(self) -> str:
+        return f"sandbox:/mnt/data/{self.file_name}"
+
+
+def _code(image: bool, name: str, prompt: int, sleep_ms: float) -> Plan:
+    if image:
+        run = CodeRun("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.savefig('chart.png')", "", True)
+        text = "Here is the chart."
+    else:
+        code = f"open('/mnt/data/{name}', 'w').write('name,value\\n{name},42\\n')"
+        run = CodeRun(code, f"wrote /mnt/data/{name}", file_name=name)
+        text = f"Download it: [{name}]({run.link})"
+    return Plan(kind="reply", text=text, usage=Usage(prompt, words(text)), sleep_ms=sleep_ms, code=run)
+
+
+@dataclass(frozen=True)
 class Plan:
     kind: PlanKind
     usage: Usage
@@ -96,9 +212,19 @@ class Plan:
     sleep_ms: float = 0.0
     incomplete_reason: str = "max_completion_tokens"
     deltas: tuple[str, ...] = field(default=())
+    citations: tuple[Citation, ...] = ()
+    """Markers in `text` and what each cites (`/cite`)."""
+    code: CodeRun | None = None
+    """Code interpreter ran before the answer (`/image`, `/file NAME`)."""
+    file_search: bool = False
+    """A file search ran before the answer (`/cite`)."""
+    mcp_calls: tuple[McpCall, ...] = ()
+    """MCP calls waiting for approval (kind `mcp_approval`) or made in this turn (kind `reply`)."""
 
 
 _TOOL_LINE = re.compile(r"^/tool\s+([A-Za-z0-9_.-]+)\s*(.*)$")
+_MCP_LINE = re.compile(r"^/mcp\s+([A-Za-z0-9_.-]+)\s*(.*)$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SLEEP_LINE = re.compile(r"^/sleep\s+(\d+(?:\.\d+)?)\s*$")
 _FAIL_LINE = re.compile(r"^/fail(?:\s+(\S+))?\s*$")
 
@@ -139,7 +265,53 @@ def _calls(calls: list[PlannedCall], prompt: int, sleep_ms: float = 0.0) -> Plan
     return Plan(kind="tool_calls", tool_calls=tuple(calls), usage=Usage(prompt, completion), sleep_ms=sleep_ms)
 
 
-def plan_turn(agent_name: str | None, items: list[Item], tool_names: set[str] | None = None) -> Plan:
+def _mcp(calls: list[PlannedCall], server: McpServer | None, turn: list[Item], prompt: int, sleep: float) -> Plan:
+    """The `/mcp` lines of a turn: ask for approvals, or answer with what the approved calls returned."""
+    if server is None:
+        return _reply("I have no MCP tool.", prompt, sleep)
+    requests = [i for i in turn if i.kind == "mcp_request"]
+    if server.require_approval == "never":
+        done = [McpCall(c.name, c.arguments, server.label, "never", mcp_output(c.name, c.arguments)) for c in calls]
+    elif not requests:
+        pending = tuple(McpCall(c.name, c.arguments, server.label, "pending") for c in calls)
+        completion = sum(words(c.name) + words(c.arguments) for c in calls)
+        return Plan(kind="mcp_approval", usage=Usage(prompt, completion), sleep_ms=sleep, mcp_calls=pending)
+    else:
+        answers = {i.call_id: i.text == "true" for i in turn if i.kind == "mcp_approval"}
+        done = [
+            McpCall(
+                r.name,
+                r.arguments,
+                server.label,
+                "approved" if answers.get(r.call_id) else "denied",
+                mcp_output(r.name, r.arguments) if answers.get(r.call_id) else None,
+                r.call_id,
+            )
+            for r in requests
+        ]
+    lines = [
+        f"MCP {c.name} returned: {c.output}"
+        if c.output is not None
+        else f"MCP {c.name} was not approved, so it was not called."
+        for c in done
+    ]
+    text = "\n".join(lines)
+    return Plan(
+        kind="reply",
+        text=text,
+        usage=Usage(prompt, words(text)),
+        sleep_ms=sleep,
+        deltas=chunk_text(text),
+        mcp_calls=tuple(done),
+    )
+
+
+def plan_turn(
+    agent_name: str | None,
+    items: list[Item],
+    tool_names: set[str] | None = None,
+    mcp: McpServer | None = None,
+) -> Plan:
     """Decide the agent's next step given the whole conversation so far."""
     prompt = _prompt_tokens(items)
     user_text, turn = _current_turn(items)
@@ -147,6 +319,7 @@ def plan_turn(agent_name: str | None, items: list[Item], tool_names: set[str] | 
     sleep_ms = 0.0
     rest: list[str] = []
     tool_lines: list[PlannedCall] = []
+    mcp_lines: list[PlannedCall] = []
     for line in lines:
         if m := _SLEEP_LINE.match(line):
             sleep_ms += float(m.group(1))
@@ -159,6 +332,28 @@ def plan_turn(agent_name: str | None, items: list[Item], tool_names: set[str] | 
                 error_message=f"The run failed with a simulated '{code}' error.",
                 sleep_ms=sleep_ms,
             )
+        elif line == "/ratelimit":
+            return Plan(
+                kind="fail",
+                usage=Usage(prompt, 0),
+                error_code="rate_limit_exceeded",
+                error_message=RATE_LIMIT_MESSAGE,
+                sleep_ms=sleep_ms,
+            )
+        elif line == "/filter answer":
+            text = "Here is the start of an answer that"
+            return Plan(
+                kind="incomplete",
+                text=text,
+                usage=Usage(prompt, words(text)),
+                sleep_ms=sleep_ms,
+                incomplete_reason="content_filter",
+                deltas=chunk_text(text),
+            )
+        elif line == "/image" or (line.startswith("/file ") and _FILE_NAME.match(line[6:].strip())):
+            return _code(line == "/image", line[6:].strip(), prompt, sleep_ms)
+        elif line == "/cite":
+            return _cited(prompt, sleep_ms)
         elif line == "/incomplete":
             text = "Echo: this answer was cut short"
             return Plan(
@@ -168,12 +363,16 @@ def plan_turn(agent_name: str | None, items: list[Item], tool_names: set[str] | 
                 sleep_ms=sleep_ms,
                 deltas=chunk_text(text),
             )
+        elif m := _MCP_LINE.match(line):
+            mcp_lines.append(PlannedCall(m.group(1), m.group(2).strip() or "{}"))
         elif m := _TOOL_LINE.match(line):
             arguments = m.group(2).strip() or "{}"
             tool_lines.append(PlannedCall(m.group(1), arguments))
         elif line:
             rest.append(line)
 
+    if mcp_lines:
+        return _mcp(mcp_lines, mcp, turn, prompt, sleep_ms)
     if tool_lines:
         answered = _outputs_by_call(turn)
         if answered:

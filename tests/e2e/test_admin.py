@@ -144,7 +144,7 @@ def test_reconcile_deletes_unrecorded_bridge_threads_only(
             foreign = c.post(
                 "/api/projects/demo/threads",
                 params={"api-version": "v1"},
-                headers={"api-key": "k"},
+                headers={"Authorization": "Bearer t"},
                 json={"metadata": {"created_by": "someone-else"}},
             ).json()["id"]
         config = _config(tmp_path, emulator.url, redis_prefix)

@@ -73,9 +73,9 @@ def test_request_without_credentials_is_401(emulator: ServerThread) -> None:
         json={"input": "hi", "agent_reference": {"type": "agent_reference", "name": "demo-agent"}},
     )
     assert response.status_code == 401
-    error = response.json()["error"]
-    assert error["code"] == "401"
-    assert "Authorization" in error["message"]
+    body = response.json()
+    assert body["statusCode"] == 401
+    assert "Access token is missing" in body["message"]
 
 
 def test_token_endpoint_rules(emulator: ServerThread) -> None:

@@ -25,12 +25,20 @@ import pytest
 import redis
 
 from app.state.keys import Keys
-from tests.support.bridge import Bridge, routes_for, running_bridge
+from tests.support.bridge import Bridge, managed_identity, routes_for, running_bridge
 from tests.support.chat import turn
 from tests.support.process import bridge_process, write_config
 from tests.support.servers import ServerThread, free_port
 
 ASSISTANT_ROUTES = ["demo-assistant", "classic-assistant", "poll-assistant"]
+
+
+@pytest.fixture
+def process_identity(emulator: ServerThread) -> Iterator[None]:
+    """Bridge processes (and the CLI) inherit the environment: their Entra credential on project
+    routes comes from the emulator's managed identity, as in-process bridges' does."""
+    with managed_identity(emulator.url):
+        yield
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -199,6 +207,7 @@ def test_a_throttled_streamed_follow_up_is_a_real_429_with_retry_after(bridge: B
 # -- SIGTERM past the shutdown grace ---------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("process_identity")
 def test_sigterm_past_the_grace_ends_every_turn_in_openai_format(
     emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
@@ -244,6 +253,7 @@ def test_sigterm_past_the_grace_ends_every_turn_in_openai_format(
 # -- kill -9 under load ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("process_identity")
 def test_kill_9_under_load_frees_locks_within_the_lease_and_reconcile_leaves_no_orphan_on_projects(
     emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:

@@ -113,9 +113,9 @@ def test_response_ids_of_another_key_are_404(keyed: Bridge, model: str) -> None:
 
 def test_foundry_conversation_of_another_key_is_404(keyed: Bridge) -> None:
     with keyed.emulator() as c:
-        conversation = c.post("/api/projects/demo/openai/v1/conversations", headers={"api-key": "k"}, json={}).json()[
-            "id"
-        ]
+        conversation = c.post(
+            "/api/projects/demo/openai/v1/conversations", headers={"Authorization": "Bearer t"}, json={}
+        ).json()["id"]
     a, b = keyed.client(api_key=A), keyed.client(api_key=B)
     assert a.responses.create(model="demo-agent", input="first", conversation=conversation).output_text == "Echo: first"
     with pytest.raises(openai.NotFoundError):

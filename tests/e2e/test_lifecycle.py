@@ -47,7 +47,11 @@ def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url:
     with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
         ids = _converse(bridge, 50)
         assert len(set(ids)) == 50
-        assert _registered(bridge, ids) == 50
+        # Never alive upstream and unknown to the registry. (The 2 s idle TTL can run out for the first
+        # conversations while the last are still being created on a loaded machine, so some may be gone.)
+        records = bridge.server.call(bridge.state.store.get_threads(ids))
+        gone = _deleted(bridge, ids)
+        assert [t for t, record in zip(ids, records, strict=True) if record is None and t not in gone] == []
         _wait(lambda: len(_deleted(bridge, ids)) == 50, timeout=20)
         _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
         # Each thread was deleted exactly once upstream.
@@ -61,8 +65,10 @@ def test_failed_deletions_are_retried_and_never_forgotten_early(
     emulator: ServerThread, redis_url: str, redis_prefix: str
 ) -> None:
     with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
-        ids = _converse(bridge, 10)
+        # The fault goes in first: on a loaded machine the fast janitor could delete early threads while
+        # later ones were still being created, and then no deletion would ever fail.
         bridge.fault(path=r"/openai/threads/thread_[^/]+$", method="DELETE", status=503, count=25)
+        ids = _converse(bridge, 10)
         # While Azure fails the deletions, every thread stays in the registry.
         _wait(lambda: bridge.emulator_stats().get("DELETE /openai/threads/{thread_id}", 0) >= 10, timeout=20)
         # Deletions run concurrently: one may be confirmed by Azure and not yet forgotten, never the reverse.

@@ -44,14 +44,15 @@ def test_metrics_count_a_scripted_session(bridge: Bridge) -> None:
     first = turn(client, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
     messages += answered(first, "42")
     turn(client, stream=True, model="demo-assistant", messages=messages, tools=TOOLS)
+    # A Foundry v2 agent calls only the tools its version declares: the flights agent's own.
     response = client.responses.create(
-        model="demo-agent",
-        input="/tool lookup {}",
-        tools=[{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
+        model="flights-agent",
+        input="/tool get_flights {}",
+        tools=[{"type": "function", "name": "get_flights", "parameters": {"type": "object"}}],
     )
     fc = response.output[0]
     client.responses.create(
-        model="demo-agent",
+        model="flights-agent",
         previous_response_id=response.id,
         input=[{"type": "function_call_output", "call_id": fc.call_id, "output": "7"}],
     )
@@ -68,7 +69,8 @@ def test_metrics_count_a_scripted_session(bridge: Bridge) -> None:
     assert _value(samples, "agent_bridge_requests_total", endpoint=chat, model="demo-assistant", status="502") == 1
     assert _value(samples, "agent_bridge_requests_total", endpoint=chat, model="unknown", status="404") == 1
     assert (
-        _value(samples, "agent_bridge_requests_total", endpoint="/v1/responses", model="demo-agent", status="200") == 2
+        _value(samples, "agent_bridge_requests_total", endpoint="/v1/responses", model="flights-agent", status="200")
+        == 2
     )
     assert _value(samples, "agent_bridge_runs_total", backend="assistants", status="requires_action") == 1
     assert _value(samples, "agent_bridge_runs_total", backend="assistants", status="completed") == 1
@@ -163,6 +165,10 @@ def test_compose_file_and_dockerfile_hold_together() -> None:
     assert services["emulator"]["build"] == services["bridge"]["build"] == "."
     assert services["bridge"]["environment"]["REDIS_URL"].startswith("redis://redis:")
     assert services["bridge"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Entra routes in compose get tokens from the emulator's managed identity, as `dev` arranges.
+    identity = services["bridge"]["environment"]
+    assert identity["IDENTITY_ENDPOINT"].endswith("-http://emulator:8100/msi/token}")
+    assert identity["IDENTITY_HEADER"].startswith("${IDENTITY_HEADER-")
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("FROM ") == 2 and "USER bridge" in dockerfile
     assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile

@@ -67,13 +67,14 @@ def test_function_call_output_needs_a_known_call_id(client: httpx.Client) -> Non
     error = _error(_create(client, previous_response_id=first["id"], input=[output], agent_reference=DEMO), 400)
     assert error["message"] == "No tool call found for function call output with call_id call_missing."
     assert error["param"] == "input"
-    # A function call replayed in the same input (store: false style) makes it valid.
+    # A function call replayed in the same input (store: false style) makes it valid. The tools come with a
+    # model-only request: next to an agent they are refused (test_emulator_v2_refusals.py).
     call = {"type": "function_call", "call_id": "call_missing", "name": "f", "arguments": "{}"}
     replay = _create(
         client,
         input=[{"role": "user", "content": "/tool f {}"}, call, output],
         tools=[{"type": "function", "name": "f", "parameters": {}}],
-        agent_reference=DEMO,
+        model="gpt-4o",
         store=False,
     )
     assert replay.json()["output"][0]["content"][0]["text"] == "Tool f returned: x"
@@ -123,7 +124,7 @@ def test_agents_need_an_api_version(client: httpx.Client) -> None:
     _error(client.get("/agents/demo-agent/versions"), 400)
     _error(client.get("/agents", params={"api-version": "2024-01-01"}), 400)
     listed = client.get("/agents", params={"api-version": "v1"}).json()
-    assert {a["name"] for a in listed["data"]} == {"demo-agent", "flights-demo"}
+    assert {a["name"] for a in listed["data"]} == {"demo-agent", "flights-demo", "mcp-agent"}
     assert listed["data"][0]["versions"]["latest"]["object"] == "agent.version"
 
 

@@ -124,7 +124,11 @@ def test_reset_forgets_everything_and_brings_the_demo_agents_back(hooks: httpx.C
     assert aoai.get(f"/threads/{thread_id}").status_code == 404
     assert hooks.get("/threads").json()["data"] == []
     listed = aoai.get("/assistants", params={"order": "asc"}).json()["data"]
-    assert [(a["id"], a["name"]) for a in listed] == [("asst_demo", "demo"), ("asst_flights", "flights-demo")]
+    assert [(a["id"], a["name"]) for a in listed] == [
+        ("asst_demo", "demo"),
+        ("asst_flights", "flights-demo"),
+        ("asst_mcp", "mcp-demo"),
+    ]
     flights = listed[1]
     assert flights["model"] == "gpt-4o"
     assert [t["function"]["name"] for t in flights["tools"]] == ["get_flights", "my_cat_born_date"]

@@ -52,7 +52,8 @@ def _waiting_run(client: httpx.Client, content: str = seed.QUESTION, **run: Any)
 
 
 def test_api_version_is_required_on_both_surfaces(emulator: ServerThread) -> None:
-    with httpx.Client(base_url=emulator.url, headers={"api-key": "k"}) as c:
+    # A key for Azure OpenAI, a token for the project (which takes Entra only).
+    with httpx.Client(base_url=emulator.url, headers={"api-key": "k", "Authorization": "Bearer t"}) as c:
         for method, path in [
             ("GET", "/openai/assistants"),
             ("POST", "/openai/threads"),
@@ -213,12 +214,15 @@ def test_unanswered_tool_calls_expire_at_expires_at(aoai: httpx.Client, emulator
 
 
 def test_missing_credentials_are_401(emulator: ServerThread) -> None:
-    for url in (f"{emulator.url}/openai/assistants", f"{emulator.url}/api/projects/demo/threads"):
-        response = httpx.get(url, params=VERSION)
-        assert response.status_code == 401
-        error = response.json()["error"]
-        assert error["code"] == "401"
-        assert "api-key" in error["message"]
+    response = httpx.get(f"{emulator.url}/openai/assistants", params=VERSION)
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] == "401"
+    assert "api-key" in error["message"]
+    # A project endpoint answers with the gateway's Entra body (see test_emulator_project_auth.py).
+    response = httpx.get(f"{emulator.url}/api/projects/demo/threads", params=VERSION)
+    assert response.status_code == 401
+    assert response.json()["statusCode"] == 401
     assert (
         httpx.get(
             f"{emulator.url}/openai/assistants", params=VERSION, headers={"Authorization": "Basic abc"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from app.backends.azure_auth import ApiKeyAuth
+from app.backends.azure_auth import AI_FOUNDRY_SCOPE, AuthProvider, build_auth
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.retry import RetryPolicy
@@ -21,15 +22,19 @@ from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompl
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.responses_service import final_response
 from app.core.turn import FunctionTool, Item, Message, ToolResult, TurnRequest
-from app.errors import NotFoundError, RunFailedError, UpstreamTimeoutError
-from app.settings import RouteSettings
+from app.errors import InvalidRequestError, NotFoundError, RunFailedError, UpstreamTimeoutError
+from app.settings import AuthSettings, RouteSettings
 from tests.support import seed
+from tests.support.bridge import managed_identity
 from tests.support.servers import ServerThread
 
 CREATE = "POST /api/projects/{project}/openai/v1/responses"
 CANCEL = "POST /api/projects/{project}/openai/v1/responses/{response_id}/cancel"
 DEMO_REF = {"type": "agent_reference", "name": "demo-agent", "version": "1"}
 LOOKUP = FunctionTool("lookup", "looks things up", {"type": "object", "properties": {"q": {"type": "integer"}}})
+# The flights agent's own tool, as a client declares it (Foundry v2 takes tools from the agent version).
+GET_FLIGHTS = FunctionTool("get_flights", "returns the number of flights", seed.RESPONSES_TOOLS[0]["parameters"])
+AGENT_VERSION = "GET /api/projects/{project}/agents/{agent_name}/versions/{version}"
 
 
 def _route(emulator: ServerThread, agent: str, timeout: float = 30.0) -> RouteSettings:
@@ -37,7 +42,7 @@ def _route(emulator: ServerThread, agent: str, timeout: float = 30.0) -> RouteSe
         {
             "endpoint": f"{emulator.url}/api/projects/demo",
             "agent": {"name": agent, "version": "1"},
-            "auth": {"type": "api_key", "api_key": "k"},
+            "auth": {"type": "entra"},
             "timeout": timeout,
         }
     )
@@ -46,10 +51,10 @@ def _route(emulator: ServerThread, agent: str, timeout: float = 30.0) -> RouteSe
 class Foundry:
     """One backend and pass-through over two routes (`demo` and `flights`), plus the emulator's stats."""
 
-    def __init__(self, emulator: ServerThread, http: aiohttp.ClientSession) -> None:
+    def __init__(self, emulator: ServerThread, http: aiohttp.ClientSession, auth: AuthProvider) -> None:
         self.emulator = emulator
         self.http = http
-        upstream = UpstreamClient(http, ApiKeyAuth("k"), RetryPolicy.testing())
+        upstream = UpstreamClient(http, auth, RetryPolicy.testing())
         self.clients = {
             "demo": FoundryClient(upstream, _route(emulator, "demo-agent")),
             "flights": FoundryClient(upstream, _route(emulator, "flights-demo")),
@@ -120,11 +125,17 @@ class Foundry:
 
 @pytest.fixture
 async def foundry(emulator: ServerThread) -> AsyncIterator[Foundry]:
-    async with http_session() as http:
-        built = Foundry(emulator, http)
-        await built.reset_stats()
-        yield built
-        await built.tasks.drain(within_s=5.0)
+    """Project endpoints take Entra tokens: the backend's come from the emulator's managed identity."""
+    with managed_identity(emulator.url):
+        auth = build_auth(AuthSettings(type="entra"), AI_FOUNDRY_SCOPE)
+        try:
+            async with http_session() as http:
+                built = Foundry(emulator, http, auth)
+                await built.reset_stats()
+                yield built
+                await built.tasks.drain(within_s=5.0)
+        finally:
+            await auth.aclose()
 
 
 def _text(events: list[TurnEvent]) -> str:
@@ -162,9 +173,9 @@ async def test_plain_echo(foundry: Foundry) -> None:
     [body] = await foundry.creates()
     assert body["agent_reference"] == DEMO_REF
     assert body["stream"] is True and body["store"] is True
-    assert body["instructions"] == "Be brief."
     assert body["input"] == [{"type": "message", "role": "user", "content": "hi"}]
-    assert "previous_response_id" not in body and "tools" not in body and "model" not in body
+    # Azure refuses instructions next to an agent: the agent version's own apply.
+    assert not {"previous_response_id", "tools", "model", "instructions"} & set(body)
 
 
 async def test_a_follow_up_sends_only_the_new_items_in_one_request(foundry: Foundry) -> None:
@@ -184,34 +195,40 @@ async def test_a_follow_up_sends_only_the_new_items_in_one_request(foundry: Foun
 
 
 async def test_tool_call_then_tool_round_with_the_cursor(foundry: Foundry) -> None:
-    ask = Message("user", '/tool lookup {"q": 1}')
-    events = await foundry.play(foundry.turn((ask,), tools=(LOOKUP,)))
+    ask = Message("user", '/tool get_flights {"date_1": "2021-01-01", "date_2": "2021-01-03"}')
+    events = await foundry.play(foundry.turn((ask,), model="flights", tools=(GET_FLIGHTS,)))
     required = _calls(events)
     assert events.index(required) == len(events) - 2  # the calls, then the completion
     [call] = required.calls
-    assert call.name == "lookup" and json.loads(call.arguments) == {"q": 1}
+    assert call.name == "get_flights" and json.loads(call.arguments) == {"date_1": "2021-01-01", "date_2": "2021-01-03"}
     assert call.id.startswith("call_")
     done = _completed(events)
     assert done.finish_reason == "tool_calls"
-    assert (await foundry.creates())[0]["tools"] == [
-        {
-            "type": "function",
-            "name": "lookup",
-            "description": "looks things up",
-            "parameters": LOOKUP.parameters,
-            "strict": False,
-        }
-    ]
+    [body] = await foundry.creates()
+    assert "tools" not in body  # declared by the agent version: checked, never sent
+    assert (await foundry.stats())["by_operation"][AGENT_VERSION] == 1
     await foundry.reset_stats()
 
     result = ToolResult(call.id, "42")
     history = (ask, Message("assistant", "", required.calls), result)
-    events = await foundry.play(foundry.turn(history, cursor=done.cursor, new_items=(result,), tools=(LOOKUP,)))
-    assert _text(events) == "Tool lookup returned: 42"
+    events = await foundry.play(
+        foundry.turn(history, model="flights", cursor=done.cursor, new_items=(result,), tools=(GET_FLIGHTS,))
+    )
+    assert _text(events) == "Tool get_flights returned: 42"
     assert _completed(events).finish_reason == "stop"
+    assert (await foundry.stats())["by_operation"] == {CREATE: 1}  # the definition was cached
     [body] = await foundry.creates()
     assert body["previous_response_id"] == done.cursor
     assert body["input"] == [{"type": "function_call_output", "call_id": call.id, "output": "42"}]
+
+
+async def test_a_tool_the_agent_version_lacks_is_refused_before_any_create(foundry: Foundry) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        await foundry.play(foundry.turn((Message("user", "/tool lookup {}"),), model="flights", tools=(LOOKUP,)))
+    assert info.value.code == "tool_not_declared" and info.value.param == "tools"
+    assert "'lookup'" in info.value.message and "agent 'flights-demo' version 1" in info.value.message
+    assert "agent.version" in info.value.message  # says where to declare it
+    assert await foundry.creates() == []
 
 
 async def test_the_seed_scenario_on_the_flights_agent(foundry: Foundry) -> None:
@@ -268,7 +285,8 @@ async def test_the_deadline_gives_upstream_timeout_and_a_cancel(foundry: Foundry
 async def test_a_client_disconnect_cancels_in_the_background(foundry: Foundry) -> None:
     req = foundry.turn((Message("user", "/sleep 3000\nslow"),))
     turn = foundry.owned(foundry.backend.turn(req), req.deadline)
-    assert isinstance(await turn.open(), ThreadBound)
+    bound = await turn.open()
+    assert isinstance(bound, ThreadBound) and bound.response_id is not None
 
     async def stream() -> None:
         async for _ in turn.events():
@@ -282,6 +300,16 @@ async def test_a_client_disconnect_cancels_in_the_background(foundry: Foundry) -
     await foundry.tasks.drain(within_s=5.0)
     assert len(foundry.tasks) == 0
     assert (await foundry.stats())["by_operation"].get(CANCEL) == 1
+    # A background response (the route's default) is cancelled upstream, not left running.
+    upstream = await foundry.clients["demo"].get_response(bound.response_id)
+    assert upstream["background"] is True and upstream["status"] == "cancelled"
+
+
+async def test_a_foreground_route_sends_no_background_flag(foundry: Foundry) -> None:
+    route = foundry.clients["demo"].route.model_copy(update={"background": False})
+    await foundry.play(dataclasses.replace(foundry.turn((Message("user", "hi"),)), route=route))
+    [body] = await foundry.creates()
+    assert "background" not in body
 
 
 # -- the /v1/responses pass-through ----------------------------------------------------------------
@@ -321,16 +349,36 @@ async def test_passthrough_create_reaches_the_route_agent_whatever_the_body_says
 
 async def test_passthrough_create_keeps_everything_but_model(foundry: Foundry) -> None:
     response = await _create(
-        foundry, {"input": '/tool lookup {"q": 2}', "tools": [{"type": "function", "name": "lookup"}], "stream": False}
+        foundry,
+        {"input": "/tool get_flights {}", "tools": [{"type": "function", "name": "get_flights"}], "stream": False},
+        model="flights",
     )
-    upstream = await foundry.clients["demo"].get_response(response["id"])
-    assert upstream["model"] != "demo"
+    upstream = await foundry.clients["flights"].get_response(response["id"])
+    assert upstream["model"] != "flights"
     assert _strip_model(response) == _strip_model(upstream)
-    assert response["agent"]["name"] == "demo-agent"
+    assert response["agent"]["name"] == "flights-demo"
     assert [i["type"] for i in response["output"]] == ["function_call"]
     assert response["usage"]["input_tokens"] > 0
     [body] = await foundry.creates()
     assert body["stream"] is True  # upstream is always streamed, whatever the client asked
+    assert "tools" not in body
+
+
+async def test_passthrough_refuses_an_undeclared_tool_and_drops_server_side_items(foundry: Foundry) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        await _create(foundry, {"input": "hi", "tools": [{"type": "function", "name": "lookup"}]}, model="flights")
+    assert info.value.code == "tool_not_declared"
+    assert await foundry.creates() == []
+    replayed = [
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+        {"role": "user", "content": "hello"},
+    ]
+    response = await _create(foundry, {"input": replayed, "temperature": 0.2, "instructions": "x"})
+    assert response["output"][0]["content"][0]["text"] == "Echo: hello"
+    [body] = await foundry.creates()
+    assert body["input"] == [{"role": "user", "content": "hello"}]
+    assert not {"temperature", "instructions"} & set(body)
 
 
 async def test_passthrough_stream_relays_every_event_and_rewrites_only_model(foundry: Foundry) -> None:

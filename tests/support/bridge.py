@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,21 @@ from app.settings import Settings, load_settings
 from tests.support.servers import ServerThread
 
 KEY = {"type": "api_key", "api_key": "test-key"}
+ENTRA = {"type": "entra"}
+"""Project endpoints take Entra tokens only: the bridge gets them from the emulator's managed identity."""
+IDENTITY_HEADER = "bridge-tests-identity"
+# What DefaultAzureCredential would try before managed identity, or instead of App Service's endpoint.
+_IDENTITY_ENV = (
+    "IMDS_ENDPOINT",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_USERNAME",
+)
 
 
 def routes_for(emulator_url: str, **extra: dict[str, Any]) -> dict[str, Any]:
@@ -24,8 +40,8 @@ def routes_for(emulator_url: str, **extra: dict[str, Any]) -> dict[str, Any]:
     routes: dict[str, Any] = {
         "demo-assistant": {"endpoint": emulator_url, "assistant_id": "asst_demo", "auth": KEY},
         "flights-assistant": {"endpoint": emulator_url, "assistant_id": "asst_flights", "auth": KEY},
-        "classic-assistant": {"endpoint": project, "assistant_id": "asst_demo", "auth": KEY},
-        "classic-flights": {"endpoint": project, "assistant_id": "asst_flights", "auth": KEY},
+        "classic-assistant": {"endpoint": project, "assistant_id": "asst_demo", "auth": ENTRA},
+        "classic-flights": {"endpoint": project, "assistant_id": "asst_flights", "auth": ENTRA},
         "poll-assistant": {"endpoint": emulator_url, "assistant_id": "asst_demo", "auth": KEY, "upstream": "poll"},
         "poll-flights": {
             "endpoint": emulator_url,
@@ -33,8 +49,8 @@ def routes_for(emulator_url: str, **extra: dict[str, Any]) -> dict[str, Any]:
             "auth": KEY,
             "upstream": "poll",
         },
-        "demo-agent": {"endpoint": project, "agent": {"name": "demo-agent", "version": "1"}, "auth": KEY},
-        "flights-agent": {"endpoint": project, "agent": {"name": "flights-demo", "version": "1"}, "auth": KEY},
+        "demo-agent": {"endpoint": project, "agent": {"name": "demo-agent", "version": "1"}, "auth": ENTRA},
+        "flights-agent": {"endpoint": project, "agent": {"name": "flights-demo", "version": "1"}, "auth": ENTRA},
     }
     routes.update(extra)
     return routes
@@ -96,6 +112,25 @@ class Bridge:
 
 
 @contextlib.contextmanager
+def managed_identity(emulator_url: str) -> Iterator[None]:
+    """azure-identity's App Service managed identity pointed at the emulator's `/msi/token`, for as long
+    as the block runs (the environment is the process's: the bridge runs in-process)."""
+    saved = {name: os.environ.get(name) for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", *_IDENTITY_ENV)}
+    for name in _IDENTITY_ENV:
+        os.environ.pop(name, None)
+    os.environ["IDENTITY_ENDPOINT"] = f"{emulator_url}/msi/token"
+    os.environ["IDENTITY_HEADER"] = IDENTITY_HEADER
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def running_bridge(
     emulator_url: str,
     redis_url: str | None,
@@ -112,12 +147,13 @@ def running_bridge(
         routes=routes if routes is not None else routes_for(emulator_url),
         **settings,
     )
-    app = create_app(config, retry=RetryPolicy.testing(), poll=PollPolicy.testing())
-    server = ServerThread(app).start()
-    bridge = Bridge(server=server, settings=config, emulator_url=emulator_url)
-    try:
-        yield bridge
-    finally:
-        for client in bridge.clients:
-            client.close()
-        server.stop()
+    with managed_identity(emulator_url):
+        app = create_app(config, retry=RetryPolicy.testing(), poll=PollPolicy.testing())
+        server = ServerThread(app).start()
+        bridge = Bridge(server=server, settings=config, emulator_url=emulator_url)
+        try:
+            yield bridge
+        finally:
+            for client in bridge.clients:
+                client.close()
+            server.stop()

@@ -8,7 +8,7 @@ import pytest
 
 from app import cli
 from app.errors import ConfigError
-from app.settings import load_settings
+from app.settings import config_warnings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,3 +101,27 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "invalid configuration" in err and "routes.a" in err
+
+
+PROJECT = "https://acct.services.ai.azure.com/api/projects/p"
+
+
+def test_a_key_on_a_project_endpoint_is_a_warning_not_a_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write(
+        tmp_path,
+        "routes:\n"
+        f"  keyed:\n    endpoint: {PROJECT}\n    agent: {{name: a}}\n    auth: {{type: api_key, api_key: k}}\n"
+        f"  entra:\n    endpoint: {PROJECT}\n    agent: {{name: b, version: '2'}}\n    auth: {{type: entra}}\n"
+        "  resource:\n    endpoint: https://r.openai.azure.com\n    assistant_id: asst_x\n"
+        "    auth: {type: api_key, api_key: k}\n",
+    )
+    settings = load_settings(config, env={})
+    assert settings.routes["keyed"].agent is not None and settings.routes["keyed"].agent.version is None
+    [warning] = config_warnings(settings)
+    assert warning.startswith("routes.keyed.auth: Agent Service takes Entra ID; a key works only through a gateway")
+    assert cli.main(["check-config", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "keyed: foundry a:latest" in captured.out
+    assert "warning:" in captured.err and "routes.keyed.auth" in captured.err and "routes.entra" not in captured.err

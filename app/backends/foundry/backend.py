@@ -4,11 +4,16 @@ Chat: the conversation's cursor is the id of its last response: a follow-up send
 `previous_response_id` and the new items only (one upstream request), and the client's tool results
 go as `function_call_output` items to the response that made the calls. Pass-through
 (`/v1/responses`): the client's body, sanitized, with the route's `agent_reference`; every event
-relayed whole, only `model` rewritten to the route name. The upstream call is always streamed.
+relayed whole, only `model` rewritten to the route name. The upstream
+call is always streamed. Neither sends what Azure refuses next to an agent (`overrides`): the
+request's tools are checked against the agent version's own (`definitions`), before the first event.
 
 Both are `Work` for `app.core.lifetime.Turn`: `open` sends the create and reads up to
-`response.created` (so a throttled start is a real 429), `events` reads on, `close` cancels a
-response left unfinished (best effort: Azure cancels background responses only) and closes the stream.
+`response.created` (so a throttled start is a real 429), `events` reads on, `close` closes the
+stream and cancels a response left unfinished (hang-up, deadline, shutdown). Azure cancels only
+background responses, so responses are created with `background: true` (route setting `background`,
+default true) unless the client asked for `store: false` (Azure refuses an unstored background
+response): a foreground response runs on upstream to its end, and the bridge does not try to cancel it.
 """
 
 from __future__ import annotations
@@ -18,26 +23,21 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-from app.backends.foundry import mapping
+from app.backends.foundry import mapping, overrides
 from app.backends.foundry.client import FoundryClient
+from app.backends.foundry.definitions import AgentDefinitions
+from app.backends.foundry.mapping import previous_response_gone
 from app.backends.upstream import SSEEvent
+from app.core import notices
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.turn import ToolCall, ToolResult, TurnRequest
-from app.errors import BridgeError, InvalidRequestError, ModelNotFoundError, NotFoundError, UpstreamError
+from app.errors import BridgeError, ModelNotFoundError, UpstreamError
 from app.metrics import Metrics
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _CANCEL_WITHIN_S = 10.0
 StreamEvent = dict[str, Any]
-
-
-def previous_response_gone(exc: BridgeError) -> bool:
-    """Whether Azure refused a request because its `previous_response_id` is unknown (expired, deleted)."""
-    if not isinstance(exc, NotFoundError | InvalidRequestError):
-        return False
-    text = f"{exc.code} {exc.message}".lower()
-    return exc.param == "previous_response_id" or "previous_response" in text or "previous response" in text
 
 
 class ResponseReader:
@@ -48,11 +48,14 @@ class ResponseReader:
         self.metrics = metrics
         self.response_id: str | None = None
         """The response being generated (None before it is created and once it has ended)."""
+        self.cancellable = False
+        """Created in background mode: the only responses Azure cancels."""
         self._live = AsyncExitStack()
         self._events: AsyncIterator[SSEEvent] | None = None
 
     async def open(self, body: dict[str, Any], deadline: float) -> StreamEvent:
         """Send the create; the `response.created` event (errors before it are plain HTTP errors)."""
+        self.cancellable = body.get("background") is True
         self._events = await self._live.enter_async_context(self.client.create_response_stream(body, deadline))
         async for kind, data in self.read():
             if kind == "response.created":
@@ -81,8 +84,8 @@ class ResponseReader:
 
     async def close(self) -> None:
         await self._live.aclose()
-        if self.response_id is not None:
-            response_id, self.response_id = self.response_id, None
+        response_id, self.response_id = self.response_id, None
+        if response_id is not None and self.cancellable:
             try:
                 await self.client.cancel_response(response_id, time.monotonic() + _CANCEL_WITHIN_S)
             except BridgeError:
@@ -101,6 +104,8 @@ class FoundryChatTurn:
 
     async def open(self) -> ThreadBound:
         req = self.req
+        tools = [mapping.tool_param(t) for t in req.tools or ()]
+        await self.b.definitions.check_tools(req.model, mapping.agent_reference(req.route)["name"], self.client, tools)
         if self.b.metrics is not None and req.cursor and any(isinstance(i, ToolResult) for i in req.new_items):
             self.b.metrics.tool_rounds.labels("foundry").inc()
         try:
@@ -115,6 +120,9 @@ class FoundryChatTurn:
         return ThreadBound(thread_id=None, response_id=str(created["response"]["id"]))
 
     async def events(self) -> AsyncIterator[TurnEvent]:
+        # Azure may send an `error` event and then the terminal `response.failed` (azure-as-it-is.md 3):
+        # the terminal event says more (its code, innererror), so the error waits for it.
+        pending: UpstreamError | None = None
         async for kind, data in self.reader.read():
             if kind == "response.output_text.delta":
                 yield TextDelta(text=str(data.get("delta") or ""))
@@ -127,7 +135,9 @@ class FoundryChatTurn:
                     yield event
                 return
             elif kind == "error":
-                raise _stream_error(data)
+                pending = _stream_error(data)
+        if pending is not None:
+            raise pending
         raise UpstreamError("The response stream ended before the response did.", code="upstream_stream_ended")
 
     def _finish(self, response: dict[str, Any]) -> list[TurnEvent]:
@@ -152,7 +162,7 @@ class FoundryRelayTurn:
         self.model = model
         self.deadline = deadline
         self.client = backend.client(model)
-        self.body = mapping.sanitize_passthrough(body, self.client.route)
+        self.request = body
         self.reader = ResponseReader(self.client, backend.metrics)
         self.created: StreamEvent | None = None
         items = body.get("input")
@@ -163,9 +173,31 @@ class FoundryRelayTurn:
         ):
             backend.metrics.tool_rounds.labels("foundry").inc()
 
+    async def _clean(self) -> dict[str, Any]:
+        """The body Azure accepts: the route's agent, the tools checked against it, no overrides,
+        in background mode (so that it can be cancelled) unless the client asked not to store it."""
+        route = self.client.route
+        clean = mapping.sanitize_passthrough(self.request, route)
+        agent = clean["agent_reference"]["name"]
+        stripped = overrides.strip(clean)
+        await self.b.definitions.check_tools(self.model, agent, self.client, stripped.tools)
+        for warning in overrides.warnings(stripped):
+            notices.warn(warning)
+        body = stripped.body
+        if route.background and body.get("store") is not False:
+            body["background"] = True
+        return body
+
     async def open(self) -> ThreadBound:
-        self.created = await self.reader.open(self.body, self.deadline)
-        self.created["response"]["model"] = self.model
+        body = await self._clean()
+        try:
+            self.created = await self.reader.open(body, self.deadline)
+        except BridgeError as exc:
+            if "previous_response_id" in body and previous_response_gone(exc):
+                # Azure forgot a response the bridge still knows: the same error as for an unknown id.
+                raise mapping.previous_response_not_found(body["previous_response_id"]) from exc
+            raise
+        self._relabel(self.created["response"])
         return ThreadBound(thread_id=None, response_id=str(self.created["response"]["id"]))
 
     async def events(self) -> AsyncIterator[StreamEvent]:
@@ -174,8 +206,11 @@ class FoundryRelayTurn:
         async for _, data in self.reader.read():
             response = data.get("response")
             if isinstance(response, dict):
-                response["model"] = self.model
+                self._relabel(response)
             yield data
+
+    def _relabel(self, response: dict[str, Any]) -> None:
+        self.b.relabel(response, self.model)
 
     async def close(self, ending: BaseException | None) -> None:
         await self.reader.close()
@@ -185,11 +220,16 @@ class FoundryBackend:
     """Starts turns of Foundry v2 agents (name + version). One client per route; no registry needed."""
 
     def __init__(
-        self, clients: Mapping[str, FoundryClient], tasks: BackgroundTasks, metrics: Metrics | None = None
+        self,
+        clients: Mapping[str, FoundryClient],
+        tasks: BackgroundTasks,
+        metrics: Metrics | None = None,
+        definitions: AgentDefinitions | None = None,
     ) -> None:
         self.clients = clients
         self.tasks = tasks
         self.metrics = metrics
+        self.definitions = definitions or AgentDefinitions()
 
     def client(self, model: str) -> FoundryClient:
         client = self.clients.get(model)
@@ -207,28 +247,41 @@ class FoundryBackend:
 
     async def get(self, response_id: str, model: str) -> dict[str, Any]:
         response = await self.client(model).get_response(response_id)
-        response["model"] = model
+        self.relabel(response, model)
         return response
+
+    @staticmethod
+    def relabel(response: dict[str, Any], model: str) -> None:
+        """A relayed Response under the route's name (the one field the bridge rewrites)."""
+        response["model"] = model
 
     async def delete(self, response_id: str, model: str) -> dict[str, Any]:
         return await self.client(model).delete_response(response_id)
 
+    async def input_items(self, response_id: str, model: str, params: dict[str, str]) -> dict[str, Any]:
+        return await self.client(model).get_input_items(response_id, params)
+
     def body(self, req: TurnRequest, *, previous_response_id: str | None) -> dict[str, Any]:
-        """The create-response body of a turn: all items for a new chain, the new ones after a cursor."""
+        """The create-response body of a turn: all items for a new chain, the new ones after a cursor;
+        without what Azure refuses next to an agent (each dropped option is a warning)."""
         body: dict[str, Any] = {"agent_reference": mapping.agent_reference(req.route)}
         if previous_response_id:
             body["previous_response_id"] = previous_response_id
             body["input"] = mapping.input_items(req.new_items)
         else:
             body["input"] = mapping.input_items(req.items)
-        body["stream"] = True
-        body["store"] = True
+        body.update(mapping.lifecycle_params(req.route))
         if req.instructions:
             body["instructions"] = req.instructions
         if req.tools is not None:
             body["tools"] = [mapping.tool_param(t) for t in req.tools]
         body.update(mapping.option_params(req.options))
-        return body
+        stripped = overrides.strip(body)
+        for warning in overrides.warnings(stripped):
+            notices.warn(warning)
+        if req.instructions:
+            notices.warn(overrides.instructions_warning())
+        return stripped.body
 
 
 def _stream_error(data: StreamEvent) -> UpstreamError:

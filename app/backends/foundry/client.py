@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+from urllib.parse import quote
 
 from app.backends.upstream import SSEEvent, UpstreamClient
 from app.settings import RouteSettings
@@ -16,7 +17,8 @@ class FoundryClient:
     def __init__(self, upstream: UpstreamClient, route: RouteSettings) -> None:
         self.upstream = upstream
         self.route = route
-        self.base = route.endpoint.rstrip("/") + "/openai/v1"
+        self.project = route.endpoint.rstrip("/")
+        self.base = self.project + "/openai/v1"
 
     def _url(self, path: str) -> str:
         return self.base + path
@@ -45,8 +47,44 @@ class FoundryClient:
         )
         return result
 
+    async def get_input_items(self, response_id: str, params: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.upstream.request(
+            "GET", self._url(f"/responses/{response_id}/input_items"), params=params, operation="list_input_items"
+        )
+        return result
+
+    async def conversation_request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """`/openai/v1/conversations{path}` on the route's project, relayed as it is."""
+        result: dict[str, Any] = await self.upstream.request(
+            method,
+            self._url(f"/conversations{path}"),
+            json=json,
+            params=params or None,
+            idempotent=method != "POST",
+            operation=f"{method.lower()}_conversation" + ("_items" if path.endswith("/items") else ""),
+        )
+        return result
+
     async def cancel_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
             "POST", self._url(f"/responses/{response_id}/cancel"), deadline=deadline, operation="cancel_response"
         )
+        return result
+
+    async def get_agent_definition(self, deadline: float | None = None) -> dict[str, Any]:
+        """The route's agent version (`agent.version` object with its `definition`): the configured
+        version, or the agent's latest when the route names none (project API, `api-version=v1`)."""
+        agent = self.route.agent
+        assert agent is not None
+        path = f"{self.project}/agents/{quote(agent.name, safe='')}"
+        if agent.version:
+            path += f"/versions/{quote(agent.version, safe='')}"
+        result: dict[str, Any] = await self.upstream.request(
+            "GET", path, params={"api-version": "v1"}, deadline=deadline, operation="get_agent_version"
+        )
+        if not agent.version:
+            latest = (result.get("versions") or {}).get("latest") if isinstance(result, dict) else None
+            return latest if isinstance(latest, dict) else {}
         return result

@@ -8,12 +8,29 @@ from typing import Any
 from app.core.events import FinishReason
 from app.core.params import V2_REFUSED
 from app.core.turn import FunctionTool, Item, Message, ToolCall, TurnOptions, Usage
-from app.errors import RunFailedError, UpstreamError
+from app.errors import BridgeError, InvalidRequestError, NotFoundError, RunFailedError, UpstreamError
 from app.settings import RouteSettings
 
 # Fields a caller could use to pick another agent than the route's: the route decides, always.
 AGENT_SELECTORS = ("agent_reference", "agent", "assistant_id", "model")
 _EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def previous_response_gone(exc: BridgeError) -> bool:
+    """Whether Azure refused a request because its `previous_response_id` is unknown (expired, deleted)."""
+    if not isinstance(exc, NotFoundError | InvalidRequestError):
+        return False
+    text = f"{exc.code} {exc.message}".lower()
+    return exc.param == "previous_response_id" or "previous_response" in text or "previous response" in text
+
+
+def previous_response_not_found(response_id: object) -> NotFoundError:
+    """The one error for an unknown `previous_response_id`, whichever backend found it unknown."""
+    return NotFoundError(
+        f"Previous response with id '{response_id}' not found.",
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
 
 
 def agent_reference(route: RouteSettings) -> dict[str, Any]:
@@ -77,6 +94,15 @@ def option_params(options: TurnOptions) -> dict[str, Any]:
     return body
 
 
+def lifecycle_params(route: RouteSettings) -> dict[str, Any]:
+    """How the route's responses are created: always streamed and stored; in background mode when the
+    route says so, because only a background response can be cancelled (azure-as-it-is.md 1)."""
+    params: dict[str, Any] = {"stream": True, "store": True}
+    if route.background:
+        params["background"] = True
+    return params
+
+
 def sanitize_passthrough(body: dict[str, Any], route: RouteSettings) -> dict[str, Any]:
     """The client's Responses body, minus every way to pick an agent and what Foundry v2 refuses next
     to one (`V2_REFUSED`), plus the route's agent."""
@@ -119,7 +145,12 @@ def outcome(response: dict[str, Any]) -> FinishReason:
     if status == "failed":
         error = response.get("error") or {}
         code = str(error.get("code") or "run_failed")
-        raise RunFailedError(f"The agent's response failed: {error.get('message') or code}", code=code)
+        inner = error.get("innererror")
+        raise RunFailedError(
+            f"The agent's response failed: {error.get('message') or code}",
+            code=code,
+            innererror=inner if isinstance(inner, dict) else None,
+        )
     if status == "incomplete":
         return "length"
     if status == "completed":

@@ -1,0 +1,188 @@
+"""Foundry v2 endings stop the work upstream: a hang-up (streamed or not) and the route's deadline cancel
+the response (background mode, the route default), on chat and on the `/v1/responses` pass-through.
+
+What Azure does is what the emulator reports: the response's own `status` (`cancelled`), read back
+from the project the way a client of Azure would (`GET /responses/{id}`, `GET /responses`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.bridge import Bridge, routes_for, running_bridge
+from tests.support.servers import ServerThread
+
+PROJECT = "/api/projects/demo/openai/v1"
+CANCEL = "POST /api/projects/{project}/openai/v1/responses/{response_id}/cancel"
+CREATE = "POST /api/projects/{project}/openai/v1/responses"
+SLOW = "/sleep 5000\nslow"
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def _project(bridge: Bridge) -> httpx.Client:
+    """The project as a client of Azure calls it (project endpoints take Entra tokens)."""
+    return httpx.Client(base_url=bridge.emulator_url + PROJECT, headers={"Authorization": "Bearer t"}, timeout=30)
+
+
+def _upstream(bridge: Bridge, response_id: str) -> dict[str, Any]:
+    with _project(bridge) as c:
+        answer = c.get(f"/responses/{response_id}")
+        answer.raise_for_status()
+        data: dict[str, Any] = answer.json()
+        return data
+
+
+def _status(bridge: Bridge, response_id: str) -> str:
+    return str(_upstream(bridge, response_id)["status"])
+
+
+def _latest(bridge: Bridge, agent: str = "demo-agent") -> dict[str, Any]:
+    """The newest response of `agent` the project stored (for a client that never saw its id)."""
+    with _project(bridge) as c:
+        answer = c.get("/responses", params={"agent_name": agent, "order": "desc", "limit": 1})
+        answer.raise_for_status()
+        [latest] = answer.json()["data"]
+        return dict(latest)
+
+
+def _cancelled(bridge: Bridge, response_id: str) -> None:
+    _wait_for(lambda: _status(bridge, response_id) == "cancelled")
+    assert _upstream(bridge, response_id)["background"] is True
+    assert bridge.emulator_stats().get(CANCEL) == 1
+
+
+def _ended(bridge: Bridge) -> bool:
+    """No turn in flight and no clean-up still running in the bridge."""
+    return len(bridge.state.components.inflight) == 0 and len(bridge.state.tasks) == 0
+
+
+@pytest.fixture
+def fresh(bridge: Bridge) -> Bridge:
+    bridge.reset_stats()
+    return bridge
+
+
+def _stream_and_hang_up(bridge: Bridge, path: str, body: dict[str, Any]) -> tuple[dict[str, str], list[Any]]:
+    """Open a streamed turn, read its first event, and go away (the connection closes)."""
+    with httpx.Client(base_url=bridge.url, timeout=30) as c, c.stream("POST", path, json=body) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                return dict(response.headers), [json.loads(line[len("data: ") :])]
+    raise AssertionError("the stream ended before its first event")
+
+
+# -- chat ------------------------------------------------------------------------------------------
+
+
+def test_a_streamed_chat_client_that_hangs_up_gets_its_v2_response_cancelled(fresh: Bridge) -> None:
+    headers, _ = _stream_and_hang_up(
+        fresh,
+        "/v1/chat/completions",
+        {"model": "demo-agent", "stream": True, "messages": [{"role": "user", "content": SLOW}]},
+    )
+    response_id = headers["x-response-id"]
+    [create] = [r["body"] for r in fresh.emulator_requests() if r["operation"] == CREATE]
+    assert create["background"] is True and create["stream"] is True and create["store"] is True
+    _cancelled(fresh, response_id)
+
+
+def test_a_plain_chat_client_that_hangs_up_gets_its_v2_response_cancelled(fresh: Bridge) -> None:
+    with httpx.Client(timeout=1.0) as c, pytest.raises(httpx.ReadTimeout):
+        c.post(
+            f"{fresh.url}/v1/chat/completions",
+            json={"model": "demo-agent", "messages": [{"role": "user", "content": SLOW}]},
+        )
+    _wait_for(lambda: fresh.emulator_stats().get(CREATE) == 1)
+    _cancelled(fresh, str(_latest(fresh)["id"]))
+
+
+def test_a_v2_chat_turn_past_the_route_timeout_is_cancelled_upstream(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
+    routes = routes_for(emulator.url)
+    routes["demo-agent"] = {**routes["demo-agent"], "timeout": "1s"}
+    with running_bridge(emulator.url, redis_url, redis_prefix, routes=routes) as bridge:
+        bridge.reset_stats()
+        with bridge.http() as c:
+            answer = c.post(
+                "/v1/chat/completions", json={"model": "demo-agent", "messages": [{"role": "user", "content": SLOW}]}
+            )
+        assert answer.status_code == 504
+        assert answer.json()["error"]["code"] == "upstream_timeout"
+        _cancelled(bridge, str(_latest(bridge)["id"]))
+
+
+def test_a_foreground_route_leaves_the_response_running_as_the_readme_says(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
+    routes = routes_for(emulator.url)
+    routes["demo-agent"] = {**routes["demo-agent"], "background": False}
+    with running_bridge(emulator.url, redis_url, redis_prefix, routes=routes) as bridge:
+        bridge.reset_stats()
+        headers, _ = _stream_and_hang_up(
+            bridge,
+            "/v1/chat/completions",
+            {"model": "demo-agent", "stream": True, "messages": [{"role": "user", "content": "/sleep 1000\nslow"}]},
+        )
+        response_id = headers["x-response-id"]
+        # Azure refuses to cancel a foreground response: the bridge does not ask, and it runs to its end.
+        _wait_for(lambda: _status(bridge, response_id) == "completed")
+        assert _upstream(bridge, response_id)["background"] is False
+        assert CANCEL not in bridge.emulator_stats()
+
+
+# -- the /v1/responses pass-through ----------------------------------------------------------------
+
+
+def test_a_streamed_responses_client_that_hangs_up_gets_its_v2_response_cancelled(fresh: Bridge) -> None:
+    _, [created] = _stream_and_hang_up(fresh, "/v1/responses", {"model": "demo-agent", "stream": True, "input": SLOW})
+    assert created["type"] == "response.created"
+    _cancelled(fresh, str(created["response"]["id"]))
+
+
+def test_a_plain_responses_client_that_hangs_up_gets_its_v2_response_cancelled(fresh: Bridge) -> None:
+    with httpx.Client(timeout=1.0) as c, pytest.raises(httpx.ReadTimeout):
+        c.post(f"{fresh.url}/v1/responses", json={"model": "demo-agent", "input": SLOW})
+    _wait_for(lambda: fresh.emulator_stats().get(CREATE) == 1)
+    _cancelled(fresh, str(_latest(fresh)["id"]))
+
+
+def test_a_responses_turn_past_the_route_timeout_is_cancelled_upstream(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
+    routes = routes_for(emulator.url)
+    routes["demo-agent"] = {**routes["demo-agent"], "timeout": "1s"}
+    with running_bridge(emulator.url, redis_url, redis_prefix, routes=routes) as bridge:
+        bridge.reset_stats()
+        with bridge.http() as c:
+            answer = c.post("/v1/responses", json={"model": "demo-agent", "input": SLOW})
+        assert answer.status_code == 504
+        assert answer.json()["error"]["code"] == "upstream_timeout"
+        _cancelled(bridge, str(_latest(bridge)["id"]))
+
+
+def test_an_unstored_response_is_foreground_and_runs_on_after_a_hang_up(fresh: Bridge) -> None:
+    """Azure refuses `background: true` with `store: false`: the client's choice wins, as documented."""
+    _, [created] = _stream_and_hang_up(
+        fresh,
+        "/v1/responses",
+        {"model": "demo-agent", "stream": True, "store": False, "input": "/sleep 500\nunstored"},
+    )
+    assert created["response"]["background"] is False
+    [create] = [r["body"] for r in fresh.emulator_requests() if r["operation"] == CREATE]
+    assert create["store"] is False and "background" not in create
+    _wait_for(lambda: _ended(fresh))
+    assert CANCEL not in fresh.emulator_stats()
