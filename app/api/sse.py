@@ -62,6 +62,10 @@ class KeepAlive:
     cancels it and waits for it. A quiet source is therefore never interrupted to make room for a
     comment (cancelling its pending read would cancel the turn). Frames pass one at a time (a queue
     of one), so a slow client still slows the source down.
+
+    Quiet is watched by one timer per stream, not a timeout per frame: a busy stream pays one clock
+    read per frame, and the timer, when it finds `interval` passed since the last frame, queues the
+    comment the reader then takes like any frame.
     """
 
     def __init__(self, frames: AsyncIterator[bytes], interval: float) -> None:
@@ -69,6 +73,9 @@ class KeepAlive:
         self._interval = interval
         self._queue: asyncio.Queue[bytes | _End] = asyncio.Queue(maxsize=1)
         self._pump: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last = 0.0
         self._closed = False
 
     def __aiter__(self) -> KeepAlive:
@@ -78,18 +85,39 @@ class KeepAlive:
         if self._closed:
             raise StopAsyncIteration
         if self._pump is None:
-            self._pump = asyncio.create_task(self._run(), name="sse-keepalive-pump")
-        try:
-            async with asyncio.timeout(self._interval):
-                item = await self._queue.get()
-        except TimeoutError:
-            return KEEPALIVE
+            self._loop = loop = asyncio.get_running_loop()
+            self._pump = loop.create_task(self._run(), name="sse-keepalive-pump")
+            self._last = loop.time()
+            self._timer = loop.call_at(self._last + self._interval, self._quiet)
+        item = await self._queue.get()
         if isinstance(item, _End):
-            self._closed = True
+            self._stop()
             if item.error is not None:
                 raise item.error
             raise StopAsyncIteration
+        if item is not KEEPALIVE and self._loop is not None:
+            self._last = self._loop.time()
         return item
+
+    def _quiet(self) -> None:
+        """The timer: queue a comment if `interval` passed since the last frame, and re-arm."""
+        loop = self._loop
+        if self._closed or self._timer is None or loop is None:
+            return
+        now = loop.time()
+        due = self._last + self._interval
+        if now >= due:
+            if self._queue.empty():
+                self._queue.put_nowait(KEEPALIVE)
+            self._last = now  # the comment counts as the stream's last bytes
+            due = now + self._interval
+        self._timer = loop.call_at(due, self._quiet)
+
+    def _stop(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def _run(self) -> None:
         try:
@@ -102,7 +130,7 @@ class KeepAlive:
 
     async def aclose(self) -> None:
         """End the pump (and with it the source) if it still runs; safe to call more than once."""
-        self._closed = True
+        self._stop()
         pump, self._pump = self._pump, None
         if pump is None:
             closer = getattr(self._frames, "aclose", None)
