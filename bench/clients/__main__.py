@@ -72,7 +72,12 @@ def main(argv: list[str]) -> int:
         _node_clients()
     emulator_port, bridge_port = free_port(), free_port()
     emulator, bridge = f"http://127.0.0.1:{emulator_port}", f"http://127.0.0.1:{bridge_port}"
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"AZURE_EMULATOR_URL": emulator}
+    # Project endpoints take Entra tokens only: the bridge's managed identity is the emulator's, as `dev` does.
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {
+        "AZURE_EMULATOR_URL": emulator,
+        "IDENTITY_ENDPOINT": f"{emulator}/msi/token",
+        "IDENTITY_HEADER": "agent-bridge-clients",
+    }
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ab-clients-") as tmp:
         logs = Path(tmp)
