@@ -94,10 +94,6 @@ def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
                 raise InvalidRequestError(f"Missing required parameter: '{where}.approve'.", param=f"{where}.approve")
             request_id = _required_str(raw, "approval_request_id", where)
             items.append(ToolResult(call_id=request_id, output=json.dumps({"approve": approve}), approve=approve))
-        elif kind == "item_reference":
-            # An earlier output item named by id (the Vercel AI SDK resends its function calls this way):
-            # the thread already holds it, and the call's output resolves through its call id.
-            continue
         elif kind == "function_call_output":
             output = raw.get("output")
             text = output if isinstance(output, str) else _content_text(output, f"{where}.output")
