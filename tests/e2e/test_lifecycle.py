@@ -75,7 +75,10 @@ def test_failed_deletions_are_retried_and_never_forgotten_early(
         assert _registered(bridge, ids) >= 10 - len(_deleted(bridge, ids))
         _wait(lambda: len(_deleted(bridge, ids)) == 10, timeout=30)
         _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
-        assert bridge.server.call(bridge.state.janitor.counters_snapshot())["failed"] >= 1
+        # Azure really refused deletions meanwhile. (The janitor's own `failed` counter is not asserted:
+        # the upstream client's retries may absorb every refusal of a given deletion.)
+        refused = [r for r in bridge.emulator_requests() if r["method"] == "DELETE" and r["status"] == 503]
+        assert len(refused) >= 10
 
 
 def test_two_janitors_never_delete_the_same_thread_twice(
