@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from bench import peer, report, scenarios
@@ -23,6 +24,23 @@ from bench.processes import AGENT_BRIDGE, free_port, peak_rss_mb, process, worke
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 KEY = {"type": "api_key", "api_key": "bench"}
 LITELLM_KEY = "sk-bench-master"
+TOOLS_AGENT = "bench-tools"
+
+
+def _declare_tools_agent(emulator: str) -> None:
+    definition = {
+        "kind": "prompt",
+        "model": "gpt-4o",
+        "instructions": "You call lookup when asked.",
+        "tools": [{"type": "function", **scenarios.LOOKUP}],
+    }
+    httpx.post(
+        f"{emulator}/api/projects/demo/agents/{TOOLS_AGENT}/versions",
+        params={"api-version": "v1"},
+        headers={"api-key": KEY["api_key"]},
+        json={"definition": definition},
+        timeout=30,
+    ).raise_for_status()
 
 
 def _config(path: Path, emulator: str) -> Path:
@@ -31,6 +49,13 @@ def _config(path: Path, emulator: str) -> Path:
         "demo-agent": {
             "endpoint": f"{emulator}/api/projects/demo",
             "agent": {"name": "demo-agent", "version": "1"},
+            "auth": KEY,
+        },
+        # A Foundry v2 agent takes its tools from its version: the tool-round count needs one that
+        # declares the bench's `lookup` function (made by `_declare_tools_agent`).
+        "tools-agent": {
+            "endpoint": f"{emulator}/api/projects/demo",
+            "agent": {"name": TOOLS_AGENT, "version": "1"},
             "auth": KEY,
         },
     }
@@ -96,6 +121,7 @@ def main() -> int:
     emulator_cmd = [*AGENT_BRIDGE, "emulator", "--port", str(emulator_port), "--log-level", "warning"]
     emulator_cmd.append("--accept-api-key-on-projects")
     with process(emulator_cmd, f"{emulator}/_emulator/stats", logs / "emulator.log") as emulator_pid:
+        _declare_tools_agent(emulator)
         config = _config(logs / "config.yaml", emulator)
         manager, port = _bridge(config, logs)
         with manager as bridge_pid:

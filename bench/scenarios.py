@@ -134,12 +134,16 @@ def completion_lag(bridge: str, emulator: str, litellm: dict[str, str] | None) -
     }
 
 
+LOOKUP: dict[str, Any] = {"name": "lookup", "parameters": {"type": "object"}}
+"""The function the tool-round count calls (declared by the v2 agent the bench creates for it)."""
+
+
 def upstream_requests(bridge: str, emulator: str) -> dict[str, Any]:
     """Requests Azure receives per kind of turn, read from the emulator's counters."""
     out: dict[str, Any] = {}
-    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    tools = [{"type": "function", "function": LOOKUP}]
     with httpx.Client(base_url=bridge, timeout=60) as c:
-        for model in ("demo-assistant", "demo-agent"):
+        for model in ("demo-assistant", "tools-agent"):
             c.post(
                 "/v1/chat/completions",
                 json={"model": model, "messages": [{"role": "user", "content": "warm"}], "tools": tools},
