@@ -135,7 +135,14 @@ _RELAYED_IGNORED = "not honoured on Assistants routes"
 
 RESPONSES: tuple[Param, ...] = (
     _p("model", Rule("accepted", "picks the route"), Rule("accepted", "picks the route (sent as agent_reference)")),
-    _p("input", Rule("mapped", "thread messages, tool results to the waiting run"), _RELAYED),
+    _p(
+        "input",
+        Rule(
+            "mapped",
+            "thread messages, tool results to the waiting run; an item_reference continues the response it names",
+        ),
+        _RELAYED,
+    ),
     _p("instructions", Rule("mapped", "the run's additional instructions"), _V2_DROPPED),
     _p("previous_response_id", Rule("mapped", "continues that response's thread"), _RELAYED),
     _p("stream", Rule("accepted"), _RELAYED),

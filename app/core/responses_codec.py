@@ -1,4 +1,5 @@
-"""Responses <-> the neutral turn: parse input items, render Responses and their full event stream.
+"""Responses <-> the neutral turn: tools and options in, Responses and their full event stream out
+(input items: `responses_input`).
 
 One `ResponseBuilder` serves both a streamed and a plain turn, so `responses.stream(...)`'s final
 response and the non-streamed result are the same object. Rendered dicts follow OpenAI's `Response`
@@ -7,7 +8,6 @@ and `ResponseStreamEvent` schemas (the tests validate them).
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from typing import Any
@@ -15,121 +15,9 @@ from typing import Any
 from app.core import approvals
 from app.core.annotations import AnnotatedText, MarkerMode, response_annotation
 from app.core.events import Annotation, ApprovalRequest
-from app.core.turn import (
-    FunctionTool,
-    Item,
-    Message,
-    ToolCall,
-    ToolResult,
-    TurnOptions,
-    Usage,
-    join_parts,
-    text_message,
-)
+from app.core.turn import FunctionTool, Message, ToolCall, TurnOptions, Usage
 from app.errors import BridgeError, InvalidRequestError
 from app.wire.responses import ResponsesRequest
-
-_TEXT_PARTS = ("input_text", "output_text", "text")
-
-
-def _content_text(content: Any, where: str) -> str:
-    return join_parts(_content_parts(content, where))
-
-
-def _content_parts(content: Any, where: str) -> tuple[str, ...]:
-    if content is None:
-        return ()
-    if isinstance(content, str):
-        return (content,) if content else ()
-    if not isinstance(content, list):
-        raise InvalidRequestError("Content must be a string or a list of parts.", param=where)
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS or not isinstance(part.get("text"), str):
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise InvalidRequestError(
-                f"Content parts of type '{kind}' are not supported on Assistants routes; send text.",
-                param=f"{where}[{j}]",
-                code="unsupported_content",
-            )
-        texts.append(part["text"])
-    return tuple(texts)
-
-
-def parse_input(req: ResponsesRequest) -> tuple[tuple[Item, ...], str | None]:
-    """Input items as neutral items; system/developer messages and `instructions` become instructions."""
-    instructions: list[str] = [req.instructions] if req.instructions else []
-    if req.input is None or req.input == "" or req.input == []:
-        raise InvalidRequestError("input must not be empty.", param="input")
-    if isinstance(req.input, str):
-        return (Message("user", req.input),), "\n\n".join(instructions) or None
-    items: list[Item] = []
-    for i, raw in enumerate(req.input):
-        where = f"input[{i}]"
-        kind = raw.get("type", "message")
-        if kind == "message":
-            role = raw.get("role")
-            if role in ("system", "developer"):
-                instructions.append(_content_text(raw.get("content"), f"{where}.content"))
-            elif role in ("user", "assistant"):
-                items.append(text_message(role, _content_parts(raw.get("content"), f"{where}.content")))
-            else:
-                raise InvalidRequestError(f"Invalid role {role!r}.", param=f"{where}.role")
-        elif kind == "function_call":
-            call = ToolCall(
-                id=_required_str(raw, "call_id", where),
-                name=_required_str(raw, "name", where),
-                arguments=str(raw.get("arguments") or ""),
-            )
-            last = items[-1] if items else None
-            if isinstance(last, Message) and last.role == "assistant":
-                items[-1] = Message("assistant", last.text, (*last.tool_calls, call), last.parts)
-            else:
-                items.append(Message("assistant", "", (call,)))
-        elif kind == "mcp_approval_request":
-            items.append(_approval_request_input(raw, where, items))
-        elif kind == "mcp_approval_response":
-            approve = raw.get("approve")
-            if not isinstance(approve, bool):
-                raise InvalidRequestError(f"Missing required parameter: '{where}.approve'.", param=f"{where}.approve")
-            request_id = _required_str(raw, "approval_request_id", where)
-            items.append(ToolResult(call_id=request_id, output=json.dumps({"approve": approve}), approve=approve))
-        elif kind == "function_call_output":
-            output = raw.get("output")
-            text = output if isinstance(output, str) else _content_text(output, f"{where}.output")
-            items.append(ToolResult(call_id=_required_str(raw, "call_id", where), output=text))
-        else:
-            raise InvalidRequestError(
-                f"Input items of type '{kind}' are not supported on Assistants routes.",
-                param=f"{where}.type",
-                code="unsupported_input",
-            )
-    if not items:
-        raise InvalidRequestError("input needs at least one user message or function_call_output.", param="input")
-    return tuple(items), "\n\n".join(instructions) or None
-
-
-def _approval_request_input(raw: dict[str, Any], where: str, items: list[Item]) -> Message:
-    """An echoed `mcp_approval_request` is the agent's call of the reserved approval tool."""
-    request = ApprovalRequest(
-        id=_required_str(raw, "id", where),
-        server_label=str(raw.get("server_label") or ""),
-        name=str(raw.get("name") or ""),
-        arguments=str(raw.get("arguments") or ""),
-    )
-    call = approvals.as_tool_call(request)
-    last = items[-1] if items else None
-    if isinstance(last, Message) and last.role == "assistant":
-        items.pop()
-        return Message("assistant", last.text, (*last.tool_calls, call))
-    return Message("assistant", "", (call,))
-
-
-def _required_str(raw: dict[str, Any], key: str, where: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"Missing required parameter: '{where}.{key}'.", param=f"{where}.{key}")
-    return value
 
 
 def parse_tools(req: ResponsesRequest) -> tuple[FunctionTool, ...] | None:
@@ -191,8 +79,27 @@ def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_RESPONSE_HEX = 48
+
+
 def new_response_id() -> str:
-    return "resp_" + secrets.token_hex(24)
+    return "resp_" + secrets.token_hex(_RESPONSE_HEX // 2)
+
+
+def output_item_id(response_id: str, prefix: str, index: int) -> str:
+    """An output item's id names its response (`msg_<response hex>o<index>`), so that an
+    `item_reference` to it finds the response with no index of its own. Input items listed by
+    `input_items.render` carry the response hex too, followed by digits only."""
+    return f"{prefix}_{response_id.removeprefix('resp_')}o{index}"
+
+
+def response_of_item(item_id: str) -> str | None:
+    """The response an item id of ours names (output or listed input item), None for any other id."""
+    _, sep, rest = item_id.partition("_")
+    head = rest[:_RESPONSE_HEX]
+    if not sep or len(rest) <= _RESPONSE_HEX or any(c not in "0123456789abcdef" for c in head):
+        return None
+    return "resp_" + head
 
 
 def usage_dict(usage: Usage | None) -> dict[str, Any]:
@@ -303,7 +210,7 @@ class ResponseBuilder:
         if self._message is not None:
             return []
         self._message = {
-            "id": "msg_" + secrets.token_hex(24),
+            "id": output_item_id(self.id, "msg", len(self.output)),
             "type": "message",
             "status": "in_progress",
             "role": "assistant",
@@ -395,7 +302,7 @@ class ResponseBuilder:
         events = self._close_message()
         for call in calls:
             item = {
-                "id": "fc_" + secrets.token_hex(24),
+                "id": output_item_id(self.id, "fc", len(self.output)),
                 "type": "function_call",
                 "status": "in_progress",
                 "call_id": call.id,

@@ -7,10 +7,10 @@ client sees it, and every lookup (`previous_response_id`, GET, DELETE) checks it
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from app.core import approvals, conversation, failures, input_items, responses_codec
+from app.core import approvals, conversation, failures, input_items, responses_codec, responses_input
 from app.core.annotations import MarkerMode, parse_response_annotation
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
@@ -31,6 +31,8 @@ class ResponseIndex(Protocol):
     async def save_response(self, rec: ResponseRecord) -> None: ...
 
     async def get_response(self, response_id: str, owner: str) -> ResponseRecord | None: ...
+
+    async def get_responses(self, response_ids: Sequence[str], owner: str) -> list[ResponseRecord | None]: ...
 
     async def delete_response(self, response_id: str) -> None: ...
 
@@ -254,10 +256,13 @@ class ResponsesService:
                 "conversation with previous_response_id.",
                 param="conversation",
             )
-        items, instructions = responses_codec.parse_input(req)
-        previous = await self._previous(req, owner)
+        referenced, anchor = await self._referenced(req, owner)
+        items, instructions, held = responses_input.parse_input(req, referenced)
+        # An item_reference continues the response it names, as previous_response_id does; what it
+        # and the items before it say, the thread holds already.
+        previous = await self._previous(req, owner) or anchor
         if previous is not None:
-            cursor, new_items = previous.thread_id, items
+            cursor, new_items = previous.thread_id, items[held:]
         else:
             # A client that resends the whole input (the Agents SDK does) is followed like a chat client.
             found = await conversation.resolve(
@@ -288,6 +293,29 @@ class ResponsesService:
             files=self.files,
             markers=route.citation_markers,
         )
+
+    async def _referenced(
+        self, req: ResponsesRequest, owner: str
+    ) -> tuple[dict[int, dict[str, Any]], ResponseRecord | None]:
+        """The item each `item_reference` names (by input index), and the response of the last one.
+
+        The bridge's item ids name their response (`responses_codec.output_item_id`), so a reference
+        is looked up in that response's record: the caller's, on this route, holding that item."""
+        refs = responses_input.item_references(req)
+        if not refs:
+            return {}, None
+        wanted = sorted({r for _, item_id in refs if (r := responses_codec.response_of_item(item_id))})
+        records = dict(zip(wanted, await self.index.get_responses(wanted, owner), strict=True))
+        referenced: dict[int, dict[str, Any]] = {}
+        last: ResponseRecord | None = None
+        for i, item_id in refs:
+            record = records.get(responses_codec.response_of_item(item_id) or "")
+            item = _item_in(record, item_id) if record is not None and record.route == req.model else None
+            if item is None:
+                raise InvalidRequestError(f"Item with id '{item_id}' not found.", param=f"input[{i}].id")
+            referenced[i] = item
+            last = record
+        return referenced, last
 
     async def _relay(
         self, req: ResponsesRequest, body: dict[str, Any], owner: str, deadline: float
@@ -336,3 +364,16 @@ class ResponsesService:
         if record is None:
             raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
         return record
+
+
+def _item_in(record: ResponseRecord, item_id: str) -> dict[str, Any] | None:
+    """An item of an Assistants response record: one of its output items, or one its input listing shows."""
+    if record.backend != "assistants":
+        return None
+    for item in record.data.get("response", {}).get("output", []):
+        if item.get("id") == item_id:
+            return dict(item)
+    for item in input_items.render(record.response_id, record.data.get("input") or []):
+        if item.get("id") == item_id:
+            return item
+    return None

@@ -147,6 +147,13 @@ class Lookups(StoreBase):
         return record if record.owner == owner else None
 
     @translated
+    async def get_responses(self, response_ids: Sequence[str], owner: str) -> list[ResponseRecord | None]:
+        """Several records in one MGET (per slot on a cluster), each None unless the owner's."""
+        raws = await self._mget([self.key("resp", r) for r in response_ids])
+        records = [None if raw is None else ResponseRecord(**(_RESPONSE_DEFAULTS | json.loads(raw))) for raw in raws]
+        return [r if r is not None and r.owner == owner else None for r in records]
+
+    @translated
     async def delete_response(self, response_id: str) -> None:
         await self.redis.delete(self.key("resp", response_id))
 

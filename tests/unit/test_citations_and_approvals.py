@@ -15,7 +15,7 @@ import pytest
 
 from app.backends.assistants import mapping as assistants
 from app.backends.foundry import mapping as foundry
-from app.core import approvals, chat_codec, failures, responses_codec
+from app.core import approvals, chat_codec, failures, responses_codec, responses_input
 from app.core.annotations import AnnotatedText, chat_annotation, rewritten
 from app.core.events import Annotation, ApprovalRequest, Cited, TextDelta, TurnCompleted, TurnEvent
 from app.core.turn import Message, ToolCall, ToolResult, Usage
@@ -322,7 +322,7 @@ def test_responses_input_carries_approval_items() -> None:
             ],
         }
     )
-    items, _ = responses_codec.parse_input(req)
+    items, _, _ = responses_input.parse_input(req)
     assert isinstance(items[1], Message) and items[1].tool_calls[0].name == approvals.APPROVAL_TOOL
     assert items[2] == ToolResult("mcpr_1", '{"approve": false}', approve=False)
 
