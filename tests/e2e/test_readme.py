@@ -88,7 +88,14 @@ def test_every_block_is_run_or_says_why_not() -> None:
 def shipped_bridge(emulator_server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> BridgeProcess:
     """The shipped config.yaml as `make run` uses it: its routes on the emulator, the embedded Redis."""
     tmp = tmp_path_factory.mktemp("readme")
-    with bridge_process(ROOT / "config.yaml", None, tmp, extra_env={"AZURE_EMULATOR_URL": emulator_server.url}) as proc:
+    # `make run` (`agent-bridge dev`) gives the bridge the emulator's managed identity: project
+    # endpoints take Entra tokens only.
+    env = {
+        "AZURE_EMULATOR_URL": emulator_server.url,
+        "IDENTITY_ENDPOINT": f"{emulator_server.url}/msi/token",
+        "IDENTITY_HEADER": "agent-bridge-readme",
+    }
+    with bridge_process(ROOT / "config.yaml", None, tmp, extra_env=env) as proc:
         yield proc  # type: ignore[misc]
 
 
