@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from app.api import sse, warnings
+from app.api import errors, sse, warnings
 from app.api.deps import PrincipalDep, ServiceDep
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import approvals, chat_codec, timing
@@ -43,7 +43,7 @@ async def chat_completions(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
-        frames = sse.guarded(_chunks(renderer, turn.events(), files_url), _stream_error)
+        frames = sse.guarded(_chunks(renderer, turn.events(), files_url), lambda e: _stream_error(request, e))
         return TurnStream(frames, turn, headers, keepalive=request.app.state.settings.sse_keepalive)
     try:
         return await _complete(body.model, turn.events(), headers, files_url)
@@ -112,5 +112,6 @@ def _tail(content: object) -> str:
     return str(content)[:1000]
 
 
-def _stream_error(error: BridgeError) -> list[bytes]:
+def _stream_error(request: Request, error: BridgeError) -> list[bytes]:
+    errors.note(request, error.code)
     return [sse.data(error.envelope()), sse.DONE]

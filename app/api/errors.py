@@ -58,9 +58,15 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value")
 
 
+def note(request: Request, code: str | None) -> None:
+    """An error's OpenAI code, for the access line (`RequestContextMiddleware`): answered as a status
+    before the first byte, or sent as an in-stream error event after it."""
+    request.state.error_code = code or "unknown_error"
+
+
 def _answer(request: Request, error: BridgeError) -> JSONResponse:
-    """The envelope, with its code noted for the access line (`RequestContextMiddleware`)."""
-    request.state.error_code = error.code
+    """The envelope, with its code noted for the access line."""
+    note(request, error.code)
     return render(error)
 
 

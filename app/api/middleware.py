@@ -24,7 +24,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
 class RequestContextMiddleware:
     """Takes `x-request-id` from the client (or mints one) and returns it; times the request; at its
     end counts it in the metrics and writes one JSON access line (no keys, tokens or content): an
-    error's OpenAI code, and 499 when the client hung up before the answer was complete."""
+    error's OpenAI code (the in-stream error's, for a stream that failed after its first byte), and
+    499 when the client hung up before the answer was complete."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -117,9 +118,15 @@ class RequestContextMiddleware:
             "overhead_ms": round(overhead_s * 1000, 3),
             "upstream_requests": clock.upstream_requests,
         }
-        if status >= 400:
+        code = state.get("error_code")
+        if facts["hung_up"]:
+            extra["error_code"] = "client_closed"
+        elif status >= 400:
             # An exception that escaped every handler is answered 500 internal_error further out.
-            extra["error_code"] = state.get("error_code") or ("client_closed" if facts["hung_up"] else "internal_error")
+            extra["error_code"] = code or "internal_error"
+        elif code is not None:
+            # After the first byte an error goes out as an in-stream event: the status stays the one sent.
+            extra["error_code"] = code
         if facts["hung_up"]:
             extra["client_closed"] = True
             extra["sent_status"] = facts["status"] if facts["started"] else None

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api import sse, warnings
+from app.api import errors, sse, warnings
 from app.api.deps import OwnerDep, PrincipalDep, ResponsesDep
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import timing
@@ -36,7 +36,7 @@ async def create_response(
     bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
     headers = bound_headers(bound)
     if body.stream:
-        counter = _Sequence()
+        counter = _Sequence(request)
         frames = sse.guarded(_frames(turn.events(), counter), counter.error_frames)
         return TurnStream(frames, turn, headers, keepalive=request.app.state.settings.sse_keepalive)
     try:
@@ -71,17 +71,29 @@ async def delete_response(response_id: str, service: ResponsesDep, owner: OwnerD
 
 
 class _Sequence:
-    """Tracks the stream's sequence numbers so an in-stream error event continues them."""
+    """Tracks the stream's sequence numbers so an in-stream error event continues them, and notes the
+    code of an error the stream reports (the turn's own `error` event, a relayed `response.failed`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: Request) -> None:
+        self.request = request
         self.last = 0
+        self.failed = False
 
     def seen(self, event: StreamEvent) -> None:
         number = event.get("sequence_number")
         if isinstance(number, int):
             self.last = number
+        kind = event.get("type")
+        if kind == "error":
+            # The error event says the code the client acts on; a response.failed around it, a coarser one.
+            errors.note(self.request, event.get("code"))
+            self.failed = True
+        elif kind == "response.failed" and not self.failed:
+            errors.note(self.request, (event.get("response", {}).get("error") or {}).get("code"))
 
     def error_frames(self, error: BridgeError) -> list[bytes]:
+        errors.note(self.request, error.code)
+        self.failed = True
         self.last += 1
         payload = {
             "type": "error",

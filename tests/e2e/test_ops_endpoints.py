@@ -6,13 +6,14 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import __version__
-from tests.support.bridge import routes_for, running_bridge
+from tests.support.bridge import managed_identity, routes_for, running_bridge
 from tests.support.process import bridge_process, write_config
 from tests.support.servers import ServerThread
 
@@ -103,11 +104,43 @@ def test_the_model_label_takes_only_configured_names(bridge_http: httpx.Client) 
     assert unknown["status"] == "404"
 
 
+def _chat(model: str, text: str) -> tuple[str, dict[str, Any]]:
+    return "/v1/chat/completions", {"model": model, "stream": True, "messages": [{"role": "user", "content": text}]}
+
+
+def _responses(model: str, text: str) -> tuple[str, dict[str, Any]]:
+    return "/v1/responses", {"model": model, "stream": True, "input": text}
+
+
+# Streams that fail after their first byte, on each endpoint and backend: the in-stream error's code.
+IN_STREAM = {
+    "ops-chat-assistants": _chat("demo-assistant", "/fail rate_limit_exceeded"),
+    "ops-chat-foundry": _chat("demo-agent", "/fail server_error"),
+    "ops-responses-assistants": _responses("demo-assistant", "/fail server_error"),
+    "ops-responses-foundry": _responses("demo-agent", "/fail rate_limit_exceeded"),
+    "ops-ok-stream": _chat("demo-assistant", "fine"),
+}
+
+
+def _streamed_error(url: str, request_id: str, path: str, body: dict[str, Any]) -> str | None:
+    """The code of the stream's error (chat: an error chunk; Responses: the `error` event), None if none."""
+    with httpx.stream("POST", url + path, json=body, headers={"X-Request-Id": request_id}, timeout=30) as answer:
+        assert answer.status_code == 200, (request_id, answer.read())
+        payloads = [json.loads(line[6:]) for line in answer.iter_lines() if line.startswith("data: {")]
+    for payload in payloads:
+        if payload.get("type") == "error":
+            return str(payload["code"])
+        if "type" not in payload and isinstance(payload.get("error"), dict):
+            return str(payload["error"]["code"])
+    return None
+
+
 def test_access_lines_carry_error_codes_and_hang_ups_and_no_colour(
     emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "config.yaml", routes_for(emulator.url), redis_prefix=redis_prefix)
-    with bridge_process(config, redis_url, tmp_path) as proc:
+    # The bridge's managed identity is the emulator's (project endpoints take Entra tokens only).
+    with managed_identity(emulator.url), bridge_process(config, redis_url, tmp_path) as proc:
         lost = httpx.post(
             f"{proc.url}/v1/chat/completions",
             json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
@@ -129,6 +162,7 @@ def test_access_lines_carry_error_codes_and_hang_ups_and_no_colour(
         ):
             assert stream.status_code == 200
             next(stream.iter_raw())  # the first chunk arrived: hang up before the answer is complete
+        sent = {name: _streamed_error(proc.url, name, path, body) for name, (path, body) in IN_STREAM.items()}
         deadline = time.monotonic() + 10
         while not any("ops-hang-up" in line for line in proc.log_lines()):
             assert time.monotonic() < deadline, "no access line for the request that hung up"
@@ -142,5 +176,15 @@ def test_access_lines_carry_error_codes_and_hang_ups_and_no_colour(
     assert records["ops-bad-json"]["error_code"] == "invalid_json"
     hung_up = records["ops-hang-up"]
     assert hung_up["status"] == 499 and hung_up["client_closed"] is True and hung_up["sent_status"] == 200
+    assert sent == {
+        "ops-chat-assistants": "rate_limit_exceeded",
+        "ops-chat-foundry": "server_error",
+        "ops-responses-assistants": "server_error",
+        "ops-responses-foundry": "rate_limit_exceeded",
+        "ops-ok-stream": None,
+    }
+    for name, code in sent.items():
+        # An error after the first byte: the line keeps the status sent and names the event's code.
+        assert (records[name]["status"], records[name].get("error_code")) == (200, code), name
     assert "\x1b[" not in text and "color_message" not in text
     assert any(json.loads(line)["logger"].startswith("uvicorn") for line in text.splitlines())
