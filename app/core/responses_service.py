@@ -1,7 +1,7 @@
 """`/v1/responses` for any route: Assistants turns rendered as Responses, Foundry v2 relayed whole.
 
 Response ids are owner-scoped: every id handed to a client is recorded with its owner before the
-client sees it, and every lookup (`previous_response_id`, GET, DELETE) checks it.
+client sees it, and every lookup (`previous_response_id`, an `item_reference`, GET, DELETE) checks it.
 """
 
 from __future__ import annotations

@@ -360,6 +360,12 @@ async def test_response_records_round_trip(store: RedisStore, client: Redis, red
     await store.save_response(foundry)
     assert await store.get_response("resp_2", "alice") == foundry
 
+    # Several at once (item references name several responses): one MGET, per slot on a cluster.
+    others = _response(response_id="resp_3", owner="mallory")
+    await store.save_response(others)
+    wanted = ["resp_2", "resp_missing", "resp_3", "resp_1"]
+    assert await store.get_responses(wanted, "alice") == [foundry, None, None, rec]
+
     await store.delete_response("resp_1")
     assert await store.get_response("resp_1", "alice") is None
     assert await store.get_response("resp_2", "alice") == foundry
@@ -522,6 +528,8 @@ async def test_a_redis_that_never_answers_fails_within_the_command_timeout(redis
         await redis.aclose()
         for writer in sockets:
             writer.close()
+        # Closed on this test's loop, not left to the collector after it.
+        await asyncio.gather(*(w.wait_closed() for w in sockets), return_exceptions=True)
         server.close()
         await server.wait_closed()
 
