@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import openai
 import pytest
@@ -68,3 +70,17 @@ def test_a_route_timeout_below_the_gateways_gives_a_non_streamed_client_a_clean_
         assert info.value.status_code == 504
         assert info.value.body["code"] == "upstream_timeout"  # type: ignore[index]
         assert proxy.cut == 0
+
+
+def test_a_stopped_proxy_leaves_no_connection_open(emulator: ServerThread) -> None:
+    """Stopped mid-relay, the proxy closes both sides on its own loop (a StreamWriter left to the
+    collector after that loop closed would warn in whichever later test the collector runs in)."""
+    with (
+        idle_timeout_proxy(emulator.port, idle_s=30) as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port)) as s,
+    ):
+        s.sendall(b"GET /_emulator/stats HTTP/1.1\r\nHost: emulator\r\n\r\n")  # keep-alive: the relay stays up
+        assert s.recv(12) == b"HTTP/1.1 200"
+        proxy.stop()
+        writers = proxy.writers()
+        assert len(writers) == 2 and all(w.transport.is_closing() for w in writers)

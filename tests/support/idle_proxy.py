@@ -24,7 +24,7 @@ class IdleTimeoutProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"idle-proxy-{self.port}")
 
     def _run(self) -> None:
@@ -41,23 +41,32 @@ class IdleTimeoutProxy:
         async with server:
             await self._stop.wait()
             server.close()
-            # Every connection ends (and closes its sockets) on this loop, before the loop closes.
-            for task in self._connections:
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
+            # Every socket is closed, and its closing awaited, on this loop before the loop closes: a
+            # StreamWriter left to the collector after that warns in whichever later test it runs.
+            for writer in self._writers:
+                writer.close()  # their pumps read EOF, and each relay ends on its own
+            # Every other task on this loop is a connection's (one accepted just now may not have
+            # started yet, so a set the relays fill themselves could miss it).
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            if others:
+                _, late = await asyncio.wait(others, timeout=5)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+            for writer in self._writers:
+                writer.close()
+            await asyncio.gather(*(w.wait_closed() for w in self._writers), return_exceptions=True)
             await server.wait_closed()
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        me = asyncio.current_task()
-        assert me is not None
-        self._connections.add(me)
-        me.add_done_callback(self._connections.discard)
+        self._writers.add(client_writer)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             client_writer.close()
             await client_writer.wait_closed()
             return
+        self._writers.add(upstream_writer)
         last = asyncio.get_running_loop().time()
 
         async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -86,10 +95,13 @@ class IdleTimeoutProxy:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for writer in (client_writer, upstream_writer):
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+            # Both close before either is awaited: a cancel (the proxy stopping) during the wait
+            # leaves no writer open; `_serve` then awaits their closing.
+            client_writer.close()
+            upstream_writer.close()
+            with contextlib.suppress(OSError):
+                await client_writer.wait_closed()
+                await upstream_writer.wait_closed()
 
     def start(self) -> IdleTimeoutProxy:
         self._thread.start()
@@ -97,8 +109,12 @@ class IdleTimeoutProxy:
             raise TimeoutError("the idle-timeout proxy did not start")
         return self
 
+    def writers(self) -> list[asyncio.StreamWriter]:
+        """Every StreamWriter the proxy has made (both sides of each connection)."""
+        return list(self._writers)
+
     def stop(self) -> None:
-        if self._stop is not None:
+        if self._stop is not None and not self._loop.is_closed():  # stopping twice is no error
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
 
