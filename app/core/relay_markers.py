@@ -29,12 +29,14 @@ class _Part:
     annotations: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
 
-    def show(self, text: str) -> list[StreamEvent]:
-        """The text released now as a delta, then the annotations it placed."""
+    def show(self, text: str, delta: StreamEvent | None = None) -> list[StreamEvent]:
+        """The text released now as a delta (the upstream `delta` event's other fields kept), then the
+        annotations it placed."""
         out: list[StreamEvent] = []
         if text:
             self.shown.append(text)
-            out.append({"type": "response.output_text.delta", **self.where, "delta": text, "logprobs": []})
+            template = delta or {"type": "response.output_text.delta", **self.where, "logprobs": []}
+            out.append({**template, "delta": text})
         for placed in self.text.new_placed():
             out.append(self._added(response_annotation(placed)))
         return out
@@ -107,7 +109,7 @@ class MarkerRelay:
         kind = data.get("type")
         if kind == "response.output_text.delta":
             part = self._part(data)
-            return part.show(part.text.feed(str(data.get("delta") or "")))
+            return part.show(part.text.feed(str(data.get("delta") or "")), data)
         if kind == "response.output_text.annotation.added":
             part = self._part(data)
             annotation = parse_response_annotation(data.get("annotation"))

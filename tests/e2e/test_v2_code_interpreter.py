@@ -135,6 +135,11 @@ def test_a_container_file_is_relayed_only_to_the_owner_of_the_turn(coders: Bridg
     assert "GET /api/projects/{project}/openai/v1/containers/{container_id}/files/{file_id}/content" in (
         coders.emulator_stats()
     )
+    # A container Azure no longer has (they expire): the owner gets a 404 envelope, not a 5xx.
+    coders.fault(path="/containers/", status=404, count=1)
+    with pytest.raises(openai.NotFoundError) as gone:
+        coders.client(api_key=OWNER_A).files.content(note["file_id"])
+    validate(gone.value.response.json()["error"], "Error")
 
 
 def _cited(client: openai.OpenAI, model: str, stream: bool) -> dict[str, Any]:
@@ -186,3 +191,21 @@ def test_v2_responses_markers_follow_the_route_setting(
     else:
         assert part["text"] == "The answer is in the file[1] and on the web[2]."
         assert _spans(part) == shown
+
+
+def test_a_chat_follow_up_after_a_code_turn_is_one_request_on_the_chain(coders: Bridge) -> None:
+    client = coders.client(api_key=OWNER_A)
+    messages: list[Any] = [{"role": "user", "content": "/image"}]
+    first = client.chat.completions.create(model="code-agent", messages=messages)
+    messages += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "/file next.csv"},
+    ]
+    coders.reset_stats()
+    second = client.chat.completions.create(model="code-agent", messages=messages)
+    creates = [r for r in coders.emulator_requests() if r["operation"].endswith("/openai/v1/responses")]
+    assert len(creates) == 1 and creates[0]["body"]["previous_response_id"]
+    assert creates[0]["body"]["input"] == [{"type": "message", "role": "user", "content": "/file next.csv"}]
+    [note] = second.choices[0].message.annotations or []
+    file_id = (note.url_citation.model_extra or {})["file_id"]
+    assert client.files.content(file_id).content == b"name,value\nnext.csv,42\n"

@@ -116,3 +116,10 @@ def test_a_stored_part_is_rewritten_whole_and_unknown_annotations_kept() -> None
     [placed] = moved["annotations"]
     assert moved["text"] == "See [a.csv](" + link + ")"
     assert moved["text"][placed["start_index"] : placed["end_index"]] == link
+
+
+def test_text_without_markers_streams_as_it_came() -> None:
+    delta = {"type": "response.output_text.delta", **WHERE, "delta": "Hi there", "logprobs": [], "obfuscation": "ab"}
+    done = {"type": "response.output_text.done", **WHERE, "text": "Hi there", "logprobs": []}
+    out = _relayed("numbered", [{**delta, "sequence_number": 7}, {**done, "sequence_number": 8}])
+    assert out == [{**delta, "sequence_number": 0}, {**done, "sequence_number": 1}]
