@@ -229,6 +229,9 @@ class RunEngine:
 
     @staticmethod
     def _complete_tool_step(run: Run) -> None:
+        """The step that asked for tool outputs (or approvals) completes when they arrive, and only then
+        carries its usage: a step's `usage` "will be `null` while the run step's status is `in_progress`"
+        (openai-openapi `RunStepCompletionUsage`; Azure.AI.Agents `RunStep.usage` says the same)."""
         if run.steps and run.steps[-1]["type"] == "tool_calls" and run.steps[-1]["status"] == "in_progress":
             step = run.steps[-1]
             step.update(status="completed", completed_at=now(), usage=run.step_usage.get(step["id"]))
@@ -244,6 +247,11 @@ class RunEngine:
         }
 
     def _tool_calls(self, run: Run, plan: script.Plan) -> None:
+        """Function calls: a `tool_calls` step left `in_progress`, then `requires_action`. The run waiting
+        has `usage: null` ("`null` if the run is not in a terminal state", openai-openapi
+        `RunCompletionUsage`, Azure.AI.Agents `ThreadRun.usage`; openai-dotnet's `RunStatus.IsTerminal`
+        leaves `requires_action` out) and so has the waiting step: the model's tokens for these calls
+        show on the step once the outputs complete it, and in the run's cumulative usage at its end."""
         step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
         run.steps.append(step)
         run.step_usage[step["id"]] = self._add_usage(run, plan.usage)
