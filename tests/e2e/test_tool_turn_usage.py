@@ -230,6 +230,23 @@ def test_a_turn_after_the_run_ended_starts_counting_again(bridge: Bridge, azure:
     assert _tokens(again.usage) == ZERO  # a new run: nothing of the first one carries over
 
 
+def test_a_polled_turn_that_cannot_read_the_steps_still_hands_out_its_calls(bridge: Bridge, azure: AzureOpenAI) -> None:
+    """Reading the usage never fails a turn: what it could not count goes to the run's next turn."""
+    client = bridge.client()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": seed.QUESTION}]
+    first, headers = _chat(client, "poll-flights", messages, stream=False)
+    answer_calls(messages, first)
+    bridge.fault(path=r"/runs/[^/]+/steps$", method="GET", status=404, count=1)
+    second, _ = _chat(client, "poll-flights", messages, stream=False)
+    assert second.finish_reason == "tool_calls" and [c["name"] for c in second.tool_calls] == ["get_flights"]
+    assert _tokens(second.usage) == ZERO
+    answer_calls(messages, second)
+    last, _ = _chat(client, "poll-flights", messages, stream=False)
+    assert last.finish_reason == "stop"
+    run, _ = _azure_run(azure, headers["x-thread-id"])
+    assert _sum([_tokens(first.usage), _tokens(last.usage)]) == _tokens(run.usage)
+
+
 def _echo(call: dict[str, Any]) -> dict[str, Any]:
     return {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
 

@@ -91,20 +91,17 @@ def usage_of(run: dict[str, Any]) -> Usage | None:
     return Usage(prompt, completion, int(usage.get("total_tokens") or prompt + completion))
 
 
-def added(a: Usage, b: Usage) -> Usage:
+def added(*usages: Usage) -> Usage:
     return Usage(
-        a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens, a.total_tokens + b.total_tokens
+        sum(u.prompt_tokens for u in usages),
+        sum(u.completion_tokens for u in usages),
+        sum(u.total_tokens for u in usages),
     )
 
 
 def steps_usage(steps: list[dict[str, Any]]) -> Usage:
     """What the run's completed steps report: a step's usage is known once it completed."""
-    total = NO_USAGE
-    for step in steps:
-        usage = usage_of(step) if step.get("status") == "completed" else None
-        if usage is not None:
-            total = added(total, usage)
-    return total
+    return added(*(u for s in steps if s.get("status") == "completed" and (u := usage_of(s)) is not None))
 
 
 def turn_usage(run: dict[str, Any], *, reported: Usage, seen: Usage) -> tuple[Usage, Usage]:

@@ -11,6 +11,7 @@ and `close` waits for its answer to record or delete the thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -30,11 +31,13 @@ from app.errors import (
     ShuttingDownError,
     ToolOutputsExpiredError,
     UpstreamError,
+    UpstreamTimeoutError,
 )
 
 if TYPE_CHECKING:
     from app.backends.assistants.backend import AssistantsBackend
 
+log = logging.getLogger("agent_bridge.assistants")
 BRIDGE_TAG = "agent-bridge"
 _RUN_END_EVENTS = frozenset(
     {
@@ -93,12 +96,9 @@ class AssistantsTurn:
         self._early: list[RunEvent] = []
         self._creating: asyncio.Task[None] | None = None
         self._answered = False
-        self._reported = mapping.NO_USAGE
-        """The run's usage that its earlier turns gave their clients (kept with its call records)."""
-        self._completed: dict[str, Usage] = {}
-        """Usage of the steps this turn saw complete (streamed: `thread.run.step.completed`)."""
-        self._listed: Usage | None = None
-        """Usage of the run's completed steps, listed when a polled run waits for its tool outputs."""
+        self._reported = mapping.NO_USAGE  # the run's usage its earlier turns gave (kept with its calls)
+        self._completed: dict[str, Usage] = {}  # steps completed in this turn's stream, by id
+        self._listed: Usage | None = None  # the completed steps of a polled run that waits
 
     # -- open: up to Azure's first answer --------------------------------------------------------
 
@@ -300,9 +300,7 @@ class AssistantsTurn:
             await asyncio.sleep(next(delays))
             run = await self.client.get_run(run["thread_id"], run["id"], self.req.deadline)
         if run.get("status") == "requires_action" and run.get("usage") is None:
-            # A waiting run has no usage yet; its completed steps (earlier rounds, built-in tools) have.
-            steps = await self.client.run_steps(run["thread_id"], run["id"], self.req.deadline)
-            self._listed = mapping.steps_usage(steps)
+            await self._list_steps(run)
         if run.get("status") in ("completed", "incomplete"):
             messages = await self.client.run_messages(run["thread_id"], run["id"], self.req.deadline)
             for message in messages:
@@ -310,6 +308,18 @@ class AssistantsTurn:
                     # A whole message as one delta: its text, citations and images alike.
                     yield _Polled("thread.message.delta", {"delta": {"content": message.get("content") or []}})
         yield _Polled(f"thread.run.{run.get('status')}", run)
+
+    async def _list_steps(self, run: dict[str, Any]) -> None:
+        """A waiting run has no usage yet; its completed steps (earlier rounds, built-in tools) have."""
+        try:
+            steps = await self.client.run_steps(run["thread_id"], run["id"], self.req.deadline)
+        except (UpstreamTimeoutError, ClientDisconnectedError, ShuttingDownError):
+            raise
+        except BridgeError as exc:
+            # The calls still reach the client; what this turn leaves uncounted goes to the run's next turn.
+            log.warning("could not read the usage of run %s's steps: %s", run["id"], exc.message)
+        else:
+            self._listed = mapping.steps_usage(steps)
 
     async def _conclude(self, run: dict[str, Any]) -> list[TurnEvent]:
         self.run_active = False
@@ -343,11 +353,7 @@ class AssistantsTurn:
 
     def _usage(self, run: dict[str, Any]) -> Usage:
         """This turn's share of the run's usage; the run's figure so far is kept for its next turn."""
-        seen = self._listed
-        if seen is None:
-            seen = self._reported
-            for step_usage in self._completed.values():
-                seen = mapping.added(seen, step_usage)
+        seen = self._listed if self._listed is not None else mapping.added(self._reported, *self._completed.values())
         usage, self._reported = mapping.turn_usage(run, reported=self._reported, seen=seen)
         return usage
 
