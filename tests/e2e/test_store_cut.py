@@ -65,7 +65,7 @@ def test_a_store_cut_during_a_thread_create_deletes_the_thread_and_answers_503(
                 {
                     "model": "demo-assistant",
                     "stream": True,
-                    "messages": [{"role": "user", "content": "/sleep 1200\nx"}],
+                    "messages": [{"role": "user", "content": "/sleep 2500\nx"}],
                 },
                 headers,
             )
@@ -90,6 +90,7 @@ def test_a_store_cut_during_a_thread_create_deletes_the_thread_and_answers_503(
         new_worker = threading.Thread(target=new)
         new_worker.start()
         wait_for(lambda: _create_held(bridge.emulator_requests()), what="the create held by Azure")
+        assert len(active_runs(emulator.url)) == 1  # the slow turn still runs, so it ends during the cut
         proxy.cut()
         try:
             new_worker.join(15)
