@@ -1,14 +1,18 @@
 """Re-authentication of a Redis client's open connections with each new Entra token, without racing commands.
 
-Why not redis-py's own (8.1), which a `StreamingCredentialProvider` switches on:
-- `ConnectionPool.re_auth_callback` sends AUTH on each idle connection while it stays in the pool's
-  free list, and `BlockingConnectionPool.get_connection` does not take the lock it holds: a command
-  can be handed the connection with the AUTH reply still unread, and then reads it as its own reply,
-  or the pool finds data waiting on the socket and replaces the connection.
-- A connection busy when the token arrives gets its AUTH on release, but only after it is back in
-  the free list, so the same race applies; its AUTH can also fail the command that released it.
-- On a cluster, `ClusterNode.re_auth_callback` re-authenticates only the free connections: one busy
-  when the token arrives keeps the old token until it lapses (Azure then closes the connection).
+Why not redis-py's own (8.1; a `StreamingCredentialProvider` switches it on, through
+`RegisterReAuthForPooledConnections` and `RegisterReAuthForAsyncClusterNodes` in redis/event.py):
+- `ConnectionPool.re_auth_callback` sends AUTH to the idle connections one by one, holding the
+  pool's lock, while each stays in the free list. `BlockingConnectionPool.get_connection` takes only
+  its condition, not that lock, so a command can be handed a connection whose AUTH reply is still
+  unread (it reads the reply as its own, or the pool finds data waiting and replaces the
+  connection); any release meanwhile waits for the lock while holding the condition, which stalls
+  every other command of the worker for the whole walk.
+- A connection busy when the token arrives sends its AUTH from `release`, after it is back in the
+  free list; a failure there is raised from the command that released it.
+- On a cluster, `ClusterNode.re_auth_callback` re-authenticates the free connections of the
+  discovered nodes only: one busy when the token arrives, and the startup node's connection kept
+  from discovery, hold the old token until it lapses (Azure then closes them).
 
 Here a connection is re-authenticated only by whoever holds it, so no command can interleave:
 - its own next command sends AUTH first (`ReauthConnection`, the class of a standalone pool's

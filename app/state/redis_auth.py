@@ -78,6 +78,7 @@ class EntraCredentialProvider(CredentialProvider):
         self._clock = clock
         self._token: AccessToken | None = None
         self._current: Credential | None = None
+        self._announced: Credential | None = None
         self._refresh_at = 0.0
         self._fetching: asyncio.Task[AccessToken] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -142,27 +143,34 @@ class EntraCredentialProvider(CredentialProvider):
         generation = self._current.generation + 1 if self._current is not None else 1
         self._token, self._refresh_at = token, token.expires_on - margin
         self._current = Credential(self._user(token), token.token, float(token.expires_on), generation)
+        if self._announced is None:
+            self._announced = self._current  # the first token: connections open with it
         return token
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(max(0.0, self._refresh_at - self._clock()))
-            before = self._current
+            await self._announce()
+            delay = self._refresh_at - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue  # a connection opening meanwhile may have fetched the next token already
             try:
                 await self._fetch()
             except Exception as exc:
                 log.warning("redis: Entra token refresh failed (retrying in %.0f s): %s", RETRY_S, type(exc).__name__)
                 self._refresh_at = self._clock() + RETRY_S
-                continue
-            current = self._current
-            if current is None or current is before:
-                continue
-            deadline = before.expires_on if before is not None else current.expires_on
-            for subscriber in self._subscribers:
-                try:
-                    await subscriber(current, deadline)
-                except Exception as exc:
-                    log.warning("redis: re-authenticating connections failed: %s", type(exc).__name__)
+
+    async def _announce(self) -> None:
+        """Tell subscribers of a token newer than the last they heard of (whoever fetched it)."""
+        current, last = self._current, self._announced
+        if current is None or last is None or current.generation <= last.generation:
+            return
+        self._announced = current
+        for subscriber in self._subscribers:
+            try:
+                await subscriber(current, last.expires_on)
+            except Exception as exc:
+                log.warning("redis: re-authenticating connections failed: %s", type(exc).__name__)
 
     async def aclose(self) -> None:
         for task in (self._refresher, self._fetching):
