@@ -27,6 +27,7 @@ the passes move them; a node's free list is first-in first-out, so a busy connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -167,8 +168,7 @@ class Reauthenticator:
 
     async def _reauth(self, pool: _Pool, conn: Any, credential: Credential) -> None:
         try:
-            await conn.send_command("AUTH", credential.user, credential.token, check_health=False)
-            await conn.read_response(disconnect_on_error=False)
+            await _authenticate(conn, credential)
         except AuthenticationError as exc:
             # The connection keeps the session of its earlier AUTH (redis-py would have dropped it).
             self.refused += 1
@@ -176,10 +176,6 @@ class Reauthenticator:
             log.warning("redis: the new Entra token was refused on re-authentication: %s", type(exc).__name__)
         except (RedisError, OSError, TimeoutError) as exc:
             log.info("redis: a connection failed while re-authenticating (%s); it reconnects", type(exc).__name__)
-            await conn.disconnect()  # it opens again, with the new token, when a command next needs it
-        except BaseException:
-            await conn.disconnect()  # cancelled with an AUTH reply unread: the socket is not reusable
-            raise
         else:
             self.auths += 1
             self.provider.mark(conn, credential.generation)
@@ -187,8 +183,11 @@ class Reauthenticator:
             await pool.give_back(conn)
 
     async def aclose(self) -> None:
+        """Before the client closes: a pass cut short gives its connections back (or drops them) first."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class _ReauthOnUse:
@@ -218,21 +217,34 @@ class _ReauthOnUse:
         if not self._entra_busy and self.is_connected and isinstance(provider, EntraCredentialProvider):
             credential = provider.current
             if credential is not None and provider.held(self) < credential.generation:
-                await self._reauth(provider, credential)
+                try:
+                    await _authenticate(self, credential)
+                except AuthenticationError as exc:
+                    # The connection keeps the session of its earlier AUTH; the command goes ahead.
+                    log.warning("redis: the new Entra token was refused on re-authentication: %s", type(exc).__name__)
+                provider.mark(self, credential.generation)  # refused or not: not again before the next token
         await super().send_packed_command(command, check_health)  # type: ignore[misc]
 
-    async def _reauth(self, provider: EntraCredentialProvider, credential: Credential) -> None:
-        self._entra_busy = True
-        try:
-            await self.send_command("AUTH", credential.user, credential.token, check_health=False)  # type: ignore[attr-defined]
-            await self.read_response(disconnect_on_error=False)  # type: ignore[attr-defined]
-            provider.mark(self, credential.generation)
-        except AuthenticationError as exc:
-            # The connection keeps the session of its earlier AUTH; the command goes ahead.
-            log.warning("redis: the new Entra token was refused on re-authentication: %s", type(exc).__name__)
-            provider.mark(self, credential.generation)  # not again before the next token
-        finally:
-            self._entra_busy = False
+
+async def _authenticate(conn: Any, credential: Credential) -> None:
+    """AUTH on a connection the caller holds; a refusal raises AuthenticationError and keeps the
+    connection (and the session of its earlier AUTH)."""
+    busy = isinstance(conn, _ReauthOnUse)
+    if busy:
+        conn._entra_busy = True  # the AUTH must not trigger another one ahead of itself
+    try:
+        await conn.send_command("AUTH", credential.user, credential.token, check_health=False)
+        await conn.read_response(disconnect_on_error=False)
+    except AuthenticationError:
+        raise
+    except BaseException:
+        # A broken socket, a timeout or a cancellation with the reply unread: not reusable. It
+        # opens again, with the newest token, when a command next needs it.
+        await conn.disconnect()
+        raise
+    finally:
+        if busy:
+            conn._entra_busy = False
 
 
 class ReauthConnection(_ReauthOnUse, Connection):
