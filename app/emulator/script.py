@@ -233,6 +233,11 @@ def words(text: str) -> int:
     return len(text.split())
 
 
+def call_usage(prompt_tokens: int, calls: list[dict[str, Any]]) -> Usage:
+    """The tokens of the model call that wrote these tool calls: the prompt read, the calls' JSON written."""
+    return Usage(prompt_tokens, max(1, sum(words(json.dumps(c, sort_keys=True)) for c in calls)))
+
+
 def chunk_text(text: str) -> tuple[str, ...]:
     """Split a reply into several deltas (a word and its trailing space each)."""
     pieces = re.findall(r"\S+\s*|\s+", text)

@@ -8,16 +8,19 @@ this test's connections.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import asdict, replace
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core.turn import Usage
 from app.errors import StoreUnavailableError
 from app.state.connect import COMMAND_TIMEOUT_S, connect
 from app.state.store import CallRecord, RedisStore, ResponseRecord, ThreadRecord
@@ -318,6 +321,21 @@ async def test_call_records_round_trip_with_their_ttl(store: RedisStore, client:
     await store.delete_calls(["call_a", "call_b"])
     assert await store.get_calls(["call_a", "call_b"], "alice") == [None, None]
     await store.delete_calls([])  # nothing to do is not an error
+
+
+async def test_call_records_keep_the_usage_their_run_reported(
+    store: RedisStore, client: Redis, redis_prefix: str
+) -> None:
+    """The run's figure so far travels with its waiting calls; a record written before the field existed
+    (by an older bridge, still waiting for its outputs) reads as none reported."""
+    reported = Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17)
+    await store.save_calls([replace(r, reported=reported) for r in _calls()], ttl_s=30)
+    got = await store.get_calls(["call_a", "call_b"], "alice")
+    assert [r.reported if r else None for r in got] == [reported, reported]
+    older = {k: v for k, v in asdict(_calls(ids=("call_c",))[0]).items() if k != "reported"}
+    await client.set(f"{redis_prefix}call:call_c", json.dumps(older), px=30_000)
+    record = await store.get_call("call_c", "alice")
+    assert record is not None and record.reported is None and record.sibling_ids == ("call_c",)
 
 
 async def test_get_calls_is_one_round_trip(store: RedisStore, redis_url: str) -> None:
