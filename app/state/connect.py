@@ -110,6 +110,19 @@ def _options(url: str, settings: RedisSettings) -> tuple[dict[str, Any], EntraCr
     return options, provider
 
 
+def _reauth_connections(cluster: RedisCluster) -> None:
+    """The cluster client's connections re-authenticate themselves before their next command too.
+
+    RedisCluster takes no connection class (it picks redis-py's TCP or TLS one), but every node it
+    discovers later is built from the keyword dict it shares with its nodes manager, and the startup
+    nodes, built already, have opened no connection yet."""
+    manager = cluster.nodes_manager
+    kwargs = manager.connection_kwargs
+    kwargs["connection_class"] = reauth_connection_class(kwargs["connection_class"])
+    for node in [*cluster.startup_nodes, *manager.startup_nodes.values()]:
+        node.connection_class = kwargs["connection_class"]
+
+
 def connect(url: str | None, settings: RedisSettings | None = None) -> Any:
     """The client (`Redis` or `RedisCluster`); `build()` also returns what must be closed with it."""
     return build(url, settings).client
@@ -134,6 +147,8 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         cluster = RedisCluster.from_url(
             url.replace("+cluster", "", 1), max_connections=settings.max_connections, retry=retry, **options
         )
+        if provider is not None:
+            _reauth_connections(cluster)
         return _connection(cluster, provider)
     # A blocking pool: redis-py's default pool raises MaxConnectionsError at once when a burst of
     # turns wants more than 100 connections (seen as 503s with 1,000 streams opened together).

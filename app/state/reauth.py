@@ -15,13 +15,12 @@ Why not redis-py's own (8.1; a `StreamingCredentialProvider` switches it on, thr
   from discovery, hold the old token until it lapses (Azure then closes them).
 
 Here a connection is re-authenticated only by whoever holds it, so no command can interleave:
-- its own next command sends AUTH first (`ReauthConnection`, the class of a standalone pool's
-  connections): a connection that is always busy moves on at once;
+- its own next command sends AUTH first (`ReauthConnection`, the class of the pool's connections,
+  standalone or on every cluster node, see `app.state.connect`): a connection that is always busy
+  moves on at once;
 - an idle one is taken out of the free list synchronously (nothing else runs between the check and
   the take), sent AUTH, and given back. Passes repeat, quickly at first, until every open connection
   holds the new token, so one busy during a pass is caught as soon as it is free again.
-A cluster's connections are redis-py's own class (the cluster client takes no other), so there only
-the passes move them; a node's free list is first-in first-out, so a busy connection is soon free.
 """
 
 from __future__ import annotations
