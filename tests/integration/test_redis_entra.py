@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis
 
 from app.settings import RedisAuthSettings, RedisSettings
 from app.state.connect import Connection, build
@@ -65,8 +66,6 @@ def acl_redis() -> Iterator[int]:
     if server is None:
         pytest.skip("redis-server is needed")
     proc, port = _start_redis(server)
-    import redis
-
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -211,6 +210,14 @@ async def _live_through_expiries(connection: Connection, issuer: TokenIssuer, *,
     return load
 
 
+def _debug(issuer: TokenIssuer) -> str:
+    lines = [f"issued {[(round(i.issued_at % 100, 3), i.expires_on % 100) for i in issuer.issued]}"]
+    for check in issuer.lapsed:
+        stamps = issuer.monitors[check.node].auths.get(check.addr, [])
+        lines.append(f"lapsed {check}: auths {[round(s % 100, 3) for s in stamps]}")
+    return "\n".join(lines)
+
+
 def _assert_moved_on(issuer: TokenIssuer, connection: Connection) -> None:
     assert connection.reauth is not None
     # Every open connection was judged at every expiry, and every one had re-authenticated in time.
@@ -224,6 +231,7 @@ def _assert_moved_on(issuer: TokenIssuer, connection: Connection) -> None:
     assert judged[0] <= set(issuer.connections())
     assert issuer.auth_failures() == []
     assert connection.reauth.refused == 0
+    assert connection.reauth.auths > 0  # idle connections were moved by the passes
 
 
 async def test_pooled_connections_re_authenticate_before_each_token_expires_and_a_revoked_token_costs_nothing(
@@ -248,11 +256,3 @@ async def test_cluster_connections_re_authenticate_on_every_node(acl_cluster: Re
         assert {node for node, _ in issuer.connections()} == {0, 1, 2}
     finally:
         await connection.aclose()
-
-
-def _debug(issuer: TokenIssuer) -> str:
-    lines = [f"issued {[(round(i.issued_at % 100, 3), i.expires_on % 100) for i in issuer.issued]}"]
-    for check in issuer.lapsed:
-        stamps = issuer.monitors[check.node].auths.get(check.addr, [])
-        lines.append(f"lapsed {check}: auths {[round(s % 100, 3) for s in stamps]}")
-    return "\n".join(lines)
