@@ -17,8 +17,10 @@
   `MCP NAME was not approved, so it was not called.`; with `"never"` the call runs at once;
 - `/image` runs code interpreter, which draws a chart: an `image` output and an `image_file` content
   part; `/file NAME` writes `/mnt/data/NAME`: the answer links `sandbox:/mnt/data/NAME`, annotated
-  `file_path`; both files are served by the files endpoints (`files.py`); `/cite` searches files first
-  (a `file_search` run step on classic);
+  `file_path`; both files are served by the files endpoints (`files.py`); on Foundry v2 (an agent
+  version with a `code_interpreter` tool) both are files in the conversation's container, cited by
+  `container_file_citation` on a `sandbox:/mnt/data/NAME` link (`foundry_v2_code.py`); `/cite` searches
+  files first (a `file_search` run step on classic);
 - the agent named `flights-demo` replays the seed notebook: `my_cat_born_date`, then `get_flights`
   from that date to Easter 2021, then `There are N flights between ...`.
 
