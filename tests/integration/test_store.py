@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from app.core.turn import Usage
 from app.errors import StoreUnavailableError
 from app.state.connect import COMMAND_TIMEOUT_S, connect
+from app.state.janitor import Janitor, JanitorPolicy
 from app.state.store import CallRecord, RedisStore, ResponseRecord, ThreadRecord
 from tests.support.servers import free_port
 
@@ -196,6 +197,33 @@ async def test_idle_threads_reads_the_expired_end_most_idle_first(store: RedisSt
 
     await store.close_turn(same[1], None, now=1000.0)  # used again: no longer idle
     assert await store.idle_threads(bucket, before=350.0, limit=10) == [same[4], same[2]]
+
+
+async def test_a_janitor_that_dies_after_its_claim_leaves_the_thread_due_again(store: RedisStore) -> None:
+    """The claim re-scores, it does not remove: a thread whose claimant died is deleted later, by another."""
+    await store.record_thread(_thread("thread_dead_claim", at=1000.0))
+    policy = JanitorPolicy(ttl_s=100.0, claim_s=300.0, retry_base_s=1.0)
+    now = 2000.0
+    # The first janitor claims the thread and is killed before it deletes it.
+    assert await store.claim_idle("thread_dead_claim", expired_by=now - 100.0, due_again=now + 300.0 - 100.0)
+    assert not await store.claim_idle("thread_dead_claim", expired_by=now - 100.0, due_again=now + 200.0)
+    deleted: list[str] = []
+
+    async def delete(thread_id: str) -> None:  # Azure's side of a deletion
+        deleted.append(thread_id)
+
+    janitor = Janitor(store, {"demo": delete}, policy)
+    soon = await janitor.sweep(now=now + 10.0)  # still claimed: nobody else takes it
+    assert soon.deleted == [] and deleted == [] and await store.get_thread("thread_dead_claim") is not None
+    later = await janitor.sweep(now=now + 301.0)  # the claim ran out: due again, deleted once
+    assert later.deleted == ["thread_dead_claim"] and deleted == ["thread_dead_claim"]
+    assert await store.get_thread("thread_dead_claim") is None and await store.count_threads() == 0
+
+
+async def test_a_stale_work_list_entry_is_dropped_by_the_sweep(store: RedisStore) -> None:
+    await store.requeue_idle("thread_gone", 1000.0)  # an entry whose record no longer exists
+    result = await Janitor(store, {}, JanitorPolicy(ttl_s=100.0)).sweep(now=2000.0)
+    assert result.skipped == ["thread_gone"] and await store.count_threads() == 0
 
 
 async def test_threads_spread_over_buckets_and_owners_are_found_anywhere(store: RedisStore) -> None:
