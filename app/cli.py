@@ -67,8 +67,11 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("app.main:create_app_from_env", factory=True, workers=args.workers, **common)  # type: ignore[arg-type]
         return 0
     from app.main import create_app
+    from app.runtime import tune_gc
 
-    uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+    app = create_app(settings)
+    tune_gc()
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
     return 0
 
 
