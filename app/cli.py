@@ -41,6 +41,7 @@ def _load(path: str, *, require_routes: bool = False) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.http_protocol import StepWriteProtocol
     from app.logs import configure
 
     settings = _load(args.config, require_routes=True)
@@ -53,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn's own grace outlasts the bridge's: the bridge ends its turns first, in OpenAI's format.
         "timeout_graceful_shutdown": int(settings.shutdown_grace) + _SHUTDOWN_MARGIN_S,
         "access_log": False,
+        "http": StepWriteProtocol,
     }
     if args.workers > 1:
         if settings.redis_url is None:
@@ -65,8 +67,11 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("app.main:create_app_from_env", factory=True, workers=args.workers, **common)  # type: ignore[arg-type]
         return 0
     from app.main import create_app
+    from app.runtime import tune_gc
 
-    uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+    app = create_app(settings)
+    tune_gc()
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
     return 0
 
 

@@ -258,6 +258,9 @@ def create_app_from_env() -> Any:
     """Factory for `uvicorn --factory` (several workers): the config path comes from AGENT_BRIDGE_CONFIG.
     Each worker is a fresh process, so it sets up its own JSON logging (`serve` passes the level)."""
     from app.logs import LEVEL_ENV, configure
+    from app.runtime import tune_gc
 
     configure(os.environ.get(LEVEL_ENV, "info"))
-    return create_app(load_settings(os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml")))
+    app = create_app(load_settings(os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml")))
+    tune_gc()
+    return app

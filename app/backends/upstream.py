@@ -88,6 +88,18 @@ class SSEEvent:
 
 def parse_event(block: bytes) -> SSEEvent | None:
     """One event from its lines (`\\n`-separated, without the blank line that ends it); None if it has no data."""
+    # Azure's own shape, `event: <name>` then one `data: <json>` line, takes a few slices and no loop.
+    if block.startswith(b"event: "):
+        end = block.find(b"\n")
+        if end > 0 and block.startswith(b"data: ", end + 1) and block.find(b"\n", end + 1) < 0:
+            name = block[7:end].decode("utf-8", "replace")
+            if name and name[0] != " " and b"\r" not in block:
+                return SSEEvent(name, block[end + 7 :].decode("utf-8", "replace"))
+    return parse_lines(block)
+
+
+def parse_lines(block: bytes) -> SSEEvent | None:
+    """`parse_event` for any shape the SSE spec allows: line by line."""
     name = ""
     data: list[str] = []
     for line in block.decode("utf-8", "replace").split("\n"):

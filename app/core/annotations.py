@@ -55,6 +55,15 @@ class AnnotatedText:
         self._held += text
         return self._release(final=False)
 
+    def plain(self, text: str) -> bool:
+        """Whether `text` can be handed out as it came (no marker in it, nothing held: nearly every
+        delta); if so it is counted as shown."""
+        if self._held or _OPEN in text:
+            return False
+        self._raw_at += len(text)
+        self._out_at += len(text)
+        return True
+
     def cite(self, annotations: tuple[Annotation, ...]) -> str:
         """Annotations as they arrive; returns held text they released."""
         for annotation in annotations:
@@ -168,6 +177,9 @@ async def rewritten(events: AsyncIterator[TurnEvent], mode: MarkerMode) -> Async
     """
     text = AnnotatedText(mode)
     async for event in events:
+        if isinstance(event, TextDelta) and text.plain(event.text):
+            yield event
+            continue
         if isinstance(event, TextDelta):
             shown = text.feed(event.text)
         elif isinstance(event, Cited):

@@ -209,6 +209,12 @@ _WARNED: dict[tuple[str, str], tuple[tuple[str, Rule], ...]] = {
 }
 
 
+_WARNED_AT: dict[tuple[str, str], dict[str, tuple[int, str, Rule]]] = {
+    key: {name: (index, name, rule) for index, (name, rule) in enumerate(rules)} for key, rules in _WARNED.items()
+}
+"""The same, by name, with each name's place in its table (warnings keep table order)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ParamWarning:
     param: str
@@ -229,7 +235,11 @@ def unhonoured(endpoint: Endpoint, backend: str, body: Any) -> tuple[ParamWarnin
     # pydantic model builds an exception (about 20 us each), too dear for two dozen names per turn.
     declared: dict[str, Any] = getattr(body, "__dict__", {})
     extra: dict[str, Any] = getattr(body, "__pydantic_extra__", None) or {}
-    for name, rule in _WARNED[(endpoint, backend)]:
+    # Only what the client sent can need a warning: a request sets a handful of the table's names.
+    sent = getattr(body, "model_fields_set", None)
+    names = declared.keys() if sent is None else sent | extra.keys()
+    table = _WARNED_AT[(endpoint, backend)]
+    for _index, name, rule in sorted(table[n] for n in names if n in table):
         value = declared.get(name, extra.get(name))
         if value is None or _harmless(value, rule.harmless):
             continue

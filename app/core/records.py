@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.core.turn import Usage
+
 
 @dataclass(frozen=True)
 class ThreadRecord:
@@ -33,6 +35,8 @@ class CallRecord:
     """Every call id pending on that run: the outputs must answer all of them at once."""
     created_at: float
     expires_at: float | None
+    reported: Usage | None = None
+    """The run's usage its turns so far gave their clients (the next turn of the run gives only the rest)."""
 
 
 @dataclass(frozen=True)

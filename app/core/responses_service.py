@@ -18,6 +18,7 @@ from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, Too
 from app.core.files import FileIndex, recorded, records_of
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.records import ResponseRecord
+from app.core.relay_markers import MarkerRelay
 from app.core.service import AgentBackend, route_for
 from app.core.turn import Item, TurnRequest
 from app.errors import BridgeError, InvalidRequestError, NotFoundError, RunFailedError
@@ -161,11 +162,20 @@ class _AssistantsResponse:
 
 
 class _RecordedRelay:
-    """A Foundry pass-through whose response id is recorded with its owner before the client sees it."""
+    """A Foundry pass-through whose response id is recorded with its owner before the client sees it, its
+    citation markers shown as the route says, and each file it cites recorded before the citation goes out."""
 
     def __init__(
-        self, work: Work[StreamEvent], *, owner: str, model: str, index: ResponseIndex, files: FileIndex | None
+        self,
+        work: Work[StreamEvent],
+        *,
+        owner: str,
+        model: str,
+        index: ResponseIndex,
+        files: FileIndex | None,
+        markers: MarkerMode = "numbered",
     ) -> None:
+        self.markers = MarkerRelay(markers)
         self.files = files
         self.work = work
         self.owner = owner
@@ -190,12 +200,13 @@ class _RecordedRelay:
         return bound
 
     async def events(self) -> AsyncIterator[StreamEvent]:
-        async for data in self.work.events():
-            if self.files is not None and data.get("type") == "response.output_text.annotation.added":
-                annotation = parse_response_annotation(data.get("annotation"))
-                if annotation is not None and annotation.file_id:
-                    await self.files.save_files(records_of([annotation], route=self.model, owner=self.owner))
-            yield data
+        async for upstream in self.work.events():
+            for data in self.markers.events(upstream):
+                if self.files is not None and data.get("type") == "response.output_text.annotation.added":
+                    annotation = parse_response_annotation(data.get("annotation"))
+                    if annotation is not None and annotation.file_id:
+                        await self.files.save_files(records_of([annotation], route=self.model, owner=self.owner))
+                yield data
 
     async def close(self, ending: BaseException | None) -> None:
         await self.work.close(ending)
@@ -327,13 +338,16 @@ class ResponsesService:
             if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
                 raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
         work = self.passthrough.relay(body, model=req.model, deadline=deadline)
-        return _RecordedRelay(work, owner=owner, model=req.model, index=self.index, files=self.files)
+        markers = route_for(self.settings, req.model).citation_markers
+        return _RecordedRelay(work, owner=owner, model=req.model, index=self.index, files=self.files, markers=markers)
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)
         if record.backend == "foundry":
             assert self.passthrough is not None
-            return await self.passthrough.get(record.upstream_id or response_id, record.route)
+            relayed = await self.passthrough.get(record.upstream_id or response_id, record.route)
+            route = self.settings.route(record.route)
+            return MarkerRelay(route.citation_markers).response(relayed) if route is not None else relayed
         response: dict[str, Any] = record.data.get("response", {})
         return response
 

@@ -10,7 +10,8 @@ and `/filter answer` (ended `incomplete`, reason `content_filter`); `/cite` (cit
 `file_citation` and `url_citation` annotations, after a file search); `/mcp NAME {json}` (an MCP call,
 approved first: classic `submit_tool_approval`, v2 `mcp_approval_request`; agents `asst_mcp` and
 `mcp-agent`); `/image` and `/file NAME` (code interpreter's image and file outputs, served by
-`files.py`). The agent `flights-demo` replays the seed scenario.
+`files.py`; on v2, agent `code-agent`, a `code_interpreter_call` and a `container_file_citation`
+served from its container, `foundry_v2_code.py`). The agent `flights-demo` replays the seed scenario.
 """
 
 from app.emulator.app import create_emulator_app

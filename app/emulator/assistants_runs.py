@@ -229,24 +229,23 @@ class RunEngine:
 
     @staticmethod
     def _complete_tool_step(run: Run) -> None:
+        """The step that asked for tool outputs (or approvals) completes when they arrive, and only then
+        carries its usage: a step's `usage` "will be `null` while the run step's status is `in_progress`"
+        (openai-openapi `RunStepCompletionUsage`; Azure.AI.Agents `RunStep.usage` says the same)."""
         if run.steps and run.steps[-1]["type"] == "tool_calls" and run.steps[-1]["status"] == "in_progress":
             step = run.steps[-1]
             step.update(status="completed", completed_at=now(), usage=run.step_usage.get(step["id"]))
             run.log.emit("thread.run.step.completed", step)
 
-    def _add_usage(self, run: Run, usage: script.Usage) -> dict[str, int]:
-        run.prompt_tokens += usage.prompt_tokens
-        run.completion_tokens += usage.completion_tokens
-        return {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-        }
-
     def _tool_calls(self, run: Run, plan: script.Plan) -> None:
+        """Function calls: a `tool_calls` step left `in_progress`, then `requires_action`. The run waiting
+        has `usage: null` ("`null` if the run is not in a terminal state", openai-openapi
+        `RunCompletionUsage`, Azure.AI.Agents `ThreadRun.usage`; openai-dotnet's `RunStatus.IsTerminal`
+        leaves `requires_action` out) and so has the waiting step: the model's tokens for these calls
+        show on the step once the outputs complete it, and in the run's cumulative usage at its end."""
         step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
         run.steps.append(step)
-        run.step_usage[step["id"]] = self._add_usage(run, plan.usage)
+        run.step_usage[step["id"]] = run.add_usage(plan.usage)
         run.log.emit("thread.run.step.created", step)
         run.log.emit("thread.run.step.in_progress", step)
         calls = []
@@ -293,7 +292,7 @@ class RunEngine:
         `RequiredMcpToolCall`). It expires like a run waiting for tool outputs."""
         step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
         run.steps.append(step)
-        run.step_usage[step["id"]] = self._add_usage(run, plan.usage)
+        run.step_usage[step["id"]] = run.add_usage(plan.usage)
         run.log.emit("thread.run.step.created", step)
         run.log.emit("thread.run.step.in_progress", step)
         calls = []
@@ -343,7 +342,8 @@ class RunEngine:
         run.log.emit("thread.run.step.in_progress", step)
         for index, call in enumerate(calls):
             run.log.emit("thread.run.step.delta", self._step_delta(step, {"index": index, **call}))
-        step.update(status="completed", completed_at=now())
+        usage = run.add_usage(script.call_usage(plan.usage.prompt_tokens, calls))
+        step.update(status="completed", completed_at=now(), usage=usage)
         run.log.emit("thread.run.step.completed", step)
 
     @staticmethod
@@ -408,7 +408,7 @@ class RunEngine:
                 "thread.message.delta",
                 {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [part]}},
             )
-        usage = self._add_usage(run, plan.usage)
+        usage = run.add_usage(plan.usage)
         at = now()
         if plan.kind == "incomplete":
             reason = "content_filter" if plan.incomplete_reason == "content_filter" else "max_tokens"
@@ -430,7 +430,7 @@ class RunEngine:
 
     def _fail(self, run: Run, code: str, message: str, usage: script.Usage | None) -> None:
         if usage is not None:
-            self._add_usage(run, usage)
+            run.add_usage(usage)
         at = now()
         for step in run.steps:
             if step["status"] == "in_progress":

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from app.emulator import script
 from app.emulator.http import not_found, now
-from app.emulator.script import Item
+from app.emulator.script import Item, Usage
 
 Surface = Literal["openai", "classic"]
 
@@ -225,6 +225,16 @@ class Run:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def add_usage(self, usage: Usage) -> dict[str, int]:
+        """Count a step's tokens into the run's (a run's usage covers all its steps); the step's usage."""
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        return {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
         }
 
     def stop_background(self) -> None:

@@ -7,7 +7,8 @@ Shapes: openai-openapi `RunStepDetailsToolCallsCodeObject` (`code_interpreter: {
 and `MessageContentTextAnnotationsFilePathObject` (`file_path: {file_id}` over the `sandbox:/mnt/data/...`
 link); azure-ai-agents models the same as `RunStepCodeInterpreterToolCall`, `RunStepFileSearchToolCall`,
 `MessageImageFileContent` and `MessageTextFilePathAnnotation`. Each step is created, streamed as one
-`thread.run.step.delta` per call, and completed before the message step.
+`thread.run.step.delta` per call, and completed before the message step, with its own usage (null only
+while a step is in progress: openai-openapi `RunStepCompletionUsage`), counted into the run's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class Made:
     annotations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _step(run: Run, call: dict[str, Any]) -> None:
+def _step(run: Run, call: dict[str, Any], prompt_tokens: int) -> None:
     step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": [call]})
     run.steps.append(step)
     run.log.emit("thread.run.step.created", step)
@@ -42,7 +43,8 @@ def _step(run: Run, call: dict[str, Any]) -> None:
         streamed["file_search"] = {}
     delta = {"step_details": {"type": "tool_calls", "tool_calls": [streamed]}}
     run.log.emit("thread.run.step.delta", {"id": step["id"], "object": "thread.run.step.delta", "delta": delta})
-    step.update(status="completed", completed_at=now())
+    usage = run.add_usage(script.call_usage(prompt_tokens, [call]))
+    step.update(status="completed", completed_at=now(), usage=usage)
     run.log.emit("thread.run.step.completed", step)
 
 
@@ -52,7 +54,7 @@ def hosted_steps(run: Run, plan: script.Plan, files: FileStore) -> Made:
         results = [{"file_id": script.CITE_FILE_ID, "file_name": f"{script.CITE_FILE_ID}.txt", "score": 0.9}]
         ranking = {"ranker": "default_2024_08_21", "score_threshold": 0.0}
         search = {"ranking_options": ranking, "results": results}
-        _step(run, {"id": new_id("call"), "type": "file_search", "file_search": search})
+        _step(run, {"id": new_id("call"), "type": "file_search", "file_search": search}, plan.usage.prompt_tokens)
     code = plan.code
     if code is None:
         return made
@@ -74,5 +76,6 @@ def hosted_steps(run: Run, plan: script.Plan, files: FileStore) -> Made:
             }
         )
     interpreter = {"input": code.code, "outputs": outputs}
-    _step(run, {"id": new_id("call"), "type": "code_interpreter", "code_interpreter": interpreter})
+    call = {"id": new_id("call"), "type": "code_interpreter", "code_interpreter": interpreter}
+    _step(run, call, plan.usage.prompt_tokens)
     return made

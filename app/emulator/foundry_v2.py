@@ -3,9 +3,10 @@
 Routes, relative to a project endpoint `/api/projects/{project}`:
 - `/openai/v1/responses[...]` and `/openai/v1/conversations[...]` (OpenAI shapes, no api-version);
 - `/agents[...]` (Foundry shapes, `?api-version=v1` required).
-Preloaded unless `options.empty`: prompt agents `demo-agent`, `flights-demo` and `mcp-agent`, version "1"
-each (flights-demo's definition declares the seed's two function tools; mcp-agent's an `mcp` tool
-"docs" with `require_approval: "always"`, whose items are `foundry_v2_tools`).
+Preloaded unless `options.empty`: prompt agents `demo-agent`, `flights-demo`, `mcp-agent` and `code-agent`,
+version "1" each (flights-demo's definition declares the seed's two function tools; mcp-agent's an `mcp`
+tool "docs" with `require_approval: "always"`, whose items are `foundry_v2_tools`; code-agent's a
+`code_interpreter` tool, whose calls, cited files and `/containers/...` files are `foundry_v2_code`).
 What a request next to an agent may not carry: `foundry_v2_rules`; background responses (cancel, streams
 that resume): `foundry_v2_background`; who may call a project at all: `hooks._authorised` (Entra only).
 """
@@ -38,6 +39,7 @@ def build(ctx: EmulatorContext) -> list[BaseRoute]:
         Route("/responses/{response_id}", responses.delete, methods=["DELETE"]),
         Route("/responses/{response_id}/cancel", responses.cancel, methods=["POST"]),
         Route("/responses/{response_id}/input_items", responses.input_items, methods=["GET"]),
+        *state.containers.routes(),
         Route("/conversations", conversations.create, methods=["POST"]),
         Route("/conversations/{conversation_id}", conversations.retrieve, methods=["GET"]),
         Route("/conversations/{conversation_id}", conversations.update, methods=["POST"]),

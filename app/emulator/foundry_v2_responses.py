@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -13,14 +13,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from app.emulator.filters import prompt_refused
 from app.emulator.foundry_v2_background import EventLog, produce
+from app.emulator.foundry_v2_code import CodeOutput, code_tool, echo_tool, run_code
 from app.emulator.foundry_v2_items import check_call_ids, normalize_input, script_items
+from app.emulator.foundry_v2_output import output_of, usage_of
 from app.emulator.foundry_v2_rules import refuse_overrides, refuse_server_items
 from app.emulator.foundry_v2_state import AgentVersion, Conversation, FoundryState, StoredResponse
 from app.emulator.foundry_v2_stream import numbered_events, stream_events
-from app.emulator.foundry_v2_tools import check_approvals, mcp_items, mcp_server
+from app.emulator.foundry_v2_tools import check_approvals, mcp_server
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import EmulatorHTTPError, list_params, new_id, now, page, read_json
-from app.emulator.script import Plan, plan_turn, prompt_filtered
+from app.emulator.script import Plan, Usage, chunk_text, plan_turn, prompt_filtered, words
 
 # Every CreateResponse field openai-python 3.x can send, plus Foundry's additions.
 CREATE_FIELDS = frozenset(
@@ -79,6 +81,8 @@ def _optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...], lab
 
 
 def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") == "code_interpreter":
+        return echo_tool(tool)
     if tool.get("type") != "function":
         return dict(tool)
     return {
@@ -113,55 +117,6 @@ def _request_tools(value: Any) -> list[dict[str, Any]]:
 def _agent_id(body: dict[str, Any]) -> str | None:
     agent = body.get("agent")
     return f"{agent['name']}:{agent['version']}" if agent else None
-
-
-def usage_of(plan: Plan) -> dict[str, Any]:
-    return {
-        "input_tokens": plan.usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-        "output_tokens": plan.usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": plan.usage.total_tokens,
-    }
-
-
-def annotations_of(plan: Plan) -> list[dict[str, Any]]:
-    """Responses `output_text.annotations` for the plan's citations (openai-openapi `FileCitationBody`:
-    `file_id`, `filename`, `index`; `UrlCitationBody`: `url`, `title`, `start_index`, `end_index`)."""
-    out: list[dict[str, Any]] = []
-    for c in plan.citations:
-        if c.file_id:
-            out.append({"type": "file_citation", "file_id": c.file_id, "filename": f"{c.file_id}.txt", "index": c.end})
-        else:
-            out.append(
-                {"type": "url_citation", "url": c.url, "title": c.title, "start_index": c.start, "end_index": c.end}
-            )
-    return out
-
-
-def output_of(plan: Plan, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The output items of a plan, ids included (streaming replays the very same items)."""
-    hosted = mcp_items(plan, history)
-    if plan.kind == "mcp_approval":
-        return hosted
-    if plan.kind == "tool_calls":
-        return [
-            {
-                "id": new_id("fc"),
-                "type": "function_call",
-                "status": "completed",
-                "call_id": new_id("call"),
-                "name": call.name,
-                "arguments": call.arguments,
-            }
-            for call in plan.tool_calls
-        ]
-    if plan.kind in ("reply", "incomplete"):
-        part = {"type": "output_text", "text": plan.text, "annotations": annotations_of(plan), "logprobs": []}
-        status = "completed" if plan.kind == "reply" else "incomplete"
-        message = {"id": new_id("msg"), "type": "message", "status": status, "role": "assistant", "content": [part]}
-        return [*hosted, message]
-    return []
 
 
 @dataclass
@@ -292,6 +247,7 @@ class ResponsesAPI:
         instructions = source.get("instructions") if isinstance(source.get("instructions"), str) else None
         server = mcp_server(agent.hosted_tools) if agent else None
         plan = plan_turn(agent.name if agent else None, script_items([*history, *input_items]), tool_names, server)
+        plan, code = self._code(plan, agent, history, _optional(body, "include", list, "an array") or [])
 
         def pick(key: str, default: Any) -> Any:
             return source[key] if source.get(key) is not None else default
@@ -329,7 +285,25 @@ class ResponsesAPI:
         if agent is not None:
             skeleton["agent"] = {"type": "agent_id", "name": agent.name, "version": agent.version}
         stored = StoredResponse(body=skeleton, history=history, input_items=input_items)
-        return Turn(stored=stored, plan=plan, output=output_of(plan, history), conversation=conversation, store=store)
+        return Turn(
+            stored=stored, plan=plan, output=output_of(plan, history, code), conversation=conversation, store=store
+        )
+
+    def _code(
+        self, plan: Plan, agent: AgentVersion | None, history: list[dict[str, Any]], include: list[Any]
+    ) -> tuple[Plan, CodeOutput | None]:
+        """Run the plan's code in the conversation's container, when the agent version has the tool."""
+        if plan.code is None:
+            return plan, None
+        tool = code_tool(agent.hosted_tools) if agent is not None else None
+        if tool is None:
+            text = "I have no code interpreter tool."
+            usage = Usage(plan.usage.prompt_tokens, words(text))
+            return replace(plan, code=None, text=text, deltas=chunk_text(text), usage=usage), None
+        containers = self.state.containers
+        code = run_code(plan.code, containers.container_for(tool, history), containers, include)
+        usage = Usage(plan.usage.prompt_tokens, words(code.text) + words(code.call["code"]))
+        return replace(plan, text=code.text, deltas=code.deltas, usage=usage), code
 
     # -- lifecycle
 

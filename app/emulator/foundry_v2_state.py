@@ -9,6 +9,7 @@ from typing import Any
 
 from app.emulator import script
 from app.emulator.foundry_v2_background import EventLog
+from app.emulator.foundry_v2_code import Containers
 from app.emulator.http import EmulatorHTTPError, now
 
 # Prompt-agent definitions as azure-ai-projects' `PromptAgentDefinition` serializes them (`kind: "prompt"`,
@@ -36,6 +37,15 @@ SEED_AGENTS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "code-agent",
+        {
+            "kind": "prompt",
+            "model": "gpt-4o",
+            "instructions": "You write and run Python to answer.",
+            "tools": [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": []}}],
+        },
+    ),
+    (
         "flights-demo",
         {
             "kind": "prompt",
@@ -45,6 +55,9 @@ SEED_AGENTS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
 ]
+
+
+HOSTED_TOOLS = ("mcp", "code_interpreter")
 
 
 @dataclass
@@ -78,9 +91,9 @@ class AgentVersion:
 
     @property
     def hosted_tools(self) -> list[dict[str, Any]]:
-        """The tools the service runs itself (`mcp`, ...), echoed in the Response's `tools`."""
+        """The tools the service runs itself (`mcp`, `code_interpreter`), echoed in the Response's `tools`."""
         tools = self.definition.get("tools") or []
-        return [t for t in tools if isinstance(t, dict) and t.get("type") == "mcp"]
+        return [t for t in tools if isinstance(t, dict) and t.get("type") in HOSTED_TOOLS]
 
 
 @dataclass
@@ -149,6 +162,7 @@ class FoundryState:
         self.conversations: dict[str, Conversation] = {}
         self.items: dict[str, dict[str, Any]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.containers = Containers()
 
     def reset(self, seed: bool) -> None:
         for task in list(self.tasks):
@@ -158,6 +172,7 @@ class FoundryState:
         self.responses.clear()
         self.conversations.clear()
         self.items.clear()
+        self.containers.reset()
         if seed:
             for name, definition in SEED_AGENTS:
                 self.add_version(name, copy.deepcopy(definition))

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from app.emulator.foundry_v2_code import call_events
 from app.emulator.foundry_v2_tools import item_events
 from app.emulator.hooks import EmulatorContext
 from app.emulator.http import sse
@@ -58,6 +59,9 @@ async def numbered_events(
         for index, item in enumerate(output):
             if item["type"] == "message":
                 async for chunk in _message(ctx, event, index, item, plan):
+                    yield chunk
+            elif item["type"] == "code_interpreter_call":
+                for chunk in call_events(event, index, item):
                     yield chunk
             elif item["type"] != "function_call":
                 for chunk in item_events(event, index, item):

@@ -19,7 +19,7 @@ from app.emulator.http import EmulatorHTTPError, error_response
 from app.emulator.options import EmulatorOptions
 
 # Path segments that are object ids, replaced by a placeholder to name the operation.
-_ID_SEGMENT = re.compile(r"^(asst|thread|msg|run|step|call|resp|conv|fc)_[A-Za-z0-9]+$")
+_ID_SEGMENT = re.compile(r"^(asst|thread|msg|run|step|call|resp|conv|fc|cntr|cfile)_[A-Za-z0-9]+$")
 _PLACEHOLDER = {
     "asst": "{assistant_id}",
     "thread": "{thread_id}",
@@ -30,6 +30,8 @@ _PLACEHOLDER = {
     "resp": "{response_id}",
     "conv": "{conversation_id}",
     "fc": "{item_id}",
+    "cntr": "{container_id}",
+    "cfile": "{file_id}",
 }
 _PROJECT = re.compile(r"^/api/projects/[^/]+")
 _AGENT_NAME = re.compile(r"^(/api/projects/\{project\}/agents/)([^/]+)")

@@ -17,8 +17,10 @@
   `MCP NAME was not approved, so it was not called.`; with `"never"` the call runs at once;
 - `/image` runs code interpreter, which draws a chart: an `image` output and an `image_file` content
   part; `/file NAME` writes `/mnt/data/NAME`: the answer links `sandbox:/mnt/data/NAME`, annotated
-  `file_path`; both files are served by the files endpoints (`files.py`); `/cite` searches files first
-  (a `file_search` run step on classic);
+  `file_path`; both files are served by the files endpoints (`files.py`); on Foundry v2 (an agent
+  version with a `code_interpreter` tool) both are files in the conversation's container, cited by
+  `container_file_citation` on a `sandbox:/mnt/data/NAME` link (`foundry_v2_code.py`); `/cite` searches
+  files first (a `file_search` run step on classic);
 - the agent named `flights-demo` replays the seed notebook: `my_cat_born_date`, then `get_flights`
   from that date to Easter 2021, then `There are N flights between ...`.
 
@@ -231,6 +233,11 @@ _FAIL_LINE = re.compile(r"^/fail(?:\s+(\S+))?\s*$")
 
 def words(text: str) -> int:
     return len(text.split())
+
+
+def call_usage(prompt_tokens: int, calls: list[dict[str, Any]]) -> Usage:
+    """The tokens of the model call that wrote these tool calls: the prompt read, the calls' JSON written."""
+    return Usage(prompt_tokens, max(1, sum(words(json.dumps(c, sort_keys=True)) for c in calls)))
 
 
 def chunk_text(text: str) -> tuple[str, ...]:

@@ -17,12 +17,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app.errors import ConfigError
 from app.settings import RedisSettings
+from app.state.reauth import Reauthenticator, reauth_connection_class
 from app.state.redis_auth import EntraCredentialProvider, entra_provider
 
 log = logging.getLogger("agent_bridge.store")
@@ -44,15 +44,29 @@ _SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster", "unix"}
 
 @dataclass
 class Connection:
-    """A client and what it owns besides its pool (an Entra credential with its refresh task)."""
+    """A client and what it owns besides its pool (an Entra credential with its refresh and
+    re-authentication tasks)."""
 
     client: Any
     providers: list[EntraCredentialProvider] = field(default_factory=list)
+    reauth: Reauthenticator | None = None
 
     async def aclose(self) -> None:
+        if self.reauth is not None:
+            await self.reauth.aclose()
         await self.client.aclose()
         for provider in self.providers:
             await provider.aclose()
+
+
+def _connection(client: Any, provider: EntraCredentialProvider | None) -> Connection:
+    if provider is None:
+        return Connection(client)
+    # Our own re-authentication, not redis-py's (see app.state.reauth for why): the provider hands
+    # each new token to it, and it moves every open connection of the client to that token.
+    reauth = Reauthenticator(client, provider)
+    provider.subscribe(reauth)
+    return Connection(client, [provider], reauth)
 
 
 def is_cluster_url(url: str) -> bool:
@@ -96,6 +110,19 @@ def _options(url: str, settings: RedisSettings) -> tuple[dict[str, Any], EntraCr
     return options, provider
 
 
+def _reauth_connections(cluster: RedisCluster) -> None:
+    """The cluster client's connections re-authenticate themselves before their next command too.
+
+    RedisCluster takes no connection class (it picks redis-py's TCP or TLS one), but every node it
+    discovers later is built from the keyword dict it shares with its nodes manager, and the startup
+    nodes, built already, have opened no connection yet."""
+    manager = cluster.nodes_manager
+    kwargs = manager.connection_kwargs
+    kwargs["connection_class"] = reauth_connection_class(kwargs["connection_class"])
+    for node in [*cluster.startup_nodes, *manager.startup_nodes.values()]:
+        node.connection_class = kwargs["connection_class"]
+
+
 def connect(url: str | None, settings: RedisSettings | None = None) -> Any:
     """The client (`Redis` or `RedisCluster`); `build()` also returns what must be closed with it."""
     return build(url, settings).client
@@ -115,24 +142,25 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         return Connection(FakeAsyncRedis(decode_responses=True))
     settings = settings or RedisSettings()
     options, provider = _options(url, settings)
-    providers = [provider] if provider is not None else []
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     if is_cluster_url(url):
         cluster = RedisCluster.from_url(
             url.replace("+cluster", "", 1), max_connections=settings.max_connections, retry=retry, **options
         )
-        return Connection(cluster, providers)
+        if provider is not None:
+            _reauth_connections(cluster)
+        return _connection(cluster, provider)
     # A blocking pool: redis-py's default pool raises MaxConnectionsError at once when a burst of
     # turns wants more than 100 connections (seen as 503s with 1,000 streams opened together).
     pool = BlockingConnectionPool.from_url(
         url, max_connections=settings.max_connections, timeout=settings.command_timeout, retry=retry, **options
     )
-    # The provider goes to the client too: only then does redis-py register re-authentication of
-    # the pool's connections when the provider streams a new token (`Redis.from_pool` does not).
-    credential: CredentialProvider | None = options.get("credential_provider")
-    client = Redis(connection_pool=pool, credential_provider=credential)
+    if provider is not None:
+        # Set before the pool opens any connection (`from_url` picks the TCP or TLS class itself).
+        pool.connection_class = reauth_connection_class(pool.connection_class)
+    client = Redis(connection_pool=pool)
     client.auto_close_connection_pool = True
-    return Connection(client, providers)
+    return _connection(client, provider)
 
 
 async def check_mode(client: Any, url: str | None) -> None:

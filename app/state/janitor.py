@@ -3,8 +3,9 @@
 It runs in every replica. The idle index is sharded into buckets (`app.state.keys`); a sweep reads
 each bucket's size and expired count in one pipeline (that is the backlog metric), then takes a
 lease per bucket with work, so replicas sweep disjoint buckets in parallel. Within a sweep, up to
-`concurrency` deletions run at once. Each thread is claimed atomically (ZREM from its bucket)
-before it is deleted, so two janitors never delete the same thread. A deletion that fails puts the
+`concurrency` deletions run at once. Each thread is claimed atomically before it is deleted, so two
+janitors never delete the same thread: the claim re-scores it `claim_s` into the future rather than
+removing it, so a janitor killed mid-deletion leaves it due again, never in no index. A deletion that fails puts the
 thread back with a backoff score; the thread stays in the registry until Azure confirms (or answers
 404). A thread whose route is no longer configured cannot be deleted: it is reported (log, metric)
 and parked far in the future instead of being retried; a later sweep that finds its route
@@ -57,6 +58,8 @@ class JanitorPolicy:
     concurrency: int = 16
     """Azure deletions in flight at once per replica (16 at 100 ms each: 160 per second)."""
     lease_s: float = 120.0
+    claim_s: float = 300.0
+    """A claimed thread whose deletion was never finished (its janitor died) is due again after this."""
     retry_base_s: float = 30.0
     retry_max_s: float = 3600.0
 
@@ -122,7 +125,9 @@ class Janitor:
             async def one(thread_id: str) -> None:
                 async with slots:
                     try:
-                        if await self.store.claim_idle(thread_id):  # else another janitor has it
+                        due_again = now + self.policy.claim_s - self.policy.ttl_s
+                        claimed = await self.store.claim_idle(thread_id, expired_by=cutoff, due_again=due_again)
+                        if claimed:  # else another janitor has it
                             await self._expire(thread_id, cutoff, now, result)
                     except BridgeError as exc:
                         log.warning("janitor: %s: %s", thread_id, exc.message)
@@ -142,7 +147,8 @@ class Janitor:
     async def _expire(self, thread_id: str, cutoff: float, now: float, result: SweepResult) -> None:
         record = await self.store.get_thread(thread_id)
         if record is None:
-            result.skipped.append(thread_id)  # a stale index entry: the claim removed it
+            await self.store.drop_idle(thread_id)  # a stale index entry
+            result.skipped.append(thread_id)
             return
         if record.last_used_at > cutoff:
             await self.store.requeue_idle(thread_id, record.last_used_at)

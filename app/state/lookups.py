@@ -15,6 +15,7 @@ from typing import Any
 from redis.commands.core import AsyncScript
 
 from app.core.records import CallRecord, FileRecord, ResponseRecord
+from app.core.turn import Usage
 from app.state.store_base import StoreBase, translated
 
 
@@ -23,6 +24,8 @@ def _call_from(raw: str | None) -> CallRecord | None:
         return None
     data = json.loads(raw)
     data["sibling_ids"] = tuple(data["sibling_ids"])
+    if data.get("reported") is not None:
+        data["reported"] = Usage(**data["reported"])
     return CallRecord(**data)
 
 

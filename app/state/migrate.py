@@ -6,12 +6,17 @@ ordered, idempotent steps: its new record is written (record, idle entry, owner 
 transaction), then its old record and old index entries are removed; a migration cut short is
 finished by the next start. Layout 1 only ever ran on a standalone Redis. Conversation, call and
 response keys did not change.
+
+Layout 1 dropped a thread from `threads:idle` when a janitor claimed it, so one whose janitor died
+before deleting it kept its record and owner entry but was in no index; the migration puts each
+such thread back first, so it moves with the rest and the janitor now deletes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 from app.state.store import RedisStore, _thread_from
@@ -23,6 +28,9 @@ CHUNK = 500
 WAIT_S = 600.0
 
 
+_LAYOUT2_OWNER = re.compile(r"owner:\{b\d{3}\}:")
+
+
 class Migration(RedisStore):
     @translated
     async def renew(self, lease: str) -> None:
@@ -31,6 +39,29 @@ class Migration(RedisStore):
     @translated
     async def pending(self) -> bool:
         return bool(await self.redis.exists(self.keys.v1_idle()))
+
+    @translated
+    async def requeue_unindexed(self) -> int:
+        """Back into the old idle index: every thread of an old owner set that has a record but no
+        idle entry (scored by its last use). Returns how many; a second run finds none."""
+        old_idle, requeued = self.keys.v1_idle(), 0
+        async for key in self.redis.scan_iter(match=self.keys.raw("owner", "*", "threads"), count=1000):
+            if _LAYOUT2_OWNER.match(key[len(self.prefix) :]):
+                continue
+            ids: list[str] = sorted(await self.redis.smembers(key))
+            for start in range(0, len(ids), CHUNK):
+                chunk = ids[start : start + CHUNK]
+                scores = await self.redis.zmscore(old_idle, chunk)
+                for thread_id, score in zip(chunk, scores, strict=True):
+                    if score is not None:
+                        continue
+                    last_used = await self.redis.hget(self.keys.v1_thread(thread_id), "last_used_at")
+                    if last_used is None:
+                        await self.redis.srem(key, thread_id)  # an entry without a record: nothing to move
+                    else:
+                        await self.redis.zadd(old_idle, {thread_id: float(last_used)})
+                        requeued += 1
+        return requeued
 
     @translated
     async def step(self) -> int:
@@ -71,6 +102,8 @@ async def migrate(store: RedisStore) -> int:
     moved = 0
     try:
         log.warning("redis: migrating the thread registry to the bucketed layout (once)")
+        if requeued := await migration.requeue_unindexed():
+            log.warning("redis: %d threads claimed by a janitor that never deleted them will be deleted", requeued)
         while True:
             count = await migration.step()
             if count == 0:

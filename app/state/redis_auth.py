@@ -1,11 +1,13 @@
-"""Entra ID for Redis: a streaming credential provider on azure.identity.aio that re-authenticates pooled connections.
+"""Entra ID for Redis: a credential provider on azure.identity.aio that fetches each token before the last expires.
 
-redis-py asks a `StreamingCredentialProvider` for credentials when a connection opens, and calls
-back (`on_next`) with each new token: idle pooled connections send AUTH at once, busy ones when
-they are released. This provider fetches tokens with an async azure-identity credential (no thread,
-no blocking call on the event loop; `redis-entraid` runs a synchronous credential instead) and, in
-a task of its own, fetches the next token `refresh_margin_s` before the current one expires (or at
-half its life), so every connection holds a valid token before the old one runs out.
+redis-py asks the provider for `(user, token)` whenever a connection opens. In a task of its own,
+the provider fetches the next token `refresh_margin_s` before the current one expires (or at half
+its life) with an async azure-identity credential (no thread, no blocking call on the event loop;
+`redis-entraid` runs a synchronous credential instead), and hands each new token to its
+subscribers: `app.state.reauth` re-authenticates the open connections with it.
+
+It is deliberately not a redis-py `StreamingCredentialProvider`: for those, redis-py 8.1 registers
+its own re-authentication of pooled connections, which races with commands (see `app.state.reauth`).
 """
 
 from __future__ import annotations
@@ -15,18 +17,37 @@ import base64
 import json
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
 
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
-from redis.auth.token import SimpleToken
-from redis.credentials import StreamingCredentialProvider
+from redis.credentials import CredentialProvider
+from redis.exceptions import AuthenticationError
 
 log = logging.getLogger("agent_bridge.store")
 
 RETRY_S = 2.0
 """After a failed refresh, the next try (the current token is still valid until its expiry)."""
+SAME_TOKEN_RETRY_S = 5.0
+"""azure-identity serves its cached token until the token is inside its own refresh window (the last
+300 s of its life): a refresh asked for earlier gets the same token back, and is asked again soon."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One token as Redis takes it: `AUTH <user> <token>`; `generation` counts the provider's tokens."""
+
+    user: str
+    token: str
+    expires_on: float
+    generation: int
+
+
+Subscriber = Callable[[Credential, float], Awaitable[None]]
+"""Called with each new credential and the moment the one before it expires (connections must move
+to the new one before then)."""
 
 
 def _oid(token: str) -> str | None:
@@ -40,7 +61,7 @@ def _oid(token: str) -> str | None:
         return None
 
 
-class EntraCredentialProvider(StreamingCredentialProvider):
+class EntraCredentialProvider(CredentialProvider):
     def __init__(
         self,
         credential: AsyncTokenCredential,
@@ -56,22 +77,30 @@ class EntraCredentialProvider(StreamingCredentialProvider):
         self.refresh_margin_s = refresh_margin_s
         self._clock = clock
         self._token: AccessToken | None = None
+        self._current: Credential | None = None
+        self._announced: Credential | None = None
         self._refresh_at = 0.0
         self._fetching: asyncio.Task[AccessToken] | None = None
         self._refresher: asyncio.Task[None] | None = None
-        self._listeners: list[Callable[[Any], Awaitable[None] | None]] = []
+        self._subscribers: list[Subscriber] = []
+        self._held: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
         self.fetches = 0
 
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    @property
+    def current(self) -> Credential | None:
+        return self._current
+
+    def held(self, connection: object) -> int:
+        """The generation a connection last authenticated with as far as we know (0: not known)."""
+        return self._held.get(connection, 0)
+
+    def mark(self, connection: object, generation: int) -> None:
+        self._held[connection] = max(generation, self._held.get(connection, 0))
+
     # -- redis-py's interface --------------------------------------------------------------------
-
-    def on_next(self, callback: Callable[[Any], Any]) -> None:
-        self._listeners.append(callback)
-
-    def on_error(self, callback: Callable[[Exception], Any]) -> None:
-        pass  # a failed refresh is retried here; the current token stays valid meanwhile
-
-    def is_streaming(self) -> bool:
-        return True
 
     def get_credentials(self) -> tuple[str, str]:
         raise NotImplementedError("the Entra credential provider serves async Redis clients only")
@@ -79,7 +108,14 @@ class EntraCredentialProvider(StreamingCredentialProvider):
     async def get_credentials_async(self) -> tuple[str, str]:
         token = self._token
         if token is None or self._clock() >= self._refresh_at:
-            token = await self._fetch()
+            try:
+                token = await self._fetch()
+            except Exception as exc:
+                if token is None or self._clock() >= token.expires_on:
+                    # A Redis error, so the store answers 503 like any Redis failure (azure-identity's
+                    # own errors are no RedisError and would escape as a 500).
+                    log.warning("redis: no Entra token for a new connection: %s", type(exc).__name__)
+                    raise AuthenticationError("no Entra token for Redis") from exc
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever(), name="redis-entra")
         return self._user(token), token.token
@@ -100,32 +136,41 @@ class EntraCredentialProvider(StreamingCredentialProvider):
         self.fetches += 1
         token = await self.credential.get_token(self.scope)
         now = self._clock()
+        if self._token is not None and token.token == self._token.token:
+            self._refresh_at = now + min(SAME_TOKEN_RETRY_S, max(0.05, (token.expires_on - now) / 4))
+            return token
         margin = min(self.refresh_margin_s, max(0.0, (token.expires_on - now) / 2))
+        generation = self._current.generation + 1 if self._current is not None else 1
         self._token, self._refresh_at = token, token.expires_on - margin
+        self._current = Credential(self._user(token), token.token, float(token.expires_on), generation)
+        if self._announced is None:
+            self._announced = self._current  # the first token: connections open with it
         return token
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(max(0.0, self._refresh_at - self._clock()))
+            await self._announce()
+            delay = self._refresh_at - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue  # a connection opening meanwhile may have fetched the next token already
             try:
-                token = await self._fetch()
+                await self._fetch()
             except Exception as exc:
                 log.warning("redis: Entra token refresh failed (retrying in %.0f s): %s", RETRY_S, type(exc).__name__)
                 self._refresh_at = self._clock() + RETRY_S
-                continue
-            value = SimpleToken(
-                token.token,
-                token.expires_on * 1000.0,
-                self._clock() * 1000.0,
-                {"oid": self._user(token)},
-            )
-            for listener in self._listeners:
-                try:
-                    outcome = listener(value)
-                    if outcome is not None:
-                        await outcome
-                except Exception as exc:
-                    log.warning("redis: re-authenticating connections failed: %s", type(exc).__name__)
+
+    async def _announce(self) -> None:
+        """Tell subscribers of a token newer than the last they heard of (whoever fetched it)."""
+        current, last = self._current, self._announced
+        if current is None or last is None or current.generation <= last.generation:
+            return
+        self._announced = current
+        for subscriber in self._subscribers:
+            try:
+                await subscriber(current, last.expires_on)
+            except Exception as exc:
+                log.warning("redis: re-authenticating connections failed: %s", type(exc).__name__)
 
     async def aclose(self) -> None:
         for task in (self._refresher, self._fetching):

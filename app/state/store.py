@@ -47,6 +47,18 @@ end
 return 1
 """
 
+# The janitor's claim on an expired thread: one claimant wins, and the entry stays in its bucket with a
+# score that makes it due again later (removing it would leave a janitor that dies before deleting with
+# a thread in no index: recorded, never swept).
+_CLAIM_IDLE = """
+local score = redis.call('zscore', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  redis.call('zadd', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 
 def _thread_from(thread_id: str, fields: dict[str, str]) -> ThreadRecord | None:
     if not fields:
@@ -92,6 +104,7 @@ class RedisStore(Lookups):
         self._extend = redis.register_script(_EXTEND)
         self._close_turn = redis.register_script(_CLOSE_TURN)
         self._take_script = redis.register_script(TAKE_CONVERSATION)
+        self._claim_idle = redis.register_script(_CLAIM_IDLE)
 
     @translated
     async def ping(self) -> None:
@@ -191,9 +204,19 @@ class RedisStore(Lookups):
         return ids
 
     @translated
-    async def claim_idle(self, thread_id: str) -> bool:
-        """Take a thread off the work list; only one claimant gets True."""
-        return bool(await self.redis.zrem(self.keys.idle_of(thread_id), thread_id))
+    async def claim_idle(self, thread_id: str, *, expired_by: float, due_again: float) -> bool:
+        """Take a thread scored at or before `expired_by` for deletion; only one claimant gets True.
+
+        The claim re-scores it to `due_again` (later than `expired_by`, so no one else takes it now):
+        should the claimant die before it deletes or re-scores the thread, the thread comes due again
+        instead of vanishing from the work list."""
+        args = [thread_id, repr(expired_by), repr(due_again)]
+        return bool(await self._claim_idle(keys=[self.keys.idle_of(thread_id)], args=args))
+
+    @translated
+    async def drop_idle(self, thread_id: str) -> None:
+        """Remove a work-list entry whose record is gone."""
+        await self.redis.zrem(self.keys.idle_of(thread_id), thread_id)
 
     @translated
     async def requeue_idle(self, thread_id: str, score: float) -> None:

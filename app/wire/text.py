@@ -7,41 +7,51 @@ from typing import Any
 from app.errors import InvalidRequestError
 
 
-def _path(parent: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{parent}[{key}]"
-    return f"{parent}.{key}" if parent else key
+def _bad(value: str) -> bool:
+    if value.isascii():
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _first_bad(value: Any) -> list[str | int] | None:
+    """The keys down to the first unencodable string, innermost first; None when all text encodes.
+    The path is built only on the way out of a failure: a valid body (nearly every one) costs one
+    walk and no string formatting."""
+    if isinstance(value, str):
+        return [] if _bad(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _bad(key):
+                return []
+            found = _first_bad(item)
+            if found is not None:
+                found.append(key)
+                return found
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_bad(item)
+            if found is not None:
+                found.append(index)
+                return found
+    return None
 
 
 def unencodable(value: Any, where: str = "") -> str | None:
     """The path (`messages[0].content`) of the first string in a parsed JSON body that UTF-8 cannot
     encode, or None. JSON's `\\ud800` escape parses to such a string; it would fail later, when the
     bridge encodes the text for Azure or hashes it."""
-    if isinstance(value, str):
-        if value.isascii():
-            return None
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return where or "body"
+    keys = _first_bad(value)
+    if keys is None:
         return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and not key.isascii():
-                try:
-                    key.encode()
-                except UnicodeEncodeError:
-                    return where or "body"
-            found = unencodable(item, _path(where, key))
-            if found is not None:
-                return found
-        return None
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = unencodable(item, _path(where, index))
-            if found is not None:
-                return found
-    return None
+    path = where
+    for key in reversed(keys):
+        path = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
+    return path or "body"
 
 
 def check_text(body: Any) -> Any:

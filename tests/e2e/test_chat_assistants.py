@@ -268,6 +268,8 @@ def test_poll_mode_polls_and_gets_the_same_answers(bridge: Bridge) -> None:
     assert stats["POST /openai/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"] == 2
     assert stats["GET /openai/threads/{thread_id}/runs/{run_id}"] >= 3
     assert stats["GET /openai/threads/{thread_id}/messages"] == 1
+    # A waiting run has no usage: each tool-call turn reads its completed steps' usage once.
+    assert stats["GET /openai/threads/{thread_id}/runs/{run_id}/steps"] == 2
 
 
 def test_every_thread_is_recorded_with_route_owner_and_times(bridge: Bridge) -> None:

@@ -134,3 +134,14 @@ def test_azure_ai_agents_models_the_steps_and_serves_the_files(emulator: ServerT
 def test_unknown_files_are_404(aoai: openai.AzureOpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         aoai.files.content("assistant-nope")
+
+
+@pytest.mark.parametrize("text", ["/image", "/cite"])
+def test_completed_tool_steps_carry_their_usage_and_the_run_counts_them(aoai: openai.AzureOpenAI, text: str) -> None:
+    """A step's usage is null only while it is in progress (openai-openapi `RunStepCompletionUsage`); a
+    run's usage covers all its steps."""
+    run, steps, _ = _run(aoai, text)
+    assert [s["status"] for s in steps] == ["completed"] * len(steps)
+    assert all(s["usage"]["prompt_tokens"] > 0 and s["usage"]["completion_tokens"] > 0 for s in steps)
+    for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        assert getattr(run.usage, field) == sum(s["usage"][field] for s in steps)

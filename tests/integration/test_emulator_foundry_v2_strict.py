@@ -124,7 +124,7 @@ def test_agents_need_an_api_version(client: httpx.Client) -> None:
     _error(client.get("/agents/demo-agent/versions"), 400)
     _error(client.get("/agents", params={"api-version": "2024-01-01"}), 400)
     listed = client.get("/agents", params={"api-version": "v1"}).json()
-    assert {a["name"] for a in listed["data"]} == {"demo-agent", "flights-demo", "mcp-agent"}
+    assert {a["name"] for a in listed["data"]} == {"demo-agent", "flights-demo", "mcp-agent", "code-agent"}
     assert listed["data"][0]["versions"]["latest"]["object"] == "agent.version"
 
 

@@ -8,18 +8,22 @@ this test's connections.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import asdict, replace
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core.turn import Usage
 from app.errors import StoreUnavailableError
 from app.state.connect import COMMAND_TIMEOUT_S, connect
+from app.state.janitor import Janitor, JanitorPolicy
 from app.state.store import CallRecord, RedisStore, ResponseRecord, ThreadRecord
 from tests.support.servers import free_port
 
@@ -195,6 +199,33 @@ async def test_idle_threads_reads_the_expired_end_most_idle_first(store: RedisSt
     assert await store.idle_threads(bucket, before=350.0, limit=10) == [same[4], same[2]]
 
 
+async def test_a_janitor_that_dies_after_its_claim_leaves_the_thread_due_again(store: RedisStore) -> None:
+    """The claim re-scores, it does not remove: a thread whose claimant died is deleted later, by another."""
+    await store.record_thread(_thread("thread_dead_claim", at=1000.0))
+    policy = JanitorPolicy(ttl_s=100.0, claim_s=300.0, retry_base_s=1.0)
+    now = 2000.0
+    # The first janitor claims the thread and is killed before it deletes it.
+    assert await store.claim_idle("thread_dead_claim", expired_by=now - 100.0, due_again=now + 300.0 - 100.0)
+    assert not await store.claim_idle("thread_dead_claim", expired_by=now - 100.0, due_again=now + 200.0)
+    deleted: list[str] = []
+
+    async def delete(thread_id: str) -> None:  # Azure's side of a deletion
+        deleted.append(thread_id)
+
+    janitor = Janitor(store, {"demo": delete}, policy)
+    soon = await janitor.sweep(now=now + 10.0)  # still claimed: nobody else takes it
+    assert soon.deleted == [] and deleted == [] and await store.get_thread("thread_dead_claim") is not None
+    later = await janitor.sweep(now=now + 301.0)  # the claim ran out: due again, deleted once
+    assert later.deleted == ["thread_dead_claim"] and deleted == ["thread_dead_claim"]
+    assert await store.get_thread("thread_dead_claim") is None and await store.count_threads() == 0
+
+
+async def test_a_stale_work_list_entry_is_dropped_by_the_sweep(store: RedisStore) -> None:
+    await store.requeue_idle("thread_gone", 1000.0)  # an entry whose record no longer exists
+    result = await Janitor(store, {}, JanitorPolicy(ttl_s=100.0)).sweep(now=2000.0)
+    assert result.skipped == ["thread_gone"] and await store.count_threads() == 0
+
+
 async def test_threads_spread_over_buckets_and_owners_are_found_anywhere(store: RedisStore) -> None:
     from app.state.keys import bucket_of
 
@@ -318,6 +349,21 @@ async def test_call_records_round_trip_with_their_ttl(store: RedisStore, client:
     await store.delete_calls(["call_a", "call_b"])
     assert await store.get_calls(["call_a", "call_b"], "alice") == [None, None]
     await store.delete_calls([])  # nothing to do is not an error
+
+
+async def test_call_records_keep_the_usage_their_run_reported(
+    store: RedisStore, client: Redis, redis_prefix: str
+) -> None:
+    """The run's figure so far travels with its waiting calls; a record written before the field existed
+    (by an older bridge, still waiting for its outputs) reads as none reported."""
+    reported = Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17)
+    await store.save_calls([replace(r, reported=reported) for r in _calls()], ttl_s=30)
+    got = await store.get_calls(["call_a", "call_b"], "alice")
+    assert [r.reported if r else None for r in got] == [reported, reported]
+    older = {k: v for k, v in asdict(_calls(ids=("call_c",))[0]).items() if k != "reported"}
+    await client.set(f"{redis_prefix}call:call_c", json.dumps(older), px=30_000)
+    record = await store.get_call("call_c", "alice")
+    assert record is not None and record.reported is None and record.sibling_ids == ("call_c",)
 
 
 async def test_get_calls_is_one_round_trip(store: RedisStore, redis_url: str) -> None:

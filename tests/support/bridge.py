@@ -13,6 +13,7 @@ import openai
 
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
+from app.http_protocol import StepWriteProtocol
 from app.main import create_app
 from app.settings import Settings, load_settings
 from tests.support.servers import ServerThread
@@ -149,7 +150,7 @@ def running_bridge(
     )
     with managed_identity(emulator_url):
         app = create_app(config, retry=RetryPolicy.testing(), poll=PollPolicy.testing())
-        server = ServerThread(app).start()
+        server = ServerThread(app, http=StepWriteProtocol).start()  # the protocol `serve` runs
         bridge = Bridge(server=server, settings=config, emulator_url=emulator_url)
         try:
             yield bridge

@@ -22,7 +22,7 @@ def free_port() -> int:
 class ServerThread:
     """A uvicorn server in a daemon thread; `url` is its base address."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, *, http: Any = "auto") -> None:
         self.app = app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -34,6 +34,7 @@ class ServerThread:
             lifespan="on",
             loop="asyncio",
             timeout_graceful_shutdown=2,
+            http=http,
         )
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -71,7 +71,18 @@ def test_a_config_change_changes_the_checksum_and_options_switch_objects() -> No
     assert {"ServiceMonitor", "Ingress"} <= kinds and "HorizontalPodAutoscaler" not in kinds
     pod = _one(objects, "Deployment")["spec"]["template"]
     assert "azure.workload.identity/use" not in pod["metadata"]["labels"]
-    assert _one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["path"] == "/metrics"
+    endpoint = _one(objects, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/metrics" and "authorization" not in endpoint
+
+
+def test_a_protected_metrics_endpoint_gets_its_key_from_a_secret() -> None:
+    secret = {"name": "bridge-metrics", "key": "admin-key"}
+    values = {"serviceMonitor": {"enabled": True, "interval": "15s", "bearerTokenSecret": secret}}
+    values["config"] = {"server": {"metrics_auth": "admin"}}
+    objects = _render(values)
+    endpoint = _one(objects, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": secret}
+    assert "metrics_auth: admin" in _one(objects, "ConfigMap")["data"]["config.yaml"]
 
 
 def test_an_unknown_template_action_fails_the_render(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.backends.upstream import SSEDecoder, SSEEvent, parse_event
+from app.backends.upstream import SSEDecoder, SSEEvent, parse_event, parse_lines
 
 
 def parse_sse(body: bytes) -> list[SSEEvent]:
@@ -77,3 +77,23 @@ def test_parse_event_fields() -> None:
     assert parse_event("data: caf\u00e9".encode()) == SSEEvent("message", "caf\u00e9")
     assert parse_event(b"data: \xff") == SSEEvent("message", "\ufffd")
     assert SSEEvent("e", '{"k": [1]}').json() == {"k": [1]}
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'event: thread.run.created\ndata: {"id":"run_1"}',
+        b"event: x\ndata: ",
+        b"event: \ndata: 1",
+        b"event:  spaced\ndata:  value",
+        b"event: a\ndata: 1\ndata: 2",
+        b"event: a\nid: 7\ndata: 1",
+        b": comment\nevent: a\ndata: 1",
+        b"event: only-a-name",
+        b"event: caf\xc3\xa9\ndata: \xe2\x82\xac",
+        b"event: bad\xff\ndata: \xff",
+        b"data: 1",
+    ],
+)
+def test_the_fast_path_reads_every_block_as_the_line_parser_does(block: bytes) -> None:
+    assert parse_event(block) == parse_lines(block)

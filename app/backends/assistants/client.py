@@ -142,6 +142,24 @@ class AssistantsClient:
         data: list[dict[str, Any]] = result.get("data") or []
         return data
 
+    async def run_steps(self, thread_id: str, run_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
+        """Every step of a run, oldest first, all pages (`GET .../runs/{run_id}/steps`)."""
+        steps: list[dict[str, Any]] = []
+        params = {**self.params, "order": "asc", "limit": "100"}
+        while True:
+            page = await self.upstream.request(
+                "GET",
+                self._url(f"/threads/{thread_id}/runs/{run_id}/steps"),
+                params=params,
+                deadline=deadline,
+                operation="list_run_steps",
+            )
+            data: list[dict[str, Any]] = page.get("data") or []
+            steps += data
+            if not data or not page.get("has_more"):
+                return steps
+            params = {**params, "after": data[-1]["id"]}
+
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
         await self.upstream.request(
             "DELETE",

@@ -77,13 +77,50 @@ def run_params(
     return body
 
 
+NO_USAGE = Usage(0, 0, 0)
+
+
 def usage_of(run: dict[str, Any]) -> Usage | None:
+    """The `usage` of a run or a run step: null on a run until it ends and on a step while it is in progress
+    (openai-openapi `RunCompletionUsage`, `RunStepCompletionUsage`; Azure.AI.Agents `ThreadRun.usage`)."""
     usage = run.get("usage")
     if not usage:
         return None
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
     return Usage(prompt, completion, int(usage.get("total_tokens") or prompt + completion))
+
+
+def added(*usages: Usage) -> Usage:
+    prompt = completion = total = 0
+    for u in usages:  # one loop, not three generators: this runs on every turn
+        prompt += u.prompt_tokens
+        completion += u.completion_tokens
+        total += u.total_tokens
+    return Usage(prompt, completion, total)
+
+
+def steps_usage(steps: list[dict[str, Any]]) -> Usage:
+    """What the run's completed steps report: a step's usage is known once it completed."""
+    return added(*(u for s in steps if s.get("status") == "completed" and (u := usage_of(s)) is not None))
+
+
+def turn_usage(run: dict[str, Any], *, reported: Usage, seen: Usage) -> tuple[Usage, Usage]:
+    """A turn's usage and the run's figure so far, from what Azure reported for the run.
+
+    Azure counts a run over all its rounds: its own `usage` (cumulative, set once it ended) when present,
+    else `seen`, what its completed steps report (a run waiting in `requires_action` has no usage, and
+    its waiting step none until the outputs complete it). `reported` is what earlier turns of the same
+    run already gave their clients: each turn gives only the rest, so the turns of a run add up to the
+    run's usage and nothing is counted twice.
+    """
+    so_far = usage_of(run) or seen
+    turn = Usage(
+        max(0, so_far.prompt_tokens - reported.prompt_tokens),
+        max(0, so_far.completion_tokens - reported.completion_tokens),
+        max(0, so_far.total_tokens - reported.total_tokens),
+    )
+    return turn, added(reported, turn)
 
 
 def tool_calls_of(run: dict[str, Any]) -> tuple[ToolCall, ...]:
@@ -170,7 +207,6 @@ class RunOutcome:
     """How a run that stopped should end the turn."""
 
     finish_reason: FinishReason
-    usage: Usage | None
 
 
 def _incomplete_reason(details: dict[str, Any] | None) -> FinishReason:
@@ -185,15 +221,15 @@ def outcome(run: dict[str, Any], *, tool_round: bool) -> RunOutcome:
     """Map a run's terminal status to the end of a turn, or raise the error the client should see."""
     status = run.get("status")
     if status == "completed":
-        return RunOutcome("stop", usage_of(run))
+        return RunOutcome("stop")
     if status == "incomplete":
-        return RunOutcome(_incomplete_reason(run.get("incomplete_details")), usage_of(run))
+        return RunOutcome(_incomplete_reason(run.get("incomplete_details")))
     if status == "requires_action":
-        return RunOutcome("tool_calls", usage_of(run))
+        return RunOutcome("tool_calls")
     if status == "failed":
         error = run.get("last_error") or {}
         if error.get("code") == failures.CONTENT_FILTER:
-            return RunOutcome("content_filter", usage_of(run))
+            return RunOutcome("content_filter")
         raise failures.run_failure(error.get("code"), error.get("message"))
     if status == "expired":
         if tool_round:

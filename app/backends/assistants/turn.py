@@ -11,6 +11,7 @@ and `close` waits for its answer to record or delete the thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -21,7 +22,7 @@ from app.backends.lease import Lease
 from app.core import approvals, failures
 from app.core.events import ApprovalRequired, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.records import CallRecord, ThreadRecord
-from app.core.turn import Item, Message, ToolCall, ToolResult, TurnRequest, pending_tool_results
+from app.core.turn import Item, Message, ToolCall, ToolResult, TurnRequest, Usage, pending_tool_results
 from app.errors import (
     BridgeError,
     ClientDisconnectedError,
@@ -30,11 +31,13 @@ from app.errors import (
     ShuttingDownError,
     ToolOutputsExpiredError,
     UpstreamError,
+    UpstreamTimeoutError,
 )
 
 if TYPE_CHECKING:
     from app.backends.assistants.backend import AssistantsBackend
 
+log = logging.getLogger("agent_bridge.assistants")
 BRIDGE_TAG = "agent-bridge"
 _RUN_END_EVENTS = frozenset(
     {
@@ -93,6 +96,9 @@ class AssistantsTurn:
         self._early: list[RunEvent] = []
         self._creating: asyncio.Task[None] | None = None
         self._answered = False
+        self._reported = mapping.NO_USAGE  # the run's usage its earlier turns gave (kept with its calls)
+        self._completed: dict[str, Usage] = {}  # steps completed in this turn's stream, by id
+        self._listed: Usage | None = None  # the completed steps of a polled run that waits
 
     # -- open: up to Azure's first answer --------------------------------------------------------
 
@@ -204,6 +210,7 @@ class AssistantsTurn:
         if first.expires_at is not None and first.expires_at <= time.time():
             raise _too_late()
         self.thread_id, self.run_id, self.recorded = first.thread_id, first.run_id, True
+        self._reported = first.reported or mapping.NO_USAGE
         await self._lock()
         outputs = mapping.submit_body(results, approvals.answers_of(results))
         if self.b.metrics is not None:
@@ -261,6 +268,11 @@ class AssistantsTurn:
             if name == "thread.message.delta":
                 for part in mapping.delta_events(sse.json()):
                     yield part
+            elif name == "thread.run.step.completed":
+                step = sse.json()
+                usage = mapping.usage_of(step)
+                if usage is not None:
+                    self._completed[str(step.get("id"))] = usage
             elif name in _RUN_END_EVENTS:
                 for event in await self._conclude(sse.json()):
                     yield event
@@ -287,6 +299,8 @@ class AssistantsTurn:
         while run.get("status") not in mapping.TERMINAL:
             await asyncio.sleep(next(delays))
             run = await self.client.get_run(run["thread_id"], run["id"], self.req.deadline)
+        if run.get("status") == "requires_action" and run.get("usage") is None:
+            await self._list_steps(run)
         if run.get("status") in ("completed", "incomplete"):
             messages = await self.client.run_messages(run["thread_id"], run["id"], self.req.deadline)
             for message in messages:
@@ -294,6 +308,18 @@ class AssistantsTurn:
                     # A whole message as one delta: its text, citations and images alike.
                     yield _Polled("thread.message.delta", {"delta": {"content": message.get("content") or []}})
         yield _Polled(f"thread.run.{run.get('status')}", run)
+
+    async def _list_steps(self, run: dict[str, Any]) -> None:
+        """A waiting run has no usage yet; its completed steps (earlier rounds, built-in tools) have."""
+        try:
+            steps = await self.client.run_steps(run["thread_id"], run["id"], self.req.deadline)
+        except (UpstreamTimeoutError, ClientDisconnectedError, ShuttingDownError):
+            raise
+        except BridgeError as exc:
+            # The calls still reach the client; what this turn leaves uncounted goes to the run's next turn.
+            log.warning("could not read the usage of run %s's steps: %s", run["id"], exc.message)
+        else:
+            self._listed = mapping.steps_usage(steps)
 
     async def _conclude(self, run: dict[str, Any]) -> list[TurnEvent]:
         self.run_active = False
@@ -310,6 +336,7 @@ class AssistantsTurn:
         if requests and self.req.approvals in ("approve", "deny"):
             await self._answer_approvals(run, self.req.approvals == "approve")
             return []
+        usage = self._usage(run)  # before the calls are saved: they keep the run's figure so far
         if requests:
             if self.req.approvals == "refuse":
                 self.run_active = True  # `close` cancels the waiting run
@@ -321,8 +348,14 @@ class AssistantsTurn:
             await self._save_calls(run, calls)
             events.append(ToolCallsRequired(calls=calls))
         self.used_at = time.time()
-        events.append(TurnCompleted(finish_reason=result.finish_reason, usage=result.usage, cursor=self.thread_id))
+        events.append(TurnCompleted(finish_reason=result.finish_reason, usage=usage, cursor=self.thread_id))
         return events
+
+    def _usage(self, run: dict[str, Any]) -> Usage:
+        """This turn's share of the run's usage; the run's figure so far is kept for its next turn."""
+        seen = self._listed if self._listed is not None else mapping.added(self._reported, *self._completed.values())
+        usage, self._reported = mapping.turn_usage(run, reported=self._reported, seen=seen)
+        return usage
 
     async def _answer_approvals(self, run: dict[str, Any], approve: bool) -> None:
         """The route answers the run's approval requests; `events` then follows the run on."""
@@ -418,6 +451,7 @@ class AssistantsTurn:
                     sibling_ids=ids,
                     created_at=now,
                     expires_at=expires_at,
+                    reported=self._reported,
                 )
                 for c in calls
             ],
