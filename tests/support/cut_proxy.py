@@ -10,6 +10,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from tests.support.servers import free_port
+from tests.support.streams import close_writers, end_other_tasks
 
 
 class CutProxy:
@@ -26,6 +27,7 @@ class CutProxy:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"cut-proxy-{self.port}")
 
     def _run(self) -> None:
@@ -43,20 +45,27 @@ class CutProxy:
             await self._stop.wait()
             server.close()
             await self._drop()
+            # Every socket closes on this loop before the loop stops (`tests.support.streams`).
+            await end_other_tasks(grace_s=5)
+            await close_writers(self._writers)
             await server.wait_closed()
 
     async def _drop(self) -> None:
+        """Cut every relayed connection: its sockets closed first, so a cancelled relay leaves none open."""
+        for writer in self._writers:
+            writer.close()
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
+        await close_writers(self._writers)
+        self._writers.clear()
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         if self._cut:
             self.accepted_while_cut += 1
-            client_writer.close()
-            with contextlib.suppress(OSError):
-                await client_writer.wait_closed()
+            await close_writers([client_writer])
             return
+        self._writers.add(client_writer)
         me = asyncio.current_task()
         assert me is not None
         self._connections.add(me)
@@ -64,6 +73,7 @@ class CutProxy:
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            self._writers.add(upstream_writer)
 
             async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 while chunk := await reader.read(65536):
@@ -83,11 +93,7 @@ class CutProxy:
         except OSError:
             pass
         finally:
-            for writer in (client_writer, upstream_writer):
-                if writer is not None:
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
+            await close_writers([client_writer, upstream_writer])
 
     def _call(self, coro: Coroutine[Any, Any, None]) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)

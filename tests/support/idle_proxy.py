@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 
 from tests.support.servers import free_port
+from tests.support.streams import close_writers, end_other_tasks
 
 
 class IdleTimeoutProxy:
@@ -41,21 +42,12 @@ class IdleTimeoutProxy:
         async with server:
             await self._stop.wait()
             server.close()
-            # Every socket is closed, and its closing awaited, on this loop before the loop closes: a
-            # StreamWriter left to the collector after that warns in whichever later test it runs.
-            for writer in self._writers:
-                writer.close()  # their pumps read EOF, and each relay ends on its own
-            # Every other task on this loop is a connection's (one accepted just now may not have
-            # started yet, so a set the relays fill themselves could miss it).
-            others = asyncio.all_tasks() - {asyncio.current_task()}
-            if others:
-                _, late = await asyncio.wait(others, timeout=5)
-                for task in late:
-                    task.cancel()
-                await asyncio.gather(*late, return_exceptions=True)
+            # Every socket closes on this loop before the loop stops (`tests.support.streams`): the
+            # pumps read EOF and each relay ends on its own, stragglers are cancelled.
             for writer in self._writers:
                 writer.close()
-            await asyncio.gather(*(w.wait_closed() for w in self._writers), return_exceptions=True)
+            await end_other_tasks(grace_s=5)
+            await close_writers(self._writers)
             await server.wait_closed()
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
@@ -63,8 +55,7 @@ class IdleTimeoutProxy:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
-            client_writer.close()
-            await client_writer.wait_closed()
+            await close_writers([client_writer])
             return
         self._writers.add(upstream_writer)
         last = asyncio.get_running_loop().time()
@@ -95,13 +86,7 @@ class IdleTimeoutProxy:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # Both close before either is awaited: a cancel (the proxy stopping) during the wait
-            # leaves no writer open; `_serve` then awaits their closing.
-            client_writer.close()
-            upstream_writer.close()
-            with contextlib.suppress(OSError):
-                await client_writer.wait_closed()
-                await upstream_writer.wait_closed()
+            await close_writers([client_writer, upstream_writer])
 
     def start(self) -> IdleTimeoutProxy:
         self._thread.start()
