@@ -17,7 +17,6 @@ from app.emulator.assistants_state import (
     Thread,
     message_object,
     message_text,
-    step_object,
 )
 from app.emulator.assistants_tools import Made, hosted_steps
 from app.emulator.files import FileStore
@@ -237,17 +236,30 @@ class RunEngine:
             step.update(status="completed", completed_at=now(), usage=run.step_usage.get(step["id"]))
             run.log.emit("thread.run.step.completed", step)
 
+    @staticmethod
+    def _waiting_step(run: Run, plan: script.Plan) -> dict[str, Any]:
+        """The `tool_calls` step a run waiting on the client opens, `in_progress`, its calls added after;
+        the plan's usage is kept for the step until the client's answer completes it."""
+        step = run.start_step({"type": "tool_calls", "tool_calls": []})
+        run.step_usage[step["id"]] = run.add_usage(plan.usage)
+        return step
+
+    def _require_action(self, run: Run, action: str, calls: list[dict[str, Any]]) -> None:
+        """`requires_action` with `required_action: {type: <action>, <action>: {tool_calls}}`, and the
+        timer that expires the run if the client never answers."""
+        run.pending = calls
+        run.obj.update(status="requires_action", required_action={"type": action, action: {"tool_calls": calls}})
+        run.log.emit("thread.run.requires_action", run.obj)
+        delay = max(0.0, run.deadline - time.time())
+        run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
+
     def _tool_calls(self, run: Run, plan: script.Plan) -> None:
         """Function calls: a `tool_calls` step left `in_progress`, then `requires_action`. The run waiting
         has `usage: null` ("`null` if the run is not in a terminal state", openai-openapi
         `RunCompletionUsage`, Azure.AI.Agents `ThreadRun.usage`; openai-dotnet's `RunStatus.IsTerminal`
         leaves `requires_action` out) and so has the waiting step: the model's tokens for these calls
         show on the step once the outputs complete it, and in the run's cumulative usage at its end."""
-        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
-        run.steps.append(step)
-        run.step_usage[step["id"]] = run.add_usage(plan.usage)
-        run.log.emit("thread.run.step.created", step)
-        run.log.emit("thread.run.step.in_progress", step)
+        step = self._waiting_step(run, plan)
         calls = []
         for index, planned in enumerate(plan.tool_calls):
             call_id = new_id("call")
@@ -274,14 +286,7 @@ class RunEngine:
             run.tool_items.append(
                 script.Item(kind="tool_call", name=planned.name, arguments=planned.arguments, call_id=call_id)
             )
-        run.pending = calls
-        run.obj.update(
-            status="requires_action",
-            required_action={"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}},
-        )
-        run.log.emit("thread.run.requires_action", run.obj)
-        delay = max(0.0, run.deadline - time.time())
-        run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
+        self._require_action(run, "submit_tool_outputs", calls)
 
     def _mcp_approvals(self, run: Run, plan: script.Plan) -> None:
         """MCP calls that need approval: a `tool_calls` step with `mcp` calls (azure-ai-agents
@@ -290,11 +295,7 @@ class RunEngine:
         {tool_calls: [{id, type: "mcp", name, arguments, server_label}]}}` (Azure/azure-rest-api-specs
         `specification/ai/Azure.AI.Agents/runs/models.tsp` `SubmitToolApprovalAction`,
         `RequiredMcpToolCall`). It expires like a run waiting for tool outputs."""
-        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
-        run.steps.append(step)
-        run.step_usage[step["id"]] = run.add_usage(plan.usage)
-        run.log.emit("thread.run.step.created", step)
-        run.log.emit("thread.run.step.in_progress", step)
+        step = self._waiting_step(run, plan)
         calls = []
         for index, planned in enumerate(plan.mcp_calls):
             call_id = new_id("call")
@@ -311,14 +312,7 @@ class RunEngine:
             run.tool_items.append(
                 script.Item(kind="mcp_request", name=planned.name, arguments=planned.arguments, call_id=call_id)
             )
-        run.pending = calls
-        run.obj.update(
-            status="requires_action",
-            required_action={"type": "submit_tool_approval", "submit_tool_approval": {"tool_calls": calls}},
-        )
-        run.log.emit("thread.run.requires_action", run.obj)
-        delay = max(0.0, run.deadline - time.time())
-        run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
+        self._require_action(run, "submit_tool_approval", calls)
 
     def _mcp_done(self, run: Run, plan: script.Plan) -> None:
         """MCP calls made without asking (`require_approval: "never"`): one completed `mcp` step."""
@@ -336,10 +330,7 @@ class RunEngine:
             }
             for c in made
         ]
-        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": calls})
-        run.steps.append(step)
-        run.log.emit("thread.run.step.created", step)
-        run.log.emit("thread.run.step.in_progress", step)
+        step = run.start_step({"type": "tool_calls", "tool_calls": calls})
         for index, call in enumerate(calls):
             run.log.emit("thread.run.step.delta", self._step_delta(step, {"index": index, **call}))
         usage = run.add_usage(script.call_usage(plan.usage.prompt_tokens, calls))
@@ -365,15 +356,7 @@ class RunEngine:
             run_id=run.id,
             status="in_progress",
         )
-        step = step_object(
-            run,
-            new_id("step"),
-            "message_creation",
-            {"type": "message_creation", "message_creation": {"message_id": message["id"]}},
-        )
-        run.steps.append(step)
-        run.log.emit("thread.run.step.created", step)
-        run.log.emit("thread.run.step.in_progress", step)
+        step = run.start_step({"type": "message_creation", "message_creation": {"message_id": message["id"]}})
         thread.messages.append(message)
         run.log.emit("thread.message.created", message)
         run.log.emit("thread.message.in_progress", message)
