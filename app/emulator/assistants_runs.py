@@ -62,53 +62,47 @@ class RunEngine:
 
     def submit(self, run: Run, outputs: list[dict[str, str]]) -> None:
         """Tool outputs for every pending call: the run is queued again and continues in the background."""
-        self.sweep(run.thread)
-        if run.status != "requires_action":
-            raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool outputs.')
-        if run.obj["required_action"]["type"] != "submit_tool_outputs":
-            raise EmulatorHTTPError(
-                400, "This run is waiting for tool approvals: answer it with 'tool_approvals'.", param="tool_approvals"
-            )
-        expected = [call["id"] for call in run.pending]
-        got = [o["tool_call_id"] for o in outputs]
-        if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
-            raise EmulatorHTTPError(400, f"Expected tool outputs for call_ids {expected!r}, got {got!r}")
+        self._check_answers(run, "submit_tool_outputs", [o["tool_call_id"] for o in outputs])
         by_id = {o["tool_call_id"]: o["output"] for o in outputs}
         step = run.steps[-1]
         for call in step["step_details"]["tool_calls"]:
             call["function"]["output"] = by_id.get(call["id"])
         for call in run.pending:
             run.tool_items.append(script.Item(kind="tool_output", text=by_id[call["id"]], call_id=call["id"]))
-        run.pending = []
-        if run.timer is not None:
-            run.timer.cancel()
-            run.timer = None
-        run.obj.update(status="queued", required_action=None)
-        run.log.emit("thread.run.queued", run.obj)
-        self._spawn(run)
+        self._requeue(run)
 
     def approve(self, run: Run, approvals: list[dict[str, Any]]) -> None:
         """`tool_approvals` for every call of a `submit_tool_approval` action: approved calls run on the
         (fake) MCP server and their step holds the output; the run is queued again. Like tool outputs, the
         approvals must answer every pending call exactly once (the same 400 as `submit`; its wording for
         approvals is not published, so it names them)."""
-        self.sweep(run.thread)
-        if run.status != "requires_action":
-            raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool approvals.')
-        if run.obj["required_action"]["type"] != "submit_tool_approval":
-            raise EmulatorHTTPError(
-                400, "This run is waiting for tool outputs: answer it with 'tool_outputs'.", param="tool_outputs"
-            )
-        expected = [call["id"] for call in run.pending]
-        got = [a["tool_call_id"] for a in approvals]
-        if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
-            raise EmulatorHTTPError(400, f"Expected tool approvals for call_ids {expected!r}, got {got!r}")
+        self._check_answers(run, "submit_tool_approval", [a["tool_call_id"] for a in approvals])
         verdict = {a["tool_call_id"]: a["approve"] for a in approvals}
         for call in run.steps[-1]["step_details"]["tool_calls"]:
             if verdict.get(call["id"]):
                 call["output"] = script.mcp_output(call["name"], call["arguments"])
             text = "true" if verdict.get(call["id"]) else "false"
             run.tool_items.append(script.Item(kind="mcp_approval", text=text, call_id=call["id"]))
+        self._requeue(run)
+
+    def _check_answers(self, run: Run, action: str, got: list[str]) -> None:
+        """The 400s of an answer to `requires_action`: the run must be waiting, for this kind of answer
+        (`submit_tool_outputs` takes outputs, `submit_tool_approval` approvals), and `got` must name every
+        pending call exactly once."""
+        answers, other = ("outputs", "approvals") if action == "submit_tool_outputs" else ("approvals", "outputs")
+        self.sweep(run.thread)
+        if run.status != "requires_action":
+            raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool {answers}.')
+        if run.obj["required_action"]["type"] != action:
+            raise EmulatorHTTPError(
+                400, f"This run is waiting for tool {other}: answer it with 'tool_{other}'.", param=f"tool_{other}"
+            )
+        expected = [call["id"] for call in run.pending]
+        if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
+            raise EmulatorHTTPError(400, f"Expected tool {answers} for call_ids {expected!r}, got {got!r}")
+
+    def _requeue(self, run: Run) -> None:
+        """Every pending call answered: the run is queued again and goes on in the background."""
         run.pending = []
         if run.timer is not None:
             run.timer.cancel()
