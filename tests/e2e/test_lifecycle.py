@@ -40,7 +40,19 @@ def _wait(predicate: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def _sweeps(bridge: Bridge) -> int:
+    counters = bridge.server.call(bridge.state.janitor.counters_snapshot())
+    return int(counters["sweeps"])
+
+
+def _swept(*bridges: Bridge) -> None:
+    """Wait (bounded) until each bridge's janitor ran a whole sweep that started after this call: sweeps
+    run one after another, so the second to end from now is one that began after now."""
+    start = [_sweeps(b) for b in bridges]
+    _wait(lambda: all(_sweeps(b) >= n + 2 for b, n in zip(bridges, start, strict=True)), timeout=10)
 
 
 def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
@@ -54,6 +66,7 @@ def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url:
         assert [t for t, record in zip(ids, records, strict=True) if record is None and t not in gone] == []
         _wait(lambda: len(_deleted(bridge, ids)) == 50, timeout=20)
         _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
+        _swept(bridge)  # a janitor that deleted twice would have done it by now
         # Each thread was deleted exactly once upstream.
         deletes = [
             r for r in bridge.emulator_requests() if r["method"] == "DELETE" and r["path"].rsplit("/", 1)[-1] in ids
@@ -90,24 +103,38 @@ def test_two_janitors_never_delete_the_same_thread_twice(
     ):
         ids = _converse(first, 15) + _converse(second, 15)
         _wait(lambda: len(_deleted(first, ids)) == 30, timeout=30)
+        _wait(lambda: _registered(first, ids) == 0, timeout=5)
+        _swept(first, second)  # had both claimed one thread, the second deletion would be in by now
         deletes = [r for r in first.emulator_requests() if r["method"] == "DELETE"]
         assert sorted(r["path"].rsplit("/", 1)[-1] for r in deletes) == sorted(ids)
         assert all(r["status"] == 200 for r in deletes)
 
 
 def test_a_thread_in_use_is_not_deleted(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
-    with running_bridge(
-        emulator.url, redis_url, redis_prefix, threads={"ttl": "1500ms", "sweep_interval": "200ms"}
-    ) as bridge:
+    ttl_s = 2.0
+    with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
         client = bridge.client()
         history: list[dict[str, Any]] = [{"role": "user", "content": "keep me"}]
         raw = client.chat.completions.with_raw_response.create(model="demo-assistant", messages=history)
         thread_id = raw.headers["x-thread-id"]
-        for n in range(4):
-            time.sleep(0.6)
+        born = last = time.monotonic()
+        gaps: list[float] = []
+        n = 0
+        # Between two turns (no lock protects the thread then) the janitor sweeps, until the thread is
+        # twice the TTL old: a janitor that went by the thread's age, or missed a use, deletes it in one
+        # of those sweeps. Each wait is on sweeps that ran, not on the clock, so a slow machine only
+        # makes it longer.
+        while time.monotonic() - born < 2 * ttl_s or n < 4:
+            assert n < 40, "the janitor did not sweep often enough for the thread to grow old"
+            _swept(bridge)
+            gaps.append(time.monotonic() - last)
             history += [{"role": "assistant", "content": f"Echo: {history[-1]['content']}"}]
             history += [{"role": "user", "content": f"still here {n}"}]
             reply = turn(client, stream=False, model="demo-assistant", messages=history)
             assert reply.text == f"Echo: still here {n}"
+            last = time.monotonic()
+            n += 1
+        # Every pause was well within the TTL (were one not, deleting the thread would have been right).
+        assert max(gaps) < ttl_s, gaps
         assert not _deleted(bridge, [thread_id])
         assert len(bridge.emulator_threads()) == 1

@@ -1,5 +1,6 @@
-"""Foundry v2 endings stop the work upstream: a hang-up (streamed or not) and the route's deadline cancel
-the response (background mode, the route default), on chat and on the `/v1/responses` pass-through.
+"""Foundry v2 endings stop the work upstream: a hang-up (streamed or not), the route's deadline and SIGTERM
+past the shutdown grace cancel the response (background mode, the route default), on chat and on the
+`/v1/responses` pass-through.
 
 What Azure does is what the emulator reports: the response's own `status` (`cancelled`), read back
 from the project the way a client of Azure would (`GET /responses/{id}`, `GET /responses`).
@@ -8,14 +9,18 @@ from the project the way a client of Azure would (`GET /responses/{id}`, `GET /r
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.bridge import Bridge, routes_for, running_bridge
+from tests.support.leftovers import sse, wait_for
+from tests.support.process import bridge_process, write_config
 from tests.support.servers import ServerThread
 
 PROJECT = "/api/projects/demo/openai/v1"
@@ -186,3 +191,70 @@ def test_an_unstored_response_is_foreground_and_runs_on_after_a_hang_up(fresh: B
     assert create["store"] is False and "background" not in create
     _wait_for(lambda: _ended(fresh))
     assert CANCEL not in fresh.emulator_stats()
+
+
+# -- SIGTERM past the shutdown grace ---------------------------------------------------------------
+
+
+def _responses_of(emulator_url: str, agent: str) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=emulator_url + PROJECT, headers={"Authorization": "Bearer t"}, timeout=30) as c:
+        answer = c.get("/responses", params={"agent_name": agent, "order": "desc", "limit": 20})
+        answer.raise_for_status()
+        return list(answer.json()["data"])
+
+
+@pytest.mark.usefixtures("process_identity")
+def test_sigterm_past_the_grace_ends_v2_turns_in_openai_format_and_cancels_their_responses(
+    emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "config.yaml", routes_for(emulator.url), redis_prefix=redis_prefix, shutdown_grace="1s"
+    )
+    out: dict[str, Any] = {}
+    with bridge_process(config, redis_url, tmp_path) as proc:
+
+        def plain(path: str, body: dict[str, Any]) -> None:
+            with httpx.Client(timeout=20) as c:
+                out[path, False] = c.post(f"{proc.url}{path}", json=body)
+
+        def streamed(path: str, body: dict[str, Any]) -> None:
+            out[path, True] = sse(f"{proc.url}{path}", {**body, "stream": True})
+
+        chat = {"model": "demo-agent", "messages": [{"role": "user", "content": "/sleep 8000\nlong"}]}
+        responses = {"model": "demo-agent", "input": "/sleep 8000\nlong"}
+        workers = [
+            threading.Thread(target=plain, args=("/v1/chat/completions", chat)),
+            threading.Thread(target=streamed, args=("/v1/chat/completions", chat)),
+            threading.Thread(target=plain, args=("/v1/responses", responses)),
+            threading.Thread(target=streamed, args=("/v1/responses", responses)),
+        ]
+        for worker in workers:
+            worker.start()
+        in_progress = lambda: [r for r in _responses_of(emulator.url, "demo-agent") if r["status"] == "in_progress"]  # noqa: E731
+        wait_for(lambda: len(in_progress()) == 4, 10, "four v2 responses in progress upstream")
+        proc.terminate()
+        for worker in workers:
+            worker.join(15)
+        proc.proc.wait(15)
+        log = "\n".join(proc.log_lines())
+    for path in ("/v1/chat/completions", "/v1/responses"):
+        answer: httpx.Response = out[path, False]
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        error = answer.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["code"] == "shutting_down" and error["type"] == "service_unavailable"
+    status, payloads = out["/v1/chat/completions", True]
+    assert status == 200
+    assert payloads[-1] == "[DONE]" and payloads[-2]["error"]["code"] == "shutting_down"
+    status, events = out["/v1/responses", True]
+    assert status == 200
+    assert events[0]["type"] == "response.created"
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "shutting_down"
+    assert "Internal Server Error" not in log and "Traceback" not in log
+    # Each was a background response (the route's default), so each could be and was cancelled upstream.
+    upstream = _responses_of(emulator.url, "demo-agent")
+    assert len(upstream) == 4
+    assert all(r["background"] is True for r in upstream)
+    wait_for(lambda: in_progress() == [], 5, "no v2 response left in progress upstream")
+    assert {r["status"] for r in _responses_of(emulator.url, "demo-agent")} == {"cancelled"}
