@@ -31,9 +31,24 @@ from typing import Any, ClassVar
 
 
 class BridgeError(Exception):
+    """A subclass names its HTTP status, OpenAI error type and default code in its bases' keywords:
+    `class NotFoundError(BridgeError, status=404, type="invalid_request_error", code="not_found")`; what it
+    leaves out it inherits."""
+
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
     default_code: ClassVar[str] = "internal_error"
+
+    def __init_subclass__(
+        cls, *, status: int | None = None, type: str | None = None, code: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
+        if type is not None:
+            cls.type = type
+        if code is not None:
+            cls.default_code = code
 
     def __init__(
         self,
@@ -64,63 +79,35 @@ class BridgeError(Exception):
         return {"error": error}
 
 
-class InvalidRequestError(BridgeError):
-    status = 400
-    type = "invalid_request_error"
-    default_code = "invalid_request"
+class InvalidRequestError(BridgeError, status=400, type="invalid_request_error", code="invalid_request"): ...
 
 
-class ToolOutputsExpiredError(InvalidRequestError):
-    default_code = "tool_outputs_expired"
+class ToolOutputsExpiredError(InvalidRequestError, code="tool_outputs_expired"): ...
 
 
-class AuthenticationError(BridgeError):
-    status = 401
-    type = "authentication_error"
-    default_code = "invalid_api_key"
+class AuthenticationError(BridgeError, status=401, type="authentication_error", code="invalid_api_key"): ...
 
 
-class PermissionDeniedError(BridgeError):
-    status = 403
-    type = "permission_error"
-    default_code = "permission_denied"
+class PermissionDeniedError(BridgeError, status=403, type="permission_error", code="permission_denied"): ...
 
 
-class NotFoundError(BridgeError):
-    status = 404
-    type = "invalid_request_error"
-    default_code = "not_found"
+class NotFoundError(BridgeError, status=404, type="invalid_request_error", code="not_found"): ...
 
 
-class ModelNotFoundError(NotFoundError):
-    default_code = "model_not_found"
+class ModelNotFoundError(NotFoundError, code="model_not_found"): ...
 
 
-class ConflictError(BridgeError):
-    status = 409
-    type = "invalid_request_error"
-    default_code = "conversation_busy"
+class ConflictError(BridgeError, status=409, type="invalid_request_error", code="conversation_busy"): ...
 
 
-class PayloadTooLargeError(BridgeError):
-    status = 413
-    type = "invalid_request_error"
-    default_code = "request_too_large"
+class PayloadTooLargeError(BridgeError, status=413, type="invalid_request_error", code="request_too_large"): ...
 
 
-class AgentFailedError(BridgeError):
+class AgentFailedError(BridgeError, status=422, type="agent_error", code="run_failed"):
     """The agent's run failed for a reason a retry would meet again: not a status SDKs retry."""
 
-    status = 422
-    type = "agent_error"
-    default_code = "run_failed"
 
-
-class RateLimitError(BridgeError):
-    status = 429
-    type = "rate_limit_error"
-    default_code = "rate_limit_exceeded"
-
+class RateLimitError(BridgeError, status=429, type="rate_limit_error", code="rate_limit_exceeded"):
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
@@ -128,50 +115,31 @@ class RateLimitError(BridgeError):
             self.headers.setdefault("Retry-After", str(max(1, round(retry_after))))
 
 
-class UpstreamError(BridgeError):
-    status = 502
-    type = "upstream_error"
-    default_code = "upstream_error"
+class UpstreamError(BridgeError, status=502, type="upstream_error", code="upstream_error"): ...
 
 
-class RunFailedError(UpstreamError):
-    default_code = "run_failed"
+class RunFailedError(UpstreamError, code="run_failed"): ...
 
 
-class UpstreamAuthError(UpstreamError):
-    default_code = "upstream_authentication_failed"
+class UpstreamAuthError(UpstreamError, code="upstream_authentication_failed"): ...
 
 
-class StoreUnavailableError(BridgeError):
-    status = 503
-    type = "service_unavailable"
-    default_code = "state_store_unavailable"
+class StoreUnavailableError(BridgeError, status=503, type="service_unavailable", code="state_store_unavailable"): ...
 
 
-class ShuttingDownError(BridgeError):
+class ShuttingDownError(BridgeError, status=503, type="service_unavailable", code="shutting_down"):
     """The bridge is stopping and its shutdown grace has passed: the turn ends, the client may retry."""
-
-    status = 503
-    type = "service_unavailable"
-    default_code = "shutting_down"
 
     def __init__(self, message: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.headers.setdefault("Retry-After", str(retry_after_s))
 
 
-class ClientDisconnectedError(BridgeError):
+class ClientDisconnectedError(BridgeError, status=499, type="client_disconnected", code="client_disconnected"):
     """The client hung up: the turn ends (its run is cancelled); nobody reads this error."""
 
-    status = 499
-    type = "client_disconnected"
-    default_code = "client_disconnected"
 
-
-class UpstreamTimeoutError(BridgeError):
-    status = 504
-    type = "timeout_error"
-    default_code = "upstream_timeout"
+class UpstreamTimeoutError(BridgeError, status=504, type="timeout_error", code="upstream_timeout"): ...
 
 
 class ConfigError(Exception):

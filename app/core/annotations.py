@@ -231,19 +231,14 @@ def response_annotation(placed: Placed) -> dict[str, Any]:
             "start_index": placed.start,
             "end_index": placed.end,
         }
+    cited_file = {"file_id": a.file_id or "", "filename": a.filename or a.file_id or ""}
     if a.kind == "file_citation":
-        return {
-            "type": "file_citation",
-            "file_id": a.file_id or "",
-            "filename": a.filename or a.file_id or "",
-            "index": placed.start,
-        }
+        return {"type": "file_citation", **cited_file, "index": placed.start}
     if a.kind == "container_file_citation":
         return {
             "type": "container_file_citation",
             "container_id": a.container_id or "",
-            "file_id": a.file_id or "",
-            "filename": a.filename or a.file_id or "",
+            **cited_file,
             "start_index": placed.start,
             "end_index": placed.end,
         }

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.core import approvals, chat_codec, conversation
-from app.core.annotations import MarkerMode, rewritten
+from app.core.annotations import rewritten
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
 from app.core.events import ApprovalRequired, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded
 from app.core.lifetime import InFlight, Turn, Work
-from app.core.turn import Item, Message, ToolCall, TurnRequest
+from app.core.turn import Message, ToolCall, TurnRequest
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
 from app.wire.chat import ChatCompletionRequest
@@ -46,30 +46,22 @@ class Reply:
 
 
 class _ChatWork:
-    """A backend's turn, plus what the conversation index must learn when it completes."""
+    """A backend's turn (`req`), plus what the conversation index must learn when it completes."""
 
     def __init__(
         self,
         work: Work[TurnEvent],
         index: ConversationIndex,
+        req: TurnRequest,
         *,
-        owner: str,
-        model: str,
-        items: tuple[Item, ...],
         conversation_id: str | None,
-        previous_cursor: str | None,
-        markers: MarkerMode = "numbered",
         files: FileIndex | None = None,
     ) -> None:
-        self.markers: MarkerMode = markers
         self.files = files
         self.work = work
         self.index = index
-        self.owner = owner
-        self.model = model
-        self.items = items
+        self.req = req
         self.conversation_id = conversation_id
-        self.previous_cursor = previous_cursor
 
     async def open(self) -> ThreadBound:
         return await self.work.open()
@@ -82,7 +74,10 @@ class _ChatWork:
         reply = Reply()
         parts: list[str] = []
         # The text as the client sees it (citations numbered) is what the conversation remembers.
-        shown = recorded(rewritten(self.work.events(), self.markers), self.files, route=self.model, owner=self.owner)
+        req = self.req
+        shown = recorded(
+            rewritten(self.work.events(), req.route.citation_markers), self.files, route=req.model, owner=req.owner
+        )
         async for event in shown:
             if isinstance(event, TextDelta):
                 parts.append(event.text)
@@ -94,13 +89,13 @@ class _ChatWork:
                 reply.text = "".join(parts)
                 await conversation.remember(
                     self.index,
-                    owner=self.owner,
-                    route=self.model,
-                    items=self.items,
+                    owner=req.owner,
+                    route=req.model,
+                    items=req.items,
                     reply=reply.message(),
                     cursor=event.cursor,
                     conversation_id=self.conversation_id,
-                    previous_cursor=self.previous_cursor,
+                    previous_cursor=req.cursor,
                 )
             yield event
 
@@ -160,14 +155,6 @@ class TurnService:
             approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
         )
         work = _ChatWork(
-            self.backends[route.backend].turn(turn),
-            self.index,
-            owner=owner,
-            model=req.model,
-            items=items,
-            conversation_id=conversation_id,
-            previous_cursor=found.cursor,
-            markers=route.citation_markers,
-            files=self.files,
+            self.backends[route.backend].turn(turn), self.index, turn, conversation_id=conversation_id, files=self.files
         )
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from app.emulator import assistants, foundry_v2, identity
 from app.emulator.hooks import EmulatorContext, EmulatorMiddleware, hook_routes
-from app.emulator.http import EmulatorHTTPError, error_response
+from app.emulator.http import EmulatorHTTPError
 from app.emulator.options import EmulatorOptions
 
 
@@ -22,10 +22,10 @@ async def _emulator_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_response(404, "Resource not found.", code="404")
+        return EmulatorHTTPError(404, "Resource not found.", code="404").response()
     if exc.status_code == 405:
-        return error_response(405, f"The requested method {request.method} is not allowed.", code="405")
-    return error_response(exc.status_code, str(exc.detail))
+        return EmulatorHTTPError(405, f"The requested method {request.method} is not allowed.", code="405").response()
+    return EmulatorHTTPError(exc.status_code, str(exc.detail)).response()
 
 
 def create_emulator_app(options: EmulatorOptions | None = None) -> Starlette:

@@ -27,7 +27,7 @@ from app.emulator.assistants_runs import RunEngine
 from app.emulator.assistants_state import AssistantsStore, Surface, Thread, assistant_object, message_object
 from app.emulator.files import FileStore
 from app.emulator.hooks import EmulatorContext
-from app.emulator.http import EmulatorHTTPError, error_response, list_params, new_id, now, page, read_json
+from app.emulator.http import EmulatorHTTPError, list_params, new_id, now, page, read_json
 
 RATE_LIMIT_PER_MINUTE = 1000
 
@@ -61,12 +61,12 @@ class AzureSurface:
             await send(message)
 
         if not QueryParams(scope.get("query_string", b"")).get("api-version"):
-            response = error_response(
+            response = EmulatorHTTPError(
                 400,
                 "Missing required query parameter 'api-version'.",
                 param="api-version",
                 code="missing_required_parameter",
-            )
+            ).response()
             await response(scope, receive, send_with_headers)
             return
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 from app.emulator.assistants_state import text_part
@@ -105,6 +106,18 @@ def check_keys(obj: dict[str, Any], allowed: frozenset[str] | set[str], where: s
             )
 
 
+def _objects(value: Any, param: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The objects of the array `value`, each with its place (`param[i]`); checked one by one as they are
+    taken, so the first bad entry is the one refused."""
+    if not isinstance(value, list):
+        raise _type_error(param, "an array", value)
+    for index, item in enumerate(value):
+        where = f"{param}[{index}]"
+        if not isinstance(item, dict):
+            raise _type_error(where, "an object", item)
+        yield where, item
+
+
 def required(value: Any, param: str) -> Any:
     if value is None:
         raise invalid(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
@@ -188,13 +201,8 @@ def tools(value: Any, param: str = "tools") -> list[dict[str, Any]] | None:
     """Validate a tools array; function tools get `strict: false` when absent, as Azure echoes them."""
     if value is None:
         return None
-    if not isinstance(value, list):
-        raise _type_error(param, "an array", value)
     out = []
-    for index, tool in enumerate(value):
-        where = f"{param}[{index}]"
-        if not isinstance(tool, dict):
-            raise _type_error(where, "an object", tool)
+    for where, tool in _objects(value, param):
         kind = tool.get("type")
         if kind not in TOOL_TYPES:
             raise invalid(
@@ -275,10 +283,7 @@ def content(value: Any, param: str) -> list[dict[str, Any]]:
             "empty_array",
         )
     parts = []
-    for index, part in enumerate(value):
-        where = f"{param}[{index}]"
-        if not isinstance(part, dict):
-            raise _type_error(where, "an object", part)
+    for where, part in _objects(value, param):
         kind = part.get("type")
         if kind == "text":
             check_keys(part, {"type", "text"}, where)
@@ -320,49 +325,39 @@ def message(body: dict[str, Any], where: str) -> dict[str, Any]:
 def message_list(value: Any, param: str) -> list[dict[str, Any]]:
     if value is None:
         return []
-    if not isinstance(value, list):
-        raise _type_error(param, "an array", value)
     out = []
-    for index, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise _type_error(f"{param}[{index}]", "an object", item)
-        check_keys(item, MESSAGE_FIELDS, f"{param}[{index}]")
-        out.append(message(item, f"{param}[{index}]."))
+    for where, item in _objects(value, param):
+        check_keys(item, MESSAGE_FIELDS, where)
+        out.append(message(item, f"{where}."))
     return out
+
+
+def _call_id(item: dict[str, Any], where: str) -> str:
+    return string(required(item.get("tool_call_id"), f"{where}.tool_call_id"), f"{where}.tool_call_id") or ""
 
 
 def tool_outputs(value: Any) -> list[dict[str, str]]:
     required(value, "tool_outputs")
-    if not isinstance(value, list):
-        raise _type_error("tool_outputs", "an array", value)
     out = []
-    for index, item in enumerate(value):
-        where = f"tool_outputs[{index}]"
-        if not isinstance(item, dict):
-            raise _type_error(where, "an object", item)
+    for where, item in _objects(value, "tool_outputs"):
         check_keys(item, {"tool_call_id", "output"}, where)
-        call_id = string(required(item.get("tool_call_id"), f"{where}.tool_call_id"), f"{where}.tool_call_id")
+        call_id = _call_id(item, where)
         output = string(item.get("output"), f"{where}.output")
-        out.append({"tool_call_id": call_id or "", "output": output or ""})
+        out.append({"tool_call_id": call_id, "output": output or ""})
     return out
 
 
 def tool_approvals(value: Any) -> list[dict[str, Any]]:
     """`tool_approvals: [{tool_call_id, approve, headers?}]` (azure-ai-agents `ToolApproval`)."""
-    if not isinstance(value, list):
-        raise _type_error("tool_approvals", "an array", value)
     out = []
-    for index, item in enumerate(value):
-        where = f"tool_approvals[{index}]"
-        if not isinstance(item, dict):
-            raise _type_error(where, "an object", item)
+    for where, item in _objects(value, "tool_approvals"):
         check_keys(item, {"tool_call_id", "approve", "headers"}, where)
-        call_id = string(required(item.get("tool_call_id"), f"{where}.tool_call_id"), f"{where}.tool_call_id")
+        call_id = _call_id(item, where)
         approve = boolean(required(item.get("approve"), f"{where}.approve"), f"{where}.approve")
         headers = item.get("headers")
         if headers is not None and not (
             isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
         ):
             raise _type_error(f"{where}.headers", "an object of strings", headers)
-        out.append({"tool_call_id": call_id or "", "approve": bool(approve)})
+        out.append({"tool_call_id": call_id, "approve": bool(approve)})
     return out

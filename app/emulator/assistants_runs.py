@@ -17,7 +17,6 @@ from app.emulator.assistants_state import (
     Thread,
     message_object,
     message_text,
-    step_object,
 )
 from app.emulator.assistants_tools import Made, hosted_steps
 from app.emulator.files import FileStore
@@ -63,53 +62,47 @@ class RunEngine:
 
     def submit(self, run: Run, outputs: list[dict[str, str]]) -> None:
         """Tool outputs for every pending call: the run is queued again and continues in the background."""
-        self.sweep(run.thread)
-        if run.status != "requires_action":
-            raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool outputs.')
-        if run.obj["required_action"]["type"] != "submit_tool_outputs":
-            raise EmulatorHTTPError(
-                400, "This run is waiting for tool approvals: answer it with 'tool_approvals'.", param="tool_approvals"
-            )
-        expected = [call["id"] for call in run.pending]
-        got = [o["tool_call_id"] for o in outputs]
-        if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
-            raise EmulatorHTTPError(400, f"Expected tool outputs for call_ids {expected!r}, got {got!r}")
+        self._check_answers(run, "submit_tool_outputs", [o["tool_call_id"] for o in outputs])
         by_id = {o["tool_call_id"]: o["output"] for o in outputs}
         step = run.steps[-1]
         for call in step["step_details"]["tool_calls"]:
             call["function"]["output"] = by_id.get(call["id"])
         for call in run.pending:
             run.tool_items.append(script.Item(kind="tool_output", text=by_id[call["id"]], call_id=call["id"]))
-        run.pending = []
-        if run.timer is not None:
-            run.timer.cancel()
-            run.timer = None
-        run.obj.update(status="queued", required_action=None)
-        run.log.emit("thread.run.queued", run.obj)
-        self._spawn(run)
+        self._requeue(run)
 
     def approve(self, run: Run, approvals: list[dict[str, Any]]) -> None:
         """`tool_approvals` for every call of a `submit_tool_approval` action: approved calls run on the
         (fake) MCP server and their step holds the output; the run is queued again. Like tool outputs, the
         approvals must answer every pending call exactly once (the same 400 as `submit`; its wording for
         approvals is not published, so it names them)."""
-        self.sweep(run.thread)
-        if run.status != "requires_action":
-            raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool approvals.')
-        if run.obj["required_action"]["type"] != "submit_tool_approval":
-            raise EmulatorHTTPError(
-                400, "This run is waiting for tool outputs: answer it with 'tool_outputs'.", param="tool_outputs"
-            )
-        expected = [call["id"] for call in run.pending]
-        got = [a["tool_call_id"] for a in approvals]
-        if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
-            raise EmulatorHTTPError(400, f"Expected tool approvals for call_ids {expected!r}, got {got!r}")
+        self._check_answers(run, "submit_tool_approval", [a["tool_call_id"] for a in approvals])
         verdict = {a["tool_call_id"]: a["approve"] for a in approvals}
         for call in run.steps[-1]["step_details"]["tool_calls"]:
             if verdict.get(call["id"]):
                 call["output"] = script.mcp_output(call["name"], call["arguments"])
             text = "true" if verdict.get(call["id"]) else "false"
             run.tool_items.append(script.Item(kind="mcp_approval", text=text, call_id=call["id"]))
+        self._requeue(run)
+
+    def _check_answers(self, run: Run, action: str, got: list[str]) -> None:
+        """The 400s of an answer to `requires_action`: the run must be waiting, for this kind of answer
+        (`submit_tool_outputs` takes outputs, `submit_tool_approval` approvals), and `got` must name every
+        pending call exactly once."""
+        answers, other = ("outputs", "approvals") if action == "submit_tool_outputs" else ("approvals", "outputs")
+        self.sweep(run.thread)
+        if run.status != "requires_action":
+            raise EmulatorHTTPError(400, f'Runs in status "{run.status}" do not accept tool {answers}.')
+        if run.obj["required_action"]["type"] != action:
+            raise EmulatorHTTPError(
+                400, f"This run is waiting for tool {other}: answer it with 'tool_{other}'.", param=f"tool_{other}"
+            )
+        expected = [call["id"] for call in run.pending]
+        if sorted(set(got)) != sorted(expected) or len(got) != len(set(got)):
+            raise EmulatorHTTPError(400, f"Expected tool {answers} for call_ids {expected!r}, got {got!r}")
+
+    def _requeue(self, run: Run) -> None:
+        """Every pending call answered: the run is queued again and goes on in the background."""
         run.pending = []
         if run.timer is not None:
             run.timer.cancel()
@@ -237,17 +230,30 @@ class RunEngine:
             step.update(status="completed", completed_at=now(), usage=run.step_usage.get(step["id"]))
             run.log.emit("thread.run.step.completed", step)
 
+    @staticmethod
+    def _waiting_step(run: Run, plan: script.Plan) -> dict[str, Any]:
+        """The `tool_calls` step a run waiting on the client opens, `in_progress`, its calls added after;
+        the plan's usage is kept for the step until the client's answer completes it."""
+        step = run.start_step({"type": "tool_calls", "tool_calls": []})
+        run.step_usage[step["id"]] = run.add_usage(plan.usage)
+        return step
+
+    def _require_action(self, run: Run, action: str, calls: list[dict[str, Any]]) -> None:
+        """`requires_action` with `required_action: {type: <action>, <action>: {tool_calls}}`, and the
+        timer that expires the run if the client never answers."""
+        run.pending = calls
+        run.obj.update(status="requires_action", required_action={"type": action, action: {"tool_calls": calls}})
+        run.log.emit("thread.run.requires_action", run.obj)
+        delay = max(0.0, run.deadline - time.time())
+        run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
+
     def _tool_calls(self, run: Run, plan: script.Plan) -> None:
         """Function calls: a `tool_calls` step left `in_progress`, then `requires_action`. The run waiting
         has `usage: null` ("`null` if the run is not in a terminal state", openai-openapi
         `RunCompletionUsage`, Azure.AI.Agents `ThreadRun.usage`; openai-dotnet's `RunStatus.IsTerminal`
         leaves `requires_action` out) and so has the waiting step: the model's tokens for these calls
         show on the step once the outputs complete it, and in the run's cumulative usage at its end."""
-        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
-        run.steps.append(step)
-        run.step_usage[step["id"]] = run.add_usage(plan.usage)
-        run.log.emit("thread.run.step.created", step)
-        run.log.emit("thread.run.step.in_progress", step)
+        step = self._waiting_step(run, plan)
         calls = []
         for index, planned in enumerate(plan.tool_calls):
             call_id = new_id("call")
@@ -274,14 +280,7 @@ class RunEngine:
             run.tool_items.append(
                 script.Item(kind="tool_call", name=planned.name, arguments=planned.arguments, call_id=call_id)
             )
-        run.pending = calls
-        run.obj.update(
-            status="requires_action",
-            required_action={"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}},
-        )
-        run.log.emit("thread.run.requires_action", run.obj)
-        delay = max(0.0, run.deadline - time.time())
-        run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
+        self._require_action(run, "submit_tool_outputs", calls)
 
     def _mcp_approvals(self, run: Run, plan: script.Plan) -> None:
         """MCP calls that need approval: a `tool_calls` step with `mcp` calls (azure-ai-agents
@@ -290,11 +289,7 @@ class RunEngine:
         {tool_calls: [{id, type: "mcp", name, arguments, server_label}]}}` (Azure/azure-rest-api-specs
         `specification/ai/Azure.AI.Agents/runs/models.tsp` `SubmitToolApprovalAction`,
         `RequiredMcpToolCall`). It expires like a run waiting for tool outputs."""
-        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": []})
-        run.steps.append(step)
-        run.step_usage[step["id"]] = run.add_usage(plan.usage)
-        run.log.emit("thread.run.step.created", step)
-        run.log.emit("thread.run.step.in_progress", step)
+        step = self._waiting_step(run, plan)
         calls = []
         for index, planned in enumerate(plan.mcp_calls):
             call_id = new_id("call")
@@ -311,14 +306,7 @@ class RunEngine:
             run.tool_items.append(
                 script.Item(kind="mcp_request", name=planned.name, arguments=planned.arguments, call_id=call_id)
             )
-        run.pending = calls
-        run.obj.update(
-            status="requires_action",
-            required_action={"type": "submit_tool_approval", "submit_tool_approval": {"tool_calls": calls}},
-        )
-        run.log.emit("thread.run.requires_action", run.obj)
-        delay = max(0.0, run.deadline - time.time())
-        run.timer = asyncio.get_running_loop().call_later(delay, self.expire, run)
+        self._require_action(run, "submit_tool_approval", calls)
 
     def _mcp_done(self, run: Run, plan: script.Plan) -> None:
         """MCP calls made without asking (`require_approval: "never"`): one completed `mcp` step."""
@@ -336,10 +324,7 @@ class RunEngine:
             }
             for c in made
         ]
-        step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": calls})
-        run.steps.append(step)
-        run.log.emit("thread.run.step.created", step)
-        run.log.emit("thread.run.step.in_progress", step)
+        step = run.start_step({"type": "tool_calls", "tool_calls": calls})
         for index, call in enumerate(calls):
             run.log.emit("thread.run.step.delta", self._step_delta(step, {"index": index, **call}))
         usage = run.add_usage(script.call_usage(plan.usage.prompt_tokens, calls))
@@ -365,15 +350,7 @@ class RunEngine:
             run_id=run.id,
             status="in_progress",
         )
-        step = step_object(
-            run,
-            new_id("step"),
-            "message_creation",
-            {"type": "message_creation", "message_creation": {"message_id": message["id"]}},
-        )
-        run.steps.append(step)
-        run.log.emit("thread.run.step.created", step)
-        run.log.emit("thread.run.step.in_progress", step)
+        step = run.start_step({"type": "message_creation", "message_creation": {"message_id": message["id"]}})
         thread.messages.append(message)
         run.log.emit("thread.message.created", message)
         run.log.emit("thread.message.in_progress", message)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.emulator import script
-from app.emulator.http import not_found, now
+from app.emulator.event_log import Log
+from app.emulator.http import found, new_id, not_found, now
 from app.emulator.script import Item, Usage
 
 Surface = Literal["openai", "classic"]
@@ -54,28 +55,11 @@ def mcp_server(tools: list[dict[str, Any]], resources: dict[str, Any]) -> script
     return script.McpServer(label, approval if approval in ("always", "never") else "always")
 
 
-class EventLog:
+class EventLog(Log[tuple[str, Any]]):
     """The events of one run, append-only; streamed requests follow it from where they joined."""
 
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.closed = False
-        self._changed = asyncio.Event()
-
     def emit(self, name: str, data: Any) -> None:
-        self.events.append((name, copy.deepcopy(data)))
-        self._wake()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def changed(self) -> None:
-        await self._changed.wait()
+        self.add((name, copy.deepcopy(data)))
 
 
 def text_part(value: str) -> dict[str, Any]:
@@ -237,6 +221,14 @@ class Run:
             "total_tokens": usage.total_tokens,
         }
 
+    def start_step(self, details: dict[str, Any]) -> dict[str, Any]:
+        """A new step of `details["type"]`, `in_progress`: kept, and `created` then `in_progress` emitted."""
+        step = step_object(self, new_id("step"), str(details["type"]), details)
+        self.steps.append(step)
+        self.log.emit("thread.run.step.created", step)
+        self.log.emit("thread.run.step.in_progress", step)
+        return step
+
     def stop_background(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
@@ -280,38 +272,26 @@ class AssistantsStore:
             )
 
     def assistant(self, assistant_id: str) -> dict[str, Any]:
-        found = self.assistants.get(assistant_id)
-        if found is None:
-            raise not_found("assistant", assistant_id)
-        return found
+        return found(self.assistants.get(assistant_id), "assistant", assistant_id)
 
     def thread(self, thread_id: str) -> Thread:
         """A live thread, whichever surface created it: one resource serves both (only listing is scoped)."""
-        found = self.threads.get(thread_id)
-        if found is None or found.deleted_at is not None:
+        live = self.threads.get(thread_id)
+        if live is None or live.deleted_at is not None:
             raise not_found("thread", thread_id)
-        return found
+        return live
 
     @staticmethod
     def run(thread: Thread, run_id: str) -> Run:
-        found = next((r for r in thread.runs if r.id == run_id), None)
-        if found is None:
-            raise not_found("run", run_id)
-        return found
+        return found(next((r for r in thread.runs if r.id == run_id), None), "run", run_id)
 
     @staticmethod
     def message(thread: Thread, message_id: str) -> dict[str, Any]:
-        found = next((m for m in thread.messages if m["id"] == message_id), None)
-        if found is None:
-            raise not_found("message", message_id)
-        return found
+        return found(next((m for m in thread.messages if m["id"] == message_id), None), "message", message_id)
 
     @staticmethod
     def step(run: Run, step_id: str) -> dict[str, Any]:
-        found = next((s for s in run.steps if s["id"] == step_id), None)
-        if found is None:
-            raise not_found("run step", step_id)
-        return found
+        return found(next((s for s in run.steps if s["id"] == step_id), None), "run step", step_id)
 
     def view(self) -> list[dict[str, Any]]:
         """What `/_emulator/threads` shows: every thread, deleted or not, with its messages and runs."""

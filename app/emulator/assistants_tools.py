@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.emulator import script
-from app.emulator.assistants_state import Run, step_object
+from app.emulator.assistants_state import Run
 from app.emulator.files import PNG, FileStore, written_file
 from app.emulator.http import new_id, now
 
@@ -31,10 +31,7 @@ class Made:
 
 
 def _step(run: Run, call: dict[str, Any], prompt_tokens: int) -> None:
-    step = step_object(run, new_id("step"), "tool_calls", {"type": "tool_calls", "tool_calls": [call]})
-    run.steps.append(step)
-    run.log.emit("thread.run.step.created", step)
-    run.log.emit("thread.run.step.in_progress", step)
+    step = run.start_step({"type": "tool_calls", "tool_calls": [call]})
     streamed = {"index": 0, **call}
     if call["type"] == "code_interpreter":  # delta outputs carry their index (`RunStepDeltaCodeInterpreter*`)
         outputs = [{"index": i, **o} for i, o in enumerate(call["code_interpreter"]["outputs"])]

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from app.emulator.http import new_id, not_found, now
+from app.emulator.http import found, new_id, now
 
 # A 1x1 transparent PNG: what the deterministic "chart" draws.
 PNG = base64.b64decode(
@@ -57,10 +57,7 @@ class FileStore:
         return stored
 
     def get(self, file_id: str) -> StoredFile:
-        found = self.files.get(file_id)
-        if found is None:
-            raise not_found("file", file_id)
-        return found
+        return found(self.files.get(file_id), "file", file_id)
 
     async def retrieve(self, request: Request) -> Response:
         return JSONResponse(self.get(request.path_params["file_id"]).obj())

@@ -16,31 +16,17 @@ mode and durable streams for Foundry v2):
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from app.emulator.event_log import Log
 
-@dataclass(eq=False)
-class EventLog:
+
+class EventLog(Log[tuple[int, bytes]]):
     """Every event of one background response, as `(sequence_number, sse bytes)`, append-only."""
 
-    events: list[tuple[int, bytes]] = field(default_factory=list)
-    closed: bool = False
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-
     def append(self, sequence: int, chunk: bytes) -> None:
-        self.events.append((sequence, chunk))
-        self._wake()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.add((sequence, chunk))
 
     async def relay(self, after: int = -1) -> AsyncIterator[bytes]:
         """The events whose sequence number is above `after`, as they come, until the log closes."""
@@ -53,7 +39,7 @@ class EventLog:
                     yield chunk
             if self.closed:
                 return
-            await self._changed.wait()
+            await self.changed()
 
 
 async def produce(events: AsyncIterator[tuple[int, bytes]], log: EventLog, on_end: Callable[[], Any]) -> None:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.emulator.http import EmulatorHTTPError, error_response
+from app.emulator.http import EmulatorHTTPError
 from app.emulator.options import EmulatorOptions
 
 # Path segments that are object ids, replaced by a placeholder to name the operation.
@@ -178,13 +178,13 @@ def _fault_response(rule: FaultRule) -> Response:
     if rule.retry_after_ms is not None:
         headers["retry-after-ms"] = rule.retry_after_ms
     message = rule.message or _FAULT_MESSAGES.get(rule.status, f"Injected fault: status {rule.status}.")
-    return error_response(
+    return EmulatorHTTPError(
         rule.status,
         message,
         type="server_error" if rule.status >= 500 else "invalid_request_error",
         code=str(rule.status),
         headers=headers,
-    )
+    ).response()
 
 
 class EmulatorMiddleware:
@@ -347,7 +347,7 @@ def hook_routes(ctx: EmulatorContext) -> list[BaseRoute]:
             try:
                 ctx.options.update(await request.json())
             except (KeyError, TypeError, ValueError) as exc:
-                return error_response(400, f"Unknown or invalid option: {exc}")
+                return EmulatorHTTPError(400, f"Unknown or invalid option: {exc}").response()
         return JSONResponse(ctx.options.as_dict())
 
     async def reset(request: Request) -> Response:

@@ -7,10 +7,12 @@ import secrets
 import string
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+T = TypeVar("T")
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -49,34 +51,20 @@ class EmulatorHTTPError(Exception):
         self.extra = extra or {}
 
     def response(self) -> JSONResponse:
-        return error_response(
-            self.status,
-            self.message,
-            type=self.type,
-            param=self.param,
-            code=self.code,
-            headers=self.headers,
-            extra=self.extra,
-        )
-
-
-def error_response(
-    status: int,
-    message: str,
-    *,
-    type: str | None = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": type, "param": param, "code": code, **(extra or {})}}
-    return JSONResponse(body, status_code=status, headers=headers)
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code, **self.extra}
+        return JSONResponse({"error": error}, status_code=self.status, headers=self.headers)
 
 
 def not_found(kind: str, object_id: str) -> EmulatorHTTPError:
     """Azure's 404 for an unknown id: `No thread found with id 'thread_x'.`"""
     return EmulatorHTTPError(404, f"No {kind} found with id '{object_id}'.", code=None)
+
+
+def found(value: T | None, kind: str, object_id: str) -> T:
+    """`value`, or Azure's 404 for an unknown id when there is none."""
+    if value is None:
+        raise not_found(kind, object_id)
+    return value
 
 
 async def read_json(

@@ -38,7 +38,7 @@ from typing import Any, Literal
 FLIGHTS_AGENT = "flights-demo"
 EASTER_2021 = "2021-04-04"
 
-# The seed notebook's two functions (the emulator imports no tests, so this is its own copy).
+# The seed notebook's two functions: the one copy (the tests' `tests/support/seed.py` takes them from here).
 FLIGHTS_FUNCTIONS: tuple[dict[str, Any], ...] = (
     {
         "name": "get_flights",
@@ -267,6 +267,18 @@ def _reply(text: str, prompt: int, sleep_ms: float = 0.0) -> Plan:
     return Plan(kind="reply", text=text, usage=Usage(prompt, words(text)), sleep_ms=sleep_ms, deltas=chunk_text(text))
 
 
+def _cut(text: str, prompt: int, sleep_ms: float, reason: str = "max_completion_tokens") -> Plan:
+    """An answer that stops short: `text` is all of it the client gets."""
+    usage = Usage(prompt, words(text))
+    return Plan(
+        kind="incomplete", text=text, usage=usage, sleep_ms=sleep_ms, incomplete_reason=reason, deltas=chunk_text(text)
+    )
+
+
+def _fail(code: str, message: str, prompt: int, sleep_ms: float) -> Plan:
+    return Plan(kind="fail", usage=Usage(prompt, 0), error_code=code, error_message=message, sleep_ms=sleep_ms)
+
+
 def _calls(calls: list[PlannedCall], prompt: int, sleep_ms: float = 0.0) -> Plan:
     completion = sum(words(c.name) + words(c.arguments) for c in calls)
     return Plan(kind="tool_calls", tool_calls=tuple(calls), usage=Usage(prompt, completion), sleep_ms=sleep_ms)
@@ -332,44 +344,17 @@ def plan_turn(
             sleep_ms += float(m.group(1))
         elif m := _FAIL_LINE.match(line):
             code = m.group(1) or "server_error"
-            return Plan(
-                kind="fail",
-                usage=Usage(prompt, 0),
-                error_code=code,
-                error_message=f"The run failed with a simulated '{code}' error.",
-                sleep_ms=sleep_ms,
-            )
+            return _fail(code, f"The run failed with a simulated '{code}' error.", prompt, sleep_ms)
         elif line == "/ratelimit":
-            return Plan(
-                kind="fail",
-                usage=Usage(prompt, 0),
-                error_code="rate_limit_exceeded",
-                error_message=RATE_LIMIT_MESSAGE,
-                sleep_ms=sleep_ms,
-            )
+            return _fail("rate_limit_exceeded", RATE_LIMIT_MESSAGE, prompt, sleep_ms)
         elif line == "/filter answer":
-            text = "Here is the start of an answer that"
-            return Plan(
-                kind="incomplete",
-                text=text,
-                usage=Usage(prompt, words(text)),
-                sleep_ms=sleep_ms,
-                incomplete_reason="content_filter",
-                deltas=chunk_text(text),
-            )
+            return _cut("Here is the start of an answer that", prompt, sleep_ms, "content_filter")
         elif line == "/image" or (line.startswith("/file ") and _FILE_NAME.match(line[6:].strip())):
             return _code(line == "/image", line[6:].strip(), prompt, sleep_ms)
         elif line == "/cite":
             return _cited(prompt, sleep_ms)
         elif line == "/incomplete":
-            text = "Echo: this answer was cut short"
-            return Plan(
-                kind="incomplete",
-                text=text,
-                usage=Usage(prompt, words(text)),
-                sleep_ms=sleep_ms,
-                deltas=chunk_text(text),
-            )
+            return _cut("Echo: this answer was cut short", prompt, sleep_ms)
         elif m := _MCP_LINE.match(line):
             mcp_lines.append(PlannedCall(m.group(1), m.group(2).strip() or "{}"))
         elif m := _TOOL_LINE.match(line):

@@ -40,6 +40,43 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _answer_to_another_call(called: str, answered: str) -> dict[str, Any]:
+    """A conversation whose tool message answers `answered` after the assistant called `called`."""
+    call = {"id": called, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    return {
+        "model": "demo-assistant",
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": answered, "content": "1"},
+        ],
+    }
+
+
+def _say(client: openai.OpenAI, text: str, headers: dict[str, str]) -> Any:
+    """One plain turn of the conversation that `headers` name."""
+    return turn(
+        client,
+        stream=False,
+        model="demo-assistant",
+        messages=[{"role": "user", "content": text}],
+        extra_headers=headers,
+    )
+
+
+def _configure(bridge: Bridge, **options: Any) -> None:
+    with bridge.emulator() as c:
+        c.post("/_emulator/config", json=options).raise_for_status()
+
+
+def _last_run_cancelled(bridge: Bridge, thread_id: str) -> Callable[[], bool]:
+    def cancelled() -> bool:
+        thread = next(t for t in bridge.emulator_threads() if t["id"] == thread_id)
+        return bool(thread["runs"][-1]["status"] == "cancelled")
+
+    return cancelled
+
+
 def test_unknown_model_is_404_model_not_found(bridge: Bridge) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         bridge.client().chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": "x"}])
@@ -97,41 +134,13 @@ def test_non_object_bodies_are_400(bridge: Bridge, raw: bytes) -> None:
 
 
 def test_tool_message_with_unknown_call_id_is_400(bridge: Bridge) -> None:
-    response = _post(
-        bridge,
-        {
-            "model": "demo-assistant",
-            "messages": [
-                {"role": "user", "content": "x"},
-                {
-                    "role": "assistant",
-                    "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
-                },
-                {"role": "tool", "tool_call_id": "call_zzz", "content": "1"},
-            ],
-        },
-    )
+    response = _post(bridge, _answer_to_another_call("call_a", "call_zzz"))
     assert response.status_code == 400
     assert _error(response)["param"] == "messages[2].tool_call_id"
 
 
 def test_tool_call_id_the_bridge_never_issued_is_400(bridge: Bridge) -> None:
-    response = _post(
-        bridge,
-        {
-            "model": "demo-assistant",
-            "messages": [
-                {"role": "user", "content": "x"},
-                {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {"id": "call_forged", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-                    ],
-                },
-                {"role": "tool", "tool_call_id": "call_forged", "content": "1"},
-            ],
-        },
-    )
+    response = _post(bridge, _answer_to_another_call("call_forged", "call_forged"))
     assert response.status_code == 400
     error = _error(response)
     assert error["code"] == "unknown_tool_call_id" and "call_forged" in error["message"]
@@ -230,53 +239,28 @@ def test_second_concurrent_turn_waits_then_gets_409(emulator: ServerThread, redi
     with running_bridge(emulator.url, redis_url, redis_prefix, limits={"lock_wait": "300ms"}) as bridge:
         headers = {"X-Conversation-Id": "busy"}
         client = bridge.client()
-        turn(
-            client,
-            stream=False,
-            model="demo-assistant",
-            messages=[{"role": "user", "content": "start"}],
-            extra_headers=headers,
-        )
+        _say(client, "start", headers)
         slow_done = threading.Event()
 
         def slow() -> None:
-            turn(
-                client,
-                stream=False,
-                model="demo-assistant",
-                messages=[{"role": "user", "content": "/sleep 1500"}],
-                extra_headers=headers,
-            )
+            _say(client, "/sleep 1500", headers)
             slow_done.set()
 
         worker = threading.Thread(target=slow)
         worker.start()
         time.sleep(0.3)
         with pytest.raises(openai.ConflictError) as info:
-            turn(
-                client,
-                stream=False,
-                model="demo-assistant",
-                messages=[{"role": "user", "content": "me too"}],
-                extra_headers=headers,
-            )
+            _say(client, "me too", headers)
         assert _error(info.value.response)["code"] == "conversation_busy"
         worker.join(10)
         assert slow_done.is_set()
         # Once the first turn is over the conversation takes the next one.
-        after = turn(
-            client,
-            stream=False,
-            model="demo-assistant",
-            messages=[{"role": "user", "content": "now"}],
-            extra_headers=headers,
-        )
+        after = _say(client, "now", headers)
         assert after.text == "Echo: now"
 
 
 def test_tool_outputs_after_the_run_expired_are_a_clear_4xx(bridge: Bridge) -> None:
-    with bridge.emulator() as c:
-        c.post("/_emulator/config", json={"run_expiry_s": 1}).raise_for_status()
+    _configure(bridge, run_expiry_s=1)
     client = bridge.client()
     messages: list[dict[str, Any]] = [{"role": "user", "content": "/tool lookup {}"}]
     first = turn(client, stream=False, model="demo-assistant", messages=messages, tools=TOOLS)
@@ -291,15 +275,8 @@ def test_tool_outputs_after_the_run_expired_are_a_clear_4xx(bridge: Bridge) -> N
 def test_disconnect_mid_stream_cancels_the_run_and_unlocks(bridge: Bridge) -> None:
     headers = {"X-Conversation-Id": "leaving"}
     client = bridge.client()
-    turn(
-        client,
-        stream=False,
-        model="demo-assistant",
-        messages=[{"role": "user", "content": "hello"}],
-        extra_headers=headers,
-    )
-    with bridge.emulator() as c:
-        c.post("/_emulator/config", json={"token_delay_ms": 300}).raise_for_status()
+    _say(client, "hello", headers)
+    _configure(bridge, token_delay_ms=300)
     words = " ".join(f"w{i}" for i in range(40))
     with (
         httpx.Client(timeout=30) as c,
@@ -314,23 +291,11 @@ def test_disconnect_mid_stream_cancels_the_run_and_unlocks(bridge: Bridge) -> No
         for line in response.iter_lines():
             if '"content":"Echo' in line or '"content": "Echo' in line:
                 break  # the run is producing text: hang up now
-
-    def cancelled() -> bool:
-        thread = next(t for t in bridge.emulator_threads() if t["id"] == thread_id)
-        return thread["runs"][-1]["status"] == "cancelled"
-
-    _wait_for(cancelled)
-    with bridge.emulator() as c:
-        c.post("/_emulator/config", json={"token_delay_ms": 0}).raise_for_status()
+    _wait_for(_last_run_cancelled(bridge, thread_id))
+    _configure(bridge, token_delay_ms=0)
     lock_key = f"{bridge.settings.redis_prefix}lock:thread:{thread_id}"
     _wait_for(lambda: bridge.server.call(bridge.state.store.redis.exists(lock_key)) == 0)
-    after = turn(
-        client,
-        stream=False,
-        model="demo-assistant",
-        messages=[{"role": "user", "content": "still here"}],
-        extra_headers=headers,
-    )
+    after = _say(client, "still here", headers)
     assert after.text == "Echo: still here"
 
 
@@ -346,12 +311,7 @@ def test_route_timeout_cancels_the_run_and_returns_504(
         assert time.monotonic() - started < 3.5
         assert _error(response)["code"] == "upstream_timeout"
         (thread,) = bridge.emulator_threads()
-        _wait_for(
-            lambda: (
-                next(t for t in bridge.emulator_threads() if t["id"] == thread["id"])["runs"][-1]["status"]
-                == "cancelled"
-            )
-        )
+        _wait_for(_last_run_cancelled(bridge, thread["id"]))
 
 
 def test_store_down_is_503_and_nothing_is_created_upstream(emulator: ServerThread, redis_prefix: str) -> None:

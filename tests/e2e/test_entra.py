@@ -11,25 +11,13 @@ import httpx
 import pytest
 
 from tests.support.bridge import Bridge, routes_for, running_bridge
+from tests.support.identity import point_managed_identity
 from tests.support.servers import ServerThread
 
 
 @pytest.fixture
 def managed_identity(emulator: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{emulator.url}/msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", "app-service-secret")
-    for name in (
-        "IMDS_ENDPOINT",
-        "IDENTITY_SERVER_THUMBPRINT",
-        "MSI_ENDPOINT",
-        "MSI_SECRET",
-        "AZURE_CLIENT_ID",
-        "AZURE_TENANT_ID",
-        "AZURE_CLIENT_SECRET",
-        "AZURE_FEDERATED_TOKEN_FILE",
-        "AZURE_USERNAME",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    point_managed_identity(monkeypatch, f"{emulator.url}/msi/token", "app-service-secret")
 
 
 def _routes(emulator_url: str) -> dict[str, Any]:

@@ -26,6 +26,11 @@ TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"typ
 USER_KEY = "service-test-key-0123456789"
 
 
+def _config(tmp_path: Path, emulator: ServerThread, redis_prefix: str, **settings: Any) -> Path:
+    """A `config.yaml` for a bridge process: the test routes against the emulator, this test's prefix."""
+    return write_config(tmp_path / "config.yaml", routes_for(emulator.url), redis_prefix=redis_prefix, **settings)
+
+
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(text):
@@ -95,12 +100,7 @@ def test_metrics_count_a_scripted_session(bridge: Bridge) -> None:
 def test_json_access_log_carries_the_request_id_and_no_secrets(
     emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    config = write_config(
-        tmp_path / "config.yaml",
-        routes_for(emulator.url),
-        redis_prefix=redis_prefix,
-        keys=[{"name": "team", "key": USER_KEY}],
-    )
+    config = _config(tmp_path, emulator, redis_prefix, keys=[{"name": "team", "key": USER_KEY}])
     with bridge_process(config, redis_url, tmp_path) as proc:
         headers = {"Authorization": f"Bearer {USER_KEY}", "X-Request-Id": "client-chose-this-id"}
         body = {"model": "demo-assistant", "messages": [{"role": "user", "content": "very private words"}]}
@@ -139,7 +139,7 @@ def test_the_wheel_installs_and_serves(
     deps = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "fastapi").exists())
     (site / "deps.pth").write_text(deps + "\n")
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)], check=True, timeout=120)
-    config = write_config(tmp_path / "config.yaml", routes_for(emulator.url), redis_prefix=redis_prefix)
+    config = _config(tmp_path, emulator, redis_prefix)
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     with bridge_process(config, redis_url, workdir, python=str(venv / "bin" / "agent-bridge")) as proc:
@@ -201,9 +201,7 @@ def _stream(
 def test_sigterm_lets_turns_finish_within_the_grace_then_cancels(
     emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path, grace: str, delay_ms: int, finishes: bool
 ) -> None:
-    config = write_config(
-        tmp_path / "config.yaml", routes_for(emulator.url), redis_prefix=redis_prefix, shutdown_grace=grace
-    )
+    config = _config(tmp_path, emulator, redis_prefix, shutdown_grace=grace)
     with bridge_process(config, redis_url, tmp_path) as proc:
         with httpx.Client(base_url=emulator.url) as c:
             c.post("/_emulator/config", json={"token_delay_ms": delay_ms}).raise_for_status()
@@ -243,12 +241,7 @@ def test_sigterm_lets_turns_finish_within_the_grace_then_cancels(
 def test_two_replicas_share_conversations_and_tool_calls(
     emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    config = write_config(
-        tmp_path / "config.yaml",
-        routes_for(emulator.url),
-        redis_prefix=redis_prefix,
-        threads={"ttl": "2s", "sweep_interval": "200ms"},
-    )
+    config = _config(tmp_path, emulator, redis_prefix, threads={"ttl": "2s", "sweep_interval": "200ms"})
     with bridge_process(config, redis_url, tmp_path) as one, bridge_process(config, redis_url, tmp_path) as two:
         a = openai.OpenAI(base_url=f"{one.url}/v1", api_key="x", max_retries=0)
         b = openai.OpenAI(base_url=f"{two.url}/v1", api_key="x", max_retries=0)

@@ -17,3 +17,19 @@ def aoai(emulator: ServerThread) -> Iterator[httpx.Client]:
     """The Azure OpenAI Assistants paths, with an api-key and the api-version every call needs."""
     with httpx.Client(base_url=f"{emulator.url}/openai", headers={"api-key": "k"}, params=VERSION) as c:
         yield c
+
+
+def classic_client(emulator: ServerThread, project: str) -> httpx.Client:
+    """A Foundry project's classic Assistants paths, with an Entra bearer token and `api-version=v1`."""
+    return httpx.Client(
+        base_url=f"{emulator.url}/api/projects/{project}",
+        headers={"Authorization": "Bearer t"},
+        params={"api-version": "v1"},
+    )
+
+
+@pytest.fixture
+def classic(emulator: ServerThread) -> Iterator[httpx.Client]:
+    """The classic paths of the project `demo`."""
+    with classic_client(emulator, "demo") as c:
+        yield c

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.conftest import classic_client
 from tests.support.servers import ServerThread
 
 
@@ -20,11 +21,8 @@ def hooks(emulator: ServerThread) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def classic(emulator: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=f"{emulator.url}/api/projects/proj1",
-        headers={"Authorization": "Bearer t"},
-        params={"api-version": "v1"},
-    ) as c:
+    """The classic paths of a project other than the one the other tests use: `proj1`."""
+    with classic_client(emulator, "proj1") as c:
         yield c
 
 

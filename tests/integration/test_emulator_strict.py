@@ -4,7 +4,6 @@ expiry, credentials."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,16 +14,6 @@ from tests.support import seed
 from tests.support.servers import ServerThread
 
 LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
-
-
-@pytest.fixture
-def classic(emulator: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=f"{emulator.url}/api/projects/demo",
-        headers={"Authorization": "Bearer t"},
-        params={"api-version": "v1"},
-    ) as c:
-        yield c
 
 
 def _error(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import redis
 from app.settings import RedisAuthSettings, RedisSettings
 from app.state.connect import Connection, build
 from app.state.store import RedisStore, ThreadRecord
+from tests.support.identity import point_managed_identity
 from tests.support.redis_cluster import RedisCluster3
 from tests.support.servers import free_port
 from tests.support.token_issuer import TokenIssuer
@@ -36,17 +37,6 @@ MARGIN_S = 1.0
 EXPIRIES = 3
 """Token expiries each test lives through (each one judged on every open connection)."""
 POOL = 6
-_IDENTITY_ENV = (
-    "IMDS_ENDPOINT",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_USERNAME",
-)
 
 
 def _start_redis(server: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -104,10 +94,7 @@ def identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     def start(ports: list[int]) -> TokenIssuer:
         issuer = TokenIssuer(ports, lifetime_s=LIFETIME_S, refresh_in_s=1).start()
         issuers.append(issuer)
-        for name in _IDENTITY_ENV:
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("IDENTITY_ENDPOINT", issuer.endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", "redis-entra-test")
+        point_managed_identity(monkeypatch, issuer.endpoint, "redis-entra-test")
         return issuer
 
     yield start

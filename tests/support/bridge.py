@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
 from app.http_protocol import StepWriteProtocol
 from app.main import create_app
 from app.settings import Settings, load_settings
+from tests.support.identity import point_managed_identity
 from tests.support.servers import ServerThread
 
 KEY = {"type": "api_key", "api_key": "test-key"}
 ENTRA = {"type": "entra"}
 """Project endpoints take Entra tokens only: the bridge gets them from the emulator's managed identity."""
 IDENTITY_HEADER = "bridge-tests-identity"
-# What DefaultAzureCredential would try before managed identity, or instead of App Service's endpoint.
-_IDENTITY_ENV = (
-    "IMDS_ENDPOINT",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_USERNAME",
-)
 
 
 def routes_for(emulator_url: str, **extra: dict[str, Any]) -> dict[str, Any]:
@@ -116,19 +105,9 @@ class Bridge:
 def managed_identity(emulator_url: str) -> Iterator[None]:
     """azure-identity's App Service managed identity pointed at the emulator's `/msi/token`, for as long
     as the block runs (the environment is the process's: the bridge runs in-process)."""
-    saved = {name: os.environ.get(name) for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", *_IDENTITY_ENV)}
-    for name in _IDENTITY_ENV:
-        os.environ.pop(name, None)
-    os.environ["IDENTITY_ENDPOINT"] = f"{emulator_url}/msi/token"
-    os.environ["IDENTITY_HEADER"] = IDENTITY_HEADER
-    try:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        point_managed_identity(monkeypatch, f"{emulator_url}/msi/token", IDENTITY_HEADER)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager

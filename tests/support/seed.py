@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 from typing import Any
 
 from dateutil.parser import parse
 from dateutil.relativedelta import relativedelta
+
+from app.emulator.script import EASTER_2021, FLIGHTS_FUNCTIONS
 
 QUESTION = "How many flights do we have between my cat Mike born date and Easter 2021?"
 
@@ -33,39 +36,12 @@ def call(name: str, arguments: str) -> str:
 
 def expected_flights() -> int:
     born = json.loads(my_cat_born_date("Mike"))["cat_born_date"]
-    return int(json.loads(get_flights(born, "2021-04-04"))["flights"])
+    return int(json.loads(get_flights(born, EASTER_2021))["flights"])
 
 
-# The notebook's tools, in the Assistants / Chat Completions shape.
-TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_flights",
-            "description": "returns the number of flights between two dates",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "date_1": {"type": "string", "description": "the first date"},
-                    "date_2": {"type": "string", "description": "the second date"},
-                },
-                "required": ["date_1", "date_2"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "my_cat_born_date",
-            "description": "returns my cat's born date",
-            "parameters": {
-                "type": "object",
-                "properties": {"cat_name": {"type": "string", "description": "the cat's name"}},
-                "required": [],
-            },
-        },
-    },
-]
+# The notebook's tools, in the Assistants / Chat Completions shape: the emulator's flights agent holds the
+# one copy of their definitions (tests may import the emulator; it imports nothing from tests).
+TOOLS: list[dict[str, Any]] = [{"type": "function", "function": copy.deepcopy(f)} for f in FLIGHTS_FUNCTIONS]
 
 # The same tools in the Responses (flat) shape.
 RESPONSES_TOOLS: list[dict[str, Any]] = [{"type": "function", **t["function"]} for t in TOOLS]

@@ -12,6 +12,8 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from app.core.chat_codec import render_completion
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = Path(os.environ.get("AGENT_BRIDGE_OPENAPI", ROOT / "tests" / "schemas" / "openai-schemas.json"))
 _URI = "urn:openai-openapi"
@@ -67,3 +69,11 @@ def validate(instance: Any, schema_name: str) -> None:
 def has_schema(name: str) -> bool:
     doc = _registry().contents(_URI)
     return name in doc["components"]["schemas"]
+
+
+def validated_completion(**fields: Any) -> dict[str, Any]:
+    """`chat_codec.render_completion` (id `chatcmpl-1`, model `m`, created 1 unless given), checked against
+    `CreateChatCompletionResponse`."""
+    body = render_completion(**{"completion_id": "chatcmpl-1", "model": "m", "created": 1, **fields})
+    validate(body, "CreateChatCompletionResponse")
+    return body

@@ -10,7 +10,7 @@ from app.core import chat_codec
 from app.core.turn import Message, ToolCall, ToolResult, Usage
 from app.errors import InvalidRequestError
 from app.wire.chat import ChatCompletionRequest
-from tests.support.spec import validate
+from tests.support.spec import validate, validated_completion
 
 
 def _req(messages: list[dict[str, Any]], **extra: Any) -> ChatCompletionRequest:
@@ -102,26 +102,14 @@ def test_options_and_tools_are_carried() -> None:
 
 
 def test_rendered_completion_validates_against_the_spec() -> None:
-    text = chat_codec.render_completion(
-        completion_id="chatcmpl-1",
-        model="m",
-        created=1,
-        text="hi",
-        tool_calls=(),
-        finish_reason="stop",
-        usage=Usage(1, 2, 3),
-    )
-    validate(text, "CreateChatCompletionResponse")
-    calls = chat_codec.render_completion(
+    validated_completion(text="hi", tool_calls=(), finish_reason="stop", usage=Usage(1, 2, 3))
+    calls = validated_completion(
         completion_id="chatcmpl-2",
-        model="m",
-        created=1,
         text="",
         tool_calls=(ToolCall("call_1", "f", "{}"),),
         finish_reason="tool_calls",
         usage=None,
     )
-    validate(calls, "CreateChatCompletionResponse")
     assert calls["choices"][0]["message"]["content"] is None
     assert calls["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "f", "arguments": "{}"}
 

@@ -21,7 +21,7 @@ from app.core.events import Annotation, ApprovalRequest, Cited, TextDelta, TurnC
 from app.core.turn import Message, ToolCall, ToolResult, Usage
 from app.errors import AgentFailedError, InvalidRequestError, RateLimitError, RunFailedError
 from app.wire.responses import ResponsesRequest
-from tests.support.spec import validate
+from tests.support.spec import validate, validated_completion
 
 MARKER = "【4:0†source】"
 FILES = "http://bridge.test/v1/files"
@@ -118,17 +118,9 @@ def test_chat_annotations_validate_and_carry_file_ids() -> None:
     rendered = [chat_annotation(a, FILES) for a in [*placed, url]]
     assert rendered[0]["url_citation"]["file_id"] == "assistant-abc"
     assert rendered[0]["url_citation"]["url"] == f"{FILES}/assistant-abc/content"
-    completion = chat_codec.render_completion(
-        completion_id="chatcmpl-1",
-        model="m",
-        created=1,
-        text="Q[1]",
-        tool_calls=(),
-        finish_reason="content_filter",
-        usage=Usage(3, 2, 5),
-        annotations=rendered,
+    validated_completion(
+        text="Q[1]", tool_calls=(), finish_reason="content_filter", usage=Usage(3, 2, 5), annotations=rendered
     )
-    validate(completion, "CreateChatCompletionResponse")
     chunk = chat_codec.ChunkRenderer("m").annotations(rendered)
     validate(chunk, "CreateChatCompletionStreamResponse")
 

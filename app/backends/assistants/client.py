@@ -31,158 +31,102 @@ class AssistantsClient:
     def _url(self, path: str) -> str:
         return self.base + path
 
+    def _stream(
+        self, path: str, body: dict[str, Any], deadline: float, operation: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
+        return self.upstream.stream(
+            "POST", self._url(path), json=body, params=self.params, deadline=deadline, operation=operation
+        )
+
+    async def _call(
+        self, method: str, path: str, operation: str, *, body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None, deadline: float | None = None, idempotent: bool = True,
+    ) -> dict[str, Any]:  # fmt: skip
+        result: dict[str, Any] = await self.upstream.request(
+            method,
+            self._url(path),
+            json=body,
+            params=params or self.params,
+            deadline=deadline,
+            idempotent=idempotent,
+            operation=operation,
+        )
+        return result
+
+    async def _pages(
+        self, path: str, operation: str, params: dict[str, str], deadline: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item of a listing, all pages: each next page starts `after` the last id of the one before."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = await self._call("GET", path, operation, params=params, deadline=deadline)
+            data: list[dict[str, Any]] = page.get("data") or []
+            items += data
+            if not data or not page.get("has_more"):
+                return items
+            params = {**params, "after": data[-1]["id"]}
+
     # -- streamed operations (the default: no polling, text and tool calls as they happen) --------
 
     def create_thread_and_run_stream(
         self, body: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
-        return self.upstream.stream(
-            "POST",
-            self._url("/threads/runs"),
-            json=body,
-            params=self.params,
-            deadline=deadline,
-            operation="create_thread_and_run",
-        )
+        return self._stream("/threads/runs", body, deadline, "create_thread_and_run")
 
     def create_run_stream(
         self, thread_id: str, body: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
-        return self.upstream.stream(
-            "POST",
-            self._url(f"/threads/{thread_id}/runs"),
-            json=body,
-            params=self.params,
-            deadline=deadline,
-            operation="create_run",
-        )
+        return self._stream(f"/threads/{thread_id}/runs", body, deadline, "create_run")
 
     def submit_tool_outputs_stream(
         self, thread_id: str, run_id: str, answers: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
         """`answers` is `{"tool_outputs": [...]}` or, for MCP approvals, `{"tool_approvals": [...]}`."""
-        return self.upstream.stream(
-            "POST",
-            self._url(f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
-            json={**answers, "stream": True},
-            params=self.params,
-            deadline=deadline,
-            operation="submit_tool_outputs",
-        )
+        path = f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"
+        return self._stream(path, {**answers, "stream": True}, deadline, "submit_tool_outputs")
 
-    # -- plain operations -------------------------------------------------------------------------
+    # -- plain operations (a POST that starts or feeds a run is never retried: it would run twice) --
 
     async def create_thread_and_run(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request(
-            "POST",
-            self._url("/threads/runs"),
-            json=body,
-            params=self.params,
-            deadline=deadline,
-            idempotent=False,
-            operation="create_thread_and_run",
+        return await self._call(
+            "POST", "/threads/runs", "create_thread_and_run", body=body, deadline=deadline, idempotent=False
         )
-        return result
 
     async def create_run(self, thread_id: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request(
-            "POST",
-            self._url(f"/threads/{thread_id}/runs"),
-            json=body,
-            params=self.params,
-            deadline=deadline,
-            idempotent=False,
-            operation="create_run",
-        )
-        return result
+        path = f"/threads/{thread_id}/runs"
+        return await self._call("POST", path, "create_run", body=body, deadline=deadline, idempotent=False)
 
     async def submit_tool_outputs(
         self, thread_id: str, run_id: str, answers: dict[str, Any], deadline: float
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request(
-            "POST",
-            self._url(f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
-            json=answers,
-            params=self.params,
-            deadline=deadline,
-            idempotent=False,
-            operation="submit_tool_outputs",
-        )
-        return result
+        path = f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"
+        return await self._call("POST", path, "submit_tool_outputs", body=answers, deadline=deadline, idempotent=False)
 
     async def get_run(self, thread_id: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request(
-            "GET",
-            self._url(f"/threads/{thread_id}/runs/{run_id}"),
-            params=self.params,
-            deadline=deadline,
-            operation="get_run",
-        )
-        return result
+        return await self._call("GET", f"/threads/{thread_id}/runs/{run_id}", "get_run", deadline=deadline)
 
     async def cancel_run(self, thread_id: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request(
-            "POST",
-            self._url(f"/threads/{thread_id}/runs/{run_id}/cancel"),
-            params=self.params,
-            deadline=deadline,
-            operation="cancel_run",
-        )
-        return result
+        return await self._call("POST", f"/threads/{thread_id}/runs/{run_id}/cancel", "cancel_run", deadline=deadline)
 
     async def run_messages(self, thread_id: str, run_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
         params = {**self.params, "run_id": run_id, "order": "asc", "limit": "100"}
-        result = await self.upstream.request(
-            "GET",
-            self._url(f"/threads/{thread_id}/messages"),
-            params=params,
-            deadline=deadline,
-            operation="list_messages",
+        result = await self._call(
+            "GET", f"/threads/{thread_id}/messages", "list_messages", params=params, deadline=deadline
         )
         data: list[dict[str, Any]] = result.get("data") or []
         return data
 
     async def run_steps(self, thread_id: str, run_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
         """Every step of a run, oldest first, all pages (`GET .../runs/{run_id}/steps`)."""
-        steps: list[dict[str, Any]] = []
         params = {**self.params, "order": "asc", "limit": "100"}
-        while True:
-            page = await self.upstream.request(
-                "GET",
-                self._url(f"/threads/{thread_id}/runs/{run_id}/steps"),
-                params=params,
-                deadline=deadline,
-                operation="list_run_steps",
-            )
-            data: list[dict[str, Any]] = page.get("data") or []
-            steps += data
-            if not data or not page.get("has_more"):
-                return steps
-            params = {**params, "after": data[-1]["id"]}
+        return await self._pages(f"/threads/{thread_id}/runs/{run_id}/steps", "list_run_steps", params, deadline)
 
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
-        await self.upstream.request(
-            "DELETE",
-            self._url(f"/threads/{thread_id}"),
-            params=self.params,
-            deadline=deadline,
-            operation="delete_thread",
-        )
+        await self._call("DELETE", f"/threads/{thread_id}", "delete_thread", deadline=deadline)
 
     async def list_threads(self) -> list[dict[str, Any]]:
         """Every thread of the project, all pages (Foundry classic only: Azure OpenAI cannot list threads)."""
-        threads: list[dict[str, Any]] = []
-        after: str | None = None
-        while True:
-            params = {**self.params, "limit": "100", "order": "asc"}
-            if after is not None:
-                params["after"] = after
-            page = await self.upstream.request("GET", self._url("/threads"), params=params, operation="list_threads")
-            data: list[dict[str, Any]] = page.get("data") or []
-            threads += data
-            if not data or not page.get("has_more"):
-                return threads
-            after = data[-1]["id"]
+        return await self._pages("/threads", "list_threads", {**self.params, "limit": "100", "order": "asc"})
 
     async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
         """A file's bytes (`GET /files/{id}/content`): code-interpreter outputs, cited documents."""
@@ -191,7 +135,4 @@ class AssistantsClient:
         )
 
     async def get_assistant(self, assistant_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.upstream.request(
-            "GET", self._url(f"/assistants/{assistant_id}"), params=self.params, operation="get_assistant"
-        )
-        return result
+        return await self._call("GET", f"/assistants/{assistant_id}", "get_assistant")

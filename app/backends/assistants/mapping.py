@@ -32,15 +32,14 @@ def message_param(item: Item) -> dict[str, Any]:
     return {"role": item.role, "content": item.text}
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields that have a value: an absent one is left out of the body, never sent as null."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
 def tool_param(tool: FunctionTool) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": tool.name}
-    if tool.description is not None:
-        function["description"] = tool.description
-    if tool.parameters is not None:
-        function["parameters"] = tool.parameters
-    if tool.strict is not None:
-        function["strict"] = tool.strict
-    return {"type": "function", "function": function}
+    given = _given(description=tool.description, parameters=tool.parameters, strict=tool.strict)
+    return {"type": "function", "function": {"name": tool.name, **given}}
 
 
 def run_params(
@@ -62,18 +61,16 @@ def run_params(
         # Request tools replace the agent's function tools; its built-in tools stay.
         builtin = [t for t in agent_tools or [] if t.get("type") != "function"]
         body["tools"] = builtin + [tool_param(t) for t in tools]
-    if options.temperature is not None:
-        body["temperature"] = options.temperature
-    if options.top_p is not None:
-        body["top_p"] = options.top_p
-    if options.max_output_tokens is not None:
-        body["max_completion_tokens"] = options.max_output_tokens
-    if options.tool_choice is not None:
-        body["tool_choice"] = options.tool_choice
-    if options.parallel_tool_calls is not None:
-        body["parallel_tool_calls"] = options.parallel_tool_calls
-    if options.response_format is not None:
-        body["response_format"] = options.response_format
+    body.update(
+        _given(
+            temperature=options.temperature,
+            top_p=options.top_p,
+            max_completion_tokens=options.max_output_tokens,
+            tool_choice=options.tool_choice,
+            parallel_tool_calls=options.parallel_tool_calls,
+            response_format=options.response_format,
+        )
+    )
     return body
 
 
