@@ -5,50 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections.abc import Coroutine, Iterator
-from typing import Any
+from collections.abc import Iterator
 
-from tests.support.servers import free_port
-from tests.support.streams import close_writers, end_other_tasks
+from tests.support.loopback_proxy import LoopbackProxy
+from tests.support.streams import close_writers
 
 
-class CutProxy:
+class CutProxy(LoopbackProxy):
     """Relays bytes both ways to `target_port`. `cut()` closes every relayed connection and, until
     `mend()`, closes each new one as soon as it is accepted (a client sees its connection reset, as
     through a partition that a load balancer answers for)."""
 
+    kind = "cut-proxy"
+
     def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
+        super().__init__(target_port)
         self.accepted_while_cut = 0
         self._cut = False
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"cut-proxy-{self.port}")
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        finally:
-            self._loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
-            server.close()
-            await self._drop()
-            # Every socket closes on this loop before the loop stops (`tests.support.streams`).
-            await end_other_tasks(grace_s=5)
-            await close_writers(self._writers)
-            await server.wait_closed()
+    async def _stopping(self) -> None:
+        await self._drop()
 
     async def _drop(self) -> None:
         """Cut every relayed connection: its sockets closed first, so a cancelled relay leaves none open."""
@@ -70,33 +47,12 @@ class CutProxy:
         assert me is not None
         self._connections.add(me)
         me.add_done_callback(self._connections.discard)
-        upstream_writer: asyncio.StreamWriter | None = None
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-            self._writers.add(upstream_writer)
-
-            async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                while chunk := await reader.read(65536):
-                    writer.write(chunk)
-                    await writer.drain()
-
-            tasks = [
-                asyncio.create_task(pump(client_reader, upstream_writer)),
-                asyncio.create_task(pump(upstream_reader, client_writer)),
-            ]
-            try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            upstream = await self._connect()
         except OSError:
-            pass
-        finally:
-            await close_writers([client_writer, upstream_writer])
-
-    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+            await close_writers([client_writer])
+            return
+        await self._pipe((client_reader, client_writer), upstream)
 
     def cut(self) -> None:
         async def go() -> None:
@@ -110,17 +66,6 @@ class CutProxy:
             self._cut = False
 
         self._call(go())
-
-    def start(self) -> CutProxy:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise TimeoutError("the proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)
 
 
 @contextlib.contextmanager
