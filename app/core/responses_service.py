@@ -39,6 +39,10 @@ class ResponseIndex(Protocol):
 
     async def claim_conversation(self, conversation_id: str, owner: str) -> bool: ...
 
+    async def claim_items(self, item_ids: Sequence[str], owner: str) -> None: ...
+
+    async def item_owners(self, item_ids: Sequence[str]) -> list[str | None]: ...
+
 
 class ResponsesRelay(Protocol):
     """The Foundry v2 side: a sanitized body with the route's agent_reference, relayed whole."""
@@ -174,7 +178,9 @@ class _RecordedRelay:
         index: ResponseIndex,
         files: FileIndex | None,
         markers: MarkerMode = "numbered",
+        store: bool = True,
     ) -> None:
+        self.store = store
         self.markers = MarkerRelay(markers)
         self.files = files
         self.work = work
@@ -201,6 +207,13 @@ class _RecordedRelay:
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         async for upstream in self.work.events():
+            if upstream.get("type") in _TERMINAL and self.store:
+                # Azure resolves an item_reference across the whole project: the bridge remembers whose
+                # turn produced each output item before the client can see the ids, and refuses other
+                # owners' references to them (`ResponsesService._relay`).
+                ids = _output_ids(upstream.get("response"))
+                if ids:
+                    await self.index.claim_items(ids, self.owner)
             for data in self.markers.events(upstream):
                 if self.files is not None and data.get("type") == "response.output_text.annotation.added":
                     annotation = parse_response_annotation(data.get("annotation"))
@@ -337,9 +350,23 @@ class ResponsesService:
             conversation_id = req.conversation if isinstance(req.conversation, str) else req.conversation.get("id")
             if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
                 raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
+        refs = responses_input.item_references(req)
+        if refs:
+            owners = await self.index.item_owners([item_id for _, item_id in refs])
+            for (i, item_id), producer in zip(refs, owners, strict=True):
+                if producer is not None and producer != owner:  # another key's item: as if unknown
+                    raise InvalidRequestError(f"Item with id '{item_id}' not found.", param=f"input[{i}].id")
         work = self.passthrough.relay(body, model=req.model, deadline=deadline)
         markers = route_for(self.settings, req.model).citation_markers
-        return _RecordedRelay(work, owner=owner, model=req.model, index=self.index, files=self.files, markers=markers)
+        return _RecordedRelay(
+            work,
+            owner=owner,
+            model=req.model,
+            index=self.index,
+            files=self.files,
+            markers=markers,
+            store=req.store is not False,
+        )
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)
@@ -378,6 +405,13 @@ class ResponsesService:
         if record is None:
             raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
         return record
+
+
+def _output_ids(response: Any) -> list[str]:
+    output = response.get("output") if isinstance(response, dict) else None
+    if not isinstance(output, list):
+        return []
+    return [item["id"] for item in output if isinstance(item, dict) and isinstance(item.get("id"), str)]
 
 
 def _item_in(record: ResponseRecord, item_id: str) -> dict[str, Any] | None:

@@ -10,8 +10,9 @@ or script on a thread stays in one hash slot of a Redis Cluster.
 - `owner:{bNNN}:<owner>` (set): an owner's thread ids in that bucket.
 - `lease:janitor:{bNNN}` (string): the replica sweeping that bucket now.
 - `conv:<owner>:<route>:<fp>`, `conv:<owner>:<route>:id:<conversation>` (string): a conversation's cursor.
-- `call:<call_id>` (string), `resp:<id>` (string), `owned:conversation:<id>` (string), `file:<id>`
-  (string: the route and owner of a file a turn showed, response TTL).
+- `call:<call_id>` (string), `resp:<id>` (string), `owned:conversation:<id>` (string), `owned:item:<id>`
+  (string: the owner of a Foundry v2 output item), `file:<id>` (string: the route and owner of a file a
+  turn showed, response TTL).
 - `lease:<name>` (string): other leases (the layout migration).
 - `probe:<name>` (string): the readiness probe's own key, seconds-lived.
 

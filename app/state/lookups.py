@@ -108,6 +108,19 @@ class Lookups(StoreBase):
         await self.redis.set(key, owner, nx=True, px=self.response_ttl_ms)
         return bool(await self.redis.get(key) == owner)
 
+    @translated
+    async def claim_items(self, item_ids: Sequence[str], owner: str) -> None:
+        """Foundry v2 output items belong to the owner whose turn produced them (SET NX: first owner wins)."""
+        async with self.redis.pipeline(transaction=False) as pipe:  # per node on a cluster
+            for item_id in item_ids:
+                pipe.set(self.key("owned", "item", item_id), owner, nx=True, px=self.response_ttl_ms)
+            await pipe.execute()
+
+    @translated
+    async def item_owners(self, item_ids: Sequence[str]) -> list[str | None]:
+        """Who produced each item through the bridge (None: not an output the bridge relayed)."""
+        return await self._mget([self.key("owned", "item", i) for i in item_ids])
+
     # -- tool calls ------------------------------------------------------------------------------
 
     @translated

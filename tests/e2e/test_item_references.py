@@ -108,3 +108,23 @@ def test_items_of_another_key_are_unknown(keyed: Bridge) -> None:
     body = _unknown(b, "demo-assistant", {"type": "item_reference", "id": created.output[0].id})
     assert body["param"] == "input[1].id"
     assert len(keyed.emulator_threads()) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_foundry_items_of_another_key_are_unknown_though_azure_would_resolve_them(keyed: Bridge, stream: bool) -> None:
+    """Azure resolves an item_reference across the whole project; the bridge refuses another key's."""
+    a, b = keyed.client(api_key=A), keyed.client(api_key=B)
+    secret = respond(a, stream=stream, model="demo-agent", input="A's secret")
+    item_id = secret.output[0].id
+    keyed.reset_stats()
+    body = _unknown(b, "demo-agent", {"type": "item_reference", "id": item_id})
+    assert body == {**body, "param": "input[1].id", "message": f"Item with id '{item_id}' not found."}
+    assert keyed.emulator_stats() == {}  # refused before Azure saw it
+    # Its owner references it as before; a reference the bridge never relayed is left to Azure.
+    own = a.responses.create(
+        model="demo-agent", input=[{"type": "item_reference", "id": item_id}, {"role": "user", "content": "again"}]
+    )  # type: ignore[list-item]
+    assert own.output_text == "Echo: again"
+    assert _unknown(b, "demo-agent", {"type": "item_reference", "id": "msg_nope"})["message"] == (
+        "Item with id 'msg_nope' not found."
+    )

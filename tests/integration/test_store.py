@@ -335,6 +335,12 @@ async def test_conversation_ids_bind_per_owner_and_route(store: RedisStore) -> N
 # -- tool calls ------------------------------------------------------------------------------------
 
 
+async def test_foundry_items_belong_to_the_first_owner_that_produced_them(store: RedisStore) -> None:
+    await store.claim_items(["msg_a", "fc_b"], "alice")
+    await store.claim_items(["fc_b", "msg_c"], "bob")  # the first owner keeps an item; bob gets his new one
+    assert await store.item_owners(["msg_a", "fc_b", "msg_c", "msg_never"]) == ["alice", "alice", "bob", None]
+
+
 async def test_call_records_round_trip_with_their_ttl(store: RedisStore, client: Redis, redis_prefix: str) -> None:
     records = _calls()
     await store.save_calls(records, ttl_s=30)

@@ -33,6 +33,7 @@ def _written() -> set[str]:
         keys.raw("call", "<call_id>"),
         keys.raw("resp", "<id>"),
         keys.raw("owned", "conversation", "<id>"),
+        keys.raw("owned", "item", "<id>"),
         keys.raw("file", "<id>"),
         keys.raw("lease", "<name>"),
         keys.raw("probe", "<name>"),
