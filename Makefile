@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 EMULATOR_PORT ?= 8100
 
-.PHONY: run test check lint types emulator bench clients clean
+.PHONY: run test check lint types emulator bench profile clients clean
 
 # One installer at a time: `make run` and `make test` started together on a fresh clone share the
 # lock, and the second one finds the stamp fresh and installs nothing.
@@ -43,6 +43,10 @@ check: lint types test
 bench: $(STAMP)
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/python -m pip install --quiet matplotlib
 	$(BIN)/python -m bench
+
+# Python calls per chat follow-up, by package (cProfile; steady where CPU time is not): compare commits.
+profile: $(STAMP)
+	$(BIN)/python -m bench.profile
 
 # Eight real clients (openai Python and Node, LangChain, LlamaIndex, the Vercel AI SDK, pydantic-ai,
 # the Agents SDK, curl) through every scenario on both backends; installs them outside the project's venv.
