@@ -177,10 +177,10 @@ async def rewritten(events: AsyncIterator[TurnEvent], mode: MarkerMode) -> Async
     """
     text = AnnotatedText(mode)
     async for event in events:
-        if isinstance(event, TextDelta) and text.plain(event.text):
-            yield event
-            continue
         if isinstance(event, TextDelta):
+            if text.plain(event.text):
+                yield event
+                continue
             shown = text.feed(event.text)
         elif isinstance(event, Cited):
             shown = text.cite(event.annotations)

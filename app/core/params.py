@@ -200,19 +200,17 @@ RESPONSES: tuple[Param, ...] = (
 
 TABLES: dict[str, tuple[Param, ...]] = {"chat": CHAT, "responses": RESPONSES}
 
-_WARNED: dict[tuple[str, str], tuple[tuple[str, Rule], ...]] = {
-    (endpoint, backend): tuple(
-        (p.name, p.rule(backend)) for p in table if p.rule(backend).status in ("ignored", "dropped")
-    )
+_WARNED: dict[tuple[str, str], dict[str, tuple[int, Rule]]] = {
+    (endpoint, backend): {
+        p.name: (index, p.rule(backend))
+        for index, p in enumerate(table)
+        if p.rule(backend).status in ("ignored", "dropped")
+    }
     for endpoint, table in TABLES.items()
     for backend in ("assistants", "foundry")
 }
-
-
-_WARNED_AT: dict[tuple[str, str], dict[str, tuple[int, str, Rule]]] = {
-    key: {name: (index, name, rule) for index, (name, rule) in enumerate(rules)} for key, rules in _WARNED.items()
-}
-"""The same, by name, with each name's place in its table (warnings keep table order)."""
+"""Per endpoint and backend, the parameters it cannot honour: their place in the table (warnings keep
+table order) and their rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +236,9 @@ def unhonoured(endpoint: Endpoint, backend: str, body: Any) -> tuple[ParamWarnin
     # Only what the client sent can need a warning: a request sets a handful of the table's names.
     sent = getattr(body, "model_fields_set", None)
     names = declared.keys() if sent is None else sent | extra.keys()
-    table = _WARNED_AT[(endpoint, backend)]
-    for _index, name, rule in sorted(table[n] for n in names if n in table):
+    table = _WARNED[(endpoint, backend)]
+    for _index, name in sorted((table[n][0], n) for n in names if n in table):
+        rule = table[name][1]
         value = declared.get(name, extra.get(name))
         if value is None or _harmless(value, rule.harmless):
             continue

@@ -178,9 +178,9 @@ class _RecordedRelay:
         index: ResponseIndex,
         files: FileIndex | None,
         markers: MarkerMode = "numbered",
-        store: bool = True,
+        record_items: bool = True,
     ) -> None:
-        self.store = store
+        self.record_items = record_items
         self.markers = MarkerRelay(markers)
         self.files = files
         self.work = work
@@ -207,7 +207,7 @@ class _RecordedRelay:
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         async for upstream in self.work.events():
-            if upstream.get("type") in _TERMINAL and self.store:
+            if upstream.get("type") in _TERMINAL and self.record_items:
                 # Azure resolves an item_reference across the whole project: the bridge remembers whose
                 # turn produced each output item before the client can see the ids, and refuses other
                 # owners' references to them (`ResponsesService._relay`).
@@ -350,7 +350,9 @@ class ResponsesService:
             conversation_id = req.conversation if isinstance(req.conversation, str) else req.conversation.get("id")
             if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
                 raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
-        refs = responses_input.item_references(req)
+        # One owner (no client keys) has no one to be kept apart from: no item records, no lookups.
+        keyed = bool(self.settings.keys)
+        refs = responses_input.item_references(req) if keyed else []
         if refs:
             owners = await self.index.item_owners([item_id for _, item_id in refs])
             for (i, item_id), producer in zip(refs, owners, strict=True):
@@ -365,7 +367,7 @@ class ResponsesService:
             index=self.index,
             files=self.files,
             markers=markers,
-            store=req.store is not False,
+            record_items=keyed and req.store is not False,
         )
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
