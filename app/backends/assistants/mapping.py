@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from app.core import failures
@@ -199,13 +198,6 @@ def submit_body(results: tuple[ToolResult, ...], approvals: dict[str, bool] | No
     return {"tool_outputs": [{"tool_call_id": r.call_id, "output": r.output} for r in results]}
 
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """How a run that stopped should end the turn."""
-
-    finish_reason: FinishReason
-
-
 def _incomplete_reason(details: dict[str, Any] | None) -> FinishReason:
     """Only a token limit is `length`; a filtered answer is `content_filter`."""
     reason = str((details or {}).get("reason") or "")
@@ -214,19 +206,19 @@ def _incomplete_reason(details: dict[str, Any] | None) -> FinishReason:
     return "length" if "token" in reason or not reason else "stop"
 
 
-def outcome(run: dict[str, Any], *, tool_round: bool) -> RunOutcome:
+def outcome(run: dict[str, Any], *, tool_round: bool) -> FinishReason:
     """Map a run's terminal status to the end of a turn, or raise the error the client should see."""
     status = run.get("status")
     if status == "completed":
-        return RunOutcome("stop")
+        return "stop"
     if status == "incomplete":
-        return RunOutcome(_incomplete_reason(run.get("incomplete_details")))
+        return _incomplete_reason(run.get("incomplete_details"))
     if status == "requires_action":
-        return RunOutcome("tool_calls")
+        return "tool_calls"
     if status == "failed":
         error = run.get("last_error") or {}
         if error.get("code") == failures.CONTENT_FILTER:
-            return RunOutcome("content_filter")
+            return "content_filter"
         raise failures.run_failure(error.get("code"), error.get("message"))
     if status == "expired":
         if tool_round:

@@ -97,8 +97,7 @@ class AssistantsTurn:
         self._creating: asyncio.Task[None] | None = None
         self._answered = False
         self._reported = mapping.NO_USAGE  # the run's usage its earlier turns gave (kept with its calls)
-        self._completed: dict[str, Usage] = {}  # steps completed in this turn's stream, by id
-        self._listed: Usage | None = None  # the completed steps of a polled run that waits
+        self._seen: Usage | None = None  # the run's completed steps so far (streamed, or listed when polled)
 
     # -- open: up to Azure's first answer --------------------------------------------------------
 
@@ -270,9 +269,9 @@ class AssistantsTurn:
                     yield part
             elif name == "thread.run.step.completed":
                 step = sse.json()
-                usage = mapping.usage_of(step)
+                usage = mapping.usage_of(step)  # Azure completes a step once
                 if usage is not None:
-                    self._completed[str(step.get("id"))] = usage
+                    self._seen = mapping.added(self._seen or self._reported, usage)
             elif name in _RUN_END_EVENTS:
                 for event in await self._conclude(sse.json()):
                     yield event
@@ -319,7 +318,7 @@ class AssistantsTurn:
             # The calls still reach the client; what this turn leaves uncounted goes to the run's next turn.
             log.warning("could not read the usage of run %s's steps: %s", run["id"], exc.message)
         else:
-            self._listed = mapping.steps_usage(steps)
+            self._seen = mapping.steps_usage(steps)
 
     async def _conclude(self, run: dict[str, Any]) -> list[TurnEvent]:
         self.run_active = False
@@ -330,9 +329,9 @@ class AssistantsTurn:
         if tool_round:
             # The outputs reached the run; those calls are answered whatever the run did next.
             await self.b.store.delete_calls(tuple(r.call_id for r in self.results))
-        result = mapping.outcome(run, tool_round=tool_round)
+        reason = mapping.outcome(run, tool_round=tool_round)
         events: list[TurnEvent] = []
-        requests = mapping.approvals_of(run) if result.finish_reason == "tool_calls" else ()
+        requests = mapping.approvals_of(run) if reason == "tool_calls" else ()
         if requests and self.req.approvals in ("approve", "deny"):
             await self._answer_approvals(run, self.req.approvals == "approve")
             return []
@@ -343,17 +342,17 @@ class AssistantsTurn:
                 raise approvals.refused(self.req.model, requests)
             await self._save_calls(run, tuple(approvals.as_tool_call(r) for r in requests))
             events.append(ApprovalRequired(requests=requests))
-        elif result.finish_reason == "tool_calls":
+        elif reason == "tool_calls":
             calls = mapping.tool_calls_of(run)
             await self._save_calls(run, calls)
             events.append(ToolCallsRequired(calls=calls))
         self.used_at = time.time()
-        events.append(TurnCompleted(finish_reason=result.finish_reason, usage=usage, cursor=self.thread_id))
+        events.append(TurnCompleted(finish_reason=reason, usage=usage, cursor=self.thread_id))
         return events
 
     def _usage(self, run: dict[str, Any]) -> Usage:
         """This turn's share of the run's usage; the run's figure so far is kept for its next turn."""
-        seen = self._listed if self._listed is not None else mapping.added(self._reported, *self._completed.values())
+        seen = self._seen or self._reported
         usage, self._reported = mapping.turn_usage(run, reported=self._reported, seen=seen)
         return usage
 
