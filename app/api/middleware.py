@@ -121,15 +121,14 @@ class RequestContextMiddleware:
         code = state.get("error_code")
         if facts["hung_up"]:
             extra["error_code"] = "client_closed"
+            extra["client_closed"] = True
+            extra["sent_status"] = facts["status"] if facts["started"] else None
         elif status >= 400:
             # An exception that escaped every handler is answered 500 internal_error further out.
             extra["error_code"] = code or "internal_error"
         elif code is not None:
             # After the first byte an error goes out as an in-stream event: the status stays the one sent.
             extra["error_code"] = code
-        if facts["hung_up"]:
-            extra["client_closed"] = True
-            extra["sent_status"] = facts["status"] if facts["started"] else None
         if warnings:
             extra["warnings"] = list(warnings)
         if "content" in state:

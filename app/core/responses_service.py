@@ -181,6 +181,7 @@ class _RecordedRelay:
         record_items: bool = True,
     ) -> None:
         self.record_items = record_items
+        self._items: list[str] = []  # output item ids the client has seen, not yet recorded
         self.markers = MarkerRelay(markers)
         self.files = files
         self.work = work
@@ -207,13 +208,19 @@ class _RecordedRelay:
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         async for upstream in self.work.events():
-            if upstream.get("type") in _TERMINAL and self.record_items:
+            if self.record_items:
                 # Azure resolves an item_reference across the whole project: the bridge remembers whose
-                # turn produced each output item before the client can see the ids, and refuses other
-                # owners' references to them (`ResponsesService._relay`).
-                ids = _output_ids(upstream.get("response"))
-                if ids:
-                    await self.index.claim_items(ids, self.owner)
+                # turn produced each output item and refuses other owners' references to it
+                # (`ResponsesService._relay`). Ids are gathered as they stream and written once, at
+                # the end of the response or of the turn, whichever comes first.
+                kind = upstream.get("type")
+                if kind == "response.output_item.added":
+                    item = upstream.get("item")
+                    if isinstance(item, dict) and isinstance(item.get("id"), str):
+                        self._items.append(item["id"])
+                elif kind in _TERMINAL:
+                    self._items += _output_ids(upstream.get("response"))
+                    await self._record_items()
             for data in self.markers.events(upstream):
                 if self.files is not None and data.get("type") == "response.output_text.annotation.added":
                     annotation = parse_response_annotation(data.get("annotation"))
@@ -221,8 +228,16 @@ class _RecordedRelay:
                         await self.files.save_files(records_of([annotation], route=self.model, owner=self.owner))
                 yield data
 
+    async def _record_items(self) -> None:
+        ids, self._items = list(dict.fromkeys(self._items)), []
+        if ids:
+            await self.index.claim_items(ids, self.owner)
+
     async def close(self, ending: BaseException | None) -> None:
-        await self.work.close(ending)
+        try:
+            await self._record_items()  # a client that left mid-stream has seen ids too
+        finally:
+            await self.work.close(ending)
 
 
 class ResponsesService:
@@ -266,7 +281,7 @@ class ResponsesService:
         deadline = time.monotonic() + route.timeout
         work: Work[StreamEvent]
         if route.backend == "foundry":
-            work = await self._relay(req, body, owner, deadline)
+            work = await self._relay(req, route, body, owner, deadline)
         else:
             work = await self._assistants(req, route, owner, deadline)
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
@@ -342,7 +357,7 @@ class ResponsesService:
         return referenced, last
 
     async def _relay(
-        self, req: ResponsesRequest, body: dict[str, Any], owner: str, deadline: float
+        self, req: ResponsesRequest, route: RouteSettings, body: dict[str, Any], owner: str, deadline: float
     ) -> Work[StreamEvent]:
         assert self.passthrough is not None
         await self._previous(req, owner)
@@ -359,14 +374,13 @@ class ResponsesService:
                 if producer is not None and producer != owner:  # another key's item: as if unknown
                     raise InvalidRequestError(f"Item with id '{item_id}' not found.", param=f"input[{i}].id")
         work = self.passthrough.relay(body, model=req.model, deadline=deadline)
-        markers = route_for(self.settings, req.model).citation_markers
         return _RecordedRelay(
             work,
             owner=owner,
             model=req.model,
             index=self.index,
             files=self.files,
-            markers=markers,
+            markers=route.citation_markers,
             record_items=keyed and req.store is not False,
         )
 

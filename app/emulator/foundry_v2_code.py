@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from app.emulator.files import PNG, written_file
-from app.emulator.http import EmulatorHTTPError, new_id, now
+from app.emulator.http import EmulatorHTTPError, list_params, new_id, now, page
 from app.emulator.script import CodeRun, chunk_text
 
 INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
@@ -114,9 +114,7 @@ class Containers:
         container_id = request.path_params["container_id"]
         if container_id not in self.files:
             raise _not_found("Container", container_id)
-        data = [f.obj() for f in self.files[container_id].values()]
-        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-        return JSONResponse({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False})
+        return JSONResponse(page([f.obj() for f in self.files[container_id].values()], **list_params(request)))
 
     async def retrieve_file(self, request: Request) -> Response:
         p = request.path_params

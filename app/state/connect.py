@@ -119,7 +119,7 @@ def _reauth_connections(cluster: RedisCluster) -> None:
     manager = cluster.nodes_manager
     kwargs = manager.connection_kwargs
     kwargs["connection_class"] = reauth_connection_class(kwargs["connection_class"])
-    for node in [*cluster.startup_nodes, *manager.startup_nodes.values()]:
+    for node in manager.startup_nodes.values():  # the same ClusterNode objects as cluster.startup_nodes
         node.connection_class = kwargs["connection_class"]
 
 

@@ -121,11 +121,11 @@ class Janitor:
     ) -> None:
         try:
             ids = await self.store.idle_threads(bucket, before=cutoff, limit=self.policy.batch)
+            due_again = cutoff + self.policy.claim_s  # a claim nobody finishes comes due after claim_s
 
             async def one(thread_id: str) -> None:
                 async with slots:
                     try:
-                        due_again = now + self.policy.claim_s - self.policy.ttl_s
                         claimed = await self.store.claim_idle(thread_id, expired_by=cutoff, due_again=due_again)
                         if claimed:  # else another janitor has it
                             await self._expire(thread_id, cutoff, now, result)

@@ -156,11 +156,7 @@ class Lookups(StoreBase):
 
     @translated
     async def get_response(self, response_id: str, owner: str) -> ResponseRecord | None:
-        raw = await self.redis.get(self.key("resp", response_id))
-        if raw is None:
-            return None
-        record = ResponseRecord(**(_RESPONSE_DEFAULTS | json.loads(raw)))
-        return record if record.owner == owner else None
+        return (await self.get_responses([response_id], owner))[0]
 
     @translated
     async def get_responses(self, response_ids: Sequence[str], owner: str) -> list[ResponseRecord | None]:

@@ -45,7 +45,7 @@ class Migration(RedisStore):
         """Back into the old idle index: every thread of an old owner set that has a record but no
         idle entry (scored by its last use). Returns how many; a second run finds none."""
         old_idle, requeued = self.keys.v1_idle(), 0
-        async for key in self.redis.scan_iter(match=self.keys.raw("owner", "*", "threads"), count=1000):
+        async for key in self.redis.scan_iter(match=self.keys.v1_owner("*"), count=1000):
             if _LAYOUT2_OWNER.match(key[len(self.prefix) :]):
                 continue
             ids: list[str] = sorted(await self.redis.smembers(key))

@@ -224,19 +224,17 @@ def test_assistants_endings_from_run_objects() -> None:
         return {"id": "run_1", "thread_id": "thread_1", "usage": {"prompt_tokens": 4, "completion_tokens": 2}, **fields}
 
     assert (
-        assistants.outcome(
-            run(status="incomplete", incomplete_details={"reason": "content_filter"}), tool_round=False
-        ).finish_reason
+        assistants.outcome(run(status="incomplete", incomplete_details={"reason": "content_filter"}), tool_round=False)
         == "content_filter"
     )
     assert (
         assistants.outcome(
             run(status="incomplete", incomplete_details={"reason": "max_completion_tokens"}), tool_round=False
-        ).finish_reason
+        )
         == "length"
     )
     filtered = run(status="failed", last_error={"code": "content_filter", "message": "filtered"})
-    assert assistants.outcome(filtered, tool_round=False).finish_reason == "content_filter"
+    assert assistants.outcome(filtered, tool_round=False) == "content_filter"
     with pytest.raises(RateLimitError):
         assistants.outcome(
             run(status="failed", last_error={"code": "rate_limit_exceeded", "message": "Try again in 20 seconds."}),

@@ -76,8 +76,7 @@ def test_strip_removes_markers_and_keep_relays_untouched() -> None:
     assert part["text"] == "The answer is in the file and on the web."
     url = part["annotations"][1]
     assert url["start_index"] == url["end_index"] == len(HEAD + MIDDLE)
-    upstream = _stream()
-    assert _relayed("keep", upstream) == upstream
+    assert _relayed("keep", _stream()) == _stream()  # fresh copies: an event changed in place would show
 
 
 def test_a_terminal_response_carries_the_streamed_parts() -> None:
