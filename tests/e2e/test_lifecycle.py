@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.support.bridge import Bridge, running_bridge
 from tests.support.chat import turn
+from tests.support.leftovers import wait_for
 from tests.support.servers import ServerThread
 
 FAST_JANITOR = {"ttl": "2s", "sweep_interval": "200ms", "retry_base": "200ms"}
@@ -36,13 +37,6 @@ def _deleted(bridge: Bridge, ids: list[str]) -> set[str]:
     return {t["id"] for t in bridge.emulator_threads() if t["id"] in ids and t["deleted"]}
 
 
-def _wait(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.05)
-
-
 def _sweeps(bridge: Bridge) -> int:
     counters = bridge.server.call(bridge.state.janitor.counters_snapshot())
     return int(counters["sweeps"])
@@ -52,7 +46,7 @@ def _swept(*bridges: Bridge) -> None:
     """Wait (bounded) until each bridge's janitor ran a whole sweep that started after this call: sweeps
     run one after another, so the second to end from now is one that began after now."""
     start = [_sweeps(b) for b in bridges]
-    _wait(lambda: all(_sweeps(b) >= n + 2 for b, n in zip(bridges, start, strict=True)), timeout=10)
+    wait_for(lambda: all(_sweeps(b) >= n + 2 for b, n in zip(bridges, start, strict=True)), timeout=10)
 
 
 def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
@@ -64,8 +58,8 @@ def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url:
         records = bridge.server.call(bridge.state.store.get_threads(ids))
         gone = _deleted(bridge, ids)
         assert [t for t, record in zip(ids, records, strict=True) if record is None and t not in gone] == []
-        _wait(lambda: len(_deleted(bridge, ids)) == 50, timeout=20)
-        _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
+        wait_for(lambda: len(_deleted(bridge, ids)) == 50, timeout=20)
+        wait_for(lambda: _registered(bridge, ids) == 0, timeout=5)
         _swept(bridge)  # a janitor that deleted twice would have done it by now
         # Each thread was deleted exactly once upstream.
         deletes = [
@@ -83,11 +77,11 @@ def test_failed_deletions_are_retried_and_never_forgotten_early(
         bridge.fault(path=r"/openai/threads/thread_[^/]+$", method="DELETE", status=503, count=25)
         ids = _converse(bridge, 10)
         # While Azure fails the deletions, every thread stays in the registry.
-        _wait(lambda: bridge.emulator_stats().get("DELETE /openai/threads/{thread_id}", 0) >= 10, timeout=20)
+        wait_for(lambda: bridge.emulator_stats().get("DELETE /openai/threads/{thread_id}", 0) >= 10, timeout=20)
         # Deletions run concurrently: one may be confirmed by Azure and not yet forgotten, never the reverse.
         assert _registered(bridge, ids) >= 10 - len(_deleted(bridge, ids))
-        _wait(lambda: len(_deleted(bridge, ids)) == 10, timeout=30)
-        _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
+        wait_for(lambda: len(_deleted(bridge, ids)) == 10, timeout=30)
+        wait_for(lambda: _registered(bridge, ids) == 0, timeout=5)
         # Azure really refused deletions meanwhile. (The janitor's own `failed` counter is not asserted:
         # the upstream client's retries may absorb every refusal of a given deletion.)
         refused = [r for r in bridge.emulator_requests() if r["method"] == "DELETE" and r["status"] == 503]
@@ -102,8 +96,8 @@ def test_two_janitors_never_delete_the_same_thread_twice(
         running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as second,
     ):
         ids = _converse(first, 15) + _converse(second, 15)
-        _wait(lambda: len(_deleted(first, ids)) == 30, timeout=30)
-        _wait(lambda: _registered(first, ids) == 0, timeout=5)
+        wait_for(lambda: len(_deleted(first, ids)) == 30, timeout=30)
+        wait_for(lambda: _registered(first, ids) == 0, timeout=5)
         _swept(first, second)  # had both claimed one thread, the second deletion would be in by now
         deletes = [r for r in first.emulator_requests() if r["method"] == "DELETE"]
         assert sorted(r["path"].rsplit("/", 1)[-1] for r in deletes) == sorted(ids)
