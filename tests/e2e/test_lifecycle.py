@@ -11,7 +11,8 @@ from tests.support.chat import turn
 from tests.support.leftovers import wait_for
 from tests.support.servers import ServerThread
 
-FAST_JANITOR = {"ttl": "2s", "sweep_interval": "200ms", "retry_base": "200ms"}
+TTL_S = 2.0
+FAST_JANITOR = {"ttl": f"{TTL_S:g}s", "sweep_interval": "200ms", "retry_base": "200ms"}
 
 
 def _converse(bridge: Bridge, count: int) -> list[str]:
@@ -105,7 +106,6 @@ def test_two_janitors_never_delete_the_same_thread_twice(
 
 
 def test_a_thread_in_use_is_not_deleted(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
-    ttl_s = 2.0
     with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
         client = bridge.client()
         history: list[dict[str, Any]] = [{"role": "user", "content": "keep me"}]
@@ -118,7 +118,7 @@ def test_a_thread_in_use_is_not_deleted(emulator: ServerThread, redis_url: str, 
         # twice the TTL old: a janitor that went by the thread's age, or missed a use, deletes it in one
         # of those sweeps. Each wait is on sweeps that ran, not on the clock, so a slow machine only
         # makes it longer.
-        while time.monotonic() - born < 2 * ttl_s or n < 4:
+        while time.monotonic() - born < 2 * TTL_S or n < 4:
             assert n < 40, "the janitor did not sweep often enough for the thread to grow old"
             _swept(bridge)
             gaps.append(time.monotonic() - last)
@@ -129,6 +129,6 @@ def test_a_thread_in_use_is_not_deleted(emulator: ServerThread, redis_url: str, 
             last = time.monotonic()
             n += 1
         # Every pause was well within the TTL (were one not, deleting the thread would have been right).
-        assert max(gaps) < ttl_s, gaps
+        assert max(gaps) < TTL_S, gaps
         assert not _deleted(bridge, [thread_id])
         assert len(bridge.emulator_threads()) == 1
