@@ -76,11 +76,10 @@ class EntraCredentialProvider(CredentialProvider):
         self.username = username
         self.refresh_margin_s = refresh_margin_s
         self._clock = clock
-        self._token: AccessToken | None = None
         self._current: Credential | None = None
         self._announced: Credential | None = None
         self._refresh_at = 0.0
-        self._fetching: asyncio.Task[AccessToken] | None = None
+        self._fetching: asyncio.Task[Credential] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._subscribers: list[Subscriber] = []
         self._held: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
@@ -106,46 +105,46 @@ class EntraCredentialProvider(CredentialProvider):
         raise NotImplementedError("the Entra credential provider serves async Redis clients only")
 
     async def get_credentials_async(self) -> tuple[str, str]:
-        token = self._token
-        if token is None or self._clock() >= self._refresh_at:
+        current = self._current
+        if current is None or self._clock() >= self._refresh_at:
             try:
-                token = await self._fetch()
+                current = await self._fetch()
             except Exception as exc:
-                if token is None or self._clock() >= token.expires_on:
+                if current is None or self._clock() >= current.expires_on:
                     # A Redis error, so the store answers 503 like any Redis failure (azure-identity's
                     # own errors are no RedisError and would escape as a 500).
                     log.warning("redis: no Entra token for a new connection: %s", type(exc).__name__)
                     raise AuthenticationError("no Entra token for Redis") from exc
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever(), name="redis-entra")
-        return self._user(token), token.token
+        return current.user, current.token
 
     # -- ours ------------------------------------------------------------------------------------
 
     def _user(self, token: AccessToken) -> str:
         return self.username or _oid(token.token) or "default"
 
-    async def _fetch(self) -> AccessToken:
+    async def _fetch(self) -> Credential:
         task = self._fetching
         if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self._get_token())
             self._fetching = task
         return await asyncio.shield(task)
 
-    async def _get_token(self) -> AccessToken:
+    async def _get_token(self) -> Credential:
         self.fetches += 1
         token = await self.credential.get_token(self.scope)
         now = self._clock()
-        if self._token is not None and token.token == self._token.token:
+        if self._current is not None and token.token == self._current.token:
             self._refresh_at = now + min(SAME_TOKEN_RETRY_S, max(0.05, (token.expires_on - now) / 4))
-            return token
+            return self._current
         margin = min(self.refresh_margin_s, max(0.0, (token.expires_on - now) / 2))
         generation = self._current.generation + 1 if self._current is not None else 1
-        self._token, self._refresh_at = token, token.expires_on - margin
+        self._refresh_at = token.expires_on - margin
         self._current = Credential(self._user(token), token.token, float(token.expires_on), generation)
         if self._announced is None:
             self._announced = self._current  # the first token: connections open with it
-        return token
+        return self._current
 
     async def _refresh_forever(self) -> None:
         while True:

@@ -106,7 +106,7 @@ def test_a_streamed_chart_in_openais_event_order(v2: openai.OpenAI) -> None:
     assert png.response.headers["content-type"] == "image/png"
 
 
-def test_a_conversation_keeps_its_container(v2: openai.OpenAI) -> None:
+def test_a_chain_of_responses_keeps_its_container(v2: openai.OpenAI) -> None:
     first = v2.responses.create(input="/image", include=OUTPUTS, extra_body=CODE_AGENT)  # type: ignore[list-item]
     image: Any = first.output[0]
     assert image.outputs[0].type == "image" and image.outputs[0].url.startswith("data:image/png;base64,")

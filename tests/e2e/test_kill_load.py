@@ -247,10 +247,10 @@ def test_four_kill_9s_under_load_leave_no_orphan_on_projects_after_reconcile(
     # holder's lease had not run out yet.
     assert set(load.outcomes) <= {"200", "cut", "409"}, load.outcomes
     assert load.outcomes["cut"] <= KILLS * CLIENTS, load.outcomes
+    assert load.outcomes["cut"] > 0, load.outcomes  # the kills landed mid-turn
     # A dead holder's locks are leases: free within the lease (plus the watcher's own scheduling on a
     # loaded machine), not timeout + 30 s.
     assert max(freed_after, default=0) <= LEASE_S + 1.5, freed_after
-    wait_for(lambda: locks(redis_url, redis_prefix) == {}, 5, "no lock after the last (graceful) stop")
 
     before = unrecorded(emulator.url, redis_url, redis_prefix)
     done = subprocess.run(

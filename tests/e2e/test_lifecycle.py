@@ -8,9 +8,11 @@ from typing import Any
 
 from tests.support.bridge import Bridge, running_bridge
 from tests.support.chat import turn
+from tests.support.leftovers import wait_for
 from tests.support.servers import ServerThread
 
-FAST_JANITOR = {"ttl": "2s", "sweep_interval": "200ms", "retry_base": "200ms"}
+TTL_S = 2.0
+FAST_JANITOR = {"ttl": f"{TTL_S:g}s", "sweep_interval": "200ms", "retry_base": "200ms"}
 
 
 def _converse(bridge: Bridge, count: int) -> list[str]:
@@ -36,13 +38,6 @@ def _deleted(bridge: Bridge, ids: list[str]) -> set[str]:
     return {t["id"] for t in bridge.emulator_threads() if t["id"] in ids and t["deleted"]}
 
 
-def _wait(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.05)
-
-
 def _sweeps(bridge: Bridge) -> int:
     counters = bridge.server.call(bridge.state.janitor.counters_snapshot())
     return int(counters["sweeps"])
@@ -52,7 +47,7 @@ def _swept(*bridges: Bridge) -> None:
     """Wait (bounded) until each bridge's janitor ran a whole sweep that started after this call: sweeps
     run one after another, so the second to end from now is one that began after now."""
     start = [_sweeps(b) for b in bridges]
-    _wait(lambda: all(_sweeps(b) >= n + 2 for b, n in zip(bridges, start, strict=True)), timeout=10)
+    wait_for(lambda: all(_sweeps(b) >= n + 2 for b, n in zip(bridges, start, strict=True)), timeout=10)
 
 
 def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
@@ -64,8 +59,8 @@ def test_fifty_idle_conversations_are_deleted(emulator: ServerThread, redis_url:
         records = bridge.server.call(bridge.state.store.get_threads(ids))
         gone = _deleted(bridge, ids)
         assert [t for t, record in zip(ids, records, strict=True) if record is None and t not in gone] == []
-        _wait(lambda: len(_deleted(bridge, ids)) == 50, timeout=20)
-        _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
+        wait_for(lambda: len(_deleted(bridge, ids)) == 50, timeout=20)
+        wait_for(lambda: _registered(bridge, ids) == 0, timeout=5)
         _swept(bridge)  # a janitor that deleted twice would have done it by now
         # Each thread was deleted exactly once upstream.
         deletes = [
@@ -83,11 +78,11 @@ def test_failed_deletions_are_retried_and_never_forgotten_early(
         bridge.fault(path=r"/openai/threads/thread_[^/]+$", method="DELETE", status=503, count=25)
         ids = _converse(bridge, 10)
         # While Azure fails the deletions, every thread stays in the registry.
-        _wait(lambda: bridge.emulator_stats().get("DELETE /openai/threads/{thread_id}", 0) >= 10, timeout=20)
+        wait_for(lambda: bridge.emulator_stats().get("DELETE /openai/threads/{thread_id}", 0) >= 10, timeout=20)
         # Deletions run concurrently: one may be confirmed by Azure and not yet forgotten, never the reverse.
         assert _registered(bridge, ids) >= 10 - len(_deleted(bridge, ids))
-        _wait(lambda: len(_deleted(bridge, ids)) == 10, timeout=30)
-        _wait(lambda: _registered(bridge, ids) == 0, timeout=5)
+        wait_for(lambda: len(_deleted(bridge, ids)) == 10, timeout=30)
+        wait_for(lambda: _registered(bridge, ids) == 0, timeout=5)
         # Azure really refused deletions meanwhile. (The janitor's own `failed` counter is not asserted:
         # the upstream client's retries may absorb every refusal of a given deletion.)
         refused = [r for r in bridge.emulator_requests() if r["method"] == "DELETE" and r["status"] == 503]
@@ -102,8 +97,8 @@ def test_two_janitors_never_delete_the_same_thread_twice(
         running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as second,
     ):
         ids = _converse(first, 15) + _converse(second, 15)
-        _wait(lambda: len(_deleted(first, ids)) == 30, timeout=30)
-        _wait(lambda: _registered(first, ids) == 0, timeout=5)
+        wait_for(lambda: len(_deleted(first, ids)) == 30, timeout=30)
+        wait_for(lambda: _registered(first, ids) == 0, timeout=5)
         _swept(first, second)  # had both claimed one thread, the second deletion would be in by now
         deletes = [r for r in first.emulator_requests() if r["method"] == "DELETE"]
         assert sorted(r["path"].rsplit("/", 1)[-1] for r in deletes) == sorted(ids)
@@ -111,7 +106,6 @@ def test_two_janitors_never_delete_the_same_thread_twice(
 
 
 def test_a_thread_in_use_is_not_deleted(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
-    ttl_s = 2.0
     with running_bridge(emulator.url, redis_url, redis_prefix, threads=FAST_JANITOR) as bridge:
         client = bridge.client()
         history: list[dict[str, Any]] = [{"role": "user", "content": "keep me"}]
@@ -124,7 +118,7 @@ def test_a_thread_in_use_is_not_deleted(emulator: ServerThread, redis_url: str, 
         # twice the TTL old: a janitor that went by the thread's age, or missed a use, deletes it in one
         # of those sweeps. Each wait is on sweeps that ran, not on the clock, so a slow machine only
         # makes it longer.
-        while time.monotonic() - born < 2 * ttl_s or n < 4:
+        while time.monotonic() - born < 2 * TTL_S or n < 4:
             assert n < 40, "the janitor did not sweep often enough for the thread to grow old"
             _swept(bridge)
             gaps.append(time.monotonic() - last)
@@ -135,6 +129,6 @@ def test_a_thread_in_use_is_not_deleted(emulator: ServerThread, redis_url: str, 
             last = time.monotonic()
             n += 1
         # Every pause was well within the TTL (were one not, deleting the thread would have been right).
-        assert max(gaps) < ttl_s, gaps
+        assert max(gaps) < TTL_S, gaps
         assert not _deleted(bridge, [thread_id])
         assert len(bridge.emulator_threads()) == 1

@@ -95,6 +95,9 @@ def test_a_store_cut_during_a_thread_create_deletes_the_thread_and_answers_503(
         try:
             new_worker.join(15)
             slow_worker.join(15)
+            # The bridge went to the store during the cut (its retry reconnects after the dropped
+            # connection), and the partition refused it.
+            assert proxy.accepted_while_cut > 0
             # The slow turn ended while the store was cut: its release failed, its lock is still there.
             assert len(locks(redis_url, redis_prefix)) == 1
         finally:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +25,6 @@ PROJECT = "/api/projects/demo/openai/v1"
 CANCEL = "POST /api/projects/{project}/openai/v1/responses/{response_id}/cancel"
 CREATE = "POST /api/projects/{project}/openai/v1/responses"
 SLOW = "/sleep 5000\nslow"
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def _project(bridge: Bridge) -> httpx.Client:
@@ -63,7 +54,7 @@ def _latest(bridge: Bridge, agent: str = "demo-agent") -> dict[str, Any]:
 
 
 def _cancelled(bridge: Bridge, response_id: str) -> None:
-    _wait_for(lambda: _status(bridge, response_id) == "cancelled")
+    wait_for(lambda: _status(bridge, response_id) == "cancelled", timeout=10)
     assert _upstream(bridge, response_id)["background"] is True
     assert bridge.emulator_stats().get(CANCEL) == 1
 
@@ -110,7 +101,7 @@ def test_a_plain_chat_client_that_hangs_up_gets_its_v2_response_cancelled(fresh:
             f"{fresh.url}/v1/chat/completions",
             json={"model": "demo-agent", "messages": [{"role": "user", "content": SLOW}]},
         )
-    _wait_for(lambda: fresh.emulator_stats().get(CREATE) == 1)
+    wait_for(lambda: fresh.emulator_stats().get(CREATE) == 1, timeout=10)
     _cancelled(fresh, str(_latest(fresh)["id"]))
 
 
@@ -144,7 +135,7 @@ def test_a_foreground_route_leaves_the_response_running_as_the_readme_says(
         )
         response_id = headers["x-response-id"]
         # Azure refuses to cancel a foreground response: the bridge does not ask, and it runs to its end.
-        _wait_for(lambda: _status(bridge, response_id) == "completed")
+        wait_for(lambda: _status(bridge, response_id) == "completed", timeout=10)
         assert _upstream(bridge, response_id)["background"] is False
         assert CANCEL not in bridge.emulator_stats()
 
@@ -161,7 +152,7 @@ def test_a_streamed_responses_client_that_hangs_up_gets_its_v2_response_cancelle
 def test_a_plain_responses_client_that_hangs_up_gets_its_v2_response_cancelled(fresh: Bridge) -> None:
     with httpx.Client(timeout=1.0) as c, pytest.raises(httpx.ReadTimeout):
         c.post(f"{fresh.url}/v1/responses", json={"model": "demo-agent", "input": SLOW})
-    _wait_for(lambda: fresh.emulator_stats().get(CREATE) == 1)
+    wait_for(lambda: fresh.emulator_stats().get(CREATE) == 1, timeout=10)
     _cancelled(fresh, str(_latest(fresh)["id"]))
 
 
@@ -189,7 +180,7 @@ def test_an_unstored_response_is_foreground_and_runs_on_after_a_hang_up(fresh: B
     assert created["response"]["background"] is False
     [create] = [r["body"] for r in fresh.emulator_requests() if r["operation"] == CREATE]
     assert create["store"] is False and "background" not in create
-    _wait_for(lambda: _ended(fresh))
+    wait_for(lambda: _ended(fresh), timeout=10)
     assert CANCEL not in fresh.emulator_stats()
 
 

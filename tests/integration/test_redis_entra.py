@@ -165,7 +165,7 @@ async def _until(condition: Any, within_s: float, what: str) -> None:
 
 def _settings(**auth: Any) -> RedisSettings:
     return RedisSettings(
-        auth=RedisAuthSettings(type="entra", refresh_margin=MARGIN_S, **auth), max_connections=POOL + 2
+        auth=RedisAuthSettings(type="entra", refresh_margin=MARGIN_S, **auth), max_connections=POOL + 4
     )
 
 
@@ -187,8 +187,11 @@ async def _live_through_expiries(connection: Connection, issuer: TokenIssuer, *,
             # long before it expires; then widen the load so the pool opens new connections too.
             await _until(lambda: len(issuer.issued) >= 2, 10, "the second token")
             await _until(lambda: connection.reauth is not None and connection.reauth.behind(2) == 0, 5, "re-AUTH")
+            seen = issuer.ever_authenticated()
             issuer.revoke(issuer.issued[0].token)
-            await load.burst(POOL + 2)
+            await load.burst(POOL + 4)
+            # The pool had room to grow: connections opened after the revocation, with the new token.
+            assert issuer.ever_authenticated() - seen, "no connection opened after the revocation"
         await _until(lambda: len(_judged(issuer)) >= EXPIRIES, 4 * EXPIRIES * LIFETIME_S, f"{EXPIRIES} expiries")
     finally:
         await load.stop()

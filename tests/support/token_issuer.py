@@ -66,7 +66,6 @@ class _Monitor(threading.Thread):
         super().__init__(daemon=True, name=f"monitor-{port}")
         self.port = port
         self.auths: dict[str, list[float]] = {}
-        self.commands = 0
         self._seen: set[str] = set()
         self._cv = threading.Condition()
         self._sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -88,7 +87,6 @@ class _Monitor(threading.Thread):
                 addr = where.split(" ")[-1]
                 name = command.split(" ", 1)[0].strip('"').upper()
                 with self._cv:
-                    self.commands += 1
                     # A connection opens with `HELLO 3 AUTH user token` (RESP3) or AUTH; re-authenticates with AUTH.
                     if name == "AUTH" or (name == "HELLO" and '"AUTH"' in command.upper()):
                         self.auths.setdefault(addr, []).append(float(stamp))
@@ -122,7 +120,6 @@ class TokenIssuer:
     issued: list[Issued] = field(default_factory=list)
     lapsed: list[Check] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
-    fetches: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -181,7 +178,6 @@ class TokenIssuer:
         issued = Issued(token, time.time(), expires_on)
         with self._lock:
             self.issued.append(issued)
-            self.fetches += 1
         self._wake.set()
         return issued
 
