@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench import peer, report, scenarios
+from bench import cpu, peer, report, scenarios
 from bench.processes import (
     AGENT_BRIDGE,
     KEY,
@@ -151,6 +151,16 @@ def main() -> int:
             finally:
                 if peer_manager is not None:
                     peer_manager.__exit__(None, None, None)
+            # Issue 12's CPU budget was an absolute figure from another day: the same-run ratio against
+            # the commit it was measured on is what carries over (bench/cpu.py; the peer is stopped first).
+            print("bridge CPU against the reference commit ...", flush=True)
+            try:
+                results["cpu_reference"] = cpu.against_reference(
+                    bridge, bridge_pid, emulator, emulator_pid, logs, rounds=3, seconds=6, alone=False
+                )
+            except Exception as exc:
+                status = f"failed: {type(exc).__name__}: {exc}"[:300]
+                results["cpu_reference"] = {"reference": {"asked": cpu.DEFAULT_REFERENCE, "status": status}}
         print("memory with 1,000 open streams ...", flush=True)
         fresh, fresh_port = bridge_process(config, logs)
         with fresh as pid:

@@ -138,14 +138,15 @@ def evidence(pid: int, tree: Path, url: str, head_url: str) -> dict[str, Any]:
         text=True,
         timeout=60,
     )
+    imports_from = probe.stdout.strip() or probe.stderr.strip()[-200:]
     found = {
         "cwd": cwd,
         "pythonpath": pythonpath,
         "pyc_in_tree": compiled,
-        "imports_app_from": probe.stdout.strip() or probe.stderr.strip()[-200:],
+        "imports_app_from": imports_from,
         "version": {"head": _version(head_url), "reference": _version(url)},
     }
-    inside = found["imports_app_from"].startswith(f"{tree}/")
+    inside = imports_from.startswith(f"{tree}/")
     if not (cwd == str(tree) and pythonpath == str(tree) and compiled > 0 and inside):
         raise RuntimeError(f"the reference bridge does not run the reference's code: {found}")
     return found
@@ -296,15 +297,21 @@ def text(result: dict[str, Any]) -> str:
     """What `python -m bench.cpu` prints."""
     ref, s, settings = result["reference"], result["summary"], result["settings"]
     name = ref.get("short", ref["asked"])
+    both = ref["status"] == "measured"
+    rounds = (
+        f"{settings['rounds']} rounds of {_f(settings['seconds'], 0)} s per side, alternating (the pair's order "
+        f"swaps every round), after a {_f(settings['warmup_s'], 0)} s warm-up each"
+        if both
+        else f"{settings['rounds']} rounds of {_f(settings['seconds'], 0)} s after a {_f(settings['warmup_s'], 0)} s warm-up"
+    )
     lines = [
         f"# Bridge CPU per chat follow-up: the working tree against {name}, one run",
         "",
         f"Load: bench/load.py `bridge_chat` (non-streamed follow-ups), concurrency {settings['concurrency']}, "
-        f"one uvicorn worker; {settings['rounds']} rounds of {_f(settings['seconds'], 0)} s per side, "
-        f"alternating (the pair's order swaps every round), after a {_f(settings['warmup_s'], 0)} s warm-up each.",
+        f"one uvicorn worker; {rounds}.",
         f"Head: {result['head']}.",
     ]
-    if ref["status"] == "measured":
+    if both:
         e = ref["evidence"]
         lines.append(
             f'Reference: {ref["commit"]} ("{ref["subject"][:90]}"), a worktree at {ref["tree"]} served with '

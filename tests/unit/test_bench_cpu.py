@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench import cpu
+from bench import cpu, report
 
 
 def _round(n: int, side: str, bridge_ms: float, emulator_ms: float = 3.0, errors: int = 0) -> dict[str, Any]:
@@ -148,3 +148,59 @@ def test_a_commit_not_in_the_clone_is_unavailable() -> None:
         pytest.skip("not a git checkout")
     with pytest.raises(cpu.Unavailable, match="is not in this clone"):
         cpu.resolve("0123456789abcdef0123456789abcdef01234567")
+
+
+def _bench_results(cpu_reference: dict[str, Any] | None) -> dict[str, Any]:
+    """The smallest `python -m bench` results that bench/report.py renders (made-up figures)."""
+    summary = {"p50": 1.0, "p90": 2.0, "p99": 3.0, "n": 10}
+    turn = {
+        "bridge_ms": summary,
+        "direct_ms": summary,
+        "added_ms": {"p50": 0.5, "p90": 0.6, "p99": 0.7},
+        "ratio_p50": 1.5,
+        "overhead_header_ms": summary,
+    }
+    cpu_ms = {"emulator": 3.0, "bridge": 3.7, "load generator": 0.5}
+    target = {"turns_per_s": 200.0, "p50_ms": 30.0, "errors": 0, "cpu_ms_per_turn": cpu_ms}
+    results: dict[str, Any] = {
+        "started": "2026-12-02-000000",
+        "machine": {"cpus": 2},
+        "peer": {"name": "litellm 1.109.1", "status": "unavailable: offline"},
+        "overhead": {"chat_followup@16": turn, "responses@16": turn},
+        "streaming": {
+            "ttft_ms": {"bridge": summary, "direct": summary},
+            "last_byte_ms": {"bridge": summary, "direct": summary},
+            "ttft_added_p50_ms": 1.0,
+            "last_byte_ratio_p50": 1.01,
+        },
+        "completion_lag": {
+            "lag_ms": {"bridge": summary},
+            "tail_ms": {"bridge": summary, "direct": summary},
+            "tail_lag_p50_ms": 1.0,
+        },
+        "upstream_requests": {"demo-assistant": {"new_conversation": 1, "follow_up": 1, "tool_round": 1}},
+        "throughput": {"direct": target, "bridge, 1 worker": target, "bridge, 2 workers": target},
+        "memory": {"completed": 1000, "errors": 0, "peak_rss_mb": 140.0, "rss_before_mb": 80.0},
+        "duration_s": 200.0,
+    }
+    if cpu_reference is not None:
+        results["cpu_reference"] = cpu_reference
+    return results
+
+
+def test_the_bench_report_prints_the_absolute_figure_and_the_ratio() -> None:
+    out = report.markdown(_bench_results(_result(ROUNDS)))
+    assert cpu.target_line(3.7, _result(ROUNDS)) in out.splitlines()
+    assert "## Bridge CPU per chat follow-up against 2a03fea, alternating rounds" in out
+    assert "| 3 | reference | 4.100 | 3.000 | 0.500 | 300.0 | 0 |" in out
+
+
+def test_the_bench_report_without_the_reference_says_so() -> None:
+    failed = {"reference": {"asked": "2a03fea", "status": "unavailable: git is not installed"}, "rounds": []}
+    out = report.markdown(_bench_results(failed))
+    assert (
+        "- bridge CPU per chat follow-up <= 1.0 ms: missed (3.700 ms on this machine today); "
+        "against 2a03fea: unavailable: git is not installed"
+    ) in out.splitlines()
+    assert "alternating rounds" not in out
+    assert "against the reference: not measured" in report.markdown(_bench_results(None))
