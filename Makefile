@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 EMULATOR_PORT ?= 8100
 
-.PHONY: run test check lint types emulator bench profile clients clean
+.PHONY: run test check lint types emulator bench bench-cpu profile clients clean
 
 # One installer at a time: `make run` and `make test` started together on a fresh clone share the
 # lock, and the second one finds the stamp fresh and installs nothing.
@@ -43,6 +43,12 @@ check: lint types test
 bench: $(STAMP)
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/python -m pip install --quiet matplotlib
 	$(BIN)/python -m bench
+
+# Bridge CPU per chat follow-up, the working tree against a reference commit (default 2a03fea, where issue 12
+# measured 1.28 ms) in alternating rounds of one run, so the day's machine speed cancels (~90 s).
+# REFERENCE=<commit> compares with another.
+bench-cpu: $(STAMP)
+	$(BIN)/python -m bench.cpu $(if $(REFERENCE),--reference $(REFERENCE))
 
 # Python calls per chat follow-up, by package (cProfile; steady where CPU time is not): compare commits.
 profile: $(STAMP)

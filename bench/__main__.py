@@ -18,13 +18,21 @@ from typing import Any
 import httpx
 import yaml
 
-from bench import peer, report, scenarios
-from bench.processes import AGENT_BRIDGE, free_port, peak_rss_mb, process, worker_pids
+from bench import cpu, peer, report, scenarios
+from bench.processes import (
+    AGENT_BRIDGE,
+    KEY,
+    REDIS_URL,
+    TOOLS_AGENT,
+    bridge_config,
+    free_port,
+    peak_rss_mb,
+    process,
+    worker_pids,
+)
+from bench.processes import bridge as bridge_process
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-KEY = {"type": "api_key", "api_key": "bench"}
 LITELLM_KEY = "sk-bench-master"
-TOOLS_AGENT = "bench-tools"
 
 
 def _declare_tools_agent(emulator: str) -> None:
@@ -41,38 +49,6 @@ def _declare_tools_agent(emulator: str) -> None:
         json={"definition": definition},
         timeout=30,
     ).raise_for_status()
-
-
-def _config(path: Path, emulator: str) -> Path:
-    routes = {
-        "demo-assistant": {"endpoint": emulator, "assistant_id": "asst_demo", "auth": KEY},
-        "demo-agent": {
-            "endpoint": f"{emulator}/api/projects/demo",
-            "agent": {"name": "demo-agent", "version": "1"},
-            "auth": KEY,
-        },
-        # A Foundry v2 agent takes its tools from its version: the tool-round count needs one that
-        # declares the bench's `lookup` function (made by `_declare_tools_agent`).
-        "tools-agent": {
-            "endpoint": f"{emulator}/api/projects/demo",
-            "agent": {"name": TOOLS_AGENT, "version": "1"},
-            "auth": KEY,
-        },
-    }
-    settings = {"routes": routes, "redis_prefix": f"bench:{time.time_ns()}:", "threads": {"janitor": False}}
-    path.write_text(yaml.safe_dump(settings))
-    return path
-
-
-def _bridge(config: Path, logs: Path, workers: int = 1) -> Any:
-    port = free_port()
-    command = [*AGENT_BRIDGE, "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
-    command += ["--workers", str(workers)]
-    env = {"REDIS_URL": REDIS_URL}
-    if workers > 1:
-        metrics_dir = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    return process(command, f"http://127.0.0.1:{port}/readyz", logs / f"bridge-{port}.log", env), port
 
 
 def _litellm(emulator: str, logs: Path) -> tuple[Any, int]:
@@ -122,8 +98,8 @@ def main() -> int:
     emulator_cmd.append("--accept-api-key-on-projects")
     with process(emulator_cmd, f"{emulator}/_emulator/stats", logs / "emulator.log") as emulator_pid:
         _declare_tools_agent(emulator)
-        config = _config(logs / "config.yaml", emulator)
-        manager, port = _bridge(config, logs)
+        config = bridge_config(logs / "config.yaml", emulator)
+        manager, port = bridge_process(config, logs)
         with manager as bridge_pid:
             bridge = f"http://127.0.0.1:{port}"
             print("upstream requests per turn ...", flush=True)
@@ -158,7 +134,7 @@ def main() -> int:
                         "cpu": {"emulator": emulator_pid, "bridge": bridge_pid},
                     },
                 }
-                two_manager, two_port = _bridge(config, logs, workers=2)
+                two_manager, two_port = bridge_process(config, logs, workers=2)
                 with two_manager as two_pid:
                     targets["bridge, 2 workers"] = {
                         "kind": "bridge_chat",
@@ -175,8 +151,18 @@ def main() -> int:
             finally:
                 if peer_manager is not None:
                     peer_manager.__exit__(None, None, None)
+            # Issue 12's CPU budget was an absolute figure from another day: the same-run ratio against
+            # the commit it was measured on is what carries over (bench/cpu.py; the peer is stopped first).
+            print("bridge CPU against the reference commit ...", flush=True)
+            try:
+                results["cpu_reference"] = cpu.against_reference(
+                    bridge, bridge_pid, emulator, emulator_pid, logs, rounds=3, seconds=6, alone=False
+                )
+            except Exception as exc:
+                status = f"failed: {type(exc).__name__}: {exc}"[:300]
+                results["cpu_reference"] = {"reference": {"asked": cpu.DEFAULT_REFERENCE, "status": status}}
         print("memory with 1,000 open streams ...", flush=True)
-        fresh, fresh_port = _bridge(config, logs)
+        fresh, fresh_port = bridge_process(config, logs)
         with fresh as pid:
             baseline = peak_rss_mb(worker_pids(pid)[0])
             streams = scenarios.open_streams(f"http://127.0.0.1:{fresh_port}", emulator, count=1000, delay_ms=200)

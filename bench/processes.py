@@ -9,14 +9,20 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT_BRIDGE = [sys.executable, "-m", "app.cli"]
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+KEY = {"type": "api_key", "api_key": "bench"}
+TOOLS_AGENT = "bench-tools"
 
 
 def free_port() -> int:
@@ -45,15 +51,17 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
 
 
 @contextlib.contextmanager
-def process(command: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None) -> Iterator[int]:
-    """Run `command`, wait until `ready_url` answers, yield its pid; always stop it."""
+def process(
+    command: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[int]:
+    """Run `command` in `cwd`, wait until `ready_url` answers, yield its pid; always stop it."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
-            cwd=ROOT,
+            cwd=cwd,
             preexec_fn=raise_file_limit,
         )
     try:
@@ -67,6 +75,51 @@ def process(command: list[str], ready_url: str, log: Path, env: dict[str, str] |
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def bridge_config(path: Path, emulator: str) -> Path:
+    """The bench's bridge config, written to `path`: its routes to the emulator, a Redis prefix of its own."""
+    routes = {
+        "demo-assistant": {"endpoint": emulator, "assistant_id": "asst_demo", "auth": KEY},
+        "demo-agent": {
+            "endpoint": f"{emulator}/api/projects/demo",
+            "agent": {"name": "demo-agent", "version": "1"},
+            "auth": KEY,
+        },
+        # A Foundry v2 agent takes its tools from its version: the tool-round count needs one that
+        # declares the bench's `lookup` function (made by bench/__main__.py's `_declare_tools_agent`).
+        "tools-agent": {
+            "endpoint": f"{emulator}/api/projects/demo",
+            "agent": {"name": TOOLS_AGENT, "version": "1"},
+            "auth": KEY,
+        },
+    }
+    settings = {"routes": routes, "redis_prefix": f"bench:{time.time_ns()}:", "threads": {"janitor": False}}
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def bridge(config: Path, logs: Path, workers: int = 1, tree: Path | None = None) -> tuple[Any, int]:
+    """A bridge process (a context manager yielding its pid) and its port.
+
+    `tree`: serve the code checked out there (another commit's) instead of this checkout's: the same
+    interpreter and venv, started in `tree` with `PYTHONPATH=tree`, so `app` is imported from it
+    (`python -m` puts the working directory first on the path, ahead of the venv's editable install).
+    """
+    port = free_port()
+    command = [*AGENT_BRIDGE, "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
+    command += ["--workers", str(workers)]
+    env = {"REDIS_URL": REDIS_URL}
+    if workers > 1:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+        # Bytecode written into the fresh tree is the witness that this process imported from it
+        # (an empty value turns PYTHONDONTWRITEBYTECODE off; it only changes start-up, not a turn).
+        env["PYTHONDONTWRITEBYTECODE"] = ""
+    log = logs / f"bridge-{port}.log"
+    return process(command, f"http://127.0.0.1:{port}/readyz", log, env, cwd=tree or ROOT), port
 
 
 def worker_pids(parent: int) -> list[int]:

@@ -19,8 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import REDIS_URL, _config
-from bench.processes import AGENT_BRIDGE, free_port, process, wait_ready
+from bench.processes import AGENT_BRIDGE, REDIS_URL, bridge_config, free_port, process, wait_ready
 from bench.scenarios import load
 
 SHORT, LONG = 400, 1200
@@ -65,7 +64,7 @@ def main() -> int:
     emulator = f"http://127.0.0.1:{port}"
     command = [*AGENT_BRIDGE, "emulator", "--port", str(port), "--log-level", "warning", "--accept-api-key-on-projects"]
     with process(command, f"{emulator}/_emulator/stats", logs / "emulator.log"):
-        config = _config(logs / "config.yaml", emulator)
+        config = bridge_config(logs / "config.yaml", emulator)
         short = _profiled(config, logs, SHORT)
         long = _profiled(config, logs, LONG)
     turns = LONG - SHORT

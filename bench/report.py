@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import table as reference_table
+from bench.cpu import target_line as cpu_target_line
+
 TARGETS = "Targets: overhead p50 <= 2 ms and p99 <= 10 ms at concurrency 16; completion lag p50 <= 5 ms;"
 
 
@@ -104,6 +107,21 @@ def markdown(r: dict[str, Any]) -> str:
         "The last column is the most any setup could reach on this machine's two cores with that CPU per turn "
         "(emulator and load generator included): a second worker adds capacity only where cores are free.",
     ]
+    against = r.get("cpu_reference", {})
+    if against.get("rounds"):
+        ref = against["reference"]
+        lines += [
+            "",
+            f"## Bridge CPU per chat follow-up against {ref.get('short', ref['asked'])}, alternating rounds",
+            "",
+            f"Head: the bridge above (1 worker), {against['head']}. Reference: {ref.get('commit', ref['asked'])} "
+            f"({ref['status']}), served from a worktree of its commit by the same interpreter (it imports `app` from "
+            f"{ref.get('evidence', {}).get('imports_app_from', 'n/a')}), on the same emulator, Redis and config. "
+            f"Rounds of {_f(against['settings']['seconds'], 0)} s at concurrency {against['settings']['concurrency']}, "
+            "the pair's order swapped every round; the verdict is in the targets below.",
+            "",
+            *reference_table(against),
+        ]
     m = r["memory"]
     lines += [
         "",
@@ -140,8 +158,9 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append("- throughput >= 3x LiteLLM: not measured (peer unavailable)")
     # Issue 12's budget: the bridge's own CPU per chat follow-up (one worker, concurrency 64; the load
     # process's 64 first turns are inside the figure, as they were when 1.28 ms was measured).
-    cpu = t["bridge, 1 worker"]["cpu_ms_per_turn"]["bridge"]
-    lines.append(f"- bridge CPU per chat follow-up <= 1.0 ms: {_held(cpu <= 1.0)} ({_f(cpu, 3)} ms)")
+    # The absolute figure depends on the day's machine; the ratio to the commit the budget was set on does not.
+    cpu_ms = t["bridge, 1 worker"]["cpu_ms_per_turn"]["bridge"]
+    lines.append(cpu_target_line(cpu_ms, r.get("cpu_reference")))
     two = t["bridge, 2 workers"]["turns_per_s"] / t["bridge, 1 worker"]["turns_per_s"]
     lines.append(f"- two workers >= 1.7x one: {_held(two >= 1.7)} ({_f(two)}x)")
     lines.append(
