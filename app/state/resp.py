@@ -105,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timeout = 5.0
         self._outgoing: list[bytes] = []
+        self.writes = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -151,6 +152,7 @@ class _Connection(asyncio.Protocol):
         outgoing, self._outgoing = self._outgoing, []
         if self.open and self.transport is not None:
             self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
+            self.writes += 1
 
     def _check(self) -> None:
         self._timer = None

@@ -49,6 +49,19 @@ async def test_replies_line_up_with_their_callers_when_some_give_up(channel: Cha
     assert channel.connects == 1
 
 
+async def test_commands_sent_in_one_loop_step_leave_in_one_write(channel: Channel, redis_prefix: str) -> None:
+    assert await channel.execute("PING") == "PONG"  # connected
+    conn = channel._conn
+    assert conn is not None
+    before = conn.writes
+    keys = [f"{redis_prefix}w{n}" for n in range(50)]
+    replies = await asyncio.gather(*(channel.execute("SET", key, "v") for key in keys))
+    assert replies == ["OK"] * 50
+    assert conn.writes == before + 1  # fifty callers, one write
+    assert await channel.execute("GET", keys[-1]) == "v"
+    assert conn.writes == before + 2
+
+
 async def test_errors_are_redis_py_exceptions_and_leave_the_connection_usable(
     channel: Channel, redis_prefix: str
 ) -> None:
