@@ -25,6 +25,7 @@ from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, 
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
+from app.backends.http1 import StreamClient
 from app.backends.lease import LeasePolicy
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
@@ -93,12 +94,14 @@ async def components(
         thread_ttl_s=settings.threads.ttl,
         response_ttl_s=settings.responses.ttl,
         on_error=metrics.store_errors.inc,
+        commands=connection.commands,
     )
     try:
         await migrate(store)
     except StoreUnavailableError:
         log.warning("redis: the registry layout could not be checked at start-up (Redis unavailable)")
     http = http_session(user_agent=f"agent-bridge/{__version__}")
+    streams = StreamClient(user_agent=f"agent-bridge/{__version__}")
     tasks = BackgroundTasks()
     inflight = InFlight()
     policy = retry or RetryPolicy()
@@ -108,7 +111,7 @@ async def components(
     for name, route in settings.routes.items():
         auths[name] = build_auth(route.auth, _scope_for(route))
         upstream = UpstreamClient(
-            http, auths[name], policy, name=name, metrics=metrics, proxy=proxy_for(route.endpoint)
+            http, auths[name], policy, name=name, metrics=metrics, proxy=proxy_for(route.endpoint), streams=streams
         )
         if route.backend == "assistants":
             assistants_clients[name] = AssistantsClient(upstream, route)
@@ -165,6 +168,7 @@ async def components(
         inflight.end_all()  # whatever uvicorn's own grace left running ends in OpenAI's format too
         await tasks.drain(within_s=10.0)
         await http.close()
+        streams.close()
         for auth in auths.values():
             await auth.aclose()
         await connection.aclose()

@@ -1,8 +1,9 @@
 """HTTP to Azure: auth headers, bounded retries, SSE parsing, error translation.
 
-The transport is aiohttp: its connection pool stays flat as concurrency grows, where httpx's costs
-grow with every open connection (about 20x the CPU per request at 64 concurrent streams, measured
-in `bench/`), and this client is the bridge's hot path.
+Two transports. An event stream (a turn's one upstream request) goes over `http1.StreamClient`, a lean
+HTTP/1.1 client, unless the route goes through a proxy. Everything else goes over aiohttp, whose
+connection pool stays flat as concurrency grows, where httpx's costs grow with every open connection
+(about 20x the CPU per request at 64 concurrent streams, measured in `bench/`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from json import loads  # not `import json`: request() and stream() take a `json` argument
+from json import dumps, loads  # not `import json`: request() and stream() take a `json` argument
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
+from app.backends import http1
 from app.backends.azure_auth import AuthProvider
 from app.backends.retry import RetryPolicy, server_hint
 from app.core import timing
@@ -36,7 +38,7 @@ from app.errors import (
 # Calls without a deadline (the janitor, the admin API) still may not hang.
 _UNBOUNDED = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=30.0)
 # Failures after which the request certainly never reached Azure: safe to repeat even a create.
-_NEVER_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+_NEVER_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, http1.ConnectFailed)
 # Failures of the connection itself (not of an answer): worth another attempt where that is safe.
 _TRANSPORT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
@@ -255,7 +257,7 @@ class _Answer:
     status: int
     headers: Mapping[str, str]
     content: bytes
-    live: aiohttp.ClientResponse | None = None
+    live: aiohttp.ClientResponse | http1.Response | None = None
 
 
 class UpstreamClient:
@@ -270,9 +272,12 @@ class UpstreamClient:
         name: str = "azure",
         metrics: UpstreamMetrics | None = None,
         proxy: str | None = None,
+        streams: http1.StreamClient | None = None,
     ) -> None:
         self.http = http
         self.proxy = proxy
+        # Streams through a proxy stay on aiohttp (the lean client speaks to Azure directly only).
+        self.streams = streams if proxy is None else None
         self.auth = auth
         self.retry = retry
         self.name = name
@@ -321,15 +326,15 @@ class UpstreamClient:
             response.close()
 
     async def _events(
-        self, response: aiohttp.ClientResponse, deadline: float | None = None
+        self, response: aiohttp.ClientResponse | http1.Response, deadline: float | None = None
     ) -> AsyncGenerator[SSEEvent, None]:
         decoder = SSEDecoder()
         current = timing.current()
-        content = response.content
+        readany = response.content.readany if isinstance(response, aiohttp.ClientResponse) else response.readany
         while True:
             started = time.perf_counter()
             try:
-                chunk = await content.readany()
+                chunk = await readany()
             except TimeoutError as exc:
                 raise UpstreamTimeoutError("Azure stopped sending the stream's events in time") from exc
             except aiohttp.ClientError as exc:
@@ -407,6 +412,8 @@ class UpstreamClient:
         current = timing.current()
         if current is not None:
             current.upstream_requests += 1
+        if not read and self.streams is not None:
+            return await self._stream_exchange(method, url, body, params, headers, bounds)
         with timing.upstream_wait():
             response = await self.http.request(
                 method, url, json=body, params=params, headers=headers, timeout=bounds, proxy=self.proxy
@@ -417,6 +424,30 @@ class UpstreamClient:
                 content = await response.read()
             finally:
                 response.release()
+        return _Answer(response.status, response.headers, content)
+
+    async def _stream_exchange(
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        params: dict[str, str] | None,
+        headers: Mapping[str, str],
+        bounds: aiohttp.ClientTimeout,
+    ) -> _Answer:
+        assert self.streams is not None
+        target = f"{url}?{urlencode(params)}" if params else url
+        payload = b"" if body is None else dumps(body).encode()
+        with timing.upstream_wait():
+            response = await self.streams.send(
+                method, target, payload, headers, connect_s=bounds.sock_connect or 10.0, read_s=bounds.sock_read or 30.0
+            )
+            if response.status < 400:
+                return _Answer(response.status, response.headers, b"", response)
+            try:
+                content = await response.read()
+            finally:
+                response.close()
         return _Answer(response.status, response.headers, content)
 
     async def _pause(self, attempt: int, deadline: float | None, hint: Mapping[str, str] | None = None) -> bool:

@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,8 +24,10 @@ from redis.exceptions import RedisError
 
 from app.errors import ConfigError
 from app.settings import RedisSettings
+from app.state.commands import ChannelCommands, ClientCommands, ClusterCommands, Commands
 from app.state.reauth import Reauthenticator, reauth_connection_class
-from app.state.redis_auth import EntraCredentialProvider, entra_provider
+from app.state.redis_auth import Credential, EntraCredentialProvider, entra_provider
+from app.state.resp import Endpoint
 
 log = logging.getLogger("agent_bridge.store")
 
@@ -44,29 +48,41 @@ _SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster", "unix"}
 
 @dataclass
 class Connection:
-    """A client and what it owns besides its pool (an Entra credential with its refresh and
-    re-authentication tasks)."""
+    """A client, the lean channels a turn's commands take (`commands`), and what both own besides their
+    connections (an Entra credential with its refresh and re-authentication tasks)."""
 
     client: Any
+    commands: Commands
     providers: list[EntraCredentialProvider] = field(default_factory=list)
     reauth: Reauthenticator | None = None
 
     async def aclose(self) -> None:
         if self.reauth is not None:
             await self.reauth.aclose()
+        await self.commands.aclose()
         await self.client.aclose()
         for provider in self.providers:
             await provider.aclose()
 
 
-def _connection(client: Any, provider: EntraCredentialProvider | None) -> Connection:
+def _connection(client: Any, commands: Commands, provider: EntraCredentialProvider | None) -> Connection:
     if provider is None:
-        return Connection(client)
+        return Connection(client, commands)
     # Our own re-authentication, not redis-py's (see app.state.reauth for why): the provider hands
-    # each new token to it, and it moves every open connection of the client to that token.
+    # each new token to it, and it moves every open connection of the client to that token. The lean
+    # channels send theirs in order with their other commands, so nothing can race it.
     reauth = Reauthenticator(client, provider)
     provider.subscribe(reauth)
-    return Connection(client, [provider], reauth)
+
+    async def moved(credential: Credential, _deadline: float) -> None:
+        try:
+            await commands.reauthenticate(credential.user, credential.token)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # The channel's next connection opens with the new token; this one is closed by Redis.
+            log.warning("redis: a lean channel did not take the new Entra token: %s", type(exc).__name__)
+
+    provider.subscribe(moved)
+    return Connection(client, commands, [provider], reauth)
 
 
 def is_cluster_url(url: str) -> bool:
@@ -123,6 +139,32 @@ def _reauth_connections(cluster: RedisCluster) -> None:
         node.connection_class = kwargs["connection_class"]
 
 
+def _tls(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context redis-py builds from the same options (`ssl_*`), for the lean channels."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    context.check_hostname = bool(options.get("ssl_check_hostname"))
+    context.verify_mode = ssl.CERT_REQUIRED if options.get("ssl_cert_reqs") == "required" else ssl.CERT_NONE
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
+
+
+def _endpoint(url: str, options: dict[str, Any], provider: EntraCredentialProvider | None) -> Endpoint:
+    parsed = parse_url(url.replace("+cluster", "", 1))
+    return Endpoint(
+        host=parsed.get("host") or "127.0.0.1",
+        port=int(parsed.get("port") or 6379),
+        path=parsed.get("path"),
+        db=int(parsed.get("db") or 0),
+        username=options.get("username", parsed.get("username")),
+        password=options.get("password", parsed.get("password")),
+        credentials=provider,
+        tls=_tls(options) if urlparse(url).scheme.startswith("rediss") else None,
+        connect_timeout=options["socket_connect_timeout"],
+        command_timeout=options["socket_timeout"],
+    )
+
+
 def connect(url: str | None, settings: RedisSettings | None = None) -> Any:
     """The client (`Redis` or `RedisCluster`); `build()` also returns what must be closed with it."""
     return build(url, settings).client
@@ -139,7 +181,8 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
     if url is None:
         from fakeredis import FakeAsyncRedis
 
-        return Connection(FakeAsyncRedis(decode_responses=True))
+        embedded = FakeAsyncRedis(decode_responses=True)
+        return Connection(embedded, ClientCommands(embedded))
     settings = settings or RedisSettings()
     options, provider = _options(url, settings)
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
@@ -149,7 +192,7 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         )
         if provider is not None:
             _reauth_connections(cluster)
-        return _connection(cluster, provider)
+        return _connection(cluster, ClusterCommands(cluster, _endpoint(url, options, provider)), provider)
     # A blocking pool: redis-py's default pool raises MaxConnectionsError at once when a burst of
     # turns wants more than 100 connections (seen as 503s with 1,000 streams opened together).
     pool = BlockingConnectionPool.from_url(
@@ -160,7 +203,7 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         pool.connection_class = reauth_connection_class(pool.connection_class)
     client = Redis(connection_pool=pool)
     client.auto_close_connection_pool = True
-    return _connection(client, provider)
+    return _connection(client, ChannelCommands(_endpoint(url, options, provider)), provider)
 
 
 async def check_mode(client: Any, url: str | None) -> None:

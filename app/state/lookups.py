@@ -54,7 +54,8 @@ class Lookups(StoreBase):
 
     @translated
     async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None:
-        await self.redis.set(self.key("conv", owner, route, fingerprint), value, px=self.thread_ttl_ms)
+        key = self.key("conv", owner, route, fingerprint)
+        await self.commands.call(("SET", key, value, "PX", self.thread_ttl_ms), key=key)
 
     @translated
     async def find_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
@@ -92,13 +93,14 @@ class Lookups(StoreBase):
 
     @translated
     async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None:
-        await self.redis.set(self.key("conv", owner, route, "id", conversation_id), value, px=self.thread_ttl_ms)
+        key = self.key("conv", owner, route, "id", conversation_id)
+        await self.commands.call(("SET", key, value, "PX", self.thread_ttl_ms), key=key)
 
     @translated
     async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:
         """The conversation's cursor; reading it renews its TTL (so a follow-up need not write it again)."""
         key = self.key("conv", owner, route, "id", conversation_id)
-        value: str | None = await self.redis.getex(key, px=self.thread_ttl_ms)
+        value: str | None = await self.commands.call(("GETEX", key, "PX", self.thread_ttl_ms), key=key)
         return value
 
     @translated

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from app.core.records import CallRecord, ResponseRecord, ThreadRecord
+from app.state.commands import Commands, Script, pairs, truthy
 from app.state.keys import BUCKETS, bucket_of
 from app.state.lookups import TAKE_CONVERSATION, Lookups
 from app.state.store_base import translated
@@ -96,8 +97,9 @@ class RedisStore(Lookups):
         thread_ttl_s: float = 7 * 86400,
         response_ttl_s: float = 30 * 86400,
         on_error: Callable[[], None] | None = None,
+        commands: Commands | None = None,
     ) -> None:
-        super().__init__(redis, prefix=prefix, on_error=on_error)
+        super().__init__(redis, prefix=prefix, on_error=on_error, commands=commands)
         self.thread_ttl_ms = int(thread_ttl_s * 1000)
         self.response_ttl_ms = int(response_ttl_s * 1000)
         self._release = redis.register_script(_RELEASE)
@@ -105,10 +107,14 @@ class RedisStore(Lookups):
         self._close_turn = redis.register_script(_CLOSE_TURN)
         self._take_script = redis.register_script(TAKE_CONVERSATION)
         self._claim_idle = redis.register_script(_CLAIM_IDLE)
+        # The same scripts for a turn's own commands (`self.commands`).
+        self._release_turn = Script(_RELEASE)
+        self._extend_turn = Script(_EXTEND)
+        self._close_script = Script(_CLOSE_TURN)
 
     @translated
     async def ping(self) -> None:
-        await self.redis.ping()
+        await self.commands.call(("PING",), key="")
 
     @translated
     async def probe(self, name: str) -> bool:
@@ -123,11 +129,16 @@ class RedisStore(Lookups):
     async def record_thread(self, rec: ThreadRecord) -> None:
         """Record, idle entry and owner entry in one transaction (one slot, one round trip)."""
         bucket = bucket_of(rec.thread_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.thread(rec.thread_id), mapping=_fields(rec))
-            pipe.zadd(self.keys.idle(bucket), {rec.thread_id: rec.last_used_at})
-            pipe.sadd(self.keys.owner(bucket, rec.owner), rec.thread_id)
-            await pipe.execute()
+        record = self.keys.thread(rec.thread_id)
+        fields = [part for pair in _fields(rec).items() for part in pair]
+        await self.commands.transaction(
+            [
+                ("HSET", record, *fields),
+                ("ZADD", self.keys.idle(bucket), repr(rec.last_used_at), rec.thread_id),
+                ("SADD", self.keys.owner(bucket, rec.owner), rec.thread_id),
+            ],
+            key=record,
+        )
 
     @translated
     async def get_thread(self, thread_id: str, owner: str | None = None) -> ThreadRecord | None:
@@ -153,14 +164,14 @@ class RedisStore(Lookups):
         """
         token = secrets.token_hex(16)
         lock_key = self.keys.lock(thread_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.thread(thread_id))
-            pipe.set(lock_key, token, nx=True, px=ttl_ms)
-            fields, locked = await pipe.execute()
-        record = _thread_from(thread_id, fields)
+        fields, set_reply = await self.commands.batch(
+            [("HGETALL", self.keys.thread(thread_id)), ("SET", lock_key, token, "NX", "PX", ttl_ms)], key=lock_key
+        )
+        locked = truthy(set_reply)
+        record = _thread_from(thread_id, pairs(fields))
         if record is None or record.owner != owner:
             if locked:
-                await self._release(keys=[lock_key], args=[token])
+                await self.commands.script(self._release_turn, [lock_key], [token])
             return None, None
         return record, token if locked else None
 
@@ -170,7 +181,7 @@ class RedisStore(Lookups):
         if now is None and token is None:
             return
         keys = [self.keys.thread(thread_id), self.keys.idle_of(thread_id), self.keys.lock(thread_id)]
-        await self._close_turn(keys=keys, args=["" if now is None else repr(now), thread_id, token or ""])
+        await self.commands.script(self._close_script, keys, ["" if now is None else repr(now), thread_id, token or ""])
 
     @translated
     async def forget_thread(self, thread_id: str) -> None:
@@ -272,7 +283,7 @@ class RedisStore(Lookups):
 
     @translated
     async def extend_lock(self, thread_id: str, token: str, ttl_ms: int) -> bool:
-        return bool(await self._extend(keys=[self.keys.lock(thread_id)], args=[token, ttl_ms]))
+        return bool(await self.commands.script(self._extend_turn, [self.keys.lock(thread_id)], [token, ttl_ms]))
 
     async def acquire_lease(self, name: str, *, ttl_ms: int) -> str | None:
         return await self._acquire(self.key("lease", name), ttl_ms=ttl_ms, wait_s=0)
@@ -302,11 +313,11 @@ class RedisStore(Lookups):
 
     @translated
     async def _set_nx(self, key: str, token: str, ttl_ms: int) -> bool:
-        return bool(await self.redis.set(key, token, nx=True, px=ttl_ms))
+        return truthy(await self.commands.call(("SET", key, token, "NX", "PX", ttl_ms), key=key))
 
     @translated
     async def _release_key(self, key: str, token: str) -> bool:
-        return bool(await self._release(keys=[key], args=[token]))
+        return bool(await self.commands.script(self._release_turn, [key], [token]))
 
     # -- raw access for the admin view and tests ---------------------------------------------------
 

@@ -174,7 +174,7 @@ def _judged(issuer: TokenIssuer) -> set[int]:
 
 
 async def _live_through_expiries(connection: Connection, issuer: TokenIssuer, *, revoke: bool) -> Load:
-    store = RedisStore(connection.client, prefix="entra-test:")
+    store = RedisStore(connection.client, prefix="entra-test:", commands=connection.commands)
     load = Load(store)
     await load.burst(POOL)  # opens the pool's connections, all with the first token
     assert not load.errors, load.errors

@@ -14,7 +14,7 @@ import pytest
 
 from app.errors import ConfigError, StoreUnavailableError
 from app.settings import RedisSettings, RedisTLSSettings
-from app.state.connect import check_mode, connect
+from app.state.connect import build, check_mode, connect
 from app.state.store import RedisStore, ThreadRecord
 from tests.support.servers import free_port
 
@@ -110,9 +110,10 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
 
 
 async def _works(url: str, settings: RedisSettings, prefix: str) -> None:
-    redis = connect(url, settings)
+    connection = build(url, settings)
+    redis = connection.client
     try:
-        store = RedisStore(redis, prefix=prefix)
+        store = RedisStore(redis, prefix=prefix, commands=connection.commands)
         for _ in range(50):
             try:
                 await store.ping()
@@ -123,7 +124,7 @@ async def _works(url: str, settings: RedisSettings, prefix: str) -> None:
         assert await store.get_thread("thread_tls") is not None
         assert await store.probe("tls-test")
     finally:
-        await redis.aclose()
+        await connection.aclose()
 
 
 async def test_tls_with_the_ca_file_verifies_the_server(tls_redis: tuple[int, Path], redis_prefix: str) -> None:
@@ -135,26 +136,31 @@ async def test_tls_without_the_ca_fails_with_a_message_that_names_no_host(
     tls_redis: tuple[int, Path], redis_prefix: str
 ) -> None:
     port, _ = tls_redis
-    redis = connect(f"rediss://127.0.0.1:{port}/0", RedisSettings())
+    connection = build(f"rediss://127.0.0.1:{port}/0", RedisSettings())
     try:
-        with pytest.raises(StoreUnavailableError) as caught:
-            await RedisStore(redis, prefix=redis_prefix).probe("tls-test")
-        text = caught.value.message
-        assert "127.0.0.1" not in text and str(port) not in text and "certificate" not in text.lower()
+        store = RedisStore(connection.client, prefix=redis_prefix, commands=connection.commands)
+        for check in (store.probe("tls-test"), store.ping()):  # redis-py's connections, then a lean channel
+            with pytest.raises(StoreUnavailableError) as caught:
+                await check
+            text = caught.value.message
+            assert "127.0.0.1" not in text and str(port) not in text and "certificate" not in text.lower()
     finally:
-        await redis.aclose()
+        await connection.aclose()
 
 
 async def test_hostname_check_and_verify_options(tls_redis: tuple[int, Path], redis_prefix: str) -> None:
     port, ca = tls_redis
     # The certificate names 127.0.0.1, not localhost: the hostname check refuses it unless switched off.
     strict = RedisSettings(tls=RedisTLSSettings(ca_file=str(ca)))
-    redis = connect(f"rediss://localhost:{port}/0", strict)
+    connection = build(f"rediss://localhost:{port}/0", strict)
     try:
+        store = RedisStore(connection.client, prefix=redis_prefix, commands=connection.commands)
         with pytest.raises(StoreUnavailableError):
-            await RedisStore(redis, prefix=redis_prefix).ping()
+            await store.ping()
+        with pytest.raises(StoreUnavailableError):
+            await store.probe("tls-test")
     finally:
-        await redis.aclose()
+        await connection.aclose()
     loose = RedisSettings(tls=RedisTLSSettings(ca_file=str(ca), check_hostname=False))
     await _works(f"rediss://localhost:{port}/0", loose, redis_prefix)
     await _works(f"rediss://127.0.0.1:{port}/0", RedisSettings(tls=RedisTLSSettings(verify=False)), redis_prefix)
@@ -186,9 +192,10 @@ async def test_a_standalone_url_on_a_cluster_node_stops_start_up(redis_cluster_u
 async def test_cluster_errors_are_store_errors_without_redis_text(redis_cluster_url: str, redis_prefix: str) -> None:
     """A standalone client on a cluster node (if start-up were bypassed) gets MOVED: a 503, not a 500."""
     plain = redis_cluster_url.replace("redis+cluster://", "redis://")
-    redis = connect(plain)
+    connection = build(plain)
+    redis = connection.client
     try:
-        store = RedisStore(redis, prefix=redis_prefix)
+        store = RedisStore(redis, prefix=redis_prefix, commands=connection.commands)
         messages: list[str] = []
         for n in range(20):
             try:
@@ -198,4 +205,4 @@ async def test_cluster_errors_are_store_errors_without_redis_text(redis_cluster_
         assert messages
         assert not [m for m in messages if "MOVED" in m or "127.0.0.1" in m]
     finally:
-        await redis.aclose()
+        await connection.aclose()

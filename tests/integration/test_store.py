@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from app.core.turn import Usage
 from app.errors import StoreUnavailableError
-from app.state.connect import COMMAND_TIMEOUT_S, connect
+from app.state.connect import COMMAND_TIMEOUT_S, Connection, build, connect
 from app.state.janitor import Janitor, JanitorPolicy
 from app.state.store import CallRecord, RedisStore, ResponseRecord, ThreadRecord
 from tests.support.servers import free_port
@@ -31,22 +31,36 @@ HANDSHAKE = {"PING", "HELLO", "SELECT", "CLIENT", "AUTH"}
 
 
 @pytest.fixture(params=["standalone", "cluster"])
-async def client(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> AsyncIterator[Redis]:
-    """Each store test runs on a standalone Redis and on a real 3-master cluster."""
+async def connection(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> AsyncIterator[Connection]:
+    """Each store test runs on a standalone Redis and on a real 3-master cluster, with the lean
+    channels for a turn's commands as the app builds them."""
     url = redis_url if request.param == "standalone" else request.getfixturevalue("redis_cluster_url")
-    redis = connect(url)
+    built = build(url)
     try:
-        yield redis
+        yield built
     finally:
+        redis = built.client
         keys = [k async for k in redis.scan_iter(match=f"{redis_prefix}*", count=500)]
         for key in keys:
             await redis.delete(key)
-        await redis.aclose()
+        await built.aclose()
 
 
 @pytest.fixture
-def store(client: Redis, redis_prefix: str) -> RedisStore:
-    return RedisStore(client, prefix=redis_prefix, thread_ttl_s=3600, response_ttl_s=7200)
+def client(connection: Connection) -> Redis:
+    redis: Redis = connection.client
+    return redis
+
+
+@pytest.fixture
+def store(connection: Connection, redis_prefix: str) -> RedisStore:
+    return RedisStore(
+        connection.client,
+        prefix=redis_prefix,
+        thread_ttl_s=3600,
+        response_ttl_s=7200,
+        commands=connection.commands,
+    )
 
 
 def _thread(thread_id: str = "thread_1", owner: str = "alice", at: float = 1000.0, **kw: Any) -> ThreadRecord:

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.backends.azure_auth import ApiKeyAuth, EntraAuth
+from app.backends.http1 import StreamClient
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import SSEEvent, UpstreamClient, http_session
 from app.core import timing
@@ -159,8 +160,26 @@ def url(azure_server: tuple[Azure, ServerThread]) -> str:
     return azure_server[1].url
 
 
-def client(http: aiohttp.ClientSession, policy: RetryPolicy | None = None, auth: Any = None) -> UpstreamClient:
-    return UpstreamClient(http, auth or ApiKeyAuth(SECRET_KEY), policy or RetryPolicy.testing())
+@pytest.fixture(params=["aiohttp", "lean"])
+async def streams(request: pytest.FixtureRequest) -> AsyncIterator[StreamClient | None]:
+    """Event streams over aiohttp, and over the lean HTTP/1.1 client the app uses for them."""
+    if request.param == "aiohttp":
+        yield None
+        return
+    lean = StreamClient()
+    try:
+        yield lean
+    finally:
+        lean.close()
+
+
+def client(
+    http: aiohttp.ClientSession,
+    policy: RetryPolicy | None = None,
+    auth: Any = None,
+    streams: StreamClient | None = None,
+) -> UpstreamClient:
+    return UpstreamClient(http, auth or ApiKeyAuth(SECRET_KEY), policy or RetryPolicy.testing(), streams=streams)
 
 
 async def test_429_is_retried_after_the_servers_retry_after_ms(
@@ -334,9 +353,9 @@ async def test_an_empty_answer_is_none(azure: Azure, http: aiohttp.ClientSession
 
 
 async def test_a_stream_yields_events_after_a_refused_first_attempt(
-    azure: Azure, http: aiohttp.ClientSession, url: str
+    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
 ) -> None:
-    upstream = client(http)
+    upstream = client(http, streams=streams)
     async with upstream.stream("POST", f"{url}/events", json={"stream": True}, params={"fail": "1"}) as events:
         received = [event async for event in events]
     assert azure.hits["/events"] == 2
@@ -359,20 +378,22 @@ async def _collect(upstream: UpstreamClient, url: str, params: dict[str, str], i
             into.append(event)
 
 
-async def test_a_stream_checks_the_status_before_any_event(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
+async def test_a_stream_checks_the_status_before_any_event(
+    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
+) -> None:
     received: list[SSEEvent] = []
     with pytest.raises(RateLimitError):
-        await _collect(client(http), f"{url}/events", {}, received)
+        await _collect(client(http, streams=streams), f"{url}/events", {}, received)
     assert received == []  # the context was never entered
     assert azure.hits["/events"] == RetryPolicy.testing().max_attempts
 
 
 async def test_a_stream_that_breaks_raises_after_its_events(
-    azure: Azure, http: aiohttp.ClientSession, url: str
+    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
 ) -> None:
     received: list[SSEEvent] = []
     with pytest.raises(UpstreamError) as info:
-        await _collect(client(http), f"{url}/events", {"fail": "0", "cut": "1"}, received)
+        await _collect(client(http, streams=streams), f"{url}/events", {"fail": "0", "cut": "1"}, received)
     assert [e.event for e in received] == ["entered", "thread.run.created", "thread.message.delta"]
     assert received[1].json() == {"id": "run_1", "status": "queued"}
     assert "stream broke" in info.value.message
@@ -380,17 +401,19 @@ async def test_a_stream_that_breaks_raises_after_its_events(
 
 
 async def test_a_stream_read_to_its_end_gives_its_connection_back(
-    azure: Azure, http: aiohttp.ClientSession, url: str
+    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
 ) -> None:
-    upstream = client(http)
+    upstream = client(http, streams=streams)
     for _ in range(3):
         async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
             assert [e.event async for e in events][-1] == "done"
     assert len(azure.peers) == 3 and len(set(azure.peers)) == 1  # one keep-alive connection for all three
 
 
-async def test_an_abandoned_stream_closes_its_connection(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
-    upstream = client(http)
+async def test_an_abandoned_stream_closes_its_connection(
+    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
+) -> None:
+    upstream = client(http, streams=streams)
     async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
         assert (await anext(aiter(events))).event == "thread.run.created"  # the client leaves here
     async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
