@@ -220,8 +220,13 @@ class Origin:
         return None
 
     def give_back(self, conn: _Connection) -> None:
-        conn.idle_since = asyncio.get_running_loop().time()
-        self.idle.append(conn)
+        now = conn.idle_since = asyncio.get_running_loop().time()
+        idle = self.idle
+        # The oldest sit at the bottom (connections are taken from the top): drop those the server
+        # closed or that idled too long, so a burst's connections do not linger after it.
+        while idle and (not idle[0].open or now - idle[0].idle_since >= self.keepalive_s):
+            idle.pop(0).close()
+        idle.append(conn)
 
     async def connect(self, connect_s: float) -> _Connection:
         loop = asyncio.get_running_loop()
