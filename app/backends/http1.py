@@ -93,8 +93,8 @@ class Response:
         self.parser = httptools.HttpResponseParser(self)
         self.read_s = read_s
         self.status = 0
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-        self._raw: list[tuple[str, str]] = []
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._headers: CIMultiDictProxy[str] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -108,11 +108,10 @@ class Response:
     # -- httptools callbacks ---------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
-        self.headers = CIMultiDictProxy(CIMultiDict(self._raw))
         if not self.head.done():
             self.head.set_result(None)
 
@@ -131,6 +130,14 @@ class Response:
         self._wake()
 
     # -- ours ------------------------------------------------------------------------------------
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """Case-insensitive, built when first asked for (a successful stream's headers rarely are)."""
+        if self._headers is None:
+            pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw]
+            self._headers = CIMultiDictProxy(CIMultiDict(pairs))
+        return self._headers
 
     def fail(self, error: BaseException) -> None:
         if self._error is None:
