@@ -259,11 +259,14 @@ class Origin:
 class StreamClient:
     """Requests answered with event streams, over keep-alive connections per origin."""
 
-    def __init__(self, *, user_agent: str = "agent-bridge", keepalive_s: float = 30.0) -> None:
+    def __init__(
+        self, *, user_agent: str = "agent-bridge", keepalive_s: float = 30.0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """`tls`: how https origins are verified (default: the system's CAs, as aiohttp does)."""
         self.user_agent = user_agent
         self.keepalive_s = keepalive_s
         self._origins: dict[tuple[str, str, int], Origin] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
 
     def _origin(self, scheme: str, host: str, port: int | None) -> Origin:
         key = (scheme, host, port or (443 if scheme == "https" else 80))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -178,6 +182,50 @@ async def test_a_body_larger_than_the_read_ahead_arrives_whole_to_a_slow_reader(
         assert bytes(received) == b"".join(parts)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-signed certificate (and its key, in one file) for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed")
+    pem = tmp_path_factory.mktemp("tls") / "server.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    subprocess.run(
+        ["openssl", *request, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(pem), "-out", str(pem)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return pem
+
+
+async def test_https_origins_are_verified(certificate: Path) -> None:
+    state = Server()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"\r\n" + _chunked(b"data: tls\n\n"))
+        await writer.drain()
+
+    state.handler = answer
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(certificate)
+    listener = await asyncio.start_server(state.serve, "127.0.0.1", 0, ssl=served)
+    url = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}/runs"
+    trusting = StreamClient(tls=ssl.create_default_context(cafile=str(certificate)))
+    default = StreamClient()  # the system's CAs, which never signed this certificate
+    try:
+        assert await _body(trusting, url) == b"data: tls\n\n"
+        assert await _body(trusting, url) == b"data: tls\n\n"
+        assert len(state.peers) == 1  # kept alive over TLS too
+        with pytest.raises(ConnectFailed, match="SSL"):
+            await _body(default, url)
+    finally:
+        trusting.close()
+        default.close()
+        for writer in state.writers:
+            writer.close()
+        listener.close()
 
 
 async def test_nothing_listening_is_connect_failed() -> None:
