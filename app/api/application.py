@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import admin, chat, conversations, errors, files, health, meta, responses
-from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.api.middleware import RequestContextMiddleware
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 
@@ -32,6 +32,5 @@ def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any])
     app.include_router(meta.router)
     if state["settings"].server.docs:
         app.include_router(meta.docs_router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, max_bytes=max_body_bytes)
     return app
