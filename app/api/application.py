@@ -17,8 +17,16 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 
 def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any]) -> FastAPI:
     # `/openapi.json` and `/docs` are routes of `meta`, so that settings can guard or enable them.
+    # FastAPI's native OpenTelemetry is off: the bridge reports through its own metrics and access line,
+    # and left on, FastAPI looks up the global tracer, meter and logger providers on every request.
     app = FastAPI(
-        title="Agent Bridge", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+        title="Agent Bridge",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     for name, value in state.items():
         setattr(app.state, name, value)
