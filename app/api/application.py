@@ -7,10 +7,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from app import __version__
-from app.api import admin, chat, conversations, errors, files, health, meta, responses
+from app.api import admin, bodies, chat, conversations, errors, files, health, meta, responses
 from app.api.middleware import RequestContextMiddleware
+from app.wire.chat import ChatCompletionRequest
+from app.wire.responses import ResponsesRequest
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 
@@ -41,4 +44,15 @@ def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any])
     if state["settings"].server.docs:
         app.include_router(meta.docs_router)
     app.add_middleware(RequestContextMiddleware, max_bytes=max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        # The turn routes read their bodies themselves (`app.api.bodies`): their schemas join FastAPI's.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(bodies.schemas(ChatCompletionRequest, ResponsesRequest))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

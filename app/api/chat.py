@@ -4,32 +4,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api import errors, sse, warnings
-from app.api.deps import PrincipalDep, ServiceDep
+from app.api import bodies, errors, sse, warnings
+from app.api.deps import authenticate
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import approvals, chat_codec, timing
 from app.core.annotations import chat_annotation
 from app.core.events import ApprovalRequired, Cited, TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.service import TurnService
 from app.core.turn import ToolCall
 from app.errors import BridgeError, UpstreamError
 from app.wire.chat import ChatCompletionRequest
 
 router = APIRouter()
+_CONVERSATION_ID = bodies.Header("x-conversation-id", max_length=256)
 
 
-@router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionRequest,
-    request: Request,
-    service: ServiceDep,
-    principal: PrincipalDep,
-    x_conversation_id: Annotated[str | None, Header(max_length=256)] = None,
-) -> JSONResponse | sse.EventStream:
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    openapi_extra=bodies.documented(ChatCompletionRequest, _CONVERSATION_ID),
+)
+async def chat_completions(request: Request) -> JSONResponse | sse.EventStream:
+    # The body, the key, then the header and the body's fields: the order FastAPI checked them in.
+    read = await bodies.read(request, ChatCompletionRequest)
+    service: TurnService = request.app.state.service
+    principal = authenticate(request, bodies.header(request, b"authorization"))
+    problems: list[Any] = []
+    x_conversation_id = _CONVERSATION_ID.read(request, problems)
+    body = read.valid(problems)
     request.state.model = body.model
     if request.app.state.settings.log_content:
         request.state.content = _tail(body.messages[-1].content)
