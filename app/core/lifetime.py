@@ -139,15 +139,28 @@ class Turn(Generic[E]):
             raise
 
     async def events(self) -> AsyncIterator[E]:
-        """The turn's events; its end (however it comes) is owned here, in this generator's `finally`."""
+        """The turn's events; its end (however it comes) is owned here, in this generator's `finally`.
+
+        `_wait`, inlined: a coroutine per event is a call per event. One task drives the events
+        from the first to the last, so the driver is looked up once."""
         ending: BaseException | None = None
         source = self._work.events()
+        driver = asyncio.current_task()
         try:
             while True:
+                if self._ending is not None:
+                    raise self._ending
+                self._driver = driver
+                self._waiting = True
                 try:
-                    event = await self._wait(anext(source))
+                    event = await anext(source)
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    self._raise_ending()
+                    raise
+                finally:
+                    self._waiting = False
                 yield event
         except BaseException as exc:
             ending = exc
@@ -166,13 +179,17 @@ class Turn(Generic[E]):
         try:
             return await step
         except asyncio.CancelledError:
-            if self._cancelled and self._ending is not None and self._driver is not None:
-                self._cancelled = False
-                self._driver.uncancel()
-                raise self._ending from None
+            self._raise_ending()
             raise
         finally:
             self._waiting = False
+
+    def _raise_ending(self) -> None:
+        """Cancelled while waiting on the backend by an ending: that ending's error instead."""
+        if self._cancelled and self._ending is not None and self._driver is not None:
+            self._cancelled = False
+            self._driver.uncancel()
+            raise self._ending from None
 
     # -- endings from outside ----------------------------------------------------------------------
 
