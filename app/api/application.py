@@ -34,9 +34,10 @@ def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any])
     for name, value in state.items():
         setattr(app.state, name, value)
     errors.install(app)
-    app.include_router(health.router)
+    # The turn routes first: a request is matched against the routes in order, each a few calls.
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(health.router)
     app.include_router(files.router)
     app.include_router(conversations.router)
     app.include_router(admin.router)
