@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.api import bodies, errors, sse, warnings
@@ -19,7 +19,13 @@ from app.wire.responses import ResponsesRequest
 router = APIRouter()
 
 
-@router.post("/v1/responses", response_model=None, openapi_extra=bodies.documented(ResponsesRequest))
+def install(app: FastAPI) -> None:
+    """`POST /v1/responses` goes on the app itself (see `app.api.chat.install`); the rest is `router`'s."""
+    documented = bodies.documented(ResponsesRequest)
+    app.add_api_route("/v1/responses", create_response, methods=["POST"], response_model=None, openapi_extra=documented)
+    app.include_router(router)
+
+
 async def create_response(request: Request) -> JSONResponse | sse.EventStream:
     # The body, the key, then the body's fields: the order FastAPI checked them in.
     read = await bodies.read(request, ResponsesRequest)
