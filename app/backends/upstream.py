@@ -68,6 +68,12 @@ def proxy_for(endpoint: str, environ: Mapping[str, str] | None = None) -> str | 
     return proxy or None
 
 
+def query_string(params: Mapping[str, str]) -> str:
+    """`params` as a query string, encoded as `_stream_exchange` encodes them (for a URL that carries
+    them itself)."""
+    return urlencode(params)
+
+
 def _bypassed(host: str, no_proxy: str) -> bool:
     for entry in (e.strip().lower() for e in no_proxy.split(",")):
         if not entry:
@@ -92,12 +98,13 @@ class SSEEvent:
 
 def parse_event(block: bytes) -> SSEEvent | None:
     """One event from its lines (`\\n`-separated, without the blank line that ends it); None if it has no data."""
-    # Azure's own shape, `event: <name>` then one `data: <json>` line, takes a few slices and no loop.
-    if block.startswith(b"event: "):
+    # Azure's own shape, `event: <name>` then one `data: <json>` line, takes one `find` and two decodes:
+    # slices and `in` instead of startswith() and more find() calls (a dozen events a turn).
+    if block[:7] == b"event: " and b"\r" not in block:
         end = block.find(b"\n")
-        if end > 0 and block.startswith(b"data: ", end + 1) and block.find(b"\n", end + 1) < 0:
+        if end > 7 and block[end + 1 : end + 7] == b"data: " and b"\n" not in block[end + 7 :]:
             name = block[7:end].decode("utf-8", "replace")
-            if name and name[0] != " " and b"\r" not in block:
+            if name[0] != " ":
                 return SSEEvent(name, block[end + 7 :].decode("utf-8", "replace"))
     return parse_lines(block)
 
@@ -415,8 +422,9 @@ class UpstreamClient:
         if current is not None:
             current.upstream_requests += 1
         if not read and self.streams is not None:
-            return await self._stream_exchange(method, url, body, params, headers, bounds)
-        with timing.upstream_wait():
+            return await self._stream_exchange(method, url, body, params, headers, bounds, current)
+        started = time.perf_counter()  # timing.upstream_wait(), inlined: it is half a dozen calls
+        try:
             response = await self.http.request(
                 method, url, json=body, params=params, headers=headers, timeout=bounds, proxy=self.proxy
             )
@@ -426,6 +434,9 @@ class UpstreamClient:
                 content = await response.read()
             finally:
                 response.release()
+        finally:
+            if current is not None:
+                current.upstream_s += time.perf_counter() - started
         return _Answer(response.status, response.headers, content)
 
     async def _stream_exchange(
@@ -436,11 +447,13 @@ class UpstreamClient:
         params: dict[str, str] | None,
         headers: Mapping[str, str],
         bounds: aiohttp.ClientTimeout,
+        current: timing.RequestTiming | None,
     ) -> _Answer:
         assert self.streams is not None
         target = f"{url}?{urlencode(params)}" if params else url
         payload = b"" if body is None else dumps(body).encode()
-        with timing.upstream_wait():
+        started = time.perf_counter()  # timing.upstream_wait(), inlined (see _exchange)
+        try:
             response = await self.streams.send(
                 method, target, payload, headers, connect_s=bounds.sock_connect or 10.0, read_s=bounds.sock_read or 30.0
             )
@@ -450,6 +463,9 @@ class UpstreamClient:
                 content = await response.read()
             finally:
                 response.close()
+        finally:
+            if current is not None:
+                current.upstream_s += time.perf_counter() - started
         return _Answer(response.status, response.headers, content)
 
     async def _pause(self, attempt: int, deadline: float | None, hint: Mapping[str, str] | None = None) -> bool:
