@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
 from app.errors import BridgeError
+from app.wire.text import PARSED_AS_JSON
 
 M = TypeVar("M", bound=BaseModel)
 _NOTHING: Any = object()
@@ -102,7 +103,7 @@ async def read(request: Request, model_type: type[M]) -> Body[M]:
     content_type = header(request, b"content-type")
     if raw and content_type is not None and _plain_json(content_type):
         try:
-            return Body(model_type, model_type.model_validate_json(raw))
+            return Body(model_type, model_type.model_validate_json(raw, context=PARSED_AS_JSON))
         except (ValidationError, BridgeError):
             pass  # refused: FastAPI's way below gives the error FastAPI gives
     return Body(model_type, None, _decoded(raw, content_type))
