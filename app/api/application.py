@@ -10,10 +10,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import __version__
-from app.api import admin, bodies, chat, conversations, errors, files, health, meta, responses
+from app.api import admin, chat, conversations, errors, files, health, meta, responses, turn_routes
 from app.api.middleware import RequestContextMiddleware
-from app.wire.chat import ChatCompletionRequest
-from app.wire.responses import ResponsesRequest
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 
@@ -47,11 +45,10 @@ def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any])
     app.add_middleware(RequestContextMiddleware, max_bytes=max_body_bytes)
 
     def openapi() -> dict[str, Any]:
-        # The turn routes read their bodies themselves (`app.api.bodies`): their schemas join FastAPI's.
+        # The turn routes are Starlette's: FastAPI leaves them out, `turn_routes` documents them.
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(bodies.schemas(ChatCompletionRequest, ResponsesRequest))
+            turn_routes.document(app, schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

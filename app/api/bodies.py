@@ -7,7 +7,7 @@ around it. Here a body sent as `application/json` is parsed and validated in one
 validation of the Python value), in FastAPI's order, so that a refused request gets exactly the
 error it always got: a JSON error before the key is checked, a header's error before the body's.
 
-`documented()` and `schemas()` put the body and headers back into `/openapi.json`.
+`documented()` and `schemas()` describe the body and headers for `/openapi.json` (`app.api.turn_routes`).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def _missing() -> dict[str, Any]:
 
 
 def documented(model_type: type[BaseModel], *headers: Header) -> dict[str, Any]:
-    """A route's `openapi_extra`: its JSON body (a schema of `schemas()`), its headers and the key's."""
+    """A route's OpenAPI request: its JSON body (a schema of `schemas()`), its headers and the key's."""
     ref = {"$ref": f"#/components/schemas/{model_type.__name__}"}
     parameters = [h.parameter() for h in headers] + [_header_parameter("authorization", {"type": "string"})]
     body = {"required": True, "content": {"application/json": {"schema": ref}}}

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api import bodies, errors, sse, warnings
+from app.api import bodies, errors, sse, turn_routes, warnings
 from app.api.deps import authenticate
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import approvals, chat_codec, timing
@@ -24,12 +24,11 @@ _CONVERSATION_ID = bodies.Header("x-conversation-id", max_length=256)
 
 
 def install(app: FastAPI) -> None:
-    """The route goes on the app itself: FastAPI keeps an included router as a layer of its own, three
-    frames each time the request's task resumes (about seven times a turn)."""
-    documented = bodies.documented(ChatCompletionRequest, _CONVERSATION_ID)
-    app.add_api_route(
-        "/v1/chat/completions", chat_completions, methods=["POST"], response_model=None, openapi_extra=documented
+    """A plain Starlette route on the app itself (see `app.api.turn_routes`)."""
+    route = turn_routes.TurnRoute(
+        "/v1/chat/completions", chat_completions, body=ChatCompletionRequest, headers=[_CONVERSATION_ID]
     )
+    turn_routes.add(app, route)
 
 
 async def chat_completions(request: Request) -> JSONResponse | sse.EventStream:

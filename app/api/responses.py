@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api import bodies, errors, sse, warnings
+from app.api import bodies, errors, sse, turn_routes, warnings
 from app.api.deps import OwnerDep, ResponsesDep, authenticate
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import timing
@@ -20,9 +20,9 @@ router = APIRouter()
 
 
 def install(app: FastAPI) -> None:
-    """`POST /v1/responses` goes on the app itself (see `app.api.chat.install`); the rest is `router`'s."""
-    documented = bodies.documented(ResponsesRequest)
-    app.add_api_route("/v1/responses", create_response, methods=["POST"], response_model=None, openapi_extra=documented)
+    """`POST /v1/responses` as a plain Starlette route on the app itself (see `app.api.turn_routes`);
+    the rest is `router`'s."""
+    turn_routes.add(app, turn_routes.TurnRoute("/v1/responses", create_response, body=ResponsesRequest))
     app.include_router(router)
 
 
