@@ -3,9 +3,9 @@
 The turn endpoints read their requests themselves (`app.api.bodies`) and return Starlette responses, so
 FastAPI's per-route machinery does nothing for them: dependency solving over no dependencies, two exit
 stacks, response handling, and four frames more each time the request's task resumes (about seven
-times a chat follow-up). A `TurnRoute` is Starlette's own `Route`, which sets `scope["route"]` as
-FastAPI's routes do (the access line and the metrics name the endpoint by it) and writes its OpenAPI
-operation as FastAPI writes one.
+times a chat follow-up). A `TurnRoute` is Starlette's own `Route` serving its endpoint directly; it
+sets `scope["route"]` as FastAPI's routes do (the access line and the metrics name the endpoint by
+it) and writes its OpenAPI operation as FastAPI writes one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from app.api import bodies
 
@@ -38,6 +38,14 @@ class TurnRoute(Route):
         super().__init__(path, endpoint, methods=["POST"])
         self.body = body
         self.documented_headers = tuple(headers)
+        self._endpoint = endpoint
+        # Not Starlette's request_response(): its exception wrapper repeats the app's (ExceptionMiddleware
+        # renders what the endpoint raises with the same handlers), and it is three frames to this one.
+        self.app = self._serve
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)

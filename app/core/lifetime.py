@@ -229,5 +229,9 @@ class Turn(Generic[E]):
                 self._timer.cancel()
             self._inflight.discard(self)
             self._closing = self._tasks.spawn(self._work.close(self._ending or ending), name="turn-close")
+        closing = self._closing
+        if closing.done():
+            closing.result()  # ended already (the route's `finally` after the events' own): as awaiting it would
+            return
         # Cancelled while waiting (a hang-up), this raises; the clean-up goes on in its own task.
-        await asyncio.shield(self._closing)
+        await asyncio.shield(closing)
