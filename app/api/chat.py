@@ -48,21 +48,20 @@ async def chat_completions(request: Request) -> JSONResponse | sse.EventStream:
     # Up to Azure's first answer errors are plain HTTP errors; the route renders, the turn owns its end.
     bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
     headers = bound_headers(bound)
-    files_url = f"{str(request.base_url).rstrip('/')}/v1/files"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
-        frames = sse.guarded(_chunks(renderer, turn.events(), files_url), lambda e: _stream_error(request, e))
+        frames = sse.guarded(_chunks(renderer, turn.events(), request), lambda e: _stream_error(request, e))
         return TurnStream(frames, turn, headers, keepalive=request.app.state.settings.sse_keepalive)
     try:
-        return await _complete(body.model, turn.events(), headers, files_url)
+        return await _complete(body.model, turn.events(), headers, request)
     finally:
         watch.stop()
         await turn.end()
 
 
 async def _complete(
-    model: str, events: AsyncIterator[TurnEvent], headers: dict[str, str], files_url: str
+    model: str, events: AsyncIterator[TurnEvent], headers: dict[str, str], request: Request
 ) -> JSONResponse:
     parts: list[str] = []
     calls: tuple[ToolCall, ...] = ()
@@ -72,6 +71,7 @@ async def _complete(
         if isinstance(event, TextDelta):
             parts.append(event.text)
         elif isinstance(event, Cited):
+            files_url = _files_url(request)
             cited += [chat_annotation(a, files_url) for a in event.annotations]
         elif isinstance(event, ToolCallsRequired):
             calls = event.calls
@@ -98,13 +98,14 @@ async def _complete(
 
 
 async def _chunks(
-    renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent], files_url: str
+    renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent], request: Request
 ) -> AsyncIterator[bytes]:
     yield sse.data(renderer.role())
     async for event in events:
         if isinstance(event, TextDelta):
             yield sse.data(renderer.text(event.text))
         elif isinstance(event, Cited):
+            files_url = _files_url(request)
             yield sse.data(renderer.annotations([chat_annotation(a, files_url) for a in event.annotations]))
         elif isinstance(event, ToolCallsRequired):
             yield sse.data(renderer.tool_calls(event.calls))
@@ -115,6 +116,11 @@ async def _chunks(
             if renderer.include_usage:
                 yield sse.data(renderer.usage(event.usage))
     yield sse.DONE
+
+
+def _files_url(request: Request) -> str:
+    """Where a cited file is fetched from, on this bridge; built only for a turn that cites (two dozen calls)."""
+    return f"{str(request.base_url).rstrip('/')}/v1/files"
 
 
 def _tail(content: object) -> str:
