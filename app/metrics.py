@@ -7,12 +7,52 @@ writes its samples there and `/metrics` aggregates them (prometheus_client's mul
 from __future__ import annotations
 
 import os
+from typing import Any, Self
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import Counter as _PromCounter
+from prometheus_client import Histogram as _PromHistogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+
+class Counter(_PromCounter):
+    """A counter whose `labels(...)` children are cached by their values.
+
+    prometheus_client checks and rebuilds the label tuple under a lock on every `labels` call (a dozen
+    Python calls); a request counts half a dozen of them. The children are never removed here, so the
+    cache holds exactly what prometheus_client's own `_metrics` holds.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[object, ...], Self] = {}
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)
+        child = self._children.get(labelvalues)
+        if child is None:
+            child = self._children[labelvalues] = super().labels(*labelvalues)
+        return child
+
+
+class Histogram(_PromHistogram):
+    """A histogram whose `labels(...)` children are cached by their values (see `Counter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[object, ...], Self] = {}
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)
+        child = self._children.get(labelvalues)
+        if child is None:
+            child = self._children[labelvalues] = super().labels(*labelvalues)
+        return child
 
 
 class Metrics:

@@ -4,32 +4,41 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api import errors, sse, warnings
-from app.api.deps import PrincipalDep, ServiceDep
+from app.api import bodies, errors, sse, turn_routes, warnings
+from app.api.deps import authenticate
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import approvals, chat_codec, timing
 from app.core.annotations import chat_annotation
 from app.core.events import ApprovalRequired, Cited, TextDelta, ToolCallsRequired, TurnCompleted, TurnEvent
+from app.core.service import TurnService
 from app.core.turn import ToolCall
 from app.errors import BridgeError, UpstreamError
 from app.wire.chat import ChatCompletionRequest
 
-router = APIRouter()
+_CONVERSATION_ID = bodies.Header("x-conversation-id", max_length=256)
 
 
-@router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionRequest,
-    request: Request,
-    service: ServiceDep,
-    principal: PrincipalDep,
-    x_conversation_id: Annotated[str | None, Header(max_length=256)] = None,
-) -> JSONResponse | sse.EventStream:
+def install(app: FastAPI) -> None:
+    """A plain Starlette route on the app itself (see `app.api.turn_routes`)."""
+    route = turn_routes.TurnRoute(
+        "/v1/chat/completions", chat_completions, body=ChatCompletionRequest, headers=[_CONVERSATION_ID]
+    )
+    turn_routes.add(app, route)
+
+
+async def chat_completions(request: Request) -> JSONResponse | sse.EventStream:
+    # The body, the key, then the header and the body's fields: the order FastAPI checked them in.
+    read = await bodies.read(request, ChatCompletionRequest)
+    service: TurnService = request.app.state.service
+    principal = authenticate(request, bodies.header(request, b"authorization"))
+    problems: list[Any] = []
+    x_conversation_id = _CONVERSATION_ID.read(request, problems)
+    body = read.valid(problems)
     request.state.model = body.model
     if request.app.state.settings.log_content:
         request.state.content = _tail(body.messages[-1].content)
@@ -39,21 +48,20 @@ async def chat_completions(
     # Up to Azure's first answer errors are plain HTTP errors; the route renders, the turn owns its end.
     bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
     headers = bound_headers(bound)
-    files_url = f"{str(request.base_url).rstrip('/')}/v1/files"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         renderer = chat_codec.ChunkRenderer(body.model, include_usage=include_usage)
-        frames = sse.guarded(_chunks(renderer, turn.events(), files_url), lambda e: _stream_error(request, e))
+        frames = sse.guarded(_chunks(renderer, turn.events(), request), lambda e: _stream_error(request, e))
         return TurnStream(frames, turn, headers, keepalive=request.app.state.settings.sse_keepalive)
     try:
-        return await _complete(body.model, turn.events(), headers, files_url)
+        return await _complete(body.model, turn.events(), headers, request)
     finally:
         watch.stop()
         await turn.end()
 
 
 async def _complete(
-    model: str, events: AsyncIterator[TurnEvent], headers: dict[str, str], files_url: str
+    model: str, events: AsyncIterator[TurnEvent], headers: dict[str, str], request: Request
 ) -> JSONResponse:
     parts: list[str] = []
     calls: tuple[ToolCall, ...] = ()
@@ -63,6 +71,7 @@ async def _complete(
         if isinstance(event, TextDelta):
             parts.append(event.text)
         elif isinstance(event, Cited):
+            files_url = _files_url(request)
             cited += [chat_annotation(a, files_url) for a in event.annotations]
         elif isinstance(event, ToolCallsRequired):
             calls = event.calls
@@ -89,13 +98,14 @@ async def _complete(
 
 
 async def _chunks(
-    renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent], files_url: str
+    renderer: chat_codec.ChunkRenderer, events: AsyncIterator[TurnEvent], request: Request
 ) -> AsyncIterator[bytes]:
     yield sse.data(renderer.role())
     async for event in events:
         if isinstance(event, TextDelta):
             yield sse.data(renderer.text(event.text))
         elif isinstance(event, Cited):
+            files_url = _files_url(request)
             yield sse.data(renderer.annotations([chat_annotation(a, files_url) for a in event.annotations]))
         elif isinstance(event, ToolCallsRequired):
             yield sse.data(renderer.tool_calls(event.calls))
@@ -106,6 +116,11 @@ async def _chunks(
             if renderer.include_usage:
                 yield sse.data(renderer.usage(event.usage))
     yield sse.DONE
+
+
+def _files_url(request: Request) -> str:
+    """Where a cited file is fetched from, on this bridge; built only for a turn that cites (two dozen calls)."""
+    return f"{str(request.base_url).rstrip('/')}/v1/files"
 
 
 def _tail(content: object) -> str:

@@ -1,4 +1,5 @@
-"""What routes get from the composition root, as `Annotated[..., Depends()]` aliases."""
+"""What routes get from the composition root, as `Annotated[..., Depends()]` aliases (and `authenticate`,
+for the turn routes that read their request themselves, see `app.api.bodies`)."""
 
 from __future__ import annotations
 
@@ -31,11 +32,16 @@ async def _store(request: Request) -> RedisStore:
     return store
 
 
-async def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+def authenticate(request: Request, authorization: str | None) -> Principal:
+    """The caller's principal (401 without a valid key), noted for the access line."""
     keys: KeyRing = request.app.state.keys
     principal = keys.authenticate(authorization)
     request.state.owner = principal.name
     return principal
+
+
+async def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    return authenticate(request, authorization)
 
 
 async def _owner(principal: Annotated[Principal, Depends(_principal)]) -> str:

@@ -5,24 +5,33 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api import errors, sse, warnings
-from app.api.deps import OwnerDep, PrincipalDep, ResponsesDep
+from app.api import bodies, errors, sse, turn_routes, warnings
+from app.api.deps import OwnerDep, ResponsesDep, authenticate
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import timing
-from app.core.responses_service import StreamEvent, final_response
+from app.core.responses_service import ResponsesService, StreamEvent, final_response
 from app.errors import BridgeError, InvalidRequestError
 from app.wire.responses import ResponsesRequest
 
 router = APIRouter()
 
 
-@router.post("/v1/responses", response_model=None)
-async def create_response(
-    body: ResponsesRequest, request: Request, service: ResponsesDep, principal: PrincipalDep
-) -> JSONResponse | sse.EventStream:
+def install(app: FastAPI) -> None:
+    """`POST /v1/responses` as a plain Starlette route on the app itself (see `app.api.turn_routes`);
+    the rest is `router`'s."""
+    turn_routes.add(app, turn_routes.TurnRoute("/v1/responses", create_response, body=ResponsesRequest))
+    app.include_router(router)
+
+
+async def create_response(request: Request) -> JSONResponse | sse.EventStream:
+    # The body, the key, then the body's fields: the order FastAPI checked them in.
+    read = await bodies.read(request, ResponsesRequest)
+    service: ResponsesService = request.app.state.responses
+    principal = authenticate(request, bodies.header(request, b"authorization"))
+    body = read.valid()
     request.state.model = body.model
     if request.app.state.settings.log_content:
         request.state.content = str(body.input)[:1000]

@@ -31,15 +31,21 @@ def records_of(annotations: Sequence[Annotation], *, route: str, owner: str) -> 
     ]
 
 
+async def record_cited(index: FileIndex | None, cited: Cited, *, route: str, owner: str) -> None:
+    """Record the file ids `cited` shows: call it before the event goes out."""
+    if index is not None:
+        records = records_of(cited.annotations, route=route, owner=owner)
+        if records:
+            await index.save_files(records)
+
+
 async def recorded(
     events: AsyncIterator[TurnEvent], index: FileIndex | None, *, route: str, owner: str
 ) -> AsyncIterator[TurnEvent]:
     """The turn's events, each file id recorded before the event that shows it goes out."""
     async for event in events:
         if index is not None and isinstance(event, Cited):
-            records = records_of(event.annotations, route=route, owner=owner)
-            if records:
-                await index.save_files(records)
+            await record_cited(index, event, route=route, owner=owner)
         yield event
 
 

@@ -139,15 +139,28 @@ class Turn(Generic[E]):
             raise
 
     async def events(self) -> AsyncIterator[E]:
-        """The turn's events; its end (however it comes) is owned here, in this generator's `finally`."""
+        """The turn's events; its end (however it comes) is owned here, in this generator's `finally`.
+
+        `_wait`, inlined: a coroutine per event is a call per event. One task drives the events
+        from the first to the last, so the driver is looked up once."""
         ending: BaseException | None = None
         source = self._work.events()
+        driver = asyncio.current_task()
         try:
             while True:
+                if self._ending is not None:
+                    raise self._ending
+                self._driver = driver
+                self._waiting = True
                 try:
-                    event = await self._wait(anext(source))
+                    event = await anext(source)
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    self._raise_ending()
+                    raise
+                finally:
+                    self._waiting = False
                 yield event
         except BaseException as exc:
             ending = exc
@@ -166,13 +179,17 @@ class Turn(Generic[E]):
         try:
             return await step
         except asyncio.CancelledError:
-            if self._cancelled and self._ending is not None and self._driver is not None:
-                self._cancelled = False
-                self._driver.uncancel()
-                raise self._ending from None
+            self._raise_ending()
             raise
         finally:
             self._waiting = False
+
+    def _raise_ending(self) -> None:
+        """Cancelled while waiting on the backend by an ending: that ending's error instead."""
+        if self._cancelled and self._ending is not None and self._driver is not None:
+            self._cancelled = False
+            self._driver.uncancel()
+            raise self._ending from None
 
     # -- endings from outside ----------------------------------------------------------------------
 
@@ -212,5 +229,9 @@ class Turn(Generic[E]):
                 self._timer.cancel()
             self._inflight.discard(self)
             self._closing = self._tasks.spawn(self._work.close(self._ending or ending), name="turn-close")
+        closing = self._closing
+        if closing.done():
+            closing.result()  # ended already (the route's `finally` after the events' own): as awaiting it would
+            return
         # Cancelled while waiting (a hang-up), this raises; the clean-up goes on in its own task.
-        await asyncio.shield(self._closing)
+        await asyncio.shield(closing)

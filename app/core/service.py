@@ -11,8 +11,16 @@ from app.core import approvals, chat_codec, conversation
 from app.core.annotations import rewritten
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
-from app.core.events import ApprovalRequired, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
-from app.core.files import FileIndex, recorded
+from app.core.events import (
+    ApprovalRequired,
+    Cited,
+    TextDelta,
+    ThreadBound,
+    ToolCallsRequired,
+    TurnCompleted,
+    TurnEvent,
+)
+from app.core.files import FileIndex, record_cited
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.turn import Message, ToolCall, TurnRequest
 from app.errors import InvalidRequestError, ModelNotFoundError
@@ -70,17 +78,17 @@ class _ChatWork:
         await self.work.close(ending)
 
     async def events(self) -> AsyncIterator[TurnEvent]:
-        """The backend's events; the conversation's new cursor is stored before the last one is yielded."""
+        """The backend's events; the conversation's new cursor is stored before the last one is yielded,
+        and the file ids an event shows before it goes out (`app.core.files`)."""
         reply = Reply()
         parts: list[str] = []
         # The text as the client sees it (citations numbered) is what the conversation remembers.
         req = self.req
-        shown = recorded(
-            rewritten(self.work.events(), req.route.citation_markers), self.files, route=req.model, owner=req.owner
-        )
-        async for event in shown:
+        async for event in rewritten(self.work.events(), req.route.citation_markers):
             if isinstance(event, TextDelta):
                 parts.append(event.text)
+            elif isinstance(event, Cited):
+                await record_cited(self.files, event, route=req.model, owner=req.owner)
             elif isinstance(event, ToolCallsRequired):
                 reply.tool_calls = event.calls
             elif isinstance(event, ApprovalRequired):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from app.wire.text import check_text
 
@@ -56,8 +56,8 @@ class StreamOptions(_Open):
 class ChatCompletionRequest(_Open):
     @model_validator(mode="before")
     @classmethod
-    def _encodable(cls, data: Any) -> Any:
-        return check_text(data)
+    def _encodable(cls, data: Any, info: ValidationInfo) -> Any:
+        return check_text(data, info.context)
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)

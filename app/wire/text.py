@@ -54,8 +54,15 @@ def unencodable(value: Any, where: str = "") -> str | None:
     return path or "body"
 
 
-def check_text(body: Any) -> Any:
+PARSED_AS_JSON: dict[str, Any] = {"text": "parsed as JSON by pydantic"}
+"""The validation context of a body given to `model_validate_json` as bytes: pydantic's JSON parser
+refuses lone surrogates and invalid UTF-8, so its strings always encode and `check_text` skips its walk."""
+
+
+def check_text(body: Any, context: Any = None) -> Any:
     """A `model_validator(mode="before")`: refuse a body holding text that cannot be encoded."""
+    if context is PARSED_AS_JSON:
+        return body
     found = unencodable(body)
     if found is not None:
         raise InvalidRequestError(

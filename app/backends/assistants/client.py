@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from app.backends.upstream import SSEEvent, UpstreamClient
+from app.backends.upstream import SSEEvent, UpstreamClient, query_string
 from app.settings import RouteSettings
 
 AOAI_DEFAULT_API_VERSION = "2024-05-01-preview"
@@ -26,6 +26,9 @@ class AssistantsClient:
             self.base = endpoint + "/openai"
             version = route.api_version or AOAI_DEFAULT_API_VERSION
         self.params = {"api-version": version}
+        # The api-version in the URL itself: URLs given as strings are parsed once (yarl caches them),
+        # where `params` are encoded and merged on every request.
+        self._query = "?" + query_string(self.params)
         self.lists_threads = route.is_project
 
     def _url(self, path: str) -> str:
@@ -34,22 +37,16 @@ class AssistantsClient:
     def _stream(
         self, path: str, body: dict[str, Any], deadline: float, operation: str
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
-        return self.upstream.stream(
-            "POST", self._url(path), json=body, params=self.params, deadline=deadline, operation=operation
-        )
+        url = self.base + path + self._query
+        return self.upstream.stream("POST", url, json=body, deadline=deadline, operation=operation)
 
     async def _call(
         self, method: str, path: str, operation: str, *, body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None, deadline: float | None = None, idempotent: bool = True,
     ) -> dict[str, Any]:  # fmt: skip
+        url = self.base + path if params else self.base + path + self._query
         result: dict[str, Any] = await self.upstream.request(
-            method,
-            self._url(path),
-            json=body,
-            params=params or self.params,
-            deadline=deadline,
-            idempotent=idempotent,
-            operation=operation,
+            method, url, json=body, params=params or None, deadline=deadline, idempotent=idempotent, operation=operation
         )
         return result
 

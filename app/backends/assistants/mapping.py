@@ -156,7 +156,8 @@ def _part_events(part: dict[str, Any]) -> list[TextDelta | Cited]:
         return []
     text = part.get("text") or {}
     events: list[TextDelta | Cited] = []
-    annotations = tuple(a for a in map(annotation_of, text.get("annotations") or ()) if a is not None)
+    found = text.get("annotations")
+    annotations = tuple(a for a in map(annotation_of, found) if a is not None) if found else ()
     if annotations:
         events.append(Cited(annotations))
     if text.get("value"):

@@ -254,40 +254,48 @@ class AssistantsTurn:
     # -- events: the one seam, streamed or polled ------------------------------------------------
 
     async def events(self) -> AsyncIterator[TurnEvent]:
+        # One generator follows the run (and, once the route answered its approvals, the run on): each
+        # layer of generators is a call per event.
         while True:
-            async for event in self._follow():
-                yield event
+            concluded = False
+            async for sse in self._run_events():
+                name = sse.event
+                if name == "thread.message.delta":
+                    for part in mapping.delta_events(sse.json()):
+                        yield part
+                elif name == "thread.run.step.completed":
+                    step = sse.json()
+                    usage = mapping.usage_of(step)  # Azure completes a step once
+                    if usage is not None:
+                        self._seen = mapping.added(self._seen or self._reported, usage)
+                elif name in _RUN_END_EVENTS:
+                    for event in await self._conclude(sse.json()):
+                        yield event
+                    concluded = True
+                    break
+                elif name == "thread.run.created":
+                    self.run_id, self.run_active = sse.json()["id"], True
+                elif name == "error":
+                    _raise_stream_error(sse)
+                elif name == "done":
+                    break
+            if not concluded:
+                raise UpstreamError("The run's event stream ended before the run did.", code="upstream_stream_ended")
             if not self._answered:
                 return
             self._answered = False  # the route answered the run's approvals: follow the run on
 
-    async def _follow(self) -> AsyncIterator[TurnEvent]:
-        async for sse in self._run_events():
-            name = sse.event
-            if name == "thread.message.delta":
-                for part in mapping.delta_events(sse.json()):
-                    yield part
-            elif name == "thread.run.step.completed":
-                step = sse.json()
-                usage = mapping.usage_of(step)  # Azure completes a step once
-                if usage is not None:
-                    self._seen = mapping.added(self._seen or self._reported, usage)
-            elif name in _RUN_END_EVENTS:
-                for event in await self._conclude(sse.json()):
-                    yield event
-                return
-            elif name == "thread.run.created":
-                self.run_id, self.run_active = sse.json()["id"], True
-            elif name == "error":
-                _raise_stream_error(sse)
-            elif name == "done":
-                break
-        raise UpstreamError("The run's event stream ended before the run did.", code="upstream_stream_ended")
+    def _run_events(self) -> AsyncIterator[RunEvent]:
+        """The run's events: those `open` read past the run's start first, then the rest of the stream."""
+        assert self._source is not None
+        if not self._early:
+            return self._source  # nearly always: no layer in between
+        return self._early_then_source()
 
-    async def _run_events(self) -> AsyncIterator[RunEvent]:
-        for sse in self._early:
+    async def _early_then_source(self) -> AsyncIterator[RunEvent]:
+        early, self._early = self._early, []
+        for sse in early:
             yield sse
-        self._early = []
         assert self._source is not None
         async for sse in self._source:
             yield sse
