@@ -18,7 +18,23 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
-class Counter(_PromCounter):
+class _CachedLabels:
+    """`labels(...)` children cached by their values (mixed in before a prometheus_client metric)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[object, ...], Self] = {}
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc, no-any-return]
+        child = self._children.get(labelvalues)
+        if child is None:
+            child = self._children[labelvalues] = super().labels(*labelvalues)  # type: ignore[misc]
+        return child  # type: ignore[no-any-return]
+
+
+class Counter(_CachedLabels, _PromCounter):
     """A counter whose `labels(...)` children are cached by their values.
 
     prometheus_client checks and rebuilds the label tuple under a lock on every `labels` call (a dozen
@@ -26,33 +42,9 @@ class Counter(_PromCounter):
     cache holds exactly what prometheus_client's own `_metrics` holds.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._children: dict[tuple[object, ...], Self] = {}
 
-    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
-        if labelkwargs:
-            return super().labels(*labelvalues, **labelkwargs)
-        child = self._children.get(labelvalues)
-        if child is None:
-            child = self._children[labelvalues] = super().labels(*labelvalues)
-        return child
-
-
-class Histogram(_PromHistogram):
+class Histogram(_CachedLabels, _PromHistogram):
     """A histogram whose `labels(...)` children are cached by their values (see `Counter`)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._children: dict[tuple[object, ...], Self] = {}
-
-    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
-        if labelkwargs:
-            return super().labels(*labelvalues, **labelkwargs)
-        child = self._children.get(labelvalues)
-        if child is None:
-            child = self._children[labelvalues] = super().labels(*labelvalues)
-        return child
 
 
 class Metrics:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio.cluster import RedisCluster
@@ -128,38 +128,37 @@ class ClusterCommands:
             self.channels[node.name] = channel
         return channel
 
-    async def call(self, command: Command, *, key: str) -> Any:
+    async def _routed(
+        self, key: str, lean: Callable[[Channel], Awaitable[Any]], fallback: Callable[[], Awaitable[Any]]
+    ) -> Any:
         channel = self._channel(key)
         if channel is not None:
             try:
-                return await channel.execute(*command)
+                return await lean(channel)
             except RedirectError:
                 self.redirects += 1
             except Unreachable:
                 pass  # redis-py rediscovers the slot's primary
-        return await self.cluster.execute_command(*command)
+        return await fallback()
+
+    async def call(self, command: Command, *, key: str) -> Any:
+        return await self._routed(
+            key, lambda channel: channel.execute(*command), lambda: self.cluster.execute_command(*command)
+        )
 
     async def batch(self, commands: Sequence[Command], *, key: str) -> list[Any]:
-        channel = self._channel(key)
-        if channel is not None:
-            try:
-                return await channel.batch(commands)
-            except RedirectError:
-                self.redirects += 1
-            except Unreachable:
-                pass  # redis-py rediscovers the slot's primary
-        return await _pipeline(self.cluster, commands, transaction=False)
+        results: list[Any] = await self._routed(
+            key, lambda channel: channel.batch(commands), lambda: _pipeline(self.cluster, commands, transaction=False)
+        )
+        return results
 
     async def transaction(self, commands: Sequence[Command], *, key: str) -> list[Any]:
-        channel = self._channel(key)
-        if channel is not None:
-            try:
-                return await channel.transaction(commands)
-            except RedirectError:
-                self.redirects += 1
-            except Unreachable:
-                pass
-        return await _pipeline(self.cluster, commands, transaction=True)
+        results: list[Any] = await self._routed(
+            key,
+            lambda channel: channel.transaction(commands),
+            lambda: _pipeline(self.cluster, commands, transaction=True),
+        )
+        return results
 
     async def script(self, script: Script, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         try:
