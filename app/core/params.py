@@ -1,4 +1,4 @@
-"""Which request parameters each backend honours: the source of the README's parameter table and of
+"""Which request parameters each backend honours: the source of docs/api.md's parameter table and of
 the `x-agent-bridge-warning` header (one warning per parameter a turn sets but cannot honour).
 
 Statuses:
@@ -258,7 +258,7 @@ def header(warnings: Iterable[ParamWarning]) -> str:
 
 
 def table_markdown() -> str:
-    """The README's parameter table (a test keeps the README equal to it)."""
+    """docs/api.md's parameter table (a test keeps the page equal to it)."""
     lines: list[str] = []
     for endpoint, table in TABLES.items():
         title = "POST /v1/chat/completions" if endpoint == "chat" else "POST /v1/responses"

@@ -306,11 +306,11 @@ def test_responses_on_assistants_warn_about_what_runs_cannot_do(bridge: Bridge) 
     assert raw.http_response.json()["truncation"] == "disabled"
 
 
-def test_the_readme_table_is_the_code_s_table() -> None:
+def test_the_docs_table_is_the_code_s_table() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert params.table_markdown() in readme
+    api = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    assert params.table_markdown() in api
 
 
 # -- text that cannot be encoded -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Every code block of README.md, run as written against a bridge started with the shipped config.yaml.
+"""Every code block of README.md and of the pages under docs/, run as written against a bridge started
+with the shipped config.yaml (docs/reference/ holds Azure's wire shapes, quoted, not run).
 
 Conventions (an HTML comment on the line before a fenced block; GitHub does not render it):
 
@@ -32,6 +33,7 @@ from tests.support.servers import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```\s*$", re.M | re.S)
 _MARK = re.compile(r"<!--\s*readme:\s*(skip|expect)\s+(.*?)\s*-->\s*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -39,6 +41,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 @dataclass(frozen=True)
 class Block:
+    page: str
     line: int
     language: str
     code: str
@@ -47,11 +50,18 @@ class Block:
 
     @property
     def name(self) -> str:
-        return f"README.md:{self.line}:{self.language or 'text'}"
+        return f"{self.page}:{self.line}:{self.language or 'text'}"
 
 
 def blocks() -> list[Block]:
-    text = README.read_text()
+    found = []
+    for page in PAGES:
+        found += _page_blocks(page)
+    return found
+
+
+def _page_blocks(page: Path) -> list[Block]:
+    text = page.read_text()
     found = []
     for match in _FENCE.finditer(text):
         line = text.count("\n", 0, match.start()) + 1
@@ -59,6 +69,7 @@ def blocks() -> list[Block]:
         mark = _MARK.search(before)
         found.append(
             Block(
+                page=str(page.relative_to(ROOT)),
                 line=line,
                 language=match.group(1),
                 code=match.group(2),
@@ -81,7 +92,16 @@ def test_every_block_is_run_or_says_why_not() -> None:
             assert block.language in ("sh", "bash", "python", "yaml"), f"{block.name}: mark it `readme: skip`"
     skipped = [b for b in BLOCKS if b.skip is not None]
     assert len(skipped) <= len(BLOCKS) // 2, [b.name for b in skipped]
-    assert any(b.language == "python" for b in RUNNABLE) and any("curl" in b.code for b in RUNNABLE)
+    front = [b for b in RUNNABLE if b.page == "README.md"]
+    assert any(b.language == "python" for b in front) and any("curl" in b.code for b in front)
+
+
+def test_the_readme_is_a_front_door() -> None:
+    """What it is, the two commands, one example per API, where to read on: the depth lives in docs/."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 300
+    for page in PAGES[1:]:
+        assert f"docs/{page.name}" in text, f"the README does not lead to docs/{page.name}"
 
 
 @pytest.fixture(scope="module")
