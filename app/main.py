@@ -37,6 +37,7 @@ from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
 from app.core.keys import KeyRing
 from app.core.lifetime import InFlight
+from app.core.migration import ToolSchemas
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
 from app.errors import StoreUnavailableError
@@ -173,7 +174,15 @@ async def components(
         foundry_clients=foundry_clients,
         auths=auths,
         service=TurnService(
-            settings, backends, store, tasks=tasks, inflight=inflight, files=store, carry=carrier, calls=store
+            settings,
+            backends,
+            store,
+            tasks=tasks,
+            inflight=inflight,
+            files=store,
+            carry=carrier,
+            calls=store,
+            tool_schemas=ToolSchemas(carry_store),
         ),
         responses=ResponsesService(
             settings,

@@ -113,8 +113,9 @@ class Migration:
         found.sort(key=lambda r: r.created_at)
         return found, already
 
-    async def plan(self, *, concurrency: int = 16, progress: Progress | None = None) -> Plan:
+    async def plan(self, *, concurrency: int = 16, progress: Progress | None = None, limit: int | None = None) -> Plan:
         records, already = await self.pending()
+        records = records[:limit]
         plan = Plan(route=self.route, already=already)
         slots = asyncio.Semaphore(concurrency)
         done = 0
@@ -146,10 +147,17 @@ class Migration:
         return plan
 
     async def run(
-        self, *, concurrency: int = 16, progress: Progress | None = None, summary: Summary | None = None
+        self,
+        *,
+        concurrency: int = 16,
+        progress: Progress | None = None,
+        summary: Summary | None = None,
+        limit: int | None = None,
     ) -> Summary:
+        """Carry the route's threads not carried yet (the oldest `limit` of them, if given)."""
         summary = summary or Summary(route=self.route)
         records, _ = await self.pending()
+        records = records[:limit]
         summary.total = len(records)
         slots = asyncio.Semaphore(concurrency)
         metrics = self.carrier.metrics

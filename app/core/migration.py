@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from app.core.records import CallRecord
-from app.core.turn import Item, pending_tool_results
+from app.core.turn import FunctionTool, Item, pending_tool_results
 
 THREAD_PREFIX = "thread_"
 CONVERSATION_PREFIX = "conv_"
@@ -34,6 +34,34 @@ class CallIndex(Protocol):
 
 class Binder(Protocol):
     async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None: ...
+
+
+class ToolLog(Protocol):
+    async def record_tools(self, route: str, tools: Sequence[dict[str, Any]]) -> None: ...
+
+
+class ToolSchemas:
+    """The function tools clients send on Assistants routes, recorded once per name and process: a v2 agent
+    must declare them (`agent-bridge migrate-agent`)."""
+
+    def __init__(self, log: ToolLog, *, limit: int = 128) -> None:
+        self.log = log
+        self.limit = limit
+        self.seen: set[tuple[str, str]] = set()
+
+    async def note(self, route: str, tools: Sequence[FunctionTool] | None) -> None:
+        if not tools or len(self.seen) >= self.limit * 16:
+            return
+        new = [t for t in tools if (route, t.name) not in self.seen]
+        if not new:
+            return
+        self.seen.update((route, t.name) for t in new)
+        schemas = [
+            {k: v for k, v in (("name", t.name), ("description", t.description), ("parameters", t.parameters),
+                               ("strict", t.strict)) if v is not None}
+            for t in new
+        ]  # fmt: skip
+        await self.log.record_tools(route, schemas)
 
 
 def is_conversation(cursor: str | None) -> bool:

@@ -122,7 +122,9 @@ class TurnService:
         files: FileIndex | None = None,
         carry: migration.Carry | None = None,
         calls: migration.CallIndex | None = None,
+        tool_schemas: migration.ToolSchemas | None = None,
     ) -> None:
+        self.tool_schemas = tool_schemas
         self.carry = carry
         self.calls = calls
         self.files = files
@@ -143,6 +145,8 @@ class TurnService:
                 code="too_many_messages",
             )
         parsed = chat_codec.parse_request(req)
+        if self.tool_schemas is not None and route.backend == "assistants" and parsed.tools:
+            await self.tool_schemas.note(req.model, parsed.tools)
         items = approvals.resolve(parsed.items)
         found = await conversation.resolve(
             self.index,
