@@ -1,0 +1,242 @@
+"""Carrying live conversations from an Assistants agent to Foundry v2: seeded on an Assistants route, the
+route flipped to a v2 agent with `migrate_from`, half carried by `agent-bridge migrate`, the rest lazily,
+every one continued through the official `openai` client unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from app.backends.carry import Carrier
+from app.cli import main as cli
+from tests.support.bridge import ENTRA, Bridge, running_bridge
+from tests.support.leftovers import unrecorded, upstream_threads, wait_for
+from tests.support.servers import ServerThread
+
+ALICE = {"name": "alice", "key": "alice-key-0123456789"}
+BOB = {"name": "bob", "key": "bob-key-0123456789ab"}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+class Killed(Exception):
+    """Stands for the process dying at a carry's checkpoint."""
+
+
+def _routes(emulator_url: str, *, flipped: bool) -> dict[str, Any]:
+    project = f"{emulator_url}/api/projects/demo"
+    if not flipped:
+        return {"helper": {"endpoint": project, "assistant_id": "asst_demo", "auth": ENTRA}}
+    return {
+        "helper": {
+            "endpoint": project,
+            "agent": {"name": "helper-agent"},
+            "auth": ENTRA,
+            "migrate_from": {"assistant_id": "asst_demo", "keep_source": "3s"},
+        }
+    }
+
+
+def _client(bridge: Bridge, key: dict[str, str], conversation: str | None = None) -> openai.OpenAI:
+    headers = {"X-Conversation-Id": conversation} if conversation else None
+    return bridge.client(api_key=key["key"], default_headers=headers)
+
+
+def _chat(client: openai.OpenAI, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+    return client.chat.completions.create(model="helper", messages=messages, **kwargs).choices[0].message  # type: ignore[arg-type]
+
+
+def _items(bridge: Bridge, conversation: str) -> list[dict[str, Any]]:
+    client = bridge.state.components.foundry_clients["helper"]
+    page = bridge.server.call(
+        client.conversation_request("GET", f"/{conversation}/items", params={"limit": "100", "order": "asc"})
+    )
+    items: list[dict[str, Any]] = page["data"]
+    return items
+
+
+def _texts(items: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for item in items:
+        if item["type"] == "message":
+            out.append("".join(p.get("text", "") for p in item["content"]))
+        elif item["type"] == "function_call":
+            out.append(f"call {item['name']} {item['arguments']}")
+        elif item["type"] == "function_call_output":
+            out.append(f"output {item['output']}")
+    return out
+
+
+def _carried(bridge: Bridge, thread_id: str) -> str:
+    record = bridge.server.call(bridge.state.components.carry_store.carried(thread_id))
+    assert record is not None, f"{thread_id} was not carried"
+    return str(record.conversation_id)
+
+
+def _migrate(config: Path, *extra: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    code = cli(["migrate", "--route", "helper", "--config", str(config), "--yes", "--json", *extra])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def test_conversations_of_every_kind_are_carried_and_continue_unchanged(
+    emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = [ALICE, BOB]
+    threads: dict[str, str] = {}  # kind -> thread id
+    # -- seeded on the Assistants route ----------------------------------------------------------------
+    with running_bridge(
+        emulator.url, redis_url, redis_prefix, routes=_routes(emulator.url, flipped=False), keys=keys
+    ) as a:
+        half = _client(a, ALICE, "half")
+        for n in range(12):  # 24 messages: more than one batch of 20 items
+            _chat(half, [{"role": "user", "content": f"half {n}"}])
+        history = [{"role": "user", "content": "history one"}]
+        history.append({"role": "assistant", "content": _chat(_client(a, ALICE), history).content})
+        history.append({"role": "user", "content": "history two"})
+        history.append({"role": "assistant", "content": _chat(_client(a, ALICE), history).content})
+        tool = _client(a, ALICE, "tool")
+        asked = _chat(tool, [{"role": "user", "content": '/tool get_weather {"city": "Paris"}'}], tools=[WEATHER])
+        call = asked.tool_calls[0]
+        answered = _chat(
+            tool,
+            [
+                {"role": "user", "content": '/tool get_weather {"city": "Paris"}'},
+                {"role": "assistant", "tool_calls": [call.model_dump()]},
+                {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+            ],
+            tools=[WEATHER],
+        )
+        assert answered.content == "Tool get_weather returned: sunny"
+        r1 = _client(a, ALICE).responses.create(model="helper", input="chain one")
+        r2 = _client(a, ALICE).responses.create(model="helper", input="chain two", previous_response_id=r1.id)
+        _chat(_client(a, ALICE, "shared"), [{"role": "user", "content": "alice's secret"}])
+        _chat(_client(a, BOB, "shared"), [{"role": "user", "content": "bob's secret"}])
+        waiting = _client(a, BOB, "waiting")
+        pending = _chat(waiting, [{"role": "user", "content": '/tool get_weather {"city": "Oslo"}'}], tools=[WEATHER])
+        for thread in a.emulator_threads():
+            first = thread["messages"][0]["text"] if thread["messages"] else ""
+            threads[first] = thread["id"]
+    assert len(threads) == 7, threads
+
+    # -- flipped to a v2 agent with migrate_from -------------------------------------------------------
+    config = tmp_path / "config.yaml"
+    flipped = _routes(emulator.url, flipped=True)
+    config.write_text(
+        yaml.safe_dump(
+            {"redis_url": redis_url, "redis_prefix": redis_prefix, "routes": flipped, "keys": keys, "threads": {}}
+        )
+    )
+    with running_bridge(
+        emulator.url, redis_url, redis_prefix, routes=flipped, keys=keys, threads={"sweep_interval": "0.3s"}
+    ) as b:
+        capsys.readouterr()
+        assert cli(["migrate-agent", "--route", "helper", "--config", str(config)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["created"] is True
+        assert [t["name"] for t in report["definition"]["tools"]] == ["get_weather"]  # sent by clients, recorded
+
+        # A carry killed after its conversation was created: the next carry completes it, on that conversation.
+        carrier: Carrier = b.state.components.carrier
+        half_thread = threads["half 0"]
+        record = b.server.call(b.state.store.get_thread(half_thread))
+
+        async def die(step: str) -> None:
+            raise Killed(step)
+
+        carrier.checkpoint = die
+        with pytest.raises(Killed):
+            b.server.call(carrier.carry(record))
+        carrier.checkpoint = None
+        started = b.server.call(b.state.components.carry_store.progress(half_thread))
+        assert started is not None and len(_items(b, started)) == 20
+
+        plan = _migrate(config, "--dry-run", capsys=capsys)["plan"]
+        assert plan["conversations"] == 7
+        assert plan["owners"]["alice"]["conversations"] == 5 and plan["owners"]["bob"]["waiting"] == 1
+        done = _migrate(config, "--limit", "4", capsys=capsys)["summary"]
+        assert (done["carried"], done["resumed"], done["failed"]) == (4, 1, {})
+        assert _carried(b, half_thread) == started  # completed, not duplicated
+        assert len(_items(b, started)) == 24
+
+        # Every conversation continues through the unchanged client (the rest carried lazily).
+        half = _client(b, ALICE, "half")
+        assert _chat(half, [{"role": "user", "content": "half after"}]).content == "Echo: half after"
+        history.append({"role": "user", "content": "history three"})
+        assert _chat(_client(b, ALICE), history).content == "Echo: history three"
+        tool = _client(b, ALICE, "tool")
+        assert _chat(tool, [{"role": "user", "content": "thanks"}], tools=[WEATHER]).content == "Echo: thanks"
+        r3 = _client(b, ALICE).responses.create(model="helper", input="chain three", previous_response_id=r2.id)
+        assert r3.output_text == "Echo: chain three"
+        r4 = _client(b, ALICE).responses.create(model="helper", input="chain four", previous_response_id=r3.id)
+        assert r4.output_text == "Echo: chain four"
+        with pytest.raises(openai.NotFoundError):  # another owner's response id
+            _client(b, BOB).responses.create(model="helper", input="steal", previous_response_id=r2.id)
+        assert _chat(_client(b, ALICE, "shared"), [{"role": "user", "content": "a2"}]).content == "Echo: a2"
+        assert _chat(_client(b, BOB, "shared"), [{"role": "user", "content": "b2"}]).content == "Echo: b2"
+        # The run that waited for tool outputs finishes on the Assistants side, then the conversation moves.
+        waiting = _client(b, BOB, "waiting")
+        out = [
+            {"role": "assistant", "tool_calls": [pending.tool_calls[0].model_dump()]},
+            {"role": "tool", "tool_call_id": pending.tool_calls[0].id, "content": "rainy"},
+        ]
+        assert _chat(waiting, out, tools=[WEATHER]).content == "Tool get_weather returned: rainy"
+        assert _chat(waiting, [{"role": "user", "content": "w2"}], tools=[WEATHER]).content == "Echo: w2"
+
+        # The v2 conversation behind each holds every earlier turn, and only its owner's.
+        seen = {kind: _texts(_items(b, _carried(b, thread))) for kind, thread in threads.items()}
+        assert seen["half 0"][:2] == ["half 0", "Echo: half 0"] and seen["half 0"][-2:] == [
+            "half after",
+            "Echo: half after",
+        ]
+        assert len(seen["half 0"]) == 26
+        assert seen["history one"] == [
+            "history one", "Echo: history one", "history two", "Echo: history two", "history three", "Echo: history three"
+        ]  # fmt: skip
+        tool_seen = seen['/tool get_weather {"city": "Paris"}']
+        assert tool_seen[1:5] == [
+            'call get_weather {"city": "Paris"}',
+            "output sunny",
+            "Tool get_weather returned: sunny",
+            "thanks",
+        ]
+        assert seen["chain one"] == [
+            "chain one", "Echo: chain one", "chain two", "Echo: chain two", "chain three", "Echo: chain three",
+            "chain four", "Echo: chain four",
+        ]  # fmt: skip
+        assert seen["alice's secret"] == ["alice's secret", "Echo: alice's secret", "a2", "Echo: a2"]
+        assert seen["bob's secret"] == ["bob's secret", "Echo: bob's secret", "b2", "Echo: b2"]
+        oslo = seen['/tool get_weather {"city": "Oslo"}']
+        assert oslo[1:] == [
+            'call get_weather {"city": "Oslo"}',
+            "output rainy",
+            "Tool get_weather returned: rainy",
+            "w2",
+            "Echo: w2",
+        ]
+
+        # A second bulk run carries nothing; no thread was ever unrecorded; after keep_source the sources go.
+        again = _migrate(config, capsys=capsys)
+        assert again["plan"]["conversations"] == 0 and "summary" not in again
+        assert unrecorded(emulator.url, redis_url, redis_prefix) == []
+        wait_for(lambda: all(t["deleted"] for t in upstream_threads(emulator.url)), timeout=15, what="sources deleted")
+        assert unrecorded(emulator.url, redis_url, redis_prefix) == []
+        # Still continuing after the sources are gone.
+        assert _chat(_client(b, BOB, "shared"), [{"role": "user", "content": "b3"}]).content == "Echo: b3"
+        with httpx.Client(base_url=b.url) as c:
+            assert "agent_bridge_conversations_carried_total" in c.get("/metrics").text
