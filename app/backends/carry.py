@@ -102,8 +102,14 @@ class Carrier:
             self._patient(lambda: source.thread_messages(thread_id, deadline), deadline),
         )
         active = next((r for r in reversed(runs) if r.get("status") in ACTIVE_RUN), None)
-        wanted = reply_runs(messages)
-        wanted += [str(r["id"]) for r in runs if r["id"] not in wanted and r.get("status") not in ACTIVE_RUN]
+        # A run that had no tools made no tool calls: its steps hold only its message, which is listed already.
+        toolless = {str(r["id"]) for r in runs if not r.get("tools")}
+        wanted = [run for run in reply_runs(messages) if run not in toolless]
+        wanted += [
+            str(r["id"])
+            for r in runs
+            if r["id"] not in wanted and r["id"] not in toolless and r.get("status") not in ACTIVE_RUN
+        ]
         listed = await asyncio.gather(
             *(self._patient(partial(source.run_steps, thread_id, run, deadline), deadline) for run in wanted)
         )
