@@ -4,6 +4,7 @@ every one continued through the official `openai` client unchanged."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,13 @@ import openai
 import pytest
 import yaml
 
+from app.agent_migration import migrate_agent
 from app.backends.carry import Carrier
 from app.cli import main as cli
-from tests.support.bridge import ENTRA, Bridge, running_bridge
+from app.errors import ConfigError
+from app.main import create_app
+from app.settings import load_settings
+from tests.support.bridge import ENTRA, Bridge, managed_identity, running_bridge
 from tests.support.leftovers import unrecorded, upstream_threads, wait_for
 from tests.support.servers import ServerThread
 
@@ -240,3 +245,70 @@ def test_conversations_of_every_kind_are_carried_and_continue_unchanged(
         assert _chat(_client(b, BOB, "shared"), [{"role": "user", "content": "b3"}]).content == "Echo: b3"
         with httpx.Client(base_url=b.url) as c:
             assert "agent_bridge_conversations_carried_total" in c.get("/metrics").text
+
+
+OPS = {"name": "ops", "key": "ops-key-0123456789ab", "admin": True}
+
+
+def _until_done(http: httpx.Client, migration_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def done() -> bool:
+        found.update(http.get(f"/admin/migrations/{migration_id}").json())
+        return found["state"] != "running"
+
+    wait_for(done, timeout=15, what="migration done")
+    return found
+
+
+def test_the_admin_api_migrates_waiting_out_429s_and_the_route_cannot_flip_back(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
+    keys = [ALICE, OPS]
+    with running_bridge(
+        emulator.url, redis_url, redis_prefix, routes=_routes(emulator.url, flipped=False), keys=keys
+    ) as a:
+        for name in ("one", "two"):
+            _chat(_client(a, ALICE, name), [{"role": "user", "content": f"{name} before"}])
+    flipped = _routes(emulator.url, flipped=True)
+    with running_bridge(emulator.url, redis_url, redis_prefix, routes=flipped, keys=keys) as b:
+        admin = {"Authorization": f"Bearer {OPS['key']}"}
+        with httpx.Client(base_url=b.url, headers=admin, timeout=30) as http:
+            refused = http.post(
+                "/admin/migrations", json={"route": "helper"}, headers={"Authorization": f"Bearer {ALICE['key']}"}
+            )
+            assert refused.status_code in (401, 403)
+            started = http.post("/admin/migrations", json={"route": "helper", "dry_run": True})
+            assert started.status_code == 202, started.text
+            plan = _until_done(http, started.json()["id"])["plan"]
+            assert plan["conversations"] == 2 and plan["owners"]["alice"]["messages"] == 4
+            # Azure throttles the creates (longer than the upstream client's own retries wait): waited out.
+            b.fault(path=r"/conversations$", method="POST", status=429, count=3, retry_after="1")
+            status = _until_done(http, http.post("/admin/migrations", json={"route": "helper"}).json()["id"])
+            assert (status["carried"], status["failed"], status["route_totals"]["carried"]) == (2, {}, 2)
+            with b.emulator() as e:
+                assert [f["remaining"] for f in e.get("/_emulator/faults").json()["faults"]] == [0]
+            again = _until_done(http, http.post("/admin/migrations", json={"route": "helper"}).json()["id"])
+            assert (again["total"], again["carried"]) == (0, 0)
+            unknown = http.post("/admin/migrations", json={"route": "nope"})
+            assert unknown.status_code == 400 and "migrate_from" in unknown.json()["error"]["message"]
+        made = b.server.call(migrate_agent(b.state.components, "helper", dry_run=False))
+        assert made["created"] and made["definition"]["model"] == "gpt-4o"
+        assert _chat(_client(b, ALICE, "one"), [{"role": "user", "content": "one after"}]).content == "Echo: one after"
+    # Back on Assistants, the route would lose the turns taken on v2: refused at start-up, saying what to do.
+    settings = load_settings(
+        None,
+        env={},
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        routes=_routes(emulator.url, flipped=False),
+        keys=keys,
+    )
+    app = create_app(settings)
+
+    async def start() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    with managed_identity(emulator.url), pytest.raises(ConfigError, match="were carried to Foundry v2"):
+        asyncio.run(start())
