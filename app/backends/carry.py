@@ -131,7 +131,10 @@ class Carrier:
         if record is None or record.route != route:
             return None
         outcome = await self.carry(record, wait_s=self.lock_wait_s, cancel_waiting=True, deadline=deadline)
-        return outcome.conversation_id if outcome is not None else None
+        if outcome is not None:
+            return outcome.conversation_id
+        done = await self.carry_store.carried(thread_id)  # carried by another turn or process meanwhile
+        return done.conversation_id if done is not None and done.owner == owner else None
 
     async def carry(
         self, record: ThreadRecord, *, wait_s: float = 0.0, cancel_waiting: bool = False, deadline: float | None = None

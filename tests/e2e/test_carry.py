@@ -134,10 +134,15 @@ def test_conversations_of_every_kind_are_carried_and_continue_unchanged(
         _chat(_client(a, BOB, "shared"), [{"role": "user", "content": "bob's secret"}])
         waiting = _client(a, BOB, "waiting")
         pending = _chat(waiting, [{"role": "user", "content": '/tool get_weather {"city": "Oslo"}'}], tools=[WEATHER])
+        flat = {"type": "function", **{k: v for k, v in WEATHER["function"].items()}}
+        asked_r = _client(a, BOB).responses.create(
+            model="helper", input='/tool get_weather {"city": "Rome"}', tools=[flat]
+        )  # type: ignore[list-item]
+        call_r = next(o for o in asked_r.output if o.type == "function_call")
         for thread in a.emulator_threads():
             first = thread["messages"][0]["text"] if thread["messages"] else ""
             threads[first] = thread["id"]
-    assert len(threads) == 7, threads
+    assert len(threads) == 8, threads
 
     # -- flipped to a v2 agent with migrate_from -------------------------------------------------------
     config = tmp_path / "config.yaml"
@@ -172,8 +177,8 @@ def test_conversations_of_every_kind_are_carried_and_continue_unchanged(
         assert started is not None and len(_items(b, started)) == 20
 
         plan = _migrate(config, "--dry-run", capsys=capsys)["plan"]
-        assert plan["conversations"] == 7
-        assert plan["owners"]["alice"]["conversations"] == 5 and plan["owners"]["bob"]["waiting"] == 1
+        assert plan["conversations"] == 8
+        assert plan["owners"]["alice"]["conversations"] == 5 and plan["owners"]["bob"]["waiting"] == 2
         done = _migrate(config, "--limit", "4", capsys=capsys)["summary"]
         assert (done["carried"], done["resumed"], done["failed"]) == (4, 1, {})
         assert _carried(b, half_thread) == started  # completed, not duplicated
@@ -203,6 +208,24 @@ def test_conversations_of_every_kind_are_carried_and_continue_unchanged(
         assert _chat(waiting, out, tools=[WEATHER]).content == "Tool get_weather returned: rainy"
         assert _chat(waiting, [{"role": "user", "content": "w2"}], tools=[WEATHER]).content == "Echo: w2"
 
+        # The same through the Responses API: the outputs finish the run on Assistants, the next turn moves it.
+        answered_r = _client(b, BOB).responses.create(
+            model="helper",
+            previous_response_id=asked_r.id,
+            input=[{"type": "function_call_output", "call_id": call_r.call_id, "output": "warm"}],  # type: ignore[union-attr]
+            tools=[flat],  # type: ignore[list-item]
+        )
+        assert answered_r.output_text == "Tool get_weather returned: warm"
+        after_r = _client(b, BOB).responses.create(model="helper", input="r2", previous_response_id=answered_r.id)
+        assert after_r.output_text == "Echo: r2"
+        rome = _texts(_items(b, _carried(b, threads['/tool get_weather {"city": "Rome"}'])))
+        assert rome[1:] == [
+            'call get_weather {"city": "Rome"}',
+            "output warm",
+            "Tool get_weather returned: warm",
+            "r2",
+            "Echo: r2",
+        ]
         # The v2 conversation behind each holds every earlier turn, and only its owner's.
         seen = {kind: _texts(_items(b, _carried(b, thread))) for kind, thread in threads.items()}
         assert seen["half 0"][:2] == ["half 0", "Echo: half 0"] and seen["half 0"][-2:] == [
@@ -234,6 +257,17 @@ def test_conversations_of_every_kind_are_carried_and_continue_unchanged(
             "w2",
             "Echo: w2",
         ]
+
+        # Each owner reaches only its own conversations.
+        alice_conversation = _carried(b, threads["alice's secret"])
+        with b.http() as http:
+            mine = http.get(
+                f"/v1/conversations/{alice_conversation}", headers={"Authorization": f"Bearer {ALICE['key']}"}
+            )
+            theirs = http.get(
+                f"/v1/conversations/{alice_conversation}", headers={"Authorization": f"Bearer {BOB['key']}"}
+            )
+        assert (mine.status_code, theirs.status_code) == (200, 404)
 
         # A second bulk run carries nothing; no thread was ever unrecorded; after keep_source the sources go.
         again = _migrate(config, capsys=capsys)
