@@ -162,6 +162,7 @@ async def components(
         lock_wait_s=settings.limits.lock_wait,
         metrics=metrics,
     )
+    tool_schemas = ToolSchemas(carry_store)
     deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
     fetchers: dict[str, Fetch] = {name: client.file_content for name, client in assistants_clients.items()}
     fetchers.update({name: client.file_content for name, client in foundry_clients.items()})
@@ -182,7 +183,7 @@ async def components(
             files=store,
             carry=carrier,
             calls=store,
-            tool_schemas=ToolSchemas(carry_store),
+            tool_schemas=tool_schemas,
         ),
         responses=ResponsesService(
             settings,
@@ -195,6 +196,7 @@ async def components(
             files=store,
             carry=carrier,
             calls=store,
+            tool_schemas=tool_schemas,
         ),
         files=FileRelay(store, fetchers),
         conversations=ConversationsService(settings, foundry_clients, store),

@@ -258,7 +258,9 @@ class ResponsesService:
         files: FileIndex | None = None,
         carry: migration.Carry | None = None,
         calls: migration.CallIndex | None = None,
+        tool_schemas: migration.ToolSchemas | None = None,
     ) -> None:
+        self.tool_schemas = tool_schemas
         self.carry = carry
         self.calls = calls
         self.files = files
@@ -316,6 +318,9 @@ class ResponsesService:
                 self.conversations, owner=owner, route=req.model, items=items, conversation_id=None
             )
             cursor, new_items = found.cursor, found.new_items
+        tools = responses_codec.parse_tools(req)
+        if self.tool_schemas is not None and tools:
+            await self.tool_schemas.note(req.model, tools)
         turn = TurnRequest(
             owner=owner,
             model=req.model,
@@ -324,7 +329,7 @@ class ResponsesService:
             cursor=cursor,
             new_items=new_items,
             instructions=instructions,
-            tools=responses_codec.parse_tools(req),
+            tools=tools,
             options=responses_codec.parse_options(req),
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),

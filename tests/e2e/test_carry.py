@@ -305,7 +305,8 @@ def test_the_admin_api_migrates_waiting_out_429s_and_the_route_cannot_flip_back(
         for name in ("one", "two"):
             _chat(_client(a, ALICE, name), [{"role": "user", "content": f"{name} before"}])
     flipped = _routes(emulator.url, flipped=True)
-    with running_bridge(emulator.url, redis_url, redis_prefix, routes=flipped, keys=keys) as b:
+    fast = {"sweep_interval": "200ms"}
+    with running_bridge(emulator.url, redis_url, redis_prefix, routes=flipped, keys=keys, threads=fast) as b:
         admin = {"Authorization": f"Bearer {OPS['key']}"}
         with httpx.Client(base_url=b.url, headers=admin, timeout=30) as http:
             refused = http.post(
@@ -322,6 +323,11 @@ def test_the_admin_api_migrates_waiting_out_429s_and_the_route_cannot_flip_back(
             assert (status["carried"], status["failed"], status["route_totals"]["carried"]) == (2, {}, 2)
             with b.emulator() as e:
                 assert [f["remaining"] for f in e.get("/_emulator/faults").json()["faults"]] == [0]
+            # Never early: sweeps run, and the sources stay until keep_source (3 s) has passed.
+            sweeps = b.server.call(b.state.janitor.counters_snapshot())["sweeps"]
+            wait_for(lambda: b.server.call(b.state.janitor.counters_snapshot())["sweeps"] >= sweeps + 2, what="sweeps")
+            assert [t["deleted"] for t in upstream_threads(emulator.url)] == [False, False]
+            wait_for(lambda: all(t["deleted"] for t in upstream_threads(emulator.url)), timeout=15, what="deleted")
             again = _until_done(http, http.post("/admin/migrations", json={"route": "helper"}).json()["id"])
             assert (again["total"], again["carried"]) == (0, 0)
             unknown = http.post("/admin/migrations", json={"route": "nope"})
