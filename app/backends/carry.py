@@ -32,8 +32,6 @@ from app.state.store import RedisStore
 log = logging.getLogger("agent_bridge.carry")
 
 T = TypeVar("T")
-Checkpoint = Callable[[str], Awaitable[None]]
-"""Called after each step that Azure acted on (`created`, `batch`, `verified`): tests stop a carry there."""
 
 CARRY_TIMEOUT_S = 300.0
 
@@ -87,7 +85,6 @@ class Carrier:
         self.lease = lease
         self.lock_wait_s = lock_wait_s
         self.metrics = metrics
-        self.checkpoint: Checkpoint | None = None
 
     def migrating(self, route: str) -> bool:
         return route in self.sources and route in self.targets
@@ -191,12 +188,10 @@ class Carrier:
             conversation = str(created["id"])
             await self.carry_store.begin(thread_id, conversation)
             held, requests = len(first), requests + 1
-            await self._at("created")
         for batch in carried.batches(held):
             path = f"/{conversation}/items"
             await self._patient(partial(target.conversation_request, "POST", path, json={"items": batch}), deadline)
             requests += 1
-            await self._at("batch")
         found = await self._count_items(target, conversation, deadline)
         requests += 1
         if found != len(carried.items):
@@ -215,7 +210,6 @@ class Carrier:
             idle_score=due - self.thread_ttl_s,
             metadata=record.metadata,
         )
-        await self._at("verified")
         if carried.lost:
             log.info("carried %s to %s; not carried: %s", thread_id, conversation, "; ".join(carried.lost))
         if self.metrics is not None:
@@ -261,10 +255,6 @@ class Carrier:
                 if time.monotonic() + wait >= deadline:
                     raise
                 await asyncio.sleep(wait)
-
-    async def _at(self, step: str) -> None:
-        if self.checkpoint is not None:
-            await self.checkpoint(step)
 
     async def _count(self, route: str, what: str) -> None:
         if self.metrics is not None:
