@@ -127,7 +127,11 @@ class Carrier:
         record = await self.store.get_thread(thread_id, owner)
         if record is None or record.route != route:
             return None
-        outcome = await self.carry(record, wait_s=self.lock_wait_s, cancel_waiting=True, deadline=deadline)
+        try:
+            outcome = await self.carry(record, wait_s=self.lock_wait_s, cancel_waiting=True, deadline=deadline)
+        except NotFoundError:
+            log.warning("thread %s is gone upstream: its conversation starts afresh on v2", thread_id)
+            return None
         if outcome is not None:
             return outcome.conversation_id
         done = await self.carry_store.carried(thread_id)  # carried by another turn or process meanwhile
