@@ -143,6 +143,7 @@ def test_conversations_of_every_kind_are_carried_and_continue_unchanged(
             first = thread["messages"][0]["text"] if thread["messages"] else ""
             threads[first] = thread["id"]
     assert len(threads) == 8, threads
+    assert unrecorded(emulator.url, redis_url, redis_prefix) == []
 
     # -- flipped to a v2 agent with migrate_from -------------------------------------------------------
     config = tmp_path / "config.yaml"
@@ -177,7 +178,7 @@ def test_conversations_of_every_kind_are_carried_and_continue_unchanged(
             wait_for(lambda: b.server.call(progress(half_thread)) is not None, timeout=20, what="a conversation begun")
             doomed.send_signal(signal.SIGKILL)
         started = b.server.call(progress(half_thread))
-        assert len(_items(b, started)) == 20
+        assert len(_items(b, started)) == 20 and unrecorded(emulator.url, redis_url, redis_prefix) == []
         wait_for(lambda: locks(redis_url, redis_prefix) == {}, timeout=5, what="the dead process's lease expired")
 
         plan = _migrate(config, "--dry-run", capsys=capsys)["plan"]
