@@ -1,4 +1,4 @@
-"""`agent-bridge serve | emulator | dev | check-config | threads`: the command line."""
+"""`agent-bridge serve | emulator | dev | check-config | threads | migrate | migrate-agent`: the command line."""
 
 from __future__ import annotations
 
@@ -373,6 +373,10 @@ def parser() -> argparse.ArgumentParser:
     check = command("check-config", "validate a config file without starting; reports every problem")
     check.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"), help=config_help)
     check.set_defaults(run=_check_config)
+
+    from app.migrate_cli import add_commands
+
+    add_commands(command, os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"), config_help)
     return root
 
 

@@ -22,11 +22,13 @@ from app.api.application import build_api
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
+from app.backends.carry import Carrier
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
 from app.backends.http1 import StreamClient
 from app.backends.lease import LeasePolicy
+from app.backends.migration import Migrations, refuse_flip_back
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient, http_session, proxy_for
@@ -35,11 +37,13 @@ from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
 from app.core.keys import KeyRing
 from app.core.lifetime import InFlight
+from app.core.migration import ToolSchemas
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
 from app.errors import StoreUnavailableError
 from app.metrics import Metrics
 from app.settings import RouteSettings, Settings, config_warnings, load_settings
+from app.state.carry_store import CarryStore
 from app.state.connect import build as build_redis
 from app.state.connect import check_mode
 from app.state.janitor import Janitor, JanitorPolicy
@@ -70,6 +74,9 @@ class Components:
     admin: ThreadAdmin
     janitor: Janitor
     metrics: Metrics
+    carry_store: CarryStore
+    carrier: Carrier
+    migrations: Migrations
 
 
 @asynccontextmanager
@@ -117,6 +124,15 @@ async def components(
             assistants_clients[name] = AssistantsClient(upstream, route)
         else:
             foundry_clients[name] = FoundryClient(upstream, route)
+        source = route.source_route()
+        if source is not None:  # the Assistants agent this route served before: its threads are carried
+            auths[f"{name}@source"] = build_auth(source.auth, _scope_for(source))
+            upstream = UpstreamClient(
+                http, auths[f"{name}@source"], policy, name=name, metrics=metrics,
+                proxy=proxy_for(source.endpoint), streams=streams,
+            )  # fmt: skip
+            assistants_clients[name] = AssistantsClient(upstream, source)
+    lease_policy = lease or LeasePolicy.for_ttl(settings.limits.lock_lease)
     foundry = FoundryBackend(foundry_clients, tasks, metrics, AgentDefinitions(definition_policy))
     backends: dict[str, AgentBackend] = {
         "assistants": AssistantsBackend(
@@ -125,11 +141,28 @@ async def components(
             tasks,
             lock_wait_s=settings.limits.lock_wait,
             poll=poll,
-            lease=lease or LeasePolicy.for_ttl(settings.limits.lock_lease),
+            lease=lease_policy,
             metrics=metrics,
         ),
         "foundry": foundry,
     }
+    carry_store = CarryStore(store, ttl_ms=int(max(settings.threads.ttl, settings.responses.ttl) * 1000))
+    migrating = {name for name, route in settings.routes.items() if route.migrate_from is not None}
+    carrier = Carrier(
+        store=store,
+        carry=carry_store,
+        sources={name: assistants_clients[name] for name in migrating},
+        targets={name: foundry_clients[name] for name in migrating},
+        keep_source={
+            name: route.migrate_from.keep_source for name, route in settings.routes.items() if route.migrate_from
+        },
+        thread_ttl_s=settings.threads.ttl,
+        tasks=tasks,
+        lease=lease_policy,
+        lock_wait_s=settings.limits.lock_wait,
+        metrics=metrics,
+    )
+    tool_schemas = ToolSchemas(carry_store)
     deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
     fetchers: dict[str, Fetch] = {name: client.file_content for name, client in assistants_clients.items()}
     fetchers.update({name: client.file_content for name, client in foundry_clients.items()})
@@ -141,9 +174,29 @@ async def components(
         assistants_clients=assistants_clients,
         foundry_clients=foundry_clients,
         auths=auths,
-        service=TurnService(settings, backends, store, tasks=tasks, inflight=inflight, files=store),
+        service=TurnService(
+            settings,
+            backends,
+            store,
+            tasks=tasks,
+            inflight=inflight,
+            files=store,
+            carry=carrier,
+            calls=store,
+            tool_schemas=tool_schemas,
+        ),
         responses=ResponsesService(
-            settings, backends, store, foundry, conversations=store, tasks=tasks, inflight=inflight, files=store
+            settings,
+            backends,
+            store,
+            foundry,
+            conversations=store,
+            tasks=tasks,
+            inflight=inflight,
+            files=store,
+            carry=carrier,
+            calls=store,
+            tool_schemas=tool_schemas,
         ),
         files=FileRelay(store, fetchers),
         conversations=ConversationsService(settings, foundry_clients, store),
@@ -160,6 +213,9 @@ async def components(
             metrics,
         ),
         metrics=metrics,
+        carry_store=carry_store,
+        carrier=carrier,
+        migrations=Migrations(store, carrier),
     )
     try:
         yield built
@@ -191,11 +247,16 @@ def create_app(
                 "process, and threads created now can be orphaned on Azure. Set REDIS_URL in production."
             )
         async with components(settings, retry=retry, poll=poll, definition_policy=definitions) as built:
+            try:
+                await refuse_flip_back(built.carry_store, settings)
+            except StoreUnavailableError:
+                log.warning("redis: carried conversations could not be checked at start-up (Redis unavailable)")
             restore = _on_termination(lambda: built.inflight.begin_shutdown(settings.shutdown_grace))
             app.state.components = built
             app.state.store = built.store
             app.state.tasks = built.tasks
             app.state.service = built.service
+            app.state.migrations = built.migrations
             app.state.responses = built.responses
             app.state.files = built.files
             app.state.conversations = built.conversations

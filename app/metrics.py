@@ -129,6 +129,18 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.store_errors = Counter("agent_bridge_store_errors", "Redis operations that failed.", registry=r)
+        self.carried = Counter(
+            "agent_bridge_conversations_carried",
+            "Assistants threads carried to Foundry v2 conversations, by outcome (carried, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.carry_pending = Gauge(
+            "agent_bridge_conversations_carry_pending",
+            "Threads of migrating routes not carried yet (set by each bulk migration's plan and progress).",
+            registry=r,
+            multiprocess_mode="max",
+        )
 
     def render(self) -> bytes:
         if self.multiprocess:

@@ -76,6 +76,21 @@ class AgentRef(_Strict):
     version: str | None = None
 
 
+class MigrateFromSettings(_Strict):
+    """The Assistants agent a Foundry v2 route served before: its conversations are carried to v2
+    (`agent-bridge migrate`, or lazily at their next turn; docs/migration.md)."""
+
+    assistant_id: str = Field(pattern=r"^asst_")
+    endpoint: str | None = None
+    """Default: the route's own project (its classic Agents paths); an `/openai` resource names its own."""
+    api_version: str | None = None
+    """Default: the route's own."""
+    auth: AuthSettings | None = None
+    """Default: the route's own."""
+    keep_source: Seconds = 7 * 86400.0
+    """How long a source thread is kept after its conversation was carried and verified; then the janitor deletes it."""
+
+
 class RouteSettings(_Strict):
     """One model name a client can use, and the Azure agent behind it."""
 
@@ -102,6 +117,8 @@ class RouteSettings(_Strict):
     deadline stops the work upstream. `false`: foreground responses, which run on to their end
     upstream when the client goes away (Azure refuses to cancel them)."""
     description: str | None = None
+    migrate_from: MigrateFromSettings | None = None
+    """Foundry v2 only: the Assistants agent this route served before (its threads are carried to conversations)."""
 
     # Field validators run even when another field fails, so one run reports every problem.
     @field_validator("assistant_id")
@@ -125,7 +142,25 @@ class RouteSettings(_Strict):
             raise ValueError("a route needs exactly one of assistant_id (Assistants) or agent (Foundry v2)")
         if self.agent is not None and not self.is_project:
             raise ValueError("a Foundry v2 agent needs a project endpoint (.../api/projects/<project>)")
+        if self.migrate_from is not None and self.agent is None:
+            raise ValueError("migrate_from belongs on a Foundry v2 route (agent): the route its threads move to")
         return self
+
+    def source_route(self) -> RouteSettings | None:
+        """The Assistants route this route served before (`migrate_from`, defaults filled from this route)."""
+        source = self.migrate_from
+        if source is None:
+            return None
+        return RouteSettings(
+            endpoint=source.endpoint or self.endpoint,
+            assistant_id=source.assistant_id,
+            api_version=source.api_version or self.api_version,
+            auth=source.auth or self.auth,
+            upstream=self.upstream,
+            timeout=self.timeout,
+            mcp_approval=self.mcp_approval,
+            citation_markers=self.citation_markers,
+        )
 
     @property
     def backend(self) -> Literal["assistants", "foundry"]:

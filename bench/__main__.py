@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench import cpu, peer, report, scenarios
+from bench import carry, cpu, peer, report, scenarios
 from bench.processes import (
     AGENT_BRIDGE,
     KEY,
@@ -167,6 +167,11 @@ def main() -> int:
             baseline = peak_rss_mb(worker_pids(pid)[0])
             streams = scenarios.open_streams(f"http://127.0.0.1:{fresh_port}", emulator, count=1000, delay_ms=200)
             results["memory"] = {**streams, "rss_before_mb": baseline, "peak_rss_mb": peak_rss_mb(worker_pids(pid)[0])}
+    print("carrying conversations from Assistants to Foundry v2 ...", flush=True)
+    try:
+        results["carry"] = carry.run()
+    except Exception as exc:
+        results["carry"] = {"status": f"failed: {type(exc).__name__}: {exc}"[:300]}
     results["duration_s"] = time.time() - started
     json_path = out_dir / f"{stamp}.json"
     json_path.write_text(json.dumps(results, indent=2, default=str))

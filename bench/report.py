@@ -167,6 +167,18 @@ def markdown(r: dict[str, Any]) -> str:
         f"- peak RSS <= 150 MB with 1,000 streams: {_held(m['peak_rss_mb'] <= 150 and m['errors'] == 0)} ({_f(m['peak_rss_mb'], 1)} MB)"
     )
     lines += ["", f"Bench duration: {_f(r['duration_s'], 0)} s."]
+    carry = r.get("carry")
+    if carry:
+        lines += ["", "## Carrying conversations to Foundry v2 (`python -m bench.carry`)", ""]
+        if "carried_per_s" in carry:
+            lines.append(
+                f"{carry['carried_per_s']} conversations/s carried from one process (target >= 50): "
+                f"{carry['carried']} of {carry['conversations']} threads of {carry['messages_each']} messages, "
+                f"{carry['latency_ms_per_request']:g} ms per Azure request, concurrency {carry['concurrency']}, "
+                f"{carry['upstream_requests']} upstream requests; a second run carried {carry['second_run_carried']}."
+            )
+        else:
+            lines.append(str(carry.get("status")))
     return "\n".join(lines)
 
 

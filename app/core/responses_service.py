@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from app.core import approvals, conversation, failures, input_items, responses_codec, responses_input
+from app.core import approvals, conversation, failures, input_items, migration, responses_codec, responses_input
 from app.core.annotations import MarkerMode, parse_response_annotation
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
@@ -179,7 +179,10 @@ class _RecordedRelay:
         files: FileIndex | None,
         markers: MarkerMode = "numbered",
         record_items: bool = True,
+        conversation: str | None = None,
     ) -> None:
+        self.conversation = conversation
+        """The carried conversation this response continued (a later previous_response_id continues it too)."""
         self.record_items = record_items
         self._items: list[str] = []  # output item ids the client has seen, not yet recorded
         self.markers = MarkerRelay(markers)
@@ -202,6 +205,7 @@ class _RecordedRelay:
                 run_id=None,
                 upstream_id=bound.response_id,
                 created_at=time.time(),
+                data={"conversation": self.conversation} if self.conversation else {},
             )
         )
         return bound
@@ -252,7 +256,13 @@ class ResponsesService:
         tasks: BackgroundTasks,
         inflight: InFlight,
         files: FileIndex | None = None,
+        carry: migration.Carry | None = None,
+        calls: migration.CallIndex | None = None,
+        tool_schemas: migration.ToolSchemas | None = None,
     ) -> None:
+        self.tool_schemas = tool_schemas
+        self.carry = carry
+        self.calls = calls
         self.files = files
         self.conversations = conversations
         self.settings = settings
@@ -308,6 +318,9 @@ class ResponsesService:
                 self.conversations, owner=owner, route=req.model, items=items, conversation_id=None
             )
             cursor, new_items = found.cursor, found.new_items
+        tools = responses_codec.parse_tools(req)
+        if self.tool_schemas is not None and tools:
+            await self.tool_schemas.note(req.model, tools)
         turn = TurnRequest(
             owner=owner,
             model=req.model,
@@ -316,7 +329,7 @@ class ResponsesService:
             cursor=cursor,
             new_items=new_items,
             instructions=instructions,
-            tools=responses_codec.parse_tools(req),
+            tools=tools,
             options=responses_codec.parse_options(req),
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
@@ -360,8 +373,21 @@ class ResponsesService:
         self, req: ResponsesRequest, route: RouteSettings, body: dict[str, Any], owner: str, deadline: float
     ) -> Work[StreamEvent]:
         assert self.passthrough is not None
-        await self._previous(req, owner)
-        if req.conversation is not None:
+        previous = await self._previous(req, owner)
+        carried: str | None = None
+        if previous is not None and route.migrate_from is not None:
+            if previous.backend == "assistants":
+                carried = await self._carried(req, previous, body, owner, deadline)
+                if carried is None:  # tool outputs for a run that waits on the Assistants side: it finishes there
+                    source = route.source_route()
+                    assert source is not None
+                    return await self._assistants(req, source, owner, deadline)
+            else:
+                found = previous.data.get("conversation")
+                carried = str(found) if found else None
+            if carried is not None:
+                body = {k: v for k, v in body.items() if k != "previous_response_id"} | {"conversation": carried}
+        elif req.conversation is not None:
             conversation_id = req.conversation if isinstance(req.conversation, str) else req.conversation.get("id")
             if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
                 raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
@@ -382,7 +408,34 @@ class ResponsesService:
             files=self.files,
             markers=route.citation_markers,
             record_items=keyed and req.store is not False,
+            conversation=carried,
         )
+
+    async def _carried(
+        self,
+        req: ResponsesRequest,
+        previous: ResponseRecord,
+        body: dict[str, Any],
+        owner: str,
+        deadline: float,
+    ) -> str | None:
+        """The conversation an Assistants-era previous_response_id continues on a migrating route (its thread
+        carried first); None when the request's tool outputs answer a run still waiting on the Assistants side."""
+        if self.calls is not None and await migration.waiting_on_source(
+            self.calls, migration.output_call_ids(body), owner
+        ):
+            return None
+        conversation_id = None
+        if previous.thread_id and self.carry is not None:
+            thread_id = previous.thread_id
+            conversation_id = await self.carry.ensure(thread_id, owner=owner, route=req.model, deadline=deadline)
+        if conversation_id is None:
+            raise NotFoundError(
+                f"Previous response with id '{req.previous_response_id}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        return conversation_id
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)

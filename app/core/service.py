@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.core import approvals, chat_codec, conversation
+from app.core import approvals, chat_codec, conversation, migration
 from app.core.annotations import rewritten
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
@@ -120,7 +120,13 @@ class TurnService:
         tasks: BackgroundTasks,
         inflight: InFlight,
         files: FileIndex | None = None,
+        carry: migration.Carry | None = None,
+        calls: migration.CallIndex | None = None,
+        tool_schemas: migration.ToolSchemas | None = None,
     ) -> None:
+        self.tool_schemas = tool_schemas
+        self.carry = carry
+        self.calls = calls
         self.files = files
         self.settings = settings
         self.backends = backends
@@ -139,6 +145,8 @@ class TurnService:
                 code="too_many_messages",
             )
         parsed = chat_codec.parse_request(req)
+        if self.tool_schemas is not None and route.backend == "assistants" and parsed.tools:
+            await self.tool_schemas.note(req.model, parsed.tools)
         items = approvals.resolve(parsed.items)
         found = await conversation.resolve(
             self.index,
@@ -146,15 +154,31 @@ class TurnService:
             route=req.model,
             items=items,
             conversation_id=conversation_id,
-            claim=route.backend == "assistants",
+            # A migrating route's cursor may be a thread or a conversation: both only grow, so both are taken.
+            claim=route.backend == "assistants" or route.migrate_from is not None,
         )
         deadline = time.monotonic() + route.timeout
+        cursor, backend = found.cursor, route.backend
+        if route.migrate_from is not None and self.carry is not None and self.calls is not None:
+            source = route.source_route()
+            if source is not None and await migration.chat_outputs_wait(self.calls, items, owner):
+                route, backend = source, "assistants"  # the run finishes where it waits
+            else:
+                cursor = await migration.carried_cursor(
+                    self.carry,
+                    self.index,
+                    cursor=cursor,
+                    owner=owner,
+                    route=req.model,
+                    conversation_id=conversation_id,
+                    deadline=deadline,
+                )
         turn = TurnRequest(
             owner=owner,
             model=req.model,
             route=route,
             items=items,
-            cursor=found.cursor,
+            cursor=cursor,
             new_items=found.new_items,
             instructions=parsed.instructions,
             tools=parsed.tools,
@@ -163,6 +187,6 @@ class TurnService:
             approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
         )
         work = _ChatWork(
-            self.backends[route.backend].turn(turn), self.index, turn, conversation_id=conversation_id, files=self.files
+            self.backends[backend].turn(turn), self.index, turn, conversation_id=conversation_id, files=self.files
         )
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)

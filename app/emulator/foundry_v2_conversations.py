@@ -13,6 +13,9 @@ from app.emulator.foundry_v2_state import Conversation, FoundryState
 from app.emulator.http import EmulatorHTTPError, list_params, new_id, now, page, read_json
 
 MAX_CREATE_ITEMS = 20
+"""Items one create and one add may carry: OpenAI's Conversations reference (`items`: "up to 20 items at a
+time", for `POST /conversations` and for `POST /conversations/{id}/items`); more is a 400
+`array_above_max_length` naming `items`."""
 
 
 def _metadata(value: Any) -> dict[str, str]:

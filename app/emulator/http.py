@@ -133,7 +133,11 @@ def page(
 
 
 def list_params(request: Request) -> dict[str, Any]:
-    """`limit` (1-100, default 20), `order` (asc|desc, default desc), `after`, `before`."""
+    """`limit` (1-100, default 20), `order` (asc|desc, default desc), `after`, `before`.
+
+    Source: the Assistants list operations (threads, messages, runs, run steps) in Azure.AI.Agents'
+    TypeSpec (`limit`, `order`, `after`, `before` on each list; 1-100) and OpenAI's API reference for
+    list messages / list run steps / list conversation items (limit 1-100, default 20; order default desc)."""
     q = request.query_params
     try:
         limit = int(q.get("limit", "20"))

@@ -7,7 +7,9 @@ lease per bucket with work, so replicas sweep disjoint buckets in parallel. With
 janitors never delete the same thread: the claim re-scores it `claim_s` into the future rather than
 removing it, so a janitor killed mid-deletion leaves it due again, never in no index. A deletion that fails puts the
 thread back with a backoff score; the thread stays in the registry until Azure confirms (or answers
-404). A thread whose route is no longer configured cannot be deleted: it is reported (log, metric)
+404). A thread carried to a Foundry v2 conversation is due when its route's `keep_source` has passed since
+the carry was verified (its route, now a v2 route with `migrate_from`, still has a deleter for it). A
+thread whose route is no longer configured cannot be deleted: it is reported (log, metric)
 and parked far in the future instead of being retried; a later sweep that finds its route
 configured again puts it back on the work list.
 """
@@ -21,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from app.core.records import ThreadRecord
 from app.errors import BridgeError, NotFoundError
 from app.metrics import Metrics
 from app.state.store import RedisStore
@@ -32,6 +35,13 @@ ThreadDeleter = Callable[[str], Awaitable[None]]
 
 PARKED_SCORE = 1e12
 """The idle score of a thread whose route is gone (year 33658): listed, never expired."""
+
+
+def _last_use(record: ThreadRecord, ttl_s: float) -> float:
+    """The idle score: the last use, or for a thread carried to Foundry v2 the time that makes it due when its
+    `keep_source` has passed since its conversation was verified (`app.backends.carry`), never earlier."""
+    due = record.metadata.get("carried_due")
+    return float(due) - ttl_s if due is not None else record.last_used_at
 
 
 @dataclass
@@ -150,8 +160,9 @@ class Janitor:
             await self.store.drop_idle(thread_id)  # a stale index entry
             result.skipped.append(thread_id)
             return
-        if record.last_used_at > cutoff:
-            await self.store.requeue_idle(thread_id, record.last_used_at)
+        used = _last_use(record, self.policy.ttl_s)
+        if used > cutoff:
+            await self.store.requeue_idle(thread_id, used)
             result.skipped.append(thread_id)
             return
         deleter = self.deleters.get(record.route)
@@ -171,7 +182,7 @@ class Janitor:
             return
         token = await self.store.acquire_lock(thread_id, ttl_ms=60_000, wait_s=0)
         if token is None:
-            await self.store.requeue_idle(thread_id, record.last_used_at)
+            await self.store.requeue_idle(thread_id, used)
             result.skipped.append(thread_id)
             return
         try:
@@ -199,7 +210,7 @@ class Janitor:
         for thread_id in await self.store.parked_threads(above=PARKED_SCORE - 1):
             record = await self.store.get_thread(thread_id)
             if record is not None and record.route in self.deleters:
-                await self.store.requeue_idle(thread_id, record.last_used_at)
+                await self.store.requeue_idle(thread_id, _last_use(record, self.policy.ttl_s))
                 moved += 1
         return moved
 

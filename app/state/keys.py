@@ -14,6 +14,10 @@ or script on a thread stays in one hash slot of a Redis Cluster.
   (string: the owner of a Foundry v2 output item), `file:<id>` (string: the route and owner of a file a
   turn showed, response TTL).
 - `lease:<name>` (string): other leases (the layout migration).
+- `carried:{bNNN}:<id>` (string): the Foundry v2 conversation a thread was carried to, with its owner and
+  route (`app.state.carry_store`); in the thread's bucket, so the switch is one transaction.
+- `carry:<route>` (hash): conversations of a route carried and failed (the flip-back guard, metrics).
+- `tools:<route>` (hash): function tool schemas clients sent on an Assistants route, by name (bounded).
 - `probe:<name>` (string): the readiness probe's own key, seconds-lived.
 
 Layout 1 (before buckets) kept `thread:<id>`, `threads:idle` and `owner:<owner>:threads`;
@@ -64,6 +68,9 @@ class Keys:
 
     def janitor_lease(self, bucket: int) -> str:
         return f"{self.prefix}lease:janitor:{tag(bucket)}"
+
+    def carried(self, thread_id: str) -> str:
+        return f"{self.prefix}carried:{tag(bucket_of(thread_id))}:{thread_id}"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

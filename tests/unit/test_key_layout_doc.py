@@ -27,6 +27,7 @@ def _written() -> set[str]:
         tagged(keys.idle(7)),
         tagged(keys.owner(7, "<owner>")),
         tagged(keys.janitor_lease(7)),
+        tagged(keys.carried("<id>")),
         # The store's other families (app/state/lookups.py, store.py), through the same prefixing.
         keys.raw("conv", "<owner>", "<route>", "<fp>"),
         keys.raw("conv", "<owner>", "<route>", "id", "<conversation>"),
@@ -37,6 +38,8 @@ def _written() -> set[str]:
         keys.raw("file", "<id>"),
         keys.raw("lease", "<name>"),
         keys.raw("probe", "<name>"),
+        keys.raw("carry", "<route>"),
+        keys.raw("tools", "<route>"),
     }
 
 

@@ -125,3 +125,40 @@ def test_a_key_on_a_project_endpoint_is_a_warning_not_a_refusal(
     captured = capsys.readouterr()
     assert "keyed: foundry a:latest" in captured.out
     assert "warning:" in captured.err and "routes.keyed.auth" in captured.err and "routes.entra" not in captured.err
+
+
+def test_migrate_from_defaults_to_the_route_and_belongs_on_v2_routes() -> None:
+    from app.settings import load_settings as load
+
+    project = "https://res.services.ai.azure.com/api/projects/p"
+    auth = {"type": "entra"}
+    settings = load(
+        None,
+        env={},
+        routes={
+            "r": {"endpoint": project, "agent": {"name": "a"}, "auth": auth, "migrate_from": {"assistant_id": "asst_x"}}
+        },
+    )
+    route = settings.routes["r"]
+    assert route.migrate_from is not None and route.migrate_from.keep_source == 7 * 86400
+    source = route.source_route()
+    assert source is not None
+    assert (source.endpoint, source.assistant_id, source.auth, source.backend) == (
+        project,
+        "asst_x",
+        route.auth,
+        "assistants",
+    )
+    with pytest.raises(ConfigError, match="migrate_from"):
+        load(
+            None,
+            env={},
+            routes={
+                "r": {
+                    "endpoint": project,
+                    "assistant_id": "asst_y",
+                    "auth": auth,
+                    "migrate_from": {"assistant_id": "asst_x"},
+                }
+            },
+        )

@@ -118,6 +118,16 @@ class AssistantsClient:
         params = {**self.params, "order": "asc", "limit": "100"}
         return await self._pages(f"/threads/{thread_id}/runs/{run_id}/steps", "list_run_steps", params, deadline)
 
+    async def thread_messages(self, thread_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
+        """Every message of a thread, oldest first, all pages."""
+        params = {**self.params, "order": "asc", "limit": "100"}
+        return await self._pages(f"/threads/{thread_id}/messages", "list_messages", params, deadline)
+
+    async def thread_runs(self, thread_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
+        """Every run of a thread, oldest first, all pages."""
+        params = {**self.params, "order": "asc", "limit": "100"}
+        return await self._pages(f"/threads/{thread_id}/runs", "list_runs", params, deadline)
+
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
         await self._call("DELETE", f"/threads/{thread_id}", "delete_thread", deadline=deadline)
 

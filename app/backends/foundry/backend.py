@@ -40,6 +40,7 @@ from app.core.events import (
     TurnCompleted,
     TurnEvent,
 )
+from app.core.migration import is_conversation
 from app.core.responses_codec import failed_events
 from app.core.turn import ToolCall, ToolResult, TurnRequest
 from app.errors import BridgeError, ModelNotFoundError, UpstreamError
@@ -125,7 +126,7 @@ class FoundryChatTurn:
         try:
             created = await self.reader.open(self.b.body(req, previous_response_id=req.cursor), req.deadline)
         except BridgeError as exc:
-            if not req.cursor or not previous_response_gone(exc):
+            if not req.cursor or is_conversation(req.cursor) or not previous_response_gone(exc):
                 raise
             # The chain is gone upstream: replay the whole conversation, once.
             await self.reader.close()
@@ -189,9 +190,12 @@ class FoundryChatTurn:
                 return []
             if mode == "refuse":
                 raise approvals.refused(self.req.model, requests)
-            return [ApprovalRequired(requests=requests), TurnCompleted(reason, usage, cursor=response["id"])]
+            cursor = str(self.req.cursor) if is_conversation(self.req.cursor) else str(response["id"])
+            return [ApprovalRequired(requests=requests), TurnCompleted(reason, usage, cursor=cursor)]
         events: list[TurnEvent] = [ToolCallsRequired(calls=calls)] if calls else []
-        events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]))
+        # A carried conversation stays the cursor: its turns run with `conversation` from then on.
+        cursor = str(self.req.cursor) if is_conversation(self.req.cursor) else str(response["id"])
+        events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=cursor))
         return events
 
     async def close(self, ending: BaseException | None) -> None:
@@ -336,6 +340,9 @@ class FoundryBackend:
                 {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": ok}
                 for request_id, ok in answered.items()
             ]
+        elif is_conversation(previous_response_id):
+            body["conversation"] = previous_response_id  # a thread carried to v2 (`app.core.migration`)
+            body["input"] = mapping.input_items(req.new_items)
         elif previous_response_id:
             body["previous_response_id"] = previous_response_id
             body["input"] = mapping.input_items(req.new_items)
