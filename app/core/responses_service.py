@@ -17,6 +17,7 @@ from app.core.conversation import ConversationIndex
 from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded, records_of
 from app.core.lifetime import InFlight, Turn, Work
+from app.core.metering import Account, Meter, has_tool_outputs
 from app.core.records import ResponseRecord
 from app.core.relay_markers import MarkerRelay
 from app.core.service import AgentBackend, route_for
@@ -88,8 +89,10 @@ class _AssistantsResponse:
         conversations: ConversationIndex,
         files: FileIndex | None = None,
         markers: MarkerMode = "numbered",
+        account: Account | None = None,
     ) -> None:
         self.files = files
+        self.account = account
         self.work = work
         self.req = req
         self.owner = owner
@@ -135,6 +138,10 @@ class _AssistantsResponse:
                 for out in builder.tool_calls(event.calls):
                     yield out
             elif isinstance(event, TurnCompleted):
+                if self.account is not None:
+                    self.account.finish_reason = event.finish_reason
+                    if event.usage is not None:
+                        self.account.used(event.usage.prompt_tokens, event.usage.completion_tokens)
                 final = builder.finish(event.finish_reason, event.usage)
                 if self.previous is None:
                     await conversation.remember(
@@ -179,7 +186,9 @@ class _RecordedRelay:
         files: FileIndex | None,
         markers: MarkerMode = "numbered",
         record_items: bool = True,
+        account: Account | None = None,
     ) -> None:
+        self.account = account
         self.record_items = record_items
         self._items: list[str] = []  # output item ids the client has seen, not yet recorded
         self.markers = MarkerRelay(markers)
@@ -207,7 +216,10 @@ class _RecordedRelay:
         return bound
 
     async def events(self) -> AsyncIterator[StreamEvent]:
+        account = self.account
         async for upstream in self.work.events():
+            if account is not None and upstream.get("type") in _TERMINAL:
+                _account_for(account, upstream.get("response"))
             if self.record_items:
                 # Azure resolves an item_reference across the whole project: the bridge remembers whose
                 # turn produced each output item and refuses other owners' references to it
@@ -252,8 +264,10 @@ class ResponsesService:
         tasks: BackgroundTasks,
         inflight: InFlight,
         files: FileIndex | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.files = files
+        self.meter = meter
         self.conversations = conversations
         self.settings = settings
         self.backends = backends
@@ -279,15 +293,28 @@ class ResponsesService:
         (first: response.created)."""
         route = route_for(self.settings, req.model)
         deadline = time.monotonic() + route.timeout
+        account = None
+        if self.meter is not None:
+            conversation = req.conversation if isinstance(req.conversation, str) else None
+            account = self.meter.account(
+                owner,
+                req.model,
+                route,
+                tool_round=has_tool_outputs(body.get("input")),
+                conversation_id=conversation,
+                store=req.store,
+            )
         work: Work[StreamEvent]
         if route.backend == "foundry":
-            work = await self._relay(req, route, body, owner, deadline)
+            work = await self._relay(req, route, body, owner, deadline, account)
         else:
-            work = await self._assistants(req, route, owner, deadline)
+            work = await self._assistants(req, route, owner, deadline, account)
+        if account is not None and self.meter is not None:
+            work = self.meter.wrap(work, account, operation="responses")
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
 
     async def _assistants(
-        self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float
+        self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float, account: Account | None = None
     ) -> Work[StreamEvent]:
         if req.conversation is not None:
             raise InvalidRequestError(
@@ -331,6 +358,7 @@ class ResponsesService:
             conversations=self.conversations,
             files=self.files,
             markers=route.citation_markers,
+            account=account,
         )
 
     async def _referenced(
@@ -357,7 +385,13 @@ class ResponsesService:
         return referenced, last
 
     async def _relay(
-        self, req: ResponsesRequest, route: RouteSettings, body: dict[str, Any], owner: str, deadline: float
+        self,
+        req: ResponsesRequest,
+        route: RouteSettings,
+        body: dict[str, Any],
+        owner: str,
+        deadline: float,
+        account: Account | None = None,
     ) -> Work[StreamEvent]:
         assert self.passthrough is not None
         await self._previous(req, owner)
@@ -382,6 +416,7 @@ class ResponsesService:
             files=self.files,
             markers=route.citation_markers,
             record_items=keyed and req.store is not False,
+            account=account,
         )
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
@@ -421,6 +456,18 @@ class ResponsesService:
         if record is None:
             raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
         return record
+
+
+def _account_for(account: Account, response: Any) -> None:
+    """Azure's usage and status of a relayed response, as its terminal event gave them."""
+    if not isinstance(response, dict):
+        return
+    usage = response.get("usage")
+    if isinstance(usage, dict):
+        account.used(usage.get("input_tokens"), usage.get("output_tokens"))
+    status = response.get("status")
+    if isinstance(status, str):
+        account.finish_reason = status
 
 
 def _output_ids(response: Any) -> list[str]:

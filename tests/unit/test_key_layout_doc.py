@@ -37,6 +37,12 @@ def _written() -> set[str]:
         keys.raw("file", "<id>"),
         keys.raw("lease", "<name>"),
         keys.raw("probe", "<name>"),
+        # Usage and limits (app/state/accounting.py).
+        keys.usage("<owner>", "<YYYY-MM-DD>"),
+        keys.usage_owners(),
+        keys.rate_minute("<owner>", 0).replace(":m:0", ":m:<minute>"),
+        keys.rate_day("<owner>", "<YYYY-MM-DD>"),
+        keys.inflight("<owner>"),
     }
 
 
