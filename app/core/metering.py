@@ -84,6 +84,8 @@ class Account:
     conversation_id: str | None = None
     agent_id: str | None = None
     agent_name: str | None = None
+    failed: str | None = None
+    """The code of an error the turn ended with in its own events (a streamed `response.failed`)."""
     admitted: str | None = None
     """The turn's in-flight entry (a limited key with turns_in_flight), released at its end."""
     limited: bool = False
@@ -267,7 +269,7 @@ class Meter:
 
     async def settle(self, account: Account, ending: BaseException | None) -> None:
         """Count a turn that was admitted, once: Prometheus here, the day bucket in Redis."""
-        error = ending is not None
+        error = ending is not None or account.failed is not None
         owner, route = self.labels(account.owner, account.route)
         m = self.metrics
         m.key_turns.labels(owner, route).inc()
@@ -276,7 +278,7 @@ class Meter:
         if account.output_tokens:
             m.key_tokens.labels(owner, route, "output").inc(account.output_tokens)
         if error:
-            m.key_errors.labels(owner, route, error_code(ending)).inc()
+            m.key_errors.labels(owner, route, account.failed or error_code(ending)).inc()
         if account.tool_round:
             m.key_tool_rounds.labels(owner, route).inc()
         if account.background:

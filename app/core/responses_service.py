@@ -119,6 +119,8 @@ class _AssistantsResponse:
             if not self.req.stream:
                 raise
             # A streamed Response that fails ends with response.failed (SDKs wait for a terminal event).
+            if self.account is not None:
+                self.account.failed = type(exc).default_code
             for out in self.builder.fail(exc):
                 yield out
 
@@ -468,6 +470,8 @@ def _account_for(account: Account, response: Any) -> None:
     status = response.get("status")
     if isinstance(status, str):
         account.finish_reason = status
+    if status == "failed":
+        account.failed = RunFailedError.default_code  # Azure's own code is in the response the client gets
 
 
 def _output_ids(response: Any) -> list[str]:

@@ -87,10 +87,10 @@ def end_turn(span: Any, account: Account, ending: BaseException | None) -> None:
     span.set_attribute("gen_ai.usage.output_tokens", account.output_tokens)
     if account.finish_reason:
         span.set_attribute("gen_ai.response.finish_reasons", [account.finish_reason])
-    if ending is not None:
+    if ending is not None or account.failed is not None:
         from app.core.metering import error_code
 
-        code = error_code(ending)
+        code = account.failed or error_code(ending)
         span.set_attribute("error.type", code)
         span.set_status(Status(StatusCode.ERROR, code))
     span.end()
