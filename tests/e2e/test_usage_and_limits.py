@@ -77,7 +77,7 @@ def _add(totals: dict[tuple[str, str], dict[str, int]], owner: str, route: str, 
 
 def _fresh_minute() -> None:
     """Per-minute limits count by the clock's minute: start early in one, not at its edge."""
-    if time.time() % 60 > 45:
+    if time.time() % 60 > 52:
         time.sleep(60 - time.time() % 60 + 0.2)
 
 
@@ -125,7 +125,6 @@ def test_usage_adds_up_across_two_replicas_and_a_restart(
         done = turn(client, stream=False, model="demo-assistant", messages=[{"role": "user", "content": "after"}])
         _add(expected, "team-a", "demo-assistant", done.usage.prompt_tokens, done.usage.completion_tokens)
         client.close()
-        time.sleep(0.3)  # the last turn's count is written by its end, which may follow its answer
         rows = {(r["owner"], r["route"]): r for r in _usage(again.url)}
         by_owner = {r["owner"]: r for r in _usage(again.url, group_by="owner")}
     assert set(rows) == set(expected)
@@ -139,14 +138,11 @@ def test_usage_adds_up_across_two_replicas_and_a_restart(
     team_a = [w for (o, _), w in expected.items() if o == "team-a"]
     assert by_owner["team-a"]["route"] == "*"
     assert by_owner["team-a"]["turns"] == sum(w["turns"] for w in team_a)
-    # The CLI reads the same rows straight from Redis, as JSON and as a table.
+    # The CLI reads the same rows straight from Redis (its table: tests/unit/test_metering.py).
     env = {"REDIS_URL": redis_url, "PATH": ""}
-    cli = [sys.executable, "-m", "app.cli", "usage", "--config", str(config)]
-    out = subprocess.run([*cli, "--json"], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    cli = [sys.executable, "-m", "app.cli", "usage", "--config", str(config), "--json"]
+    out = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     assert {(r["owner"], r["route"]): r for r in json.loads(out.stdout)["data"]} == rows
-    table = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout
-    assert re.search(r"^team-b\s+demo-agent\s+1\s", table, re.MULTILINE), table
-    assert table.splitlines()[-1].startswith("total")
 
 
 def _limited(url: str, owner: str, content: str = "hi") -> httpx.Response:
@@ -193,7 +189,7 @@ def test_each_limit_refuses_at_its_count_across_two_replicas(
         assert first.status_code == 200 and first.headers["x-ratelimit-remaining-tokens"] == "5"
         spent = first.json()["usage"]["total_tokens"]
         assert spent > 5
-        time.sleep(0.3)  # the turn's end writes its tokens
+        # (a plain answer goes out after its turn's end, which wrote its tokens)
         error = _refused(refused := _limited(two.url, "tpm"), "tokens")
         assert "tokens per min (TPM): Limit 5" in error["message"]
         assert refused.headers["x-ratelimit-limit-tokens"] == "5"
@@ -201,7 +197,6 @@ def test_each_limit_refuses_at_its_count_across_two_replicas(
         assert RESET.match(refused.headers["x-ratelimit-reset-tokens"])
         # tokens_per_day 5: the same, reset at the end of the UTC day.
         assert _limited(two.url, "tpd", "one two three four five six").status_code == 200
-        time.sleep(0.3)
         error = _refused(refused := _limited(one.url, "tpd"), "tokens")
         assert "tokens per day (TPD): Limit 5" in error["message"]
         assert refused.headers["x-ratelimit-limit-tokens"] == "5"
@@ -209,14 +204,13 @@ def test_each_limit_refuses_at_its_count_across_two_replicas(
         # turns_in_flight 1: while one turn runs on one replica, the other refuses the key's next turn;
         # once it ended, the key may start another.
         out: dict[str, httpx.Response] = {}
-        slow = threading.Thread(target=lambda: out.setdefault("slow", _limited(one.url, "tif", "/sleep 1500\nx")))
+        slow = threading.Thread(target=lambda: out.setdefault("slow", _limited(one.url, "tif", "/sleep 1000\nx")))
         slow.start()
         wait_for(lambda: len(active_runs(emulator.url)) == 1, what="the slow turn's run")
         error = _refused(_limited(two.url, "tif"), "requests")
         assert "turns in flight: Limit 1, Used 1" in error["message"]
         slow.join(15)
         assert out["slow"].status_code == 200
-        time.sleep(0.3)
         assert _limited(two.url, "tif").status_code == 200
         # Unlimited keys carry no x-ratelimit headers; limits hit are counted per key and limit.
         assert "x-ratelimit-limit-requests" not in _limited(one.url, "team-a").headers
