@@ -331,8 +331,14 @@ class Metered(Generic[E]):
     async def close(self, ending: BaseException | None) -> None:
         try:
             if self._admitted:
-                # The backend's clean-up and the count are independent round trips: side by side.
-                await asyncio.gather(self.work.close(ending), self.meter.settle(self.account, ending))
+                # The count goes side by side with the backend's clean-up: its script is sent in the same
+                # event-loop step as the backend's end-of-turn script, so the lean channel's auto-pipelining
+                # writes both at once (`app.state.resp`): no round trip of its own on a standalone Redis.
+                counted = asyncio.ensure_future(self.meter.settle(self.account, ending))
+                try:
+                    await self.work.close(ending)
+                finally:
+                    await counted
             else:
                 await self.work.close(ending)
         finally:
