@@ -231,7 +231,7 @@ class Meter:
             tool_round=tool_round,
             background=foundry and settings.background and store is not False,
             conversation_id=conversation_id,
-            agent_id=settings.assistant_id or (settings.agent.name if settings.agent else None),
+            agent_id=settings.assistant_id or _agent_id(settings),
             agent_name=settings.agent.name if settings.agent else None,
         )
 
@@ -344,6 +344,14 @@ class Metered(Generic[E]):
         finally:
             if self._span is not None:
                 tracing.end_turn(self._span, self.account, ending)
+
+
+def _agent_id(settings: RouteSettings) -> str | None:
+    """A Foundry v2 agent as Azure names a version of it (`name:version`), or its name (its active version)."""
+    agent = settings.agent
+    if agent is None:
+        return None
+    return f"{agent.name}:{agent.version}" if agent.version else agent.name
 
 
 def has_tool_outputs(items: Iterable[Mapping[str, Any]] | Any) -> bool:

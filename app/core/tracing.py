@@ -67,7 +67,10 @@ def start_turn(operation: str, account: Account) -> Any:
     if account.conversation_id:
         attributes["gen_ai.conversation.id"] = account.conversation_id
     span = _get().start_span(
-        f"invoke_agent {account.route}", context=_incoming.get(), kind=SpanKind.CLIENT, attributes=attributes
+        f"invoke_agent {attributes['gen_ai.agent.name']}",
+        context=_incoming.get(),
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
     )
     _turn.set(span)
     return span

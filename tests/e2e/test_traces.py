@@ -97,7 +97,7 @@ def test_a_failed_turn_says_its_error_type(traced_bridge: Bridge, spans: InMemor
         client.responses.create(model="demo-agent", input="/fail server_error")
     turn = _turn_span(spans, "demo-agent")
     attributes = dict(turn.attributes)
-    assert attributes["gen_ai.agent.id"] == "demo-agent"
+    assert attributes["gen_ai.agent.id"] == "demo-agent:1"
     assert attributes["gen_ai.conversation.id"].startswith("resp")
     assert attributes["error.type"]
     assert turn.status.status_code.name == "ERROR"
