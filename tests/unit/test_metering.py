@@ -4,8 +4,11 @@ the 429, the usage table, the day range, and when the OTEL_* environment switche
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from app.api.usage import days_between, grouping
 from app.core.metering import Counts, Quota, duration, quotas, rate_headers, refusal
@@ -107,3 +110,15 @@ def test_the_usage_range_and_grouping_are_checked() -> None:
 )
 def test_traces_are_on_only_when_the_otel_environment_says_so(environ: dict[str, str], on: bool) -> None:
     assert configured(environ) is on
+
+
+def test_the_config_in_the_docs_page_is_valid_and_means_what_it_says() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "usage-and-limits.md").read_text()
+    block = re.search(r"^```yaml\n(.*?)^```", page, re.M | re.S)
+    assert block is not None
+    settings = load_settings(None, env={}, **yaml.safe_load(block.group(1)))
+    assert quotas(settings) == {
+        "ops": Quota(requests_per_minute=600),
+        "team-a": Quota(requests_per_minute=3, tokens_per_day=200000),
+        "team-b": Quota(requests_per_minute=600),
+    }
