@@ -241,7 +241,12 @@ def test_a_redis_outage_follows_on_store_error(
             redis={"connect_timeout": "300ms", "command_timeout": "500ms"},
         ) as bridge,
     ):
+        _fresh_minute()
         assert _limited(bridge.url, "rpm").status_code == 200
+        # A limited key's turn that fails after its admission still says where the key stands.
+        failed = _limited(bridge.url, "rpm", "/fail server_error")
+        assert failed.status_code >= 500 and failed.headers["x-ratelimit-limit-requests"] == "100"
+        assert failed.headers["x-ratelimit-remaining-requests"] == "98"
         bridge.reset_stats()
         proxy.cut()
         try:
