@@ -210,6 +210,7 @@ class Meter:
         self._routes = frozenset(settings.routes)
 
     def labels(self, owner: str, route: str) -> tuple[str, str]:
+        """Metric labels bounded by the configuration: an owner or route it does not name is `other`."""
         return (owner if owner in self._owners else OTHER, route if route in self._routes else OTHER)
 
     def account(
@@ -262,7 +263,8 @@ class Meter:
                 headers={"Retry-After": "1"},
             ) from None
         if counts.denied:
-            self.metrics.rate_limited.labels(self.labels(account.owner, "")[0], _LIMIT_NAMES[counts.denied]).inc()
+            owner, _ = self.labels(account.owner, account.route)
+            self.metrics.rate_limited.labels(owner, _LIMIT_NAMES[counts.denied]).inc()
             raise refusal(account.owner, quota, counts, now)
         account.admitted = token or None
         RATE_HEADERS.set(rate_headers(quota, counts, now))
