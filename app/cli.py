@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from app import __version__
+from app import __version__, usage_cli
 from app.errors import ConfigError
 from app.settings import Settings, config_warnings, load_settings
 
@@ -369,6 +369,8 @@ def parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--dry-run", action="store_true", help="only report them")
     reconcile.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
     threads.set_defaults(run=_threads)
+
+    usage_cli.add_parser(command, config_help, os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))
 
     check = command("check-config", "validate a config file without starting; reports every problem")
     check.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"), help=config_help)

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from app import __version__
+from app import __version__, telemetry
 from app.api.application import build_api
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
@@ -32,24 +32,29 @@ from app.backends.migration import Migrations, refuse_flip_back
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient, http_session, proxy_for
+from app.core import tracing
 from app.core.background import BackgroundTasks
 from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
 from app.core.keys import KeyRing
 from app.core.lifetime import InFlight
+from app.core.metering import Meter
 from app.core.migration import ToolSchemas
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
 from app.errors import StoreUnavailableError
 from app.metrics import Metrics
 from app.settings import RouteSettings, Settings, config_warnings, load_settings
+from app.state.accounting import Accounting
 from app.state.carry_store import CarryStore
+from app.state.commands import Commands
 from app.state.connect import build as build_redis
 from app.state.connect import check_mode
 from app.state.janitor import Janitor, JanitorPolicy
 from app.state.migrate import migrate
 from app.state.store import RedisStore
 from app.state.threads_admin import ThreadAdmin
+from app.state.traced import TracedCommands
 
 log = logging.getLogger("agent_bridge")
 
@@ -77,6 +82,7 @@ class Components:
     carry_store: CarryStore
     carrier: Carrier
     migrations: Migrations
+    accounting: Accounting
 
 
 @asynccontextmanager
@@ -90,6 +96,7 @@ async def components(
 ) -> AsyncIterator[Components]:
     metrics = Metrics()
     connection = build_redis(settings.redis_url, settings.redis)
+    commands: Commands = TracedCommands(connection.commands) if tracing.ENABLED else connection.commands
     try:
         await check_mode(connection.client, settings.redis_url)
     except BaseException:
@@ -101,8 +108,17 @@ async def components(
         thread_ttl_s=settings.threads.ttl,
         response_ttl_s=settings.responses.ttl,
         on_error=metrics.store_errors.inc,
-        commands=connection.commands,
+        commands=commands,
     )
+    accounting = Accounting(
+        connection.client,
+        prefix=settings.redis_prefix,
+        # A turn cannot outlive its route's timeout: an in-flight entry lapses a minute after the longest.
+        in_flight_lapse_s=max((r.timeout for r in settings.routes.values()), default=300.0) + 60.0,
+        on_error=metrics.store_errors.inc,
+        commands=commands,
+    )
+    meter = Meter(accounting, settings, metrics)
     try:
         await migrate(store)
     except StoreUnavailableError:
@@ -184,6 +200,7 @@ async def components(
             carry=carrier,
             calls=store,
             tool_schemas=tool_schemas,
+            meter=meter,
         ),
         responses=ResponsesService(
             settings,
@@ -197,6 +214,7 @@ async def components(
             carry=carrier,
             calls=store,
             tool_schemas=tool_schemas,
+            meter=meter,
         ),
         files=FileRelay(store, fetchers),
         conversations=ConversationsService(settings, foundry_clients, store),
@@ -216,6 +234,7 @@ async def components(
         carry_store=carry_store,
         carrier=carrier,
         migrations=Migrations(store, carrier),
+        accounting=accounting,
     )
     try:
         yield built
@@ -272,7 +291,10 @@ def create_app(
                 stop.set()
                 if sweeper is not None:
                     await sweeper
+                if traces_owned:
+                    telemetry.shutdown()  # what is batched goes out before the process ends
 
+    traces_owned = telemetry.setup()
     for warning in config_warnings(settings):
         log.warning("%s", warning)
     keys = KeyRing(settings.keys)

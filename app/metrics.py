@@ -141,6 +141,23 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        # Usage per key and route (owner and route labels: configured names, else "other"; app/core/metering.py).
+        self.key_turns = Counter("agent_bridge_key_turns", "Turns by owner and route.", ["owner", "route"], registry=r)
+        self.key_tokens = Counter(
+            "agent_bridge_key_tokens", "Azure's tokens by owner, route, kind.", ["owner", "route", "kind"], registry=r
+        )
+        self.key_errors = Counter(
+            "agent_bridge_key_errors", "Turns that ended in an error, by code.", ["owner", "route", "code"], registry=r
+        )
+        self.key_tool_rounds = Counter(
+            "agent_bridge_key_tool_rounds", "Turns that answered tool calls.", ["owner", "route"], registry=r
+        )
+        self.key_background_turns = Counter(
+            "agent_bridge_key_background_turns", "Turns run as background responses.", ["owner", "route"], registry=r
+        )
+        self.rate_limited = Counter(
+            "agent_bridge_rate_limited", "Turns refused by a key's limit.", ["owner", "limit"], registry=r
+        )
 
     def render(self) -> bytes:
         if self.multiprocess:

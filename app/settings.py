@@ -189,6 +189,15 @@ def config_warnings(settings: Settings) -> list[str]:
     ]
 
 
+class KeyLimits(_Strict):
+    """A key's limits (unset or null: no limit). Tokens are Azure's own figures, counted when a turn ends."""
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_day: int | None = Field(default=None, gt=0)
+    turns_in_flight: int | None = Field(default=None, gt=0)
+
+
 class KeySettings(_Strict):
     """A client key: its name is the owner of everything created with it."""
 
@@ -198,6 +207,8 @@ class KeySettings(_Strict):
     """The key's SHA-256 (hex), so the key itself need not be in the config."""
     models: list[str] = Field(default_factory=lambda: ["*"])
     admin: bool = False
+    limits: KeyLimits | None = None
+    """Field by field over `limits.per_key` (a field set to null here lifts that default for this key)."""
 
     @model_validator(mode="after")
     def _check(self) -> KeySettings:
@@ -272,6 +283,10 @@ class LimitSettings(_Strict):
     lock_lease: Seconds = 10.0
     """A conversation's lock lives this long unrenewed; a turn renews it every third of it, so the
     lock of a replica that died is free again within this time."""
+    per_key: KeyLimits = KeyLimits()
+    """Every key's limits unless its own `keys[].limits` says otherwise (docs/usage-and-limits.md)."""
+    on_store_error: Literal["open", "closed"] = "open"
+    """Redis down while a limited key starts a turn: `open` lets it through, `closed` answers 503."""
 
 
 Access = Literal["open", "key", "admin"]

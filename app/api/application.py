@@ -10,7 +10,19 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import __version__
-from app.api import admin, chat, conversations, errors, files, health, meta, migrations, responses, turn_routes
+from app.api import (
+    admin,
+    chat,
+    conversations,
+    errors,
+    files,
+    health,
+    meta,
+    migrations,
+    responses,
+    turn_routes,
+    usage,
+)
 from app.api.middleware import RequestContextMiddleware
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
@@ -40,6 +52,7 @@ def build_api(*, lifespan: Lifespan, max_body_bytes: int, state: dict[str, Any])
     app.include_router(conversations.router)
     app.include_router(admin.router)
     app.include_router(migrations.router)
+    app.include_router(usage.router)
     app.include_router(meta.router)
     if state["settings"].server.docs:
         app.include_router(meta.docs_router)

@@ -11,13 +11,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.metering import RATE_HEADERS
 from app.errors import BridgeError, InvalidRequestError, NotFoundError
 
 log = logging.getLogger("agent_bridge.errors")
 
 
 def render(error: BridgeError) -> JSONResponse:
-    return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
+    # A turn admitted under its key's limits that failed afterwards still tells the key where it stands.
+    rate = RATE_HEADERS.get()
+    headers = error.headers if rate is None else {**rate, **error.headers}
+    return JSONResponse(error.envelope(), status_code=error.status, headers=headers)
 
 
 # Pydantic names the branch of a union in the location (`content.str`, `tool_choice.literal[...]`).

@@ -14,8 +14,10 @@ from fastapi import Request
 from starlette.types import Receive, Scope, Send
 
 from app.api import sse
+from app.core import tracing
 from app.core.events import ThreadBound
 from app.core.lifetime import Turn
+from app.core.metering import RATE_HEADERS
 from app.errors import ClientDisconnectedError
 
 
@@ -46,6 +48,8 @@ class HangUpWatch:
 
 async def open_watched(request: Request, turn: Turn[Any], *, keep_watching: bool) -> tuple[ThreadBound, HangUpWatch]:
     """Open the turn; a hang-up during `open` ends it too (and so do errors: the turn ends itself)."""
+    if tracing.ENABLED:
+        tracing.accept(request.headers)  # the client's traceparent: the turn's span continues its trace
     watch = HangUpWatch(request, turn)
     try:
         bound = await turn.open()
@@ -58,7 +62,9 @@ async def open_watched(request: Request, turn: Turn[Any], *, keep_watching: bool
 
 
 def bound_headers(bound: ThreadBound) -> dict[str, str]:
-    headers: dict[str, str] = {}
+    """The turn's own headers: where it runs, and its key's x-ratelimit-* (set when the turn was admitted)."""
+    rate = RATE_HEADERS.get()
+    headers: dict[str, str] = {} if rate is None else dict(rate)
     if bound.thread_id:
         headers["x-thread-id"] = bound.thread_id
     if bound.response_id:

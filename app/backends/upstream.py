@@ -24,7 +24,7 @@ import orjson
 from app.backends import http1
 from app.backends.azure_auth import AuthProvider
 from app.backends.retry import RetryPolicy, server_hint
-from app.core import timing
+from app.core import timing, tracing
 from app.errors import (
     BridgeError,
     ConflictError,
@@ -413,6 +413,8 @@ class UpstreamClient:
         read: bool,
     ) -> _Answer:
         headers = await self.auth.headers()
+        if tracing.ENABLED:  # the attempt's span, its traceparent sent on to Azure
+            headers = tracing.outgoing(headers, method, url)
         current = timing.current()
         if current is not None:
             current.upstream_requests += 1
@@ -474,6 +476,8 @@ class UpstreamClient:
         return True
 
     def _count(self, operation: str, status: str) -> None:
+        if tracing.ENABLED:  # Azure answered the attempt (or it failed): its span ends
+            tracing.answered(status)
         if self.metrics is not None:
             self.metrics.upstream_requests.labels(operation, status).inc()
 

@@ -17,6 +17,7 @@ from app.core.conversation import ConversationIndex
 from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded, records_of
 from app.core.lifetime import InFlight, Turn, Work
+from app.core.metering import Account, Meter, has_tool_outputs
 from app.core.records import ResponseRecord
 from app.core.relay_markers import MarkerRelay
 from app.core.service import AgentBackend, route_for
@@ -88,8 +89,10 @@ class _AssistantsResponse:
         conversations: ConversationIndex,
         files: FileIndex | None = None,
         markers: MarkerMode = "numbered",
+        account: Account | None = None,
     ) -> None:
         self.files = files
+        self.account = account
         self.work = work
         self.req = req
         self.owner = owner
@@ -116,6 +119,8 @@ class _AssistantsResponse:
             if not self.req.stream:
                 raise
             # A streamed Response that fails ends with response.failed (SDKs wait for a terminal event).
+            if self.account is not None:
+                self.account.failed = type(exc).default_code
             for out in self.builder.fail(exc):
                 yield out
 
@@ -135,6 +140,10 @@ class _AssistantsResponse:
                 for out in builder.tool_calls(event.calls):
                     yield out
             elif isinstance(event, TurnCompleted):
+                if self.account is not None:
+                    self.account.finish_reason = event.finish_reason
+                    if event.usage is not None:
+                        self.account.used(event.usage.prompt_tokens, event.usage.completion_tokens)
                 final = builder.finish(event.finish_reason, event.usage)
                 if self.previous is None:
                     await conversation.remember(
@@ -180,9 +189,11 @@ class _RecordedRelay:
         markers: MarkerMode = "numbered",
         record_items: bool = True,
         conversation: str | None = None,
+        account: Account | None = None,
     ) -> None:
         self.conversation = conversation
         """The carried conversation this response continued (a later previous_response_id continues it too)."""
+        self.account = account
         self.record_items = record_items
         self._items: list[str] = []  # output item ids the client has seen, not yet recorded
         self.markers = MarkerRelay(markers)
@@ -211,7 +222,10 @@ class _RecordedRelay:
         return bound
 
     async def events(self) -> AsyncIterator[StreamEvent]:
+        account = self.account
         async for upstream in self.work.events():
+            if account is not None and upstream.get("type") in _TERMINAL:
+                _account_for(account, upstream.get("response"))
             if self.record_items:
                 # Azure resolves an item_reference across the whole project: the bridge remembers whose
                 # turn produced each output item and refuses other owners' references to it
@@ -259,11 +273,13 @@ class ResponsesService:
         carry: migration.Carry | None = None,
         calls: migration.CallIndex | None = None,
         tool_schemas: migration.ToolSchemas | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.tool_schemas = tool_schemas
         self.carry = carry
         self.calls = calls
         self.files = files
+        self.meter = meter
         self.conversations = conversations
         self.settings = settings
         self.backends = backends
@@ -289,15 +305,28 @@ class ResponsesService:
         (first: response.created)."""
         route = route_for(self.settings, req.model)
         deadline = time.monotonic() + route.timeout
+        account = None
+        if self.meter is not None:
+            conversation = req.conversation if isinstance(req.conversation, str) else None
+            account = self.meter.account(
+                owner,
+                req.model,
+                route,
+                tool_round=has_tool_outputs(body.get("input")),
+                conversation_id=conversation,
+                store=req.store,
+            )
         work: Work[StreamEvent]
         if route.backend == "foundry":
-            work = await self._relay(req, route, body, owner, deadline)
+            work = await self._relay(req, route, body, owner, deadline, account)
         else:
-            work = await self._assistants(req, route, owner, deadline)
+            work = await self._assistants(req, route, owner, deadline, account)
+        if account is not None and self.meter is not None:
+            work = self.meter.wrap(work, account, operation="responses")
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
 
     async def _assistants(
-        self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float
+        self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float, account: Account | None = None
     ) -> Work[StreamEvent]:
         if req.conversation is not None:
             raise InvalidRequestError(
@@ -344,6 +373,7 @@ class ResponsesService:
             conversations=self.conversations,
             files=self.files,
             markers=route.citation_markers,
+            account=account,
         )
 
     async def _referenced(
@@ -370,7 +400,13 @@ class ResponsesService:
         return referenced, last
 
     async def _relay(
-        self, req: ResponsesRequest, route: RouteSettings, body: dict[str, Any], owner: str, deadline: float
+        self,
+        req: ResponsesRequest,
+        route: RouteSettings,
+        body: dict[str, Any],
+        owner: str,
+        deadline: float,
+        account: Account | None = None,
     ) -> Work[StreamEvent]:
         assert self.passthrough is not None
         previous = await self._previous(req, owner)
@@ -409,6 +445,7 @@ class ResponsesService:
             markers=route.citation_markers,
             record_items=keyed and req.store is not False,
             conversation=carried,
+            account=account,
         )
 
     async def _carried(
@@ -474,6 +511,20 @@ class ResponsesService:
         if record is None:
             raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
         return record
+
+
+def _account_for(account: Account, response: Any) -> None:
+    """Azure's usage and status of a relayed response, as its terminal event gave them."""
+    if not isinstance(response, dict):
+        return
+    usage = response.get("usage")
+    if isinstance(usage, dict):
+        account.used(usage.get("input_tokens"), usage.get("output_tokens"))
+    status = response.get("status")
+    if isinstance(status, str):
+        account.finish_reason = status
+    if status == "failed":
+        account.failed = RunFailedError.default_code  # Azure's own code is in the response the client gets
 
 
 def _output_ids(response: Any) -> list[str]:

@@ -22,7 +22,8 @@ from app.core.events import (
 )
 from app.core.files import FileIndex, record_cited
 from app.core.lifetime import InFlight, Turn, Work
-from app.core.turn import Message, ToolCall, TurnRequest
+from app.core.metering import Account, Meter
+from app.core.turn import Message, ToolCall, TurnRequest, pending_tool_results
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
 from app.wire.chat import ChatCompletionRequest
@@ -64,8 +65,10 @@ class _ChatWork:
         *,
         conversation_id: str | None,
         files: FileIndex | None = None,
+        account: Account | None = None,
     ) -> None:
         self.files = files
+        self.account = account
         self.work = work
         self.index = index
         self.req = req
@@ -94,6 +97,10 @@ class _ChatWork:
             elif isinstance(event, ApprovalRequired):
                 reply.tool_calls = tuple(approvals.as_tool_call(r) for r in event.requests)
             elif isinstance(event, TurnCompleted):
+                if self.account is not None:
+                    self.account.finish_reason = event.finish_reason
+                    if event.usage is not None:
+                        self.account.used(event.usage.prompt_tokens, event.usage.completion_tokens)
                 reply.text = "".join(parts)
                 await conversation.remember(
                     self.index,
@@ -123,11 +130,13 @@ class TurnService:
         carry: migration.Carry | None = None,
         calls: migration.CallIndex | None = None,
         tool_schemas: migration.ToolSchemas | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.tool_schemas = tool_schemas
         self.carry = carry
         self.calls = calls
         self.files = files
+        self.meter = meter
         self.settings = settings
         self.backends = backends
         self.index = index
@@ -186,7 +195,27 @@ class TurnService:
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
         )
-        work = _ChatWork(
-            self.backends[backend].turn(turn), self.index, turn, conversation_id=conversation_id, files=self.files
+        meter = self.meter
+        account = (
+            None
+            if meter is None
+            else meter.account(
+                owner,
+                req.model,
+                route,
+                tool_round=bool(pending_tool_results(items)),
+                conversation_id=conversation_id,
+                store=getattr(req, "store", None),
+            )
         )
+        work: Work[TurnEvent] = _ChatWork(
+            self.backends[backend].turn(turn),
+            self.index,
+            turn,
+            conversation_id=conversation_id,
+            files=self.files,
+            account=account,
+        )
+        if meter is not None and account is not None:
+            work = meter.wrap(work, account, operation="chat.completions")
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)

@@ -58,6 +58,9 @@ class RecordedRequest:
     query: str
     body: Any
     status: int = 0
+    traceparent: str | None = None
+    """The caller's W3C `traceparent` (w3.org/TR/trace-context), as Azure's own SDKs send it on every request
+    (azure-core's DistributedTracingPolicy); Azure takes it as any header. Recorded here for tests only."""
 
 
 class Stats:
@@ -87,6 +90,7 @@ class Stats:
                     "query": r.query,
                     "status": r.status,
                     "body": r.body,
+                    "traceparent": r.traceparent,
                 }
                 for r in self.log
             ],
@@ -227,6 +231,7 @@ class EmulatorMiddleware:
             operation=operation_of(method, path),
             query=scope.get("query_string", b"").decode(),
             body=body,
+            traceparent=_header(scope, b"traceparent"),
         )
         self.ctx.stats.record(entry)
 
@@ -250,6 +255,13 @@ class EmulatorMiddleware:
                 await refusal(scope, replay, send_recording)
                 return
         await self.app(scope, replay, send_recording)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 PROJECT_AUDIENCE = "https://ai.azure.com"

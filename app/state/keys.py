@@ -19,6 +19,11 @@ or script on a thread stays in one hash slot of a Redis Cluster.
 - `carry:<route>` (hash): conversations of a route carried and failed (the flip-back guard, metrics).
 - `tools:<route>` (hash): function tool schemas clients sent on an Assistants route, by name (bounded).
 - `probe:<name>` (string): the readiness probe's own key, seconds-lived.
+- `usage:{u:<owner>}:<YYYY-MM-DD>` (hash, `<metric>:<route>` -> count): an owner's usage that day (UTC);
+  `usage:owners` (set): every owner with usage. `rate:{u:<owner>}:m:<minute>` (hash: requests, tokens),
+  `rate:{u:<owner>}:d:<YYYY-MM-DD>` (string: tokens) and `inflight:{u:<owner>}` (zset: turn tokens scored
+  by when they lapse): a limited key's counters. An owner's keys share the hash tag `{u:<owner>}`, so a
+  turn's admission and its end are one script each, in one slot (`app.state.accounting`).
 
 Layout 1 (before buckets) kept `thread:<id>`, `threads:idle` and `owner:<owner>:threads`;
 `app.state.migrate` moves a registry from it.
@@ -71,6 +76,22 @@ class Keys:
 
     def carried(self, thread_id: str) -> str:
         return f"{self.prefix}carried:{tag(bucket_of(thread_id))}:{thread_id}"
+
+    # An owner's usage and limit counters: one hash tag per owner (owner names hold no braces).
+    def usage(self, owner: str, day: str) -> str:
+        return f"{self.prefix}usage:{{u:{owner}}}:{day}"
+
+    def usage_owners(self) -> str:
+        return f"{self.prefix}usage:owners"
+
+    def rate_minute(self, owner: str, minute: int) -> str:
+        return f"{self.prefix}rate:{{u:{owner}}}:m:{minute}"
+
+    def rate_day(self, owner: str, day: str) -> str:
+        return f"{self.prefix}rate:{{u:{owner}}}:d:{day}"
+
+    def inflight(self, owner: str) -> str:
+        return f"{self.prefix}inflight:{{u:{owner}}}"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

@@ -1,5 +1,6 @@
 """`helm template` for this repository's chart when no helm binary can be installed: the subset of Go
-templates the chart uses (values, if/end, toYaml | nindent, include | sha256sum, add), nothing more.
+templates the chart uses (values, if/end, toYaml | nindent, .Files.Get | nindent, include | sha256sum, add),
+nothing more.
 An unknown action fails the render, so a template that needs more is caught, not silently mis-rendered."""
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def _eval(action: str, ctx: dict[str, Any], chart: Path) -> str:
         text = yaml.safe_dump(_lookup(m.group(1), ctx), sort_keys=False).rstrip("\n")
         pad = " " * int(m.group(2))
         return "\n" + "\n".join(pad + line for line in text.splitlines())
+    if m := re.fullmatch(r'\.Files\.Get "([\w./-]+)" \| nindent (\d+)', action):
+        pad = " " * int(m.group(2))
+        return "\n" + "\n".join(pad + line for line in (chart / m.group(1)).read_text().rstrip("\n").splitlines())
     if m := re.fullmatch(r'include \(print \$\.Template\.BasePath "/([\w.-]+)"\) \. \| sha256sum', action):
         return hashlib.sha256(render_file(chart / "templates" / m.group(1), ctx, chart).encode()).hexdigest()
     if m := re.fullmatch(r"add (\S+) (\S+)", action):

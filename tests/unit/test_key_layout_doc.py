@@ -40,6 +40,12 @@ def _written() -> set[str]:
         keys.raw("probe", "<name>"),
         keys.raw("carry", "<route>"),
         keys.raw("tools", "<route>"),
+        # Usage and limits (app/state/accounting.py).
+        keys.usage("<owner>", "<YYYY-MM-DD>"),
+        keys.usage_owners(),
+        keys.rate_minute("<owner>", 0).replace(":m:0", ":m:<minute>"),
+        keys.rate_day("<owner>", "<YYYY-MM-DD>"),
+        keys.inflight("<owner>"),
     }
 
 
