@@ -21,10 +21,12 @@ from app import __version__
 from app.api.application import build_api
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
+from app.backends.assistants.conversations import AssistantsThreads
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
+from app.backends.foundry.endpoint import EndpointBackend
 from app.backends.http1 import StreamClient
 from app.backends.lease import LeasePolicy
 from app.backends.polling import PollPolicy
@@ -33,6 +35,7 @@ from app.backends.upstream import UpstreamClient, http_session, proxy_for
 from app.core.background import BackgroundTasks
 from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
+from app.core.held_conversations import HeldConversations
 from app.core.keys import KeyRing
 from app.core.lifetime import InFlight
 from app.core.responses_service import ResponsesService
@@ -129,6 +132,7 @@ async def components(
             metrics=metrics,
         ),
         "foundry": foundry,
+        "endpoint": EndpointBackend(foundry, store, max_items=settings.limits.max_history_items),
     }
     deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
     fetchers: dict[str, Fetch] = {name: client.file_content for name, client in assistants_clients.items()}
@@ -141,12 +145,27 @@ async def components(
         assistants_clients=assistants_clients,
         foundry_clients=foundry_clients,
         auths=auths,
-        service=TurnService(settings, backends, store, tasks=tasks, inflight=inflight, files=store),
+        service=TurnService(settings, backends, store, tasks=tasks, inflight=inflight, files=store, held=store),
         responses=ResponsesService(
-            settings, backends, store, foundry, conversations=store, tasks=tasks, inflight=inflight, files=store
+            settings,
+            backends,
+            store,
+            foundry,
+            conversations=store,
+            tasks=tasks,
+            inflight=inflight,
+            files=store,
+            held=store,
         ),
         files=FileRelay(store, fetchers),
-        conversations=ConversationsService(settings, foundry_clients, store),
+        conversations=ConversationsService(
+            settings,
+            {name: client for name, client in foundry_clients.items() if client.route.backend == "foundry"},
+            store,
+            HeldConversations(
+                store, AssistantsThreads(assistants_clients, store), max_history_items=settings.limits.max_history_items
+            ),
+        ),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
             store,

@@ -10,14 +10,16 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from app.core import approvals, conversation, failures, input_items, responses_codec, responses_input
+from app.core import approvals, conversation, failures, history, input_items, responses_codec, responses_input
 from app.core.annotations import MarkerMode, parse_response_annotation
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
+from app.core.endpoint_responses import EndpointResponse, EndpointStore
 from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded, records_of
+from app.core.held_conversations import HeldLookup, conversation_id_of, held_for_turn, not_found
 from app.core.lifetime import InFlight, Turn, Work
-from app.core.records import ResponseRecord
+from app.core.records import ConversationRecord, ResponseRecord
 from app.core.relay_markers import MarkerRelay
 from app.core.service import AgentBackend, route_for
 from app.core.turn import Item, TurnRequest
@@ -42,6 +44,10 @@ class ResponseIndex(Protocol):
     async def claim_items(self, item_ids: Sequence[str], owner: str) -> None: ...
 
     async def item_owners(self, item_ids: Sequence[str]) -> list[str | None]: ...
+
+
+class HeldHistories(EndpointStore, HeldLookup, Protocol):
+    """Conversations the bridge holds and the histories it keeps (the Redis store)."""
 
 
 class ResponsesRelay(Protocol):
@@ -88,7 +94,10 @@ class _AssistantsResponse:
         conversations: ConversationIndex,
         files: FileIndex | None = None,
         markers: MarkerMode = "numbered",
+        held: str | None = None,
     ) -> None:
+        self.held = held
+        """The bridge conversation (a thread) the turn continues: it knows its place, no fingerprint needed."""
         self.files = files
         self.work = work
         self.req = req
@@ -136,7 +145,7 @@ class _AssistantsResponse:
                     yield out
             elif isinstance(event, TurnCompleted):
                 final = builder.finish(event.finish_reason, event.usage)
-                if self.previous is None:
+                if self.previous is None and self.held is None:
                     await conversation.remember(
                         self.conversations,
                         owner=self.owner,
@@ -252,7 +261,9 @@ class ResponsesService:
         tasks: BackgroundTasks,
         inflight: InFlight,
         files: FileIndex | None = None,
+        held: HeldHistories | None = None,
     ) -> None:
+        self.held = held
         self.files = files
         self.conversations = conversations
         self.settings = settings
@@ -279,28 +290,74 @@ class ResponsesService:
         (first: response.created)."""
         route = route_for(self.settings, req.model)
         deadline = time.monotonic() + route.timeout
+        held: ConversationRecord | None = None
+        if req.conversation is not None:
+            if req.previous_response_id:
+                raise InvalidRequestError(
+                    "Mutually exclusive parameters: Ensure you are only providing one of: "
+                    "'previous_response_id' or 'conversation'.",
+                    param="conversation",
+                    code="mutually_exclusive_parameters",
+                )
+            conversation_id = conversation_id_of(req.conversation)
+            if self.held is not None:
+                held = await held_for_turn(
+                    self.held, self.settings, conversation_id, owner=owner, model=req.model, param="conversation"
+                )
+            if held is None and route.backend != "foundry":
+                raise not_found(conversation_id, "conversation")
         work: Work[StreamEvent]
         if route.backend == "foundry":
             work = await self._relay(req, route, body, owner, deadline)
+        elif route.backend == "endpoint":
+            work = await self._endpoint(req, body, owner, deadline, held)
         else:
-            work = await self._assistants(req, route, owner, deadline)
+            work = await self._assistants(req, route, owner, deadline, held)
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
 
-    async def _assistants(
-        self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float
+    async def _endpoint(
+        self, req: ResponsesRequest, body: dict[str, Any], owner: str, deadline: float, held: ConversationRecord | None
     ) -> Work[StreamEvent]:
-        if req.conversation is not None:
-            raise InvalidRequestError(
-                "conversation is available on Foundry v2 routes; on Assistants routes continue a "
-                "conversation with previous_response_id.",
-                param="conversation",
-            )
+        """An agent-endpoint turn: the history the bridge keeps, then the new input (`app.core.endpoint_responses`)."""
+        assert self.passthrough is not None and self.held is not None
+        previous = await self._previous(req, owner)
+        new = history.input_items(req.input)
+        chain: str | None = None
+        if held is not None:
+            chain = held.conversation_id
+            kept = await self.held.load_history(chain)
+        elif previous is not None:
+            chain, length = str(previous.data["chain"]), int(previous.data["length"])
+            kept = await self.held.load_history(chain, length)
+        else:
+            kept = []
+        history.check_bound(len(kept), len(new), self.settings.limits.max_history_items, param="input")
+        upstream = {k: v for k, v in body.items() if k not in ("previous_response_id", "conversation")}
+        upstream["input"] = [*kept, *new]
+        return EndpointResponse(
+            self.passthrough.relay(upstream, model=req.model, deadline=deadline),
+            self.held,
+            owner=owner,
+            model=req.model,
+            chain=chain,
+            base=len(kept),
+            new=new,
+            conversation=held.conversation_id if held is not None else None,
+            previous_id=req.previous_response_id,
+            keep=req.store is not False,
+        )
+
+    async def _assistants(
+        self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float, conv: ConversationRecord | None
+    ) -> Work[StreamEvent]:
         referenced, anchor = await self._referenced(req, owner)
         items, instructions, held = responses_input.parse_input(req, referenced)
         # An item_reference continues the response it names, as previous_response_id does; what it
         # and the items before it say, the thread holds already.
         previous = await self._previous(req, owner) or anchor
-        if previous is not None:
+        if conv is not None:
+            cursor, new_items = conv.thread_id, items[held:]
+        elif previous is not None:
             cursor, new_items = previous.thread_id, items[held:]
         else:
             # A client that resends the whole input (the Agents SDK does) is followed like a chat client.
@@ -331,6 +388,7 @@ class ResponsesService:
             conversations=self.conversations,
             files=self.files,
             markers=route.citation_markers,
+            held=conv.conversation_id if conv is not None else None,
         )
 
     async def _referenced(
@@ -408,7 +466,13 @@ class ResponsesService:
         if record.backend == "foundry":
             assert self.passthrough is not None
             return await self.passthrough.input_items(record.upstream_id or response_id, record.route, params)
-        rendered = input_items.render(response_id, record.data.get("input") or [])
+        if record.backend == "endpoint":
+            assert self.held is not None
+            start, count = record.data["inputs"]
+            kept = await self.held.load_history(str(record.data["chain"]), int(start) + int(count))
+            rendered = kept[int(start) :]
+        else:
+            rendered = input_items.render(response_id, record.data.get("input") or [])
         limit = params.get("limit", "20")
         if not limit.isdigit():
             raise InvalidRequestError("Invalid value for 'limit': expected an integer.", param="limit")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.core import approvals, chat_codec, conversation
+from app.core import approvals, chat_codec, conversation, history
 from app.core.annotations import rewritten
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
@@ -21,8 +21,9 @@ from app.core.events import (
     TurnEvent,
 )
 from app.core.files import FileIndex, record_cited
+from app.core.held_conversations import HeldLookup, conversation_id_of, held_for_turn, not_found
 from app.core.lifetime import InFlight, Turn, Work
-from app.core.turn import Message, ToolCall, TurnRequest
+from app.core.turn import Item, Message, ToolCall, TurnRequest
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
 from app.wire.chat import ChatCompletionRequest
@@ -64,7 +65,12 @@ class _ChatWork:
         *,
         conversation_id: str | None,
         files: FileIndex | None = None,
+        remember: bool = True,
+        previous_cursor: str | None = None,
     ) -> None:
+        self.remember = remember
+        """False when the turn's place needs no fingerprint (a bridge conversation, a stateless chat)."""
+        self.previous_cursor = previous_cursor
         self.files = files
         self.work = work
         self.index = index
@@ -93,7 +99,7 @@ class _ChatWork:
                 reply.tool_calls = event.calls
             elif isinstance(event, ApprovalRequired):
                 reply.tool_calls = tuple(approvals.as_tool_call(r) for r in event.requests)
-            elif isinstance(event, TurnCompleted):
+            elif isinstance(event, TurnCompleted) and self.remember:
                 reply.text = "".join(parts)
                 await conversation.remember(
                     self.index,
@@ -103,7 +109,7 @@ class _ChatWork:
                     reply=reply.message(),
                     cursor=event.cursor,
                     conversation_id=self.conversation_id,
-                    previous_cursor=req.cursor,
+                    previous_cursor=self.previous_cursor,
                 )
             yield event
 
@@ -120,7 +126,9 @@ class TurnService:
         tasks: BackgroundTasks,
         inflight: InFlight,
         files: FileIndex | None = None,
+        held: HeldLookup | None = None,
     ) -> None:
+        self.held = held
         self.files = files
         self.settings = settings
         self.backends = backends
@@ -140,14 +148,24 @@ class TurnService:
             )
         parsed = chat_codec.parse_request(req)
         items = approvals.resolve(parsed.items)
-        found = await conversation.resolve(
-            self.index,
-            owner=owner,
-            route=req.model,
-            items=items,
-            conversation_id=conversation_id,
-            claim=route.backend == "assistants",
-        )
+        named = (req.model_extra or {}).get("conversation")
+        if named is not None:
+            found, project_conversation = await self._named(req.model, route, named, items, owner, conversation_id)
+            remember, previous_cursor = False, found.cursor
+        elif route.backend == "endpoint":
+            found = await self._endpoint_place(req.model, items, owner, conversation_id)
+            project_conversation, remember = None, conversation_id is not None
+            previous_cursor = found.prefix_fingerprint  # None for a chain made by this turn (to be bound)
+        else:
+            found = await conversation.resolve(
+                self.index,
+                owner=owner,
+                route=req.model,
+                items=items,
+                conversation_id=conversation_id,
+                claim=route.backend == "assistants",
+            )
+            project_conversation, remember, previous_cursor = None, True, found.cursor
         deadline = time.monotonic() + route.timeout
         turn = TurnRequest(
             owner=owner,
@@ -161,8 +179,55 @@ class TurnService:
             options=parsed.options,
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
+            conversation=project_conversation,
         )
         work = _ChatWork(
-            self.backends[route.backend].turn(turn), self.index, turn, conversation_id=conversation_id, files=self.files
+            self.backends[route.backend].turn(turn),
+            self.index,
+            turn,
+            conversation_id=conversation_id,
+            files=self.files,
+            remember=remember,
+            previous_cursor=previous_cursor,
         )
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
+
+    async def _named(
+        self, model: str, route: RouteSettings, named: object, items: tuple[Item, ...], owner: str, header: str | None
+    ) -> tuple[conversation.Resolution, str | None]:
+        """A chat turn in a conversation the client names (`conversation` in the body, as on `/v1/responses`):
+        a thread or kept history the bridge holds, or a Foundry v2 project's conversation. The client sends
+        its new messages (what follows its last assistant message), as with `X-Conversation-Id`."""
+        if header is not None:
+            raise InvalidRequestError(
+                "Send either the X-Conversation-Id header or a conversation, not both.",
+                param="conversation",
+                code="mutually_exclusive_parameters",
+            )
+        conversation_id = conversation_id_of(named)
+        held = None
+        if self.held is not None:
+            held = await held_for_turn(
+                self.held, self.settings, conversation_id, owner=owner, model=model, param="conversation"
+            )
+        new_items = conversation.after_last_assistant(items)
+        if held is not None:
+            cursor = held.thread_id or held.conversation_id
+            return conversation.Resolution(cursor=cursor, new_items=new_items, prefix_fingerprint=None), None
+        if route.backend != "foundry" or not await self.index.claim_conversation(conversation_id, owner):
+            raise not_found(conversation_id, "conversation")
+        return conversation.Resolution(cursor=None, new_items=new_items, prefix_fingerprint=None), conversation_id
+
+    async def _endpoint_place(
+        self, model: str, items: tuple[Item, ...], owner: str, header: str | None
+    ) -> conversation.Resolution:
+        """Where a chat turn on an agent endpoint continues: nowhere (the client sends it all), or the
+        history chain its `X-Conversation-Id` names (a new one on first use; `prefix_fingerprint` then
+        None, so that the turn binds it)."""
+        if header is None:
+            return conversation.Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
+        chain = await self.index.conversation_by_id(owner, model, header)
+        if chain is None:
+            return conversation.Resolution(cursor=history.new_chain_id(), new_items=items, prefix_fingerprint=None)
+        new_items = conversation.after_last_assistant(items)
+        return conversation.Resolution(cursor=chain, new_items=new_items, prefix_fingerprint=chain)

@@ -100,6 +100,8 @@ class TurnRequest:
     deadline: float = 0.0
     """Absolute `time.monotonic()` by which the turn must end (the route's timeout)."""
     approvals: ApprovalMode = "refuse"
+    conversation: str | None = None
+    """Foundry v2: the project conversation the turn continues (sent as `conversation`, with `new_items`)."""
 
 
 def pending_tool_results(items: tuple[Item, ...]) -> tuple[ToolResult, ...]:

@@ -13,6 +13,9 @@ or script on a thread stays in one hash slot of a Redis Cluster.
 - `call:<call_id>` (string), `resp:<id>` (string), `owned:conversation:<id>` (string), `owned:item:<id>`
   (string: the owner of a Foundry v2 output item), `file:<id>` (string: the route and owner of a file a
   turn showed, response TTL).
+- `conversation:<id>` (hash): a conversation the bridge holds (`conv_<48 hex>`): owner, route, the thread
+  behind it (Assistants routes) or its history (agent-endpoint routes), metadata.
+- `history:<id>` (list): the items an agent-endpoint conversation or response chain holds, one JSON each.
 - `lease:<name>` (string): other leases (the layout migration).
 - `probe:<name>` (string): the readiness probe's own key, seconds-lived.
 
@@ -64,6 +67,12 @@ class Keys:
 
     def janitor_lease(self, bucket: int) -> str:
         return f"{self.prefix}lease:janitor:{tag(bucket)}"
+
+    def conversation(self, conversation_id: str) -> str:
+        return f"{self.prefix}conversation:{conversation_id}"
+
+    def history(self, chain_id: str) -> str:
+        return f"{self.prefix}history:{chain_id}"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

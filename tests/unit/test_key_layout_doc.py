@@ -27,6 +27,8 @@ def _written() -> set[str]:
         tagged(keys.idle(7)),
         tagged(keys.owner(7, "<owner>")),
         tagged(keys.janitor_lease(7)),
+        keys.conversation("<id>"),
+        keys.history("<id>"),
         # The store's other families (app/state/lookups.py, store.py), through the same prefixing.
         keys.raw("conv", "<owner>", "<route>", "<fp>"),
         keys.raw("conv", "<owner>", "<route>", "id", "<conversation>"),

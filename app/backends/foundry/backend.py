@@ -228,7 +228,12 @@ class FoundryRelayTurn:
         for warning in overrides.warnings(stripped):
             notices.warn(warning)
         body = stripped.body
-        if route.background and body.get("store") is not False:
+        if route.backend == "endpoint":
+            # The endpoint's path names the agent, and it keeps nothing (`app.backends.foundry.endpoint`).
+            body.pop("agent_reference", None)
+            body.pop("background", None)
+            body["store"] = False
+        elif route.background and body.get("store") is not False:
             body["background"] = True
         return body
 
@@ -338,6 +343,9 @@ class FoundryBackend:
             ]
         elif previous_response_id:
             body["previous_response_id"] = previous_response_id
+            body["input"] = mapping.input_items(req.new_items)
+        elif req.conversation is not None:
+            body["conversation"] = req.conversation
             body["input"] = mapping.input_items(req.new_items)
         else:
             body["input"] = mapping.input_items(req.items)
