@@ -363,6 +363,10 @@ class ResponsesAPI:
         body = await read_json(request, allowed=CREATE_FIELDS)
         turn = self._resolve(body)
         self._register(turn)
+        return await self.serve(body, turn)
+
+    async def serve(self, body: dict[str, Any], turn: Turn) -> Response:
+        """The answer to a resolved create: background, streamed or plain."""
         if body.get("background"):
             snapshot = copy.deepcopy({**turn.stored.body, "status": "queued"})
             log = self._start_background(turn)
