@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from app.core.held_conversations import HeldConversations, not_found
-from app.errors import InvalidRequestError, ModelNotFoundError
+from app.core.held_conversations import HeldConversations, item_not_found, not_found
+from app.errors import InvalidRequestError, ModelNotFoundError, NotFoundError
 from app.settings import Settings
 
 _ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -149,4 +149,11 @@ class ConversationsService:
                 raise not_found(conversation_id) from exc
             raise
         await self._owned(conversation_id, owner)
-        return await relay.conversation_request(method, f"/{conversation_id}{suffix}", json=json, params=params)
+        try:
+            return await relay.conversation_request(method, f"/{conversation_id}{suffix}", json=json, params=params)
+        except NotFoundError as exc:
+            # The body the bridge gives for an id it holds not, on every route kind (Azure's code differs).
+            item = suffix.removeprefix("/items/")
+            if item != suffix and "item" in exc.message.lower():
+                raise item_not_found(item) from exc
+            raise not_found(conversation_id) from exc

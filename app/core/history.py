@@ -67,6 +67,10 @@ def input_items(value: Any, param: str = "input") -> list[dict[str, Any]]:
             )
         if not isinstance(item.get("id"), str):
             item["id"] = item_id(kind)
+        if kind == "message" and isinstance(item.get("content"), str):
+            # Kept as OpenAI lists conversation items: text parts, whatever shape the client sent.
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": part, "text": item["content"]}]
         items.append(item)
     return items
 

@@ -42,7 +42,8 @@ from app.core.events import (
 )
 from app.core.responses_codec import failed_events
 from app.core.turn import ToolCall, ToolResult, TurnRequest
-from app.errors import BridgeError, ModelNotFoundError, UpstreamError
+from app.core.held_conversations import conversation_id_of, not_found
+from app.errors import BridgeError, ModelNotFoundError, NotFoundError, UpstreamError
 from app.metrics import Metrics
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -245,6 +246,10 @@ class FoundryRelayTurn:
             if "previous_response_id" in body and previous_response_gone(exc):
                 # Azure forgot a response the bridge still knows: the same error as for an unknown id.
                 raise mapping.previous_response_not_found(body["previous_response_id"]) from exc
+            conversation = body.get("conversation")
+            if isinstance(exc, NotFoundError) and conversation is not None and "onversation" in exc.message:
+                # The body the bridge gives for an unknown conversation on every route kind.
+                raise not_found(conversation_id_of(conversation), "conversation") from exc
             raise
         self._relabel(self.created["response"])
         return ThreadBound(thread_id=None, response_id=str(self.created["response"]["id"]))
