@@ -24,7 +24,11 @@ def endpoint_routes(emulator_url: str) -> dict[str, Any]:
     return routes_for(
         emulator_url,
         **{
-            "endpoint-agent": {"endpoint": project, "agent": {"name": "demo-agent", "endpoint_scoped": True}, "auth": ENTRA},
+            "endpoint-agent": {
+                "endpoint": project,
+                "agent": {"name": "demo-agent", "endpoint_scoped": True},
+                "auth": ENTRA,
+            },
             "endpoint-flights": {
                 "endpoint": project,
                 "agent": {"name": "flights-demo", "endpoint_scoped": True},

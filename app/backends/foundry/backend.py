@@ -40,9 +40,9 @@ from app.core.events import (
     TurnCompleted,
     TurnEvent,
 )
+from app.core.held_conversations import conversation_id_of, not_found
 from app.core.responses_codec import failed_events
 from app.core.turn import ToolCall, ToolResult, TurnRequest
-from app.core.held_conversations import conversation_id_of, not_found
 from app.errors import BridgeError, ModelNotFoundError, NotFoundError, UpstreamError
 from app.metrics import Metrics
 
