@@ -9,8 +9,8 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.test_conversations_everywhere import A, B, KEYS, endpoint_routes
 from tests.support import seed
+from tests.support.agent_endpoint import KEYS, A, B, endpoint_routes
 from tests.support.bridge import Bridge, running_bridge
 from tests.support.servers import ServerThread
 

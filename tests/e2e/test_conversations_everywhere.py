@@ -10,32 +10,11 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.bridge import ENTRA, Bridge, routes_for, running_bridge
+from tests.support.agent_endpoint import KEYS, A, B, endpoint_routes
+from tests.support.bridge import Bridge, running_bridge
 from tests.support.servers import ServerThread
 
-A = "key-of-team-a-0123456789"
-B = "key-of-team-b-0123456789"
-KEYS = [{"name": "team-a", "key": A}, {"name": "team-b", "key": B}]
 ROUTES = ["demo-assistant", "demo-agent", "endpoint-agent"]
-
-
-def endpoint_routes(emulator_url: str) -> dict[str, Any]:
-    project = f"{emulator_url}/api/projects/demo"
-    return routes_for(
-        emulator_url,
-        **{
-            "endpoint-agent": {
-                "endpoint": project,
-                "agent": {"name": "demo-agent", "endpoint_scoped": True},
-                "auth": ENTRA,
-            },
-            "endpoint-flights": {
-                "endpoint": project,
-                "agent": {"name": "flights-demo", "endpoint_scoped": True},
-                "auth": ENTRA,
-            },
-        },
-    )
 
 
 @pytest.fixture
