@@ -44,8 +44,14 @@ def test_create_two_turns_and_list_them(keyed: Bridge, route: str) -> None:
     second = a.responses.create(model=route, input="/recall", conversation=conversation.id)
     # What the agent was given: the conversation's items, whoever keeps them.
     assert second.output_text == "Recall: remember me | first"
+    assert second.conversation is not None and second.conversation.id == conversation.id
     listed = a.conversations.items.list(conversation.id, order="asc")
     assert _texts(listed) == ["remember me", "first", "Echo: first", "/recall", "Recall: remember me | first"]
+    # Chat continues the same conversation: `conversation` in the body, only the new message sent.
+    chat = a.chat.completions.create(
+        model=route, messages=[{"role": "user", "content": "/recall"}], extra_body={"conversation": conversation.id}
+    )
+    assert chat.choices[0].message.content == "Recall: remember me | first | /recall"
     for call in (
         lambda: b.conversations.retrieve(conversation.id),
         lambda: b.conversations.items.list(conversation.id),
