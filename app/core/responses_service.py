@@ -329,6 +329,12 @@ class ResponsesService:
         elif previous is not None:
             chain, length = str(previous.data["chain"]), int(previous.data["length"])
             kept = await self.held.load_history(chain, length)
+            if len(kept) < length:  # the history expired before the response record did
+                raise NotFoundError(
+                    f"Previous response with id '{previous.response_id}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
         else:
             kept = []
         history.check_bound(len(kept), len(new), self.settings.limits.max_history_items, param="input")

@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 import pytest
+import redis
 
 from tests.support import seed
 from tests.support.agent_endpoint import KEYS, A, B, endpoint_routes
@@ -152,3 +153,14 @@ def test_past_the_bound_a_turn_is_a_clear_400(keyed: Bridge) -> None:
             model="endpoint-agent", messages=[{"role": "user", "content": "9"}], extra_headers=header
         )
     assert chat.value.code == "conversation_too_long"
+
+
+def test_a_response_whose_history_expired_is_not_found(keyed: Bridge, redis_url: str, redis_prefix: str) -> None:
+    """The history lives `threads.ttl`, a response record `responses.ttl`: past the first, no silent amnesia."""
+    client = keyed.client(api_key=A)
+    first = client.responses.create(model="endpoint-agent", input="alpha")
+    with redis.Redis.from_url(redis_url) as r:
+        assert r.delete(*r.scan_iter(match=f"{redis_prefix}history:*")) == 1
+    with pytest.raises(openai.NotFoundError) as info:
+        client.responses.create(model="endpoint-agent", input="/recall", previous_response_id=first.id)
+    assert info.value.code == "previous_response_not_found"
