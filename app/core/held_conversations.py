@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -139,8 +140,9 @@ class HeldConversations:
         )
         if rec.kind == "thread":
             thread_id = await self.threads.create(route, owner, items)
-            rec = ConversationRecord(**{**rec.__dict__, "thread_id": thread_id})
+            rec = replace(rec, thread_id=thread_id)
         elif items:
+            history.check_bound(0, len(items), self.max_history_items, param="items")
             await self.store.append_history(rec.conversation_id, items, expect=None)
         await self.store.save_held_conversation(rec)
         return conversation_object(rec)
@@ -173,7 +175,7 @@ class HeldConversations:
                     )
                 metadata = metadata_of(body["metadata"])
                 await self.store.set_held_metadata(rec.conversation_id, metadata)
-                return conversation_object(ConversationRecord(**{**rec.__dict__, "metadata": metadata}))
+                return conversation_object(replace(rec, metadata=metadata))
             if rec.thread_id is not None:
                 await self.threads.delete(rec.route, rec.thread_id)
             await self.store.forget_held_conversation(rec.conversation_id)

@@ -153,6 +153,12 @@ def test_past_the_bound_a_turn_is_a_clear_400(keyed: Bridge) -> None:
             model="endpoint-agent", messages=[{"role": "user", "content": "9"}], extra_headers=header
         )
     assert chat.value.code == "conversation_too_long"
+    conversation = client.conversations.create(
+        items=[{"role": "user", "content": str(n)} for n in range(8)], extra_body={"model": "endpoint-agent"}
+    )
+    with pytest.raises(openai.BadRequestError) as added:
+        client.conversations.items.create(conversation.id, items=[{"role": "user", "content": "9"}])
+    assert added.value.code == "conversation_too_long" and added.value.param == "items"
 
 
 def test_a_response_whose_history_expired_is_not_found(keyed: Bridge, redis_url: str, redis_prefix: str) -> None:
