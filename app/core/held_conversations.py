@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from app.core import history, input_items
