@@ -153,9 +153,8 @@ class TurnService:
             found, project_conversation = await self._named(req.model, route, named, items, owner, conversation_id)
             remember, previous_cursor = False, found.cursor
         elif route.backend == "endpoint":
-            found = await self._endpoint_place(req.model, items, owner, conversation_id)
+            found, previous_cursor = await self._endpoint_place(req.model, items, owner, conversation_id)
             project_conversation, remember = None, conversation_id is not None
-            previous_cursor = found.prefix_fingerprint  # None for a chain made by this turn (to be bound)
         else:
             found = await conversation.resolve(
                 self.index,
@@ -220,14 +219,15 @@ class TurnService:
 
     async def _endpoint_place(
         self, model: str, items: tuple[Item, ...], owner: str, header: str | None
-    ) -> conversation.Resolution:
+    ) -> tuple[conversation.Resolution, str | None]:
         """Where a chat turn on an agent endpoint continues: nowhere (the client sends it all), or the
-        history chain its `X-Conversation-Id` names (a new one on first use; `prefix_fingerprint` then
-        None, so that the turn binds it)."""
+        history chain its `X-Conversation-Id` names, a new one on first use; and the chain the name
+        was bound to before (None: the turn binds it)."""
         if header is None:
-            return conversation.Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
+            return conversation.Resolution(cursor=None, new_items=items, prefix_fingerprint=None), None
         chain = await self.index.conversation_by_id(owner, model, header)
         if chain is None:
-            return conversation.Resolution(cursor=history.new_chain_id(), new_items=items, prefix_fingerprint=None)
+            fresh = conversation.Resolution(cursor=history.new_chain_id(), new_items=items, prefix_fingerprint=None)
+            return fresh, None
         new_items = conversation.after_last_assistant(items)
-        return conversation.Resolution(cursor=chain, new_items=new_items, prefix_fingerprint=chain)
+        return conversation.Resolution(cursor=chain, new_items=new_items, prefix_fingerprint=None), chain

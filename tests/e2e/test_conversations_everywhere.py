@@ -120,7 +120,13 @@ def test_unknown_ids_get_one_error_body_whatever_the_route(keyed: Bridge) -> Non
         "param": "conversation_id",
         "code": "not_found",
     }
-    assert [status for status, _ in bodies] == [404, 404, 404]
+    for route in ROUTES:
+        with pytest.raises(openai.NotFoundError) as chat:
+            a.chat.completions.create(
+                model=route, messages=[{"role": "user", "content": "x"}], extra_body={"conversation": "conv_unknown"}
+            )
+        bodies.append((chat.value.status_code, chat.value.body))
+    assert [status for status, _ in bodies] == [404] * 6
     assert len({str(body) for _, body in bodies}) == 1, bodies
 
 

@@ -126,6 +126,8 @@ class FoundryChatTurn:
         try:
             created = await self.reader.open(self.b.body(req, previous_response_id=req.cursor), req.deadline)
         except BridgeError as exc:
+            if req.conversation is not None and isinstance(exc, NotFoundError) and "onversation" in exc.message:
+                raise not_found(req.conversation, "conversation") from exc
             if not req.cursor or not previous_response_gone(exc):
                 raise
             # The chain is gone upstream: replay the whole conversation, once.
