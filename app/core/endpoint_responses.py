@@ -27,6 +27,8 @@ _KEPT_ENDINGS = ("response.completed", "response.incomplete")
 class EndpointStore(HistoryStore, Protocol):
     async def save_response(self, rec: ResponseRecord) -> None: ...
 
+    async def point_items(self, item_ids: Sequence[str], response_id: str) -> None: ...
+
 
 class EndpointResponse:
     """One response on an agent endpoint; `chain` at length `base` is what it continues (None: nothing)."""
@@ -111,3 +113,6 @@ class EndpointResponse:
                 },
             )
         )
+        # The ids a client may send back as `item_reference` (the Vercel AI SDK does) instead of the items.
+        output_ids = [str(i["id"]) for i in items[len(self.new) :] if "id" in i]
+        await self.store.point_items(output_ids, str(response["id"]))

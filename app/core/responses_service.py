@@ -49,6 +49,8 @@ class ResponseIndex(Protocol):
 class HeldHistories(EndpointStore, HeldLookup, Protocol):
     """Conversations the bridge holds and the histories it keeps (the Redis store)."""
 
+    async def item_responses(self, item_ids: Sequence[str]) -> list[str | None]: ...
+
 
 class ResponsesRelay(Protocol):
     """The Foundry v2 side: a sanitized body with the route's agent_reference, relayed whole."""
@@ -321,7 +323,9 @@ class ResponsesService:
         """An agent-endpoint turn: the history the bridge keeps, then the new input (`app.core.endpoint_responses`)."""
         assert self.passthrough is not None and self.held is not None
         previous = await self._previous(req, owner)
-        new = history.input_items(req.input)
+        anchor, after = await self._anchor(req, owner) if previous is None and held is None else (None, 0)
+        previous = previous or anchor
+        new = history.input_items(req.input[after:] if isinstance(req.input, list) else req.input)
         chain: str | None = None
         if held is not None:
             chain = held.conversation_id
@@ -352,6 +356,22 @@ class ResponsesService:
             previous_id=req.previous_response_id,
             keep=req.store is not False,
         )
+
+    async def _anchor(self, req: ResponsesRequest, owner: str) -> tuple[ResponseRecord | None, int]:
+        """On an agent-endpoint route, the response whose output the last `item_reference` names, and where the
+        input after it starts: a client that resends earlier output by reference continues that response's
+        chain, as `previous_response_id` would (what the references and the items before them say, the chain
+        holds already)."""
+        assert self.held is not None
+        refs = responses_input.item_references(req)
+        if not refs:
+            return None, 0
+        pointers = await self.held.item_responses([item_id for _, item_id in refs])
+        records = await self.index.get_responses([p or "-" for p in pointers], owner)
+        for (i, item_id), record in zip(refs, records, strict=True):
+            if record is None or record.route != req.model or record.backend != "endpoint":
+                raise InvalidRequestError(f"Item with id '{item_id}' not found.", param=f"input[{i}].id")
+        return records[-1], refs[-1][0] + 1
 
     async def _assistants(
         self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float, conv: ConversationRecord | None

@@ -34,6 +34,7 @@ def _compact(item: dict[str, Any]) -> str:
 
 class ConversationRecords(StoreBase):
     thread_ttl_ms: int
+    response_ttl_ms: int
 
     # -- conversation records --------------------------------------------------------------------
 
@@ -119,3 +120,19 @@ class ConversationRecords(StoreBase):
         if items:
             commands += [("RPUSH", key, *[_compact(i) for i in items]), ("PEXPIRE", key, self.thread_ttl_ms)]
         await self.commands.transaction(commands, key=key)
+
+    # -- output items of agent-endpoint responses ------------------------------------------------
+
+    @translated
+    async def point_items(self, item_ids: Sequence[str], response_id: str) -> None:
+        """Each item id -> the response it came from (one key each: any slot)."""
+        if not item_ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:  # per node on a cluster
+            for item_id in item_ids:
+                pipe.set(self.keys.item(item_id), response_id, px=self.response_ttl_ms)
+            await pipe.execute()
+
+    @translated
+    async def item_responses(self, item_ids: Sequence[str]) -> list[str | None]:
+        return await self._mget([self.keys.item(i) for i in item_ids])

@@ -16,6 +16,7 @@ or script on a thread stays in one hash slot of a Redis Cluster.
 - `conversation:<id>` (hash): a conversation the bridge holds (`conv_<48 hex>`): owner, route, the thread
   behind it (Assistants routes) or its history (agent-endpoint routes), metadata.
 - `history:<id>` (list): the items an agent-endpoint conversation or response chain holds, one JSON each.
+- `item:<id>` (string): the agent-endpoint response whose output the item is (for `item_reference`).
 - `lease:<name>` (string): other leases (the layout migration).
 - `probe:<name>` (string): the readiness probe's own key, seconds-lived.
 
@@ -73,6 +74,9 @@ class Keys:
 
     def history(self, chain_id: str) -> str:
         return f"{self.prefix}history:{chain_id}"
+
+    def item(self, item_id: str) -> str:
+        return f"{self.prefix}item:{item_id}"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

@@ -170,3 +170,25 @@ def test_a_response_whose_history_expired_is_not_found(keyed: Bridge, redis_url:
     with pytest.raises(openai.NotFoundError) as info:
         client.responses.create(model="endpoint-agent", input="/recall", previous_response_id=first.id)
     assert info.value.code == "previous_response_not_found"
+
+
+def test_item_references_to_earlier_output_continue_its_chain(keyed: Bridge) -> None:
+    """The Vercel AI SDK resends earlier output as `item_reference`s, without previous_response_id."""
+    a, b = keyed.client(api_key=A), keyed.client(api_key=B)
+    question: dict[str, Any] = {"role": "user", "content": seed.QUESTION}
+    response = a.responses.create(model="endpoint-flights", input=[question], tools=RESPONSES_TOOLS)  # type: ignore[arg-type]
+    sent: list[Any] = [question]
+    for _ in range(3):
+        calls = [item for item in response.output if item.type == "function_call"]
+        if not calls:
+            break
+        sent += [{"type": "item_reference", "id": c.id} for c in calls]
+        sent += [
+            {"type": "function_call_output", "call_id": c.call_id, "output": seed.call(c.name, c.arguments)}
+            for c in calls
+        ]
+        response = a.responses.create(model="endpoint-flights", input=sent, tools=RESPONSES_TOOLS)  # type: ignore[arg-type]
+    assert f"There are {seed.expected_flights()} flights" in response.output_text
+    with pytest.raises(openai.BadRequestError) as info:
+        b.responses.create(model="endpoint-flights", input=sent, tools=RESPONSES_TOOLS)  # type: ignore[arg-type]
+    assert info.value.param == "input[1].id"
