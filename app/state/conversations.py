@@ -1,4 +1,5 @@
-"""Conversations the bridge holds (`conversation:<id>`) and the histories it keeps (`history:<id>`).
+"""Conversations the bridge holds (`conversation:<id>`), the histories it keeps (`history:<id>`), and
+which agent-endpoint response each kept output item came from (`item:<id>`).
 
 Each is one key, so every command is single-slot. A conversation record and its history are two keys
 (two slots on a cluster): they are written and deleted in an order that leaves at worst an orphan
