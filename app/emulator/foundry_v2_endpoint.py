@@ -43,5 +43,5 @@ class AgentEndpointAPI:
         body.pop("agent", None)
         body["agent_reference"] = {"type": "agent_reference", "name": name}
         body["store"] = False  # what this endpoint does with every response: keep nothing
-        turn = self.responses._resolve(body)
+        turn = self.responses.resolve(body)
         return await self.responses.serve(body, turn)
