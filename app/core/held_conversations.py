@@ -258,7 +258,8 @@ async def held_for_turn(
     lookup: HeldLookup, settings: Settings, conversation_id: str, *, owner: str, model: str, param: str
 ) -> ConversationRecord | None:
     """The bridge-held conversation a turn names (None: not one the bridge holds), if it can serve this route:
-    a thread on the same Azure resource for an Assistants route, a kept history for an agent-endpoint route."""
+    a thread on the route it was made on (the registry ties a thread to its route), a kept history on
+    any agent-endpoint route."""
     rec = await lookup.held_conversation(conversation_id)
     if rec is None:
         return None
@@ -268,19 +269,12 @@ async def held_for_turn(
     fits = (
         here is not None
         and there is not None
-        and (
-            (rec.kind == "history" and here.backend == "endpoint")
-            or (
-                rec.kind == "thread"
-                and here.backend == "assistants"
-                and here.endpoint.rstrip("/") == there.endpoint.rstrip("/")
-            )
-        )
+        and ((rec.kind == "history" and here.backend == "endpoint") or (rec.kind == "thread" and model == rec.route))
     )
     if not fits:
         raise InvalidRequestError(
             f"Conversation '{conversation_id}' was created for the model '{rec.route}' and cannot continue on "
-            f"'{model}': use it with that model (or one on the same Azure resource).",
+            f"'{model}': use it with that model.",
             param=param,
             code="conversation_route_mismatch",
         )

@@ -403,6 +403,7 @@ class ResponsesService:
             options=responses_codec.parse_options(req),
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
+            conversation=conv.conversation_id if conv is not None else None,
         )
         return _AssistantsResponse(
             self.backends["assistants"].turn(turn),

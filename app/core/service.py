@@ -196,7 +196,8 @@ class TurnService:
     ) -> tuple[conversation.Resolution, str | None]:
         """A chat turn in a conversation the client names (`conversation` in the body, as on `/v1/responses`):
         a thread or kept history the bridge holds, or a Foundry v2 project's conversation. The client sends
-        its new messages (what follows its last assistant message), as with `X-Conversation-Id`."""
+        its new messages (what follows its last assistant message), as with `X-Conversation-Id`. Returns
+        where it continues and the conversation the backend must keep to (`TurnRequest.conversation`)."""
         if header is not None:
             raise InvalidRequestError(
                 "Send either the X-Conversation-Id header or a conversation, not both.",
@@ -212,7 +213,8 @@ class TurnService:
         new_items = conversation.after_last_assistant(items)
         if held is not None:
             cursor = held.thread_id or held.conversation_id
-            return conversation.Resolution(cursor=cursor, new_items=new_items, prefix_fingerprint=None), None
+            found = conversation.Resolution(cursor=cursor, new_items=new_items, prefix_fingerprint=None)
+            return found, conversation_id if held.thread_id is not None else None
         if route.backend != "foundry" or not await self.index.claim_conversation(conversation_id, owner):
             raise not_found(conversation_id, "conversation")
         return conversation.Resolution(cursor=None, new_items=new_items, prefix_fingerprint=None), conversation_id

@@ -9,7 +9,9 @@ from typing import Any
 
 import openai
 import pytest
+import redis
 
+from app.state.keys import Keys
 from tests.support.agent_endpoint import KEYS, A, B, endpoint_routes
 from tests.support.bridge import Bridge, running_bridge
 from tests.support.servers import ServerThread
@@ -103,6 +105,21 @@ def test_an_assistants_conversation_is_a_thread_deleted_with_it(keyed: Bridge) -
     assert len(threads) == 1 and not threads[0]["deleted"]
     a.conversations.delete(conversation.id)
     assert keyed.emulator_threads()[0]["deleted"]
+
+
+def test_a_conversation_whose_thread_is_gone_is_not_found(keyed: Bridge, redis_url: str, redis_prefix: str) -> None:
+    """Never a new thread in its place: the janitor (or an admin) deleted it and forgot its record."""
+    a = keyed.client(api_key=A)
+    conversation = a.conversations.create(
+        items=[{"role": "user", "content": "hi"}], extra_body={"model": "demo-assistant"}
+    )
+    (thread,) = keyed.emulator_threads()
+    with redis.Redis.from_url(redis_url) as r:
+        assert r.delete(Keys(redis_prefix).thread(thread["id"])) == 1
+    with pytest.raises(openai.NotFoundError) as info:
+        a.responses.create(model="demo-assistant", input="again", conversation=conversation.id)
+    assert info.value.param == "conversation"
+    assert len(keyed.emulator_threads()) == 1
 
 
 def test_unknown_ids_get_one_error_body_whatever_the_route(keyed: Bridge) -> None:
