@@ -65,7 +65,7 @@ def test_create_two_turns_and_list_them(keyed: Bridge, route: str) -> None:
             call()
 
 
-@pytest.mark.parametrize("route", ["demo-assistant", "endpoint-agent"])
+@pytest.mark.parametrize("route", ROUTES)
 def test_the_rest_of_the_surface_on_a_conversation_the_bridge_holds(keyed: Bridge, route: str) -> None:
     a = keyed.client(api_key=A)
     conversation = a.conversations.create(extra_body={"model": route})
