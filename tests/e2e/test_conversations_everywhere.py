@@ -66,7 +66,7 @@ def test_create_two_turns_and_list_them(keyed: Bridge, route: str) -> None:
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_the_rest_of_the_surface_on_a_conversation_the_bridge_holds(keyed: Bridge, route: str) -> None:
+def test_the_rest_of_the_surface_on_every_route_kind(keyed: Bridge, route: str) -> None:
     a = keyed.client(api_key=A)
     conversation = a.conversations.create(extra_body={"model": route})
     assert a.conversations.retrieve(conversation.id).metadata == {}
