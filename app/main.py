@@ -21,11 +21,13 @@ from app import __version__, telemetry
 from app.api.application import build_api
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
+from app.backends.assistants.conversations import AssistantsThreads
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.carry import Carrier
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
+from app.backends.foundry.endpoint import EndpointBackend
 from app.backends.http1 import StreamClient
 from app.backends.lease import LeasePolicy
 from app.backends.migration import Migrations, refuse_flip_back
@@ -36,6 +38,7 @@ from app.core import tracing
 from app.core.background import BackgroundTasks
 from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
+from app.core.held_conversations import HeldConversations
 from app.core.keys import KeyRing
 from app.core.lifetime import InFlight
 from app.core.metering import Meter
@@ -161,6 +164,7 @@ async def components(
             metrics=metrics,
         ),
         "foundry": foundry,
+        "endpoint": EndpointBackend(foundry, store, max_items=settings.limits.max_history_items),
     }
     carry_store = CarryStore(store, ttl_ms=int(max(settings.threads.ttl, settings.responses.ttl) * 1000))
     migrating = {name for name, route in settings.routes.items() if route.migrate_from is not None}
@@ -201,6 +205,7 @@ async def components(
             calls=store,
             tool_schemas=tool_schemas,
             meter=meter,
+            held=store,
         ),
         responses=ResponsesService(
             settings,
@@ -215,9 +220,17 @@ async def components(
             calls=store,
             tool_schemas=tool_schemas,
             meter=meter,
+            held=store,
         ),
         files=FileRelay(store, fetchers),
-        conversations=ConversationsService(settings, foundry_clients, store),
+        conversations=ConversationsService(
+            settings,
+            {name: client for name, client in foundry_clients.items() if client.route.backend == "foundry"},
+            store,
+            HeldConversations(
+                store, AssistantsThreads(assistants_clients, store), max_history_items=settings.limits.max_history_items
+            ),
+        ),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(
             store,

@@ -74,6 +74,15 @@ class AuthSettings(_Strict):
 class AgentRef(_Strict):
     name: str = Field(min_length=1, max_length=256)
     version: str | None = None
+    endpoint_scoped: bool = False
+    """Call the agent's own published endpoint (`{project}/agents/{name}/endpoint/protocols/openai/responses`),
+    which is stateless: the bridge keeps each conversation's history and sends it whole (docs/conversations.md)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentRef:
+        if self.endpoint_scoped and self.version is not None:
+            raise ValueError("an agent endpoint serves the version the agent publishes: leave agent.version out")
+        return self
 
 
 class MigrateFromSettings(_Strict):
@@ -163,8 +172,10 @@ class RouteSettings(_Strict):
         )
 
     @property
-    def backend(self) -> Literal["assistants", "foundry"]:
-        return "assistants" if self.assistant_id is not None else "foundry"
+    def backend(self) -> Literal["assistants", "foundry", "endpoint"]:
+        if self.assistant_id is not None:
+            return "assistants"
+        return "endpoint" if self.agent is not None and self.agent.endpoint_scoped else "foundry"
 
     @property
     def is_project(self) -> bool:
@@ -280,6 +291,9 @@ class LimitSettings(_Strict):
     max_messages: int = Field(default=1000, gt=0)
     lock_wait: Seconds = 5.0
     """How long a turn waits for a busy conversation before answering 409."""
+    max_history_items: int = Field(default=500, gt=0)
+    """Agent-endpoint routes: the items the bridge keeps per conversation (it sends them all each turn);
+    a turn that would go past it is a 400 `conversation_too_long`."""
     lock_lease: Seconds = 10.0
     """A conversation's lock lives this long unrenewed; a turn renews it every third of it, so the
     lock of a replica that died is free again within this time."""

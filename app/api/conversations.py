@@ -1,4 +1,4 @@
-"""`/v1/conversations` (create, get, delete; items list and create) on Foundry v2 routes."""
+"""`/v1/conversations` (create, get, update, delete; items list, add, get, delete) on every route kind."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ async def get_conversation(
     return JSONResponse(await _call(service, principal, request, "GET", conversation_id))
 
 
+@router.post("/v1/conversations/{conversation_id}")
+async def update_conversation(
+    conversation_id: str,
+    request: Request,
+    service: ConversationsDep,
+    principal: PrincipalDep,
+    body: dict[str, Any] = JsonBody,
+) -> JSONResponse:
+    return JSONResponse(await _call(service, principal, request, "POST", conversation_id, json=body))
+
+
 @router.delete("/v1/conversations/{conversation_id}")
 async def delete_conversation(
     conversation_id: str, request: Request, service: ConversationsDep, principal: PrincipalDep
@@ -55,6 +66,20 @@ async def create_items(
     body: dict[str, Any] = JsonBody,
 ) -> JSONResponse:
     return JSONResponse(await _call(service, principal, request, "POST", conversation_id, "/items", json=body))
+
+
+@router.get("/v1/conversations/{conversation_id}/items/{item_id}")
+async def get_item(
+    conversation_id: str, item_id: str, request: Request, service: ConversationsDep, principal: PrincipalDep
+) -> JSONResponse:
+    return JSONResponse(await _call(service, principal, request, "GET", conversation_id, f"/items/{item_id}"))
+
+
+@router.delete("/v1/conversations/{conversation_id}/items/{item_id}")
+async def delete_item(
+    conversation_id: str, item_id: str, request: Request, service: ConversationsDep, principal: PrincipalDep
+) -> JSONResponse:
+    return JSONResponse(await _call(service, principal, request, "DELETE", conversation_id, f"/items/{item_id}"))
 
 
 async def _call(

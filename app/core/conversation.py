@@ -44,6 +44,10 @@ class ConversationIndex(Protocol):
 
     async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None: ...
 
+    async def claim_conversation(self, conversation_id: str, owner: str) -> bool:
+        """A Foundry v2 project conversation id belongs to the first owner that uses it through the bridge."""
+        ...
+
 
 @dataclass(frozen=True)
 class Resolution:
@@ -53,7 +57,7 @@ class Resolution:
     """Fingerprint of the items the cursor already holds (None when unknown or new)."""
 
 
-def _after_last_assistant(items: tuple[Item, ...]) -> tuple[Item, ...]:
+def after_last_assistant(items: tuple[Item, ...]) -> tuple[Item, ...]:
     for index in range(len(items) - 1, -1, -1):
         item = items[index]
         if isinstance(item, Message) and item.role == "assistant":
@@ -76,7 +80,7 @@ async def resolve(
         cursor = await index.conversation_by_id(owner, route, conversation_id)
         if cursor is None:
             return Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
-        return Resolution(cursor=cursor, new_items=_after_last_assistant(items), prefix_fingerprint=None)
+        return Resolution(cursor=cursor, new_items=after_last_assistant(items), prefix_fingerprint=None)
     prints = fingerprint.chain(items)
     # Only prefixes that end with an assistant message can have been stored.
     candidates = [i for i, item in enumerate(items) if isinstance(item, Message) and item.role == "assistant"]

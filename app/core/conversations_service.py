@@ -1,18 +1,24 @@
-"""`/v1/conversations` on Foundry v2 routes: relayed to the route's project, every id owner-checked.
+"""`/v1/conversations` on every route: relayed to a Foundry v2 route's project, held by the bridge elsewhere.
 
 A conversation id belongs to the key that created it through the bridge (or first used it); any
-other key gets the 404 an unknown id gets. OpenAI's conversation calls name no model, so the project
-is the one the key's Foundry v2 routes point at; a key with routes on several projects names one
-with `model` (in the body, or `?model=` on the other calls).
+other key gets the 404 an unknown id gets. OpenAI's conversation calls name no model: a create goes
+to the project the key's Foundry v2 routes point at, or, for a key without any, to its only route;
+a key with several places names one with `model` (in the body of a create). On an Assistants or
+agent-endpoint route the bridge holds the conversation itself (`held_conversations`); every later
+call finds it by its id, and any other id is relayed to the key's project (`?model=` picks one).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from app.core.held_conversations import HeldConversations, item_not_found, not_found
 from app.errors import InvalidRequestError, ModelNotFoundError, NotFoundError
 from app.settings import Settings
+
+_ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 class ConversationRelay(Protocol):
@@ -25,6 +31,27 @@ class ConversationRelay(Protocol):
 
 class ConversationOwners(Protocol):
     async def claim_conversation(self, conversation_id: str, owner: str) -> bool: ...
+
+
+def creation_route(settings: Settings, may_use: Callable[[str], bool], model: str | None) -> str:
+    """Where a new conversation lives: the route `model` names, else the key's v2 project, else its only route."""
+    if model is not None:
+        if settings.route(model) is None or not may_use(model):
+            raise ModelNotFoundError(
+                f"The model '{model}' does not exist or you do not have access to it.", param="model"
+            )
+        return model
+    if any(r.backend == "foundry" and may_use(n) for n, r in settings.routes.items()):
+        return project_route(settings, may_use, None)
+    others = [name for name, route in settings.routes.items() if may_use(name)]
+    if len(others) != 1:
+        raise InvalidRequestError(
+            f"This key may use {len(others)} routes: name the one the conversation is for with 'model' "
+            "(in the body of the create; with the openai client, extra_body={'model': ...}).",
+            param="model",
+            code="missing_required_parameter",
+        )
+    return others[0]
 
 
 def project_route(settings: Settings, may_use: Callable[[str], bool], model: str | None) -> str:
@@ -62,21 +89,33 @@ def project_route(settings: Settings, may_use: Callable[[str], bool], model: str
 
 
 class ConversationsService:
-    def __init__(self, settings: Settings, relays: Mapping[str, ConversationRelay], owners: ConversationOwners) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        relays: Mapping[str, ConversationRelay],
+        owners: ConversationOwners,
+        held: HeldConversations | None = None,
+    ) -> None:
         self.settings = settings
         self.relays = relays
         self.owners = owners
+        self.held = held
 
     def _relay(self, may_use: Callable[[str], bool], model: str | None) -> ConversationRelay:
         return self.relays[project_route(self.settings, may_use, model)]
 
     async def _owned(self, conversation_id: str, owner: str) -> None:
         if not await self.owners.claim_conversation(conversation_id, owner):
-            raise NotFoundError(f"Conversation with id '{conversation_id}' not found.", param="conversation_id")
+            raise not_found(conversation_id)
 
     async def create(self, body: dict[str, Any], *, owner: str, may_use: Callable[[str], bool]) -> dict[str, Any]:
         model = body.pop("model", None)
-        relay = self._relay(may_use, model if isinstance(model, str) else None)
+        name = creation_route(self.settings, may_use, model if isinstance(model, str) else None)
+        backend = self.settings.routes[name].backend
+        if backend != "foundry":
+            assert self.held is not None
+            return await self.held.create(body, route=name, backend=backend, owner=owner)
+        relay = self.relays[name]
         created = await relay.conversation_request("POST", "", json=body)
         await self.owners.claim_conversation(str(created["id"]), owner)
         return created
@@ -93,7 +132,28 @@ class ConversationsService:
         json: Any = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Any other conversation call (get, delete, items list and create), once the id is the owner's."""
-        relay = self._relay(may_use, model)
+        """Any other conversation call (get, update, delete, items list, add, get, delete), once the id is the
+        owner's: on the conversation the bridge holds under that id, else relayed to the key's project."""
+        if suffix.startswith("/items/") and not _ITEM_ID.match(suffix.removeprefix("/items/")):
+            raise InvalidRequestError("Invalid 'item_id': expected letters, digits, '_' or '-'.", param="item_id")
+        if self.held is not None:
+            record = await self.held.store.held_conversation(conversation_id)
+            if record is not None:
+                if record.owner != owner:
+                    raise not_found(conversation_id)
+                return await self.held.call(record, method, suffix, json=json, params=params)
+        try:
+            relay = self._relay(may_use, model)
+        except InvalidRequestError as exc:
+            if exc.code == "no_foundry_route":  # no project to ask: an id the bridge does not hold is unknown
+                raise not_found(conversation_id) from exc
+            raise
         await self._owned(conversation_id, owner)
-        return await relay.conversation_request(method, f"/{conversation_id}{suffix}", json=json, params=params)
+        try:
+            return await relay.conversation_request(method, f"/{conversation_id}{suffix}", json=json, params=params)
+        except NotFoundError as exc:
+            # The body the bridge gives for an id it holds not, on every route kind (Azure's code differs).
+            item = suffix.removeprefix("/items/")
+            if item != suffix and "item" in exc.message.lower():
+                raise item_not_found(item) from exc
+            raise not_found(conversation_id) from exc

@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from app.core import tracing
 from app.core.events import ThreadBound
 from app.core.lifetime import Work
-from app.errors import BridgeError, RateLimitError, StoreUnavailableError
+from app.errors import BridgeError, RateLimitError, RunFailedError, StoreUnavailableError
 from app.settings import KeyLimits, RouteSettings, Settings
 
 log = logging.getLogger("agent_bridge.limits")
@@ -364,3 +364,17 @@ def has_tool_outputs(items: Iterable[Mapping[str, Any]] | Any) -> bool:
         isinstance(item, dict) and item.get("type") in ("function_call_output", "mcp_approval_response")
         for item in items
     )
+
+
+def account_response(account: Account, response: Any) -> None:
+    """Azure's usage and status of a relayed response, as its terminal event gave them."""
+    if not isinstance(response, dict):
+        return
+    usage = response.get("usage")
+    if isinstance(usage, dict):
+        account.used(usage.get("input_tokens"), usage.get("output_tokens"))
+    status = response.get("status")
+    if isinstance(status, str):
+        account.finish_reason = status
+    if status == "failed":
+        account.failed = RunFailedError.default_code  # Azure's own code is in the response the client gets

@@ -45,7 +45,7 @@ class Param:
     foundry: Rule
 
     def rule(self, backend: str) -> Rule:
-        return self.foundry if backend == "foundry" else self.assistants
+        return self.assistants if backend == "assistants" else self.foundry  # an agent endpoint is a v2 agent
 
 
 _V2_DROPPED = Rule("dropped", _V2_DROP)
@@ -162,7 +162,7 @@ RESPONSES: tuple[Param, ...] = (
     ),
     _p(
         "conversation",
-        Rule("refused", "continue with previous_response_id on Assistants routes"),
+        Rule("accepted", "a conversation the bridge holds, backed by a thread; owner-checked"),
         Rule("mapped", "relayed; the conversation id is owner-checked"),
     ),
     _p(
@@ -236,7 +236,7 @@ def unhonoured(endpoint: Endpoint, backend: str, body: Any) -> tuple[ParamWarnin
     # Only what the client sent can need a warning: a request sets a handful of the table's names.
     sent = getattr(body, "model_fields_set", None)
     names = declared.keys() if sent is None else sent | extra.keys()
-    table = _WARNED[(endpoint, backend)]
+    table = _WARNED[(endpoint, "assistants" if backend == "assistants" else "foundry")]
     for _index, name in sorted((table[n][0], n) for n in names if n in table):
         rule = table[name][1]
         value = declared.get(name, extra.get(name))

@@ -62,3 +62,17 @@ class FileRecord:
     route: str
     owner: str
     container_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    """A conversation the bridge holds (`conv_...`): a thread on an Assistants route (kind `thread`), or
+    a history the bridge keeps for an agent-endpoint route (kind `history`, in `history:<id>`)."""
+
+    conversation_id: str
+    owner: str
+    route: str
+    kind: str
+    created_at: float
+    thread_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)

@@ -170,6 +170,9 @@ class ResponseBuilder:
             value = getattr(req, echoed)
             if value is not None:
                 response[echoed] = value
+        if req.conversation is not None:  # a bridge conversation (`held_conversations`), as OpenAI names it
+            conv = req.conversation
+            response["conversation"] = {"id": conv.get("id") if isinstance(conv, dict) else conv}
         if self.ended:
             response["usage"] = usage_dict(self.usage)
         return response

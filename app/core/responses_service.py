@@ -10,15 +10,26 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from app.core import approvals, conversation, failures, input_items, migration, responses_codec, responses_input
+from app.core import (
+    approvals,
+    conversation,
+    failures,
+    history,
+    input_items,
+    migration,
+    responses_codec,
+    responses_input,
+)
 from app.core.annotations import MarkerMode, parse_response_annotation
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
+from app.core.endpoint_responses import EndpointResponse, EndpointStore
 from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded, records_of
+from app.core.held_conversations import HeldLookup, conversation_id_of, held_for_turn, not_found
 from app.core.lifetime import InFlight, Turn, Work
-from app.core.metering import Account, Meter, has_tool_outputs
-from app.core.records import ResponseRecord
+from app.core.metering import Account, Meter, account_response, has_tool_outputs
+from app.core.records import ConversationRecord, ResponseRecord
 from app.core.relay_markers import MarkerRelay
 from app.core.service import AgentBackend, route_for
 from app.core.turn import Item, TurnRequest
@@ -43,6 +54,12 @@ class ResponseIndex(Protocol):
     async def claim_items(self, item_ids: Sequence[str], owner: str) -> None: ...
 
     async def item_owners(self, item_ids: Sequence[str]) -> list[str | None]: ...
+
+
+class HeldHistories(EndpointStore, HeldLookup, Protocol):
+    """Conversations the bridge holds and the histories it keeps (the Redis store)."""
+
+    async def item_responses(self, item_ids: Sequence[str]) -> list[str | None]: ...
 
 
 class ResponsesRelay(Protocol):
@@ -90,7 +107,10 @@ class _AssistantsResponse:
         files: FileIndex | None = None,
         markers: MarkerMode = "numbered",
         account: Account | None = None,
+        held: str | None = None,
     ) -> None:
+        self.held = held
+        """The bridge conversation (a thread) the turn continues: it knows its place, no fingerprint needed."""
         self.files = files
         self.account = account
         self.work = work
@@ -145,7 +165,7 @@ class _AssistantsResponse:
                     if event.usage is not None:
                         self.account.used(event.usage.prompt_tokens, event.usage.completion_tokens)
                 final = builder.finish(event.finish_reason, event.usage)
-                if self.previous is None:
+                if self.previous is None and self.held is None:
                     await conversation.remember(
                         self.conversations,
                         owner=self.owner,
@@ -225,7 +245,7 @@ class _RecordedRelay:
         account = self.account
         async for upstream in self.work.events():
             if account is not None and upstream.get("type") in _TERMINAL:
-                _account_for(account, upstream.get("response"))
+                account_response(account, upstream.get("response"))
             if self.record_items:
                 # Azure resolves an item_reference across the whole project: the bridge remembers whose
                 # turn produced each output item and refuses other owners' references to it
@@ -274,7 +294,9 @@ class ResponsesService:
         calls: migration.CallIndex | None = None,
         tool_schemas: migration.ToolSchemas | None = None,
         meter: Meter | None = None,
+        held: HeldHistories | None = None,
     ) -> None:
+        self.held = held
         self.tool_schemas = tool_schemas
         self.carry = carry
         self.calls = calls
@@ -305,41 +327,124 @@ class ResponsesService:
         (first: response.created)."""
         route = route_for(self.settings, req.model)
         deadline = time.monotonic() + route.timeout
+        held: ConversationRecord | None = None
+        if req.conversation is not None:
+            if req.previous_response_id:
+                raise InvalidRequestError(
+                    "Mutually exclusive parameters: Ensure you are only providing one of: "
+                    "'previous_response_id' or 'conversation'.",
+                    param="conversation",
+                    code="mutually_exclusive_parameters",
+                )
+            conversation_id = conversation_id_of(req.conversation)
+            if self.held is not None:
+                held = await held_for_turn(
+                    self.held, self.settings, conversation_id, owner=owner, model=req.model, param="conversation"
+                )
+            if held is None and route.backend != "foundry":
+                raise not_found(conversation_id, "conversation")
         account = None
         if self.meter is not None:
-            conversation = req.conversation if isinstance(req.conversation, str) else None
+            named = req.conversation if isinstance(req.conversation, str) else None
             account = self.meter.account(
                 owner,
                 req.model,
                 route,
                 tool_round=has_tool_outputs(body.get("input")),
-                conversation_id=conversation,
+                conversation_id=named,
                 store=req.store,
             )
         work: Work[StreamEvent]
         if route.backend == "foundry":
             work = await self._relay(req, route, body, owner, deadline, account)
+        elif route.backend == "endpoint":
+            work = await self._endpoint(req, body, owner, deadline, held, account)
         else:
-            work = await self._assistants(req, route, owner, deadline, account)
+            work = await self._assistants(req, route, owner, deadline, held, account)
         if account is not None and self.meter is not None:
             work = self.meter.wrap(work, account, operation="responses")
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
 
-    async def _assistants(
-        self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float, account: Account | None = None
+    async def _endpoint(
+        self,
+        req: ResponsesRequest,
+        body: dict[str, Any],
+        owner: str,
+        deadline: float,
+        held: ConversationRecord | None,
+        account: Account | None = None,
     ) -> Work[StreamEvent]:
-        if req.conversation is not None:
-            raise InvalidRequestError(
-                "conversation is available on Foundry v2 routes; on Assistants routes continue a "
-                "conversation with previous_response_id.",
-                param="conversation",
-            )
+        """An agent-endpoint turn: the history the bridge keeps, then the new input (`app.core.endpoint_responses`)."""
+        assert self.passthrough is not None and self.held is not None
+        previous = await self._previous(req, owner)
+        anchor, after = await self._anchor(req, owner) if previous is None and held is None else (None, 0)
+        previous = previous or anchor
+        new = history.input_items(req.input[after:] if isinstance(req.input, list) else req.input)
+        chain: str | None = None
+        if held is not None:
+            chain = held.conversation_id
+            kept = await self.held.load_history(chain)
+        elif previous is not None:
+            chain, length = str(previous.data["chain"]), int(previous.data["length"])
+            kept = await self.held.load_history(chain, length)
+            if len(kept) < length:  # the history expired before the response record did
+                raise NotFoundError(
+                    f"Previous response with id '{previous.response_id}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+        else:
+            kept = []
+        history.check_bound(len(kept), len(new), self.settings.limits.max_history_items, param="input")
+        upstream = {k: v for k, v in body.items() if k not in ("previous_response_id", "conversation")}
+        upstream["input"] = [*kept, *new]
+        return EndpointResponse(
+            self.passthrough.relay(upstream, model=req.model, deadline=deadline),
+            self.held,
+            owner=owner,
+            model=req.model,
+            chain=chain,
+            base=len(kept),
+            new=new,
+            conversation=held.conversation_id if held is not None else None,
+            previous_id=req.previous_response_id,
+            keep=req.store is not False,
+            account=account,
+        )
+
+    async def _anchor(self, req: ResponsesRequest, owner: str) -> tuple[ResponseRecord | None, int]:
+        """On an agent-endpoint route, the response whose output the last `item_reference` names, and where the
+        input after it starts: a client that resends earlier output by reference continues that response's
+        chain, as `previous_response_id` would (what the references and the items before them say, the chain
+        holds already)."""
+        assert self.held is not None
+        refs = responses_input.item_references(req)
+        if not refs:
+            return None, 0
+        pointers = await self.held.item_responses([item_id for _, item_id in refs])
+        records = await self.index.get_responses([p or "-" for p in pointers], owner)
+        for (i, item_id), record in zip(refs, records, strict=True):
+            if record is None or record.route != req.model or record.backend != "endpoint":
+                raise InvalidRequestError(f"Item with id '{item_id}' not found.", param=f"input[{i}].id")
+        return records[-1], refs[-1][0] + 1
+
+    async def _assistants(
+        self,
+        req: ResponsesRequest,
+        route: RouteSettings,
+        owner: str,
+        deadline: float,
+        conv: ConversationRecord | None = None,
+        account: Account | None = None,
+    ) -> Work[StreamEvent]:
         referenced, anchor = await self._referenced(req, owner)
         items, instructions, held = responses_input.parse_input(req, referenced)
         # An item_reference continues the response it names, as previous_response_id does; what it
         # and the items before it say, the thread holds already.
         previous = await self._previous(req, owner) or anchor
-        if previous is not None:
+        if conv is not None:
+            cursor, new_items = conv.thread_id, items[held:]
+        elif previous is not None:
             cursor, new_items = previous.thread_id, items[held:]
         else:
             # A client that resends the whole input (the Agents SDK does) is followed like a chat client.
@@ -362,6 +467,7 @@ class ResponsesService:
             options=responses_codec.parse_options(req),
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
+            conversation=conv.conversation_id if conv is not None else None,
         )
         return _AssistantsResponse(
             self.backends["assistants"].turn(turn),
@@ -374,6 +480,7 @@ class ResponsesService:
             files=self.files,
             markers=route.citation_markers,
             account=account,
+            held=conv.conversation_id if conv is not None else None,
         )
 
     async def _referenced(
@@ -498,7 +605,13 @@ class ResponsesService:
         if record.backend == "foundry":
             assert self.passthrough is not None
             return await self.passthrough.input_items(record.upstream_id or response_id, record.route, params)
-        rendered = input_items.render(response_id, record.data.get("input") or [])
+        if record.backend == "endpoint":
+            assert self.held is not None
+            start, count = record.data["inputs"]
+            kept = await self.held.load_history(str(record.data["chain"]), int(start) + int(count))
+            rendered = kept[int(start) :]
+        else:
+            rendered = input_items.render(response_id, record.data.get("input") or [])
         limit = params.get("limit", "20")
         if not limit.isdigit():
             raise InvalidRequestError("Invalid value for 'limit': expected an integer.", param="limit")
@@ -511,20 +624,6 @@ class ResponsesService:
         if record is None:
             raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
         return record
-
-
-def _account_for(account: Account, response: Any) -> None:
-    """Azure's usage and status of a relayed response, as its terminal event gave them."""
-    if not isinstance(response, dict):
-        return
-    usage = response.get("usage")
-    if isinstance(usage, dict):
-        account.used(usage.get("input_tokens"), usage.get("output_tokens"))
-    status = response.get("status")
-    if isinstance(status, str):
-        account.finish_reason = status
-    if status == "failed":
-        account.failed = RunFailedError.default_code  # Azure's own code is in the response the client gets
 
 
 def _output_ids(response: Any) -> list[str]:

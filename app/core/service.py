@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.core import approvals, chat_codec, conversation, migration
+from app.core import approvals, chat_codec, conversation, history, migration
 from app.core.annotations import rewritten
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
@@ -21,9 +21,10 @@ from app.core.events import (
     TurnEvent,
 )
 from app.core.files import FileIndex, record_cited
+from app.core.held_conversations import HeldLookup, conversation_id_of, held_for_turn, not_found
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.metering import Account, Meter
-from app.core.turn import Message, ToolCall, TurnRequest, pending_tool_results
+from app.core.turn import Item, Message, ToolCall, TurnRequest, pending_tool_results
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
 from app.wire.chat import ChatCompletionRequest
@@ -66,7 +67,12 @@ class _ChatWork:
         conversation_id: str | None,
         files: FileIndex | None = None,
         account: Account | None = None,
+        remember: bool = True,
+        previous_cursor: str | None = None,
     ) -> None:
+        self.remember = remember
+        """False when the turn's place needs no fingerprint (a bridge conversation, a stateless chat)."""
+        self.previous_cursor = previous_cursor
         self.files = files
         self.account = account
         self.work = work
@@ -101,17 +107,18 @@ class _ChatWork:
                     self.account.finish_reason = event.finish_reason
                     if event.usage is not None:
                         self.account.used(event.usage.prompt_tokens, event.usage.completion_tokens)
-                reply.text = "".join(parts)
-                await conversation.remember(
-                    self.index,
-                    owner=req.owner,
-                    route=req.model,
-                    items=req.items,
-                    reply=reply.message(),
-                    cursor=event.cursor,
-                    conversation_id=self.conversation_id,
-                    previous_cursor=req.cursor,
-                )
+                if self.remember:
+                    reply.text = "".join(parts)
+                    await conversation.remember(
+                        self.index,
+                        owner=req.owner,
+                        route=req.model,
+                        items=req.items,
+                        reply=reply.message(),
+                        cursor=event.cursor,
+                        conversation_id=self.conversation_id,
+                        previous_cursor=self.previous_cursor,
+                    )
             yield event
 
 
@@ -131,7 +138,9 @@ class TurnService:
         calls: migration.CallIndex | None = None,
         tool_schemas: migration.ToolSchemas | None = None,
         meter: Meter | None = None,
+        held: HeldLookup | None = None,
     ) -> None:
+        self.held = held
         self.tool_schemas = tool_schemas
         self.carry = carry
         self.calls = calls
@@ -157,15 +166,24 @@ class TurnService:
         if self.tool_schemas is not None and route.backend == "assistants" and parsed.tools:
             await self.tool_schemas.note(req.model, parsed.tools)
         items = approvals.resolve(parsed.items)
-        found = await conversation.resolve(
-            self.index,
-            owner=owner,
-            route=req.model,
-            items=items,
-            conversation_id=conversation_id,
-            # A migrating route's cursor may be a thread or a conversation: both only grow, so both are taken.
-            claim=route.backend == "assistants" or route.migrate_from is not None,
-        )
+        named = (req.model_extra or {}).get("conversation")
+        if named is not None:
+            found, project_conversation = await self._named(req.model, route, named, items, owner, conversation_id)
+            remember, previous_cursor = False, found.cursor
+        elif route.backend == "endpoint":
+            found, previous_cursor = await self._endpoint_place(req.model, items, owner, conversation_id)
+            project_conversation, remember = None, conversation_id is not None
+        else:
+            found = await conversation.resolve(
+                self.index,
+                owner=owner,
+                route=req.model,
+                items=items,
+                conversation_id=conversation_id,
+                # A migrating route's cursor may be a thread or a conversation: both only grow, so both are taken.
+                claim=route.backend == "assistants" or route.migrate_from is not None,
+            )
+            project_conversation, remember, previous_cursor = None, True, found.cursor
         deadline = time.monotonic() + route.timeout
         cursor, backend = found.cursor, route.backend
         if route.migrate_from is not None and self.carry is not None and self.calls is not None:
@@ -194,6 +212,7 @@ class TurnService:
             options=parsed.options,
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
+            conversation=project_conversation,
         )
         meter = self.meter
         account = (
@@ -215,7 +234,52 @@ class TurnService:
             conversation_id=conversation_id,
             files=self.files,
             account=account,
+            remember=remember,
+            previous_cursor=previous_cursor,
         )
         if meter is not None and account is not None:
             work = meter.wrap(work, account, operation="chat.completions")
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
+
+    async def _named(
+        self, model: str, route: RouteSettings, named: object, items: tuple[Item, ...], owner: str, header: str | None
+    ) -> tuple[conversation.Resolution, str | None]:
+        """A chat turn in a conversation the client names (`conversation` in the body, as on `/v1/responses`):
+        a thread or kept history the bridge holds, or a Foundry v2 project's conversation. The client sends
+        its new messages (what follows its last assistant message), as with `X-Conversation-Id`. Returns
+        where it continues and the conversation the backend must keep to (`TurnRequest.conversation`)."""
+        if header is not None:
+            raise InvalidRequestError(
+                "Send either the X-Conversation-Id header or a conversation, not both.",
+                param="conversation",
+                code="mutually_exclusive_parameters",
+            )
+        conversation_id = conversation_id_of(named)
+        held = None
+        if self.held is not None:
+            held = await held_for_turn(
+                self.held, self.settings, conversation_id, owner=owner, model=model, param="conversation"
+            )
+        new_items = conversation.after_last_assistant(items)
+        if held is not None:
+            cursor = held.thread_id or held.conversation_id
+            found = conversation.Resolution(cursor=cursor, new_items=new_items, prefix_fingerprint=None)
+            return found, conversation_id if held.thread_id is not None else None
+        if route.backend != "foundry" or not await self.index.claim_conversation(conversation_id, owner):
+            raise not_found(conversation_id, "conversation")
+        return conversation.Resolution(cursor=None, new_items=new_items, prefix_fingerprint=None), conversation_id
+
+    async def _endpoint_place(
+        self, model: str, items: tuple[Item, ...], owner: str, header: str | None
+    ) -> tuple[conversation.Resolution, str | None]:
+        """Where a chat turn on an agent endpoint continues: nowhere (the client sends it all), or the
+        history chain its `X-Conversation-Id` names, a new one on first use; and the chain the name
+        was bound to before (None: the turn binds it)."""
+        if header is None:
+            return conversation.Resolution(cursor=None, new_items=items, prefix_fingerprint=None), None
+        chain = await self.index.conversation_by_id(owner, model, header)
+        if chain is None:
+            fresh = conversation.Resolution(cursor=history.new_chain_id(), new_items=items, prefix_fingerprint=None)
+            return fresh, None
+        new_items = conversation.after_last_assistant(items)
+        return conversation.Resolution(cursor=chain, new_items=new_items, prefix_fingerprint=None), chain

@@ -100,6 +100,9 @@ class TurnRequest:
     deadline: float = 0.0
     """Absolute `time.monotonic()` by which the turn must end (the route's timeout)."""
     approvals: ApprovalMode = "refuse"
+    conversation: str | None = None
+    """The conversation the turn continues: on Foundry v2 the project's (sent as `conversation`, with
+    `new_items`); on Assistants the bridge's, whose thread is `cursor` (never replaced by a new thread)."""
 
 
 def pending_tool_results(items: tuple[Item, ...]) -> tuple[ToolResult, ...]:

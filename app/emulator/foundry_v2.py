@@ -2,7 +2,8 @@
 
 Routes, relative to a project endpoint `/api/projects/{project}`:
 - `/openai/v1/responses[...]` and `/openai/v1/conversations[...]` (OpenAI shapes, no api-version);
-- `/agents[...]` (Foundry shapes, `?api-version=v1` required).
+- `/agents[...]` (Foundry shapes, `?api-version=v1` required);
+- `/agents/{name}/endpoint/protocols/openai/responses`: the agent's own stateless endpoint (`foundry_v2_endpoint`).
 Preloaded unless `options.empty`: prompt agents `demo-agent`, `flights-demo`, `mcp-agent` and `code-agent`,
 version "1" each (flights-demo's definition declares the seed's two function tools; mcp-agent's an `mcp`
 tool "docs" with `require_approval: "always"`, whose items are `foundry_v2_tools`; code-agent's a
@@ -17,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from app.emulator.foundry_v2_agents import AgentsAPI
 from app.emulator.foundry_v2_conversations import ConversationsAPI
+from app.emulator.foundry_v2_endpoint import AgentEndpointAPI
 from app.emulator.foundry_v2_responses import ResponsesAPI
 from app.emulator.foundry_v2_state import FoundryState
 from app.emulator.hooks import EmulatorContext
@@ -32,6 +34,7 @@ def build(ctx: EmulatorContext) -> list[BaseRoute]:
     responses = ResponsesAPI(ctx, state)
     conversations = ConversationsAPI(state)
     agents = AgentsAPI(state)
+    endpoint = AgentEndpointAPI(responses)
     openai_v1 = [
         Route("/responses", responses.create, methods=["POST"]),
         Route("/responses", responses.list, methods=["GET"]),
@@ -57,6 +60,7 @@ def build(ctx: EmulatorContext) -> list[BaseRoute]:
         Route("/{agent_name}/versions", agents.list_versions, methods=["GET"]),
         Route("/{agent_name}/versions/{agent_version}", agents.get_version, methods=["GET"]),
         Route("/{agent_name}/versions/{agent_version}", agents.delete_version, methods=["DELETE"]),
+        Route("/{agent_name}/endpoint/protocols/openai/responses", endpoint.create, methods=["POST"]),
     ]
     return [
         Mount(f"{PROJECT}/openai/v1", routes=openai_v1),

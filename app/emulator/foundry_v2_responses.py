@@ -206,7 +206,7 @@ class ResponsesAPI:
         conversation = self.state.conversation(conv_id, param="conversation")
         return copy.deepcopy(conversation.items), conversation
 
-    def _resolve(self, body: dict[str, Any]) -> Turn:
+    def resolve(self, body: dict[str, Any]) -> Turn:
         agent = self._agent(body)
         definition = agent.definition if agent is not None else {}
         if agent is None:
@@ -361,8 +361,12 @@ class ResponsesAPI:
 
     async def create(self, request: Request) -> Response:
         body = await read_json(request, allowed=CREATE_FIELDS)
-        turn = self._resolve(body)
+        turn = self.resolve(body)
         self._register(turn)
+        return await self.serve(body, turn)
+
+    async def serve(self, body: dict[str, Any], turn: Turn) -> Response:
+        """The answer to a resolved create: background, streamed or plain."""
         if body.get("background"):
             snapshot = copy.deepcopy({**turn.stored.body, "status": "queued"})
             log = self._start_background(turn)

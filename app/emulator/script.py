@@ -21,6 +21,8 @@
   version with a `code_interpreter` tool) both are files in the conversation's container, cited by
   `container_file_citation` on a `sandbox:/mnt/data/NAME` link (`foundry_v2_code.py`); `/cite` searches
   files first (a `file_search` run step on classic);
+- `/recall` answers `Recall: ` and the user messages before this one, joined by ` | ` (`nothing` if none):
+  what the agent was given as the conversation so far (a test double's view, not an Azure behaviour);
 - the agent named `flights-demo` replays the seed notebook: `my_cat_born_date`, then `get_flights`
   from that date to Easter 2021, then `There are N flights between ...`.
 
@@ -353,6 +355,9 @@ def plan_turn(
             return _code(line == "/image", line[6:].strip(), prompt, sleep_ms)
         elif line == "/cite":
             return _cited(prompt, sleep_ms)
+        elif line == "/recall":
+            earlier = [i.text for i in items if i.kind == "user"][:-1]
+            return _reply("Recall: " + (" | ".join(earlier) or "nothing"), prompt, sleep_ms)
         elif line == "/incomplete":
             return _cut("Echo: this answer was cut short", prompt, sleep_ms)
         elif m := _MCP_LINE.match(line):

@@ -13,6 +13,10 @@ or script on a thread stays in one hash slot of a Redis Cluster.
 - `call:<call_id>` (string), `resp:<id>` (string), `owned:conversation:<id>` (string), `owned:item:<id>`
   (string: the owner of a Foundry v2 output item), `file:<id>` (string: the route and owner of a file a
   turn showed, response TTL).
+- `conversation:<id>` (hash): a conversation the bridge holds (`conv_<48 hex>`): owner, route, the thread
+  behind it (Assistants routes) or its history (agent-endpoint routes), metadata.
+- `history:<id>` (list): the items an agent-endpoint conversation or response chain holds, one JSON each.
+- `item:<id>` (string): the agent-endpoint response whose output the item is (for `item_reference`).
 - `lease:<name>` (string): other leases (the layout migration).
 - `carried:{bNNN}:<id>` (string): the Foundry v2 conversation a thread was carried to, with its owner and
   route (`app.state.carry_store`); in the thread's bucket, so the switch is one transaction.
@@ -92,6 +96,15 @@ class Keys:
 
     def inflight(self, owner: str) -> str:
         return f"{self.prefix}inflight:{{u:{owner}}}"
+
+    def conversation(self, conversation_id: str) -> str:
+        return f"{self.prefix}conversation:{conversation_id}"
+
+    def history(self, chain_id: str) -> str:
+        return f"{self.prefix}history:{chain_id}"
+
+    def item(self, item_id: str) -> str:
+        return f"{self.prefix}item:{item_id}"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

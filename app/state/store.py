@@ -3,7 +3,7 @@
 A thread's record, lock, idle entry and owner entry share one hash-tagged bucket, so each turn
 opens its thread in one round trip (a pipeline in one slot) and closes it in one (a script in one
 slot), on a standalone Redis and on a cluster alike. Conversation, call and response records are
-single keys (`lookups`).
+single keys (`lookups`), and so are the conversations the bridge holds (`conversations`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.core.records import CallRecord, ResponseRecord, ThreadRecord
 from app.state.commands import Commands, Script, pairs, truthy
+from app.state.conversations import ConversationRecords
 from app.state.keys import BUCKETS, bucket_of
 from app.state.lookups import TAKE_CONVERSATION, Lookups
 from app.state.store_base import translated
@@ -88,7 +89,7 @@ def _fields(rec: ThreadRecord) -> dict[str, str]:
     }
 
 
-class RedisStore(Lookups):
+class RedisStore(Lookups, ConversationRecords):
     def __init__(
         self,
         redis: Redis | RedisCluster,

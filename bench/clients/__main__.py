@@ -1,4 +1,4 @@
-"""`python -m bench.clients` (`make clients`): eight real clients, every scenario, both backends.
+"""`python -m bench.clients` (`make clients`): eight real clients, every scenario, every backend.
 
 Installs the Python clients into bench/.clients-venv (LlamaIndex into bench/.clients-venv-llamaindex:
 it pins an older openai) and the Node ones into bench/clients/node
@@ -28,6 +28,8 @@ VENV = ROOT / "bench" / ".clients-venv"
 LLAMA_VENV = ROOT / "bench" / ".clients-venv-llamaindex"
 NODE = HERE / "node"
 NODE_CLIENTS = {"openai-node", "vercel-ai"}
+BACKENDS = ("assistants", "foundry", "endpoint")
+"""The matrix's columns: an Assistants route, a Foundry v2 route, an agent-endpoint route (config.yaml)."""
 LLAMA_CLIENTS = {"llamaindex"}
 
 
@@ -112,11 +114,11 @@ def _print(rows: list[dict[str, Any]]) -> None:
     for scenario in scenarios:
         marks = []
         for client in clients:
-            states = [cell.get((client, scenario, b)) for b in ("assistants", "foundry")]
+            states = [cell.get((client, scenario, b)) for b in BACKENDS]
             marks.append(" ".join("--" if s is None else ("ok" if s else "XX") for s in states))
         print(f"{scenario:<{width}}  " + "  ".join(f"{m:>13}" for m in marks))
     passed = sum(r["ok"] for r in rows)
-    print(f"\n{passed} of {len(rows)} scenarios pass (each cell: assistants, foundry)")
+    print(f"\n{passed} of {len(rows)} scenarios pass (each cell: {', '.join(BACKENDS)})")
     for r in rows:
         if not r["ok"]:
             print(f"FAIL {r['client']} {r['scenario']} {r['backend']}: {r['detail'][:600]}")

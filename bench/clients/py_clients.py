@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import traceback
+import uuid
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -19,7 +20,11 @@ from typing import Any
 BRIDGE = os.environ["BRIDGE_URL"]
 V1 = f"{BRIDGE}/v1"
 KEY = "unused-in-open-mode"
-BACKENDS = {"assistants": ("demo-assistant", "flights-assistant"), "foundry": ("demo-agent", "flights-agent")}
+BACKENDS = {
+    "assistants": ("demo-assistant", "flights-assistant"),
+    "foundry": ("demo-agent", "flights-agent"),
+    "endpoint": ("demo-endpoint", "flights-endpoint"),
+}
 QUESTION = "How many flights do we have between my cat Mike born date and Easter 2021?"
 BORN = "2015-06-01"
 EASTER_2021 = "2021-04-04"
@@ -70,6 +75,9 @@ EXPECT = {
     "responses_stream": "Echo: hello matrix",
     "responses_tools": FLIGHTS,
     "responses_multi_turn": "Echo: second question",
+    # The emulator's `/recall` answers with the user messages the agent was given before it.
+    "conversation": "Recall: first question",
+    "chat_conversation_id": "Recall: first question",
 }
 HISTORY = [
     {"role": "user", "content": "first question"},
@@ -150,6 +158,26 @@ def openai_client(demo: str, flights: str) -> dict[str, Callable[[], str]]:
     def responses_multi_turn() -> str:
         first = client.responses.create(model=demo, input="first question")
         return client.responses.create(model=demo, previous_response_id=first.id, input="second question").output_text
+
+    def conversation() -> str:
+        """Create (for the route: `model` in the body), two turns in it, both turns in its items."""
+        conv = client.conversations.create(metadata={"matrix": "yes"}, extra_body={"model": demo})
+        client.responses.create(model=demo, input="first question", conversation=conv.id)
+        second = client.responses.create(model=demo, input="/recall", conversation=conv.id)
+        items = client.conversations.items.list(conv.id, order="asc").data
+        texts = [part.text for item in items for part in getattr(item, "content", None) or []]
+        assert texts == ["first question", "Echo: first question", "/recall", second.output_text], texts
+        assert client.conversations.delete(conv.id).deleted
+        return second.output_text
+
+    def chat_conversation_id() -> str:
+        """X-Conversation-Id: each request carries only the new message."""
+        header = {"X-Conversation-Id": f"matrix-{uuid.uuid4().hex}"}
+        for text in ("first question", "/recall"):
+            reply = client.chat.completions.create(
+                model=demo, messages=[{"role": "user", "content": text}], extra_headers=header
+            )
+        return reply.choices[0].message.content or ""
 
     return locals_of(locals())
 
@@ -272,6 +300,12 @@ def curl_client(demo: str, flights: str) -> dict[str, Callable[[], str]]:
                 post("/responses", {"model": demo, "previous_response_id": first["id"], "input": "second question"})
             )
         )
+
+    def conversation() -> str:
+        conv = json.loads(post("/conversations", {"model": demo}))
+        for text in ("first question", "/recall"):
+            answer = text_of(json.loads(post("/responses", {"model": demo, "input": text, "conversation": conv["id"]})))
+        return answer
 
     return locals_of(locals())
 

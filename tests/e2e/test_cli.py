@@ -113,7 +113,7 @@ def test_check_config_without_routes_is_an_error(tmp_path: Path, text: str) -> N
 def test_check_config_accepts_the_shipped_config() -> None:
     done = agent_bridge("check-config", "--config", str(ROOT / "config.yaml"))
     assert done.returncode == 0, done.stderr
-    assert "OK, 4 routes" in done.stdout and "demo-assistant: assistants asst_demo" in done.stdout
+    assert "OK, 6 routes" in done.stdout and "demo-assistant: assistants asst_demo" in done.stdout
 
 
 def test_threads_list_prints_a_table_by_default_and_json_for_scripts(

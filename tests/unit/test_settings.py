@@ -21,7 +21,15 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_config_is_valid() -> None:
     settings = load_settings(ROOT / "config.yaml", env={})
-    assert set(settings.routes) == {"demo-assistant", "flights-assistant", "demo-agent", "flights-agent"}
+    assert set(settings.routes) == {
+        "demo-assistant",
+        "flights-assistant",
+        "demo-agent",
+        "flights-agent",
+        "demo-endpoint",
+        "flights-endpoint",
+    }
+    assert settings.routes["demo-endpoint"].backend == "endpoint"
     assert settings.routes["flights-assistant"].assistant_id == "asst_flights"
     assert settings.routes["flights-agent"].agent is not None
     assert settings.routes["flights-agent"].agent.name == "flights-demo"
@@ -94,7 +102,8 @@ def test_durations(tmp_path: Path) -> None:
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check-config", "--config", str(ROOT / "config.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "OK, 4 routes" in out and "flights-agent: foundry flights-demo:1" in out
+    assert "OK, 6 routes" in out and "flights-agent: foundry flights-demo:1" in out
+    assert "flights-endpoint: endpoint flights-demo" in out
     bad = _write(tmp_path, "routes:\n  a:\n    endpoint: http://x\n")
     with pytest.raises(SystemExit) as info:
         cli.main(["check-config", "--config", str(bad)])
@@ -162,3 +171,15 @@ def test_migrate_from_defaults_to_the_route_and_belongs_on_v2_routes() -> None:
                 }
             },
         )
+
+
+def test_an_agent_endpoint_route_names_no_version(tmp_path: Path) -> None:
+    """The endpoint serves the version the agent publishes: a version next to endpoint_scoped is a config error."""
+    path = _write(
+        tmp_path,
+        "routes:\n  e:\n    endpoint: https://a.services.ai.azure.com/api/projects/p\n"
+        "    agent: {name: x, version: '2', endpoint_scoped: true}\n    auth: {type: entra}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert "routes.e.agent: an agent endpoint serves the version the agent publishes" in str(info.value)

@@ -128,6 +128,26 @@ class AssistantsClient:
         params = {**self.params, "order": "asc", "limit": "100"}
         return await self._pages(f"/threads/{thread_id}/runs", "list_runs", params, deadline)
 
+    # -- a thread as a conversation (`app.backends.assistants.conversations`) ---------------------
+
+    async def create_thread(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", "/threads", "create_thread", body=body, idempotent=False)
+
+    async def list_messages(self, thread_id: str, params: dict[str, str]) -> dict[str, Any]:
+        return await self._call(
+            "GET", f"/threads/{thread_id}/messages", "list_messages", params={**self.params, **params}
+        )
+
+    async def create_message(self, thread_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        path = f"/threads/{thread_id}/messages"
+        return await self._call("POST", path, "create_message", body=body, idempotent=False)
+
+    async def get_message(self, thread_id: str, message_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/threads/{thread_id}/messages/{message_id}", "get_message")
+
+    async def delete_message(self, thread_id: str, message_id: str) -> dict[str, Any]:
+        return await self._call("DELETE", f"/threads/{thread_id}/messages/{message_id}", "delete_message")
+
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
         await self._call("DELETE", f"/threads/{thread_id}", "delete_thread", deadline=deadline)
 

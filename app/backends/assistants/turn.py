@@ -28,6 +28,7 @@ from app.errors import (
     ClientDisconnectedError,
     ConflictError,
     InvalidRequestError,
+    NotFoundError,
     ShuttingDownError,
     ToolOutputsExpiredError,
     UpstreamError,
@@ -106,6 +107,8 @@ class AssistantsTurn:
         self.results = pending_tool_results(req.items)
         if self.results:
             await self._open_tool_round()
+        elif req.conversation is not None and req.cursor:
+            await self._open_held(req.conversation, req.cursor)
         elif req.cursor and _appendable(req.new_items) and await self._open_known(req.cursor):
             await self._start_run()
         else:
@@ -115,6 +118,18 @@ class AssistantsTurn:
             await asyncio.shield(self._creating)
         self.bound = True
         return ThreadBound(thread_id=self.thread_id)
+
+    async def _open_held(self, conversation_id: str, thread_id: str) -> None:
+        """A turn in a conversation the bridge holds: its thread or nothing (never a new thread in its place)."""
+        if not _appendable(self.req.new_items):
+            raise InvalidRequestError(
+                "A turn in a conversation adds messages to it: send the new message(s), or the outputs of the "
+                "agent's pending tool calls.",
+                param="input",
+            )
+        if not await self._open_known(thread_id):  # its thread was deleted (the janitor, an admin)
+            raise NotFoundError(f"Conversation with id '{conversation_id}' not found.", param="conversation")
+        await self._start_run()
 
     async def _open_known(self, thread_id: str) -> bool:
         record, token = await self.b.store.open_thread(thread_id, self.req.owner, ttl_ms=self.b.lease.ttl_ms)

@@ -40,10 +40,11 @@ from app.core.events import (
     TurnCompleted,
     TurnEvent,
 )
+from app.core.held_conversations import conversation_id_of, not_found
 from app.core.migration import is_conversation
 from app.core.responses_codec import failed_events
 from app.core.turn import ToolCall, ToolResult, TurnRequest
-from app.errors import BridgeError, ModelNotFoundError, UpstreamError
+from app.errors import BridgeError, ModelNotFoundError, NotFoundError, UpstreamError
 from app.metrics import Metrics
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -126,6 +127,8 @@ class FoundryChatTurn:
         try:
             created = await self.reader.open(self.b.body(req, previous_response_id=req.cursor), req.deadline)
         except BridgeError as exc:
+            if req.conversation is not None and isinstance(exc, NotFoundError) and "onversation" in exc.message:
+                raise not_found(req.conversation, "conversation") from exc
             if not req.cursor or is_conversation(req.cursor) or not previous_response_gone(exc):
                 raise
             # The chain is gone upstream: replay the whole conversation, once.
@@ -232,7 +235,12 @@ class FoundryRelayTurn:
         for warning in overrides.warnings(stripped):
             notices.warn(warning)
         body = stripped.body
-        if route.background and body.get("store") is not False:
+        if route.backend == "endpoint":
+            # The endpoint's path names the agent, and it keeps nothing (`app.backends.foundry.endpoint`).
+            body.pop("agent_reference", None)
+            body.pop("background", None)
+            body["store"] = False
+        elif route.background and body.get("store") is not False:
             body["background"] = True
         return body
 
@@ -244,6 +252,10 @@ class FoundryRelayTurn:
             if "previous_response_id" in body and previous_response_gone(exc):
                 # Azure forgot a response the bridge still knows: the same error as for an unknown id.
                 raise mapping.previous_response_not_found(body["previous_response_id"]) from exc
+            conversation = body.get("conversation")
+            if isinstance(exc, NotFoundError) and conversation is not None and "onversation" in exc.message:
+                # The body the bridge gives for an unknown conversation on every route kind.
+                raise not_found(conversation_id_of(conversation), "conversation") from exc
             raise
         self._relabel(self.created["response"])
         return ThreadBound(thread_id=None, response_id=str(self.created["response"]["id"]))
@@ -345,6 +357,9 @@ class FoundryBackend:
             body["input"] = mapping.input_items(req.new_items)
         elif previous_response_id:
             body["previous_response_id"] = previous_response_id
+            body["input"] = mapping.input_items(req.new_items)
+        elif req.conversation is not None:
+            body["conversation"] = req.conversation
             body["input"] = mapping.input_items(req.new_items)
         else:
             body["input"] = mapping.input_items(req.items)

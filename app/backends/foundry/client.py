@@ -19,6 +19,14 @@ class FoundryClient:
         self.route = route
         self.project = route.endpoint.rstrip("/")
         self.base = self.project + "/openai/v1"
+        agent = route.agent
+        # An agent's own endpoint (route `agent.endpoint_scoped`) serves the Responses protocol at a path
+        # of its own (docs/reference/agent-endpoints.md); everything else is the project's v1 surface.
+        self.responses_url = (
+            f"{self.project}/agents/{quote(agent.name, safe='')}/endpoint/protocols/openai/responses"
+            if agent is not None and agent.endpoint_scoped
+            else self._url("/responses")
+        )
 
     def _url(self, path: str) -> str:
         return self.base + path
@@ -28,7 +36,7 @@ class FoundryClient:
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
         return self.upstream.stream(
             "POST",
-            self._url("/responses"),
+            self.responses_url,
             json={**body, "stream": True},
             deadline=deadline,
             idempotent=False,
@@ -63,7 +71,8 @@ class FoundryClient:
             json=json,
             params=params or None,
             idempotent=method != "POST",
-            operation=f"{method.lower()}_conversation" + ("_items" if path.endswith("/items") else ""),
+            operation=f"{method.lower()}_conversation"
+            + ("_item" if "/items/" in path else "_items" if path.endswith("/items") else ""),
         )
         return result
 

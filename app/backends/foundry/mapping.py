@@ -101,6 +101,9 @@ def option_params(options: TurnOptions) -> dict[str, Any]:
 def lifecycle_params(route: RouteSettings) -> dict[str, Any]:
     """How the route's responses are created: always streamed and stored; in background mode when the
     route says so, because only a background response can be cancelled (azure-as-it-is.md 1)."""
+    if route.backend == "endpoint":
+        # An agent's endpoint is stateless: nothing to keep upstream, so nothing it could cancel either.
+        return {"stream": True, "store": False}
     params: dict[str, Any] = {"stream": True, "store": True}
     if route.background:
         params["background"] = True

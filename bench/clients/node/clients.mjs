@@ -6,7 +6,11 @@ import { createOpenAI } from "@ai-sdk/openai";
 
 const V1 = `${process.env.BRIDGE_URL}/v1`;
 const KEY = "unused-in-open-mode";
-const BACKENDS = { assistants: ["demo-assistant", "flights-assistant"], foundry: ["demo-agent", "flights-agent"] };
+const BACKENDS = {
+  assistants: ["demo-assistant", "flights-assistant"],
+  foundry: ["demo-agent", "flights-agent"],
+  endpoint: ["demo-endpoint", "flights-endpoint"],
+};
 const QUESTION = "How many flights do we have between my cat Mike born date and Easter 2021?";
 const BORN = "2015-06-01";
 const days = (a, b) => Math.abs(Math.round((Date.parse(b) - Date.parse(a)) / 86400000));
@@ -26,6 +30,8 @@ const EXPECT = {
   chat: "Echo: hello matrix", chat_stream: "Echo: hello matrix", chat_tools: FLIGHTS, chat_multi_turn: "Echo: second question",
   responses: "Echo: hello matrix", responses_stream: "Echo: hello matrix", responses_tools: FLIGHTS,
   responses_multi_turn: "Echo: second question",
+  // The emulator's `/recall` answers with the user messages the agent was given before it.
+  conversation: "Recall: first question",
 };
 const HISTORY = [
   { role: "user", content: "first question" },
@@ -77,6 +83,15 @@ function openaiNode(demo, flights) {
     responses_multi_turn: async () => {
       const first = await client.responses.create({ model: demo, input: "first question" });
       return (await client.responses.create({ model: demo, previous_response_id: first.id, input: "second question" })).output_text;
+    },
+    conversation: async () => {
+      const conv = await client.conversations.create({ model: demo });  // the route: `model` in the body
+      await client.responses.create({ model: demo, input: "first question", conversation: conv.id });
+      const second = await client.responses.create({ model: demo, input: "/recall", conversation: conv.id });
+      const items = await client.conversations.items.list(conv.id, { order: "asc" });
+      if (items.data.length !== 4) throw new Error(`expected 4 items, got ${items.data.length}`);
+      await client.conversations.delete(conv.id);
+      return second.output_text;
     },
   };
 }
