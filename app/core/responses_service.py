@@ -44,6 +44,10 @@ class ResponseIndex(Protocol):
     async def item_owners(self, item_ids: Sequence[str]) -> list[str | None]: ...
 
 
+class Progress(Protocol):
+    async def snapshot(self, response_id: str) -> dict[str, Any]: ...
+
+
 class ResponsesRelay(Protocol):
     """The Foundry v2 side: a sanitized body with the route's agent_reference, relayed whole."""
 
@@ -54,6 +58,10 @@ class ResponsesRelay(Protocol):
     async def delete(self, response_id: str, model: str) -> dict[str, Any]: ...
 
     async def input_items(self, response_id: str, model: str, params: dict[str, str]) -> dict[str, Any]: ...
+
+    def stream(self, response_id: str, model: str, after: int) -> AsyncIterator[StreamEvent]: ...
+
+    async def cancel(self, response_id: str, model: str) -> dict[str, Any]: ...
 
 
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
@@ -105,6 +113,11 @@ class _AssistantsResponse:
 
     async def close(self, ending: BaseException | None) -> None:
         await self.work.close(ending)
+
+    def upstream(self) -> dict[str, str]:
+        """The ids another replica needs to follow this turn's run (`app.core.background_runs`)."""
+        upstream = getattr(self.work, "upstream", None)
+        return upstream() if upstream is not None else {}
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         for out in self.builder.start():
@@ -232,6 +245,13 @@ class _RecordedRelay:
                         await self.files.save_files(records_of([annotation], route=self.model, owner=self.owner))
                 yield data
 
+    def detach(self) -> dict[str, Any]:
+        """Leave a background response running upstream (its stream closes, it is not cancelled); the
+        Response as Azure created it."""
+        detach = getattr(self.work, "detach", None)
+        assert detach is not None
+        return self.markers.response(detach())
+
     async def _record_items(self) -> None:
         ids, self._items = list(dict.fromkeys(self._items)), []
         if ids:
@@ -271,6 +291,11 @@ class ResponsesService:
         self.passthrough = relay
         self.tasks = tasks
         self.inflight = inflight
+        self.background: Progress | None = None
+        """Background responses the bridge runs itself (set when the app is built)."""
+
+    async def owned(self, response_id: str, owner: str) -> ResponseRecord:
+        return await self._owned(response_id, owner)
 
     async def _previous(self, req: ResponsesRequest, owner: str) -> ResponseRecord | None:
         if not req.previous_response_id:
@@ -289,12 +314,16 @@ class ResponsesService:
         (first: response.created)."""
         route = route_for(self.settings, req.model)
         deadline = time.monotonic() + route.timeout
-        work: Work[StreamEvent]
-        if route.backend == "foundry":
-            work = await self._relay(req, route, body, owner, deadline)
-        else:
-            work = await self._assistants(req, route, owner, deadline)
+        work = await self.prepare(req, route, body, owner, deadline)
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
+
+    async def prepare(
+        self, req: ResponsesRequest, route: RouteSettings, body: dict[str, Any], owner: str, deadline: float
+    ) -> Work[StreamEvent]:
+        """What a turn of `req` does on its route's backend (checked, nothing sent upstream yet)."""
+        if route.backend == "foundry":
+            return await self._relay(req, route, body, owner, deadline)
+        return await self._assistants(req, route, owner, deadline)
 
     async def _assistants(
         self, req: ResponsesRequest, route: RouteSettings, owner: str, deadline: float
@@ -333,6 +362,8 @@ class ResponsesService:
             options=responses_codec.parse_options(req),
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
+            # A background turn holds its thread until its deadline, whichever replica follows it.
+            lock_ttl_s=route.timeout if req.background else None,
         )
         return _AssistantsResponse(
             self.backends["assistants"].turn(turn),
@@ -439,6 +470,8 @@ class ResponsesService:
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)
+        if record.data.get("running") and self.background is not None:
+            return await self.background.snapshot(response_id)
         if record.backend == "foundry":
             assert self.passthrough is not None
             relayed = await self.passthrough.get(record.upstream_id or response_id, record.route)

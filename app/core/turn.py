@@ -100,6 +100,9 @@ class TurnRequest:
     deadline: float = 0.0
     """Absolute `time.monotonic()` by which the turn must end (the route's timeout)."""
     approvals: ApprovalMode = "refuse"
+    lock_ttl_s: float | None = None
+    """A background turn's thread lock lives this long unrenewed (its deadline), so that a replica that
+    dies mid-run leaves the thread locked for the replica that takes the run over; None: `limits.lock_lease`."""
 
 
 def pending_tool_results(items: tuple[Item, ...]) -> tuple[ToolResult, ...]:

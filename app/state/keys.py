@@ -13,6 +13,9 @@ or script on a thread stays in one hash slot of a Redis Cluster.
 - `call:<call_id>` (string), `resp:<id>` (string), `owned:conversation:<id>` (string), `owned:item:<id>`
   (string: the owner of a Foundry v2 output item), `file:<id>` (string: the route and owner of a file a
   turn showed, response TTL).
+- `bg:{<id>}` (hash), `bg:{<id>}:events` (stream), `bg:{<id>}:runner` (string): a background response's
+  state, its event log and the lease of the replica running it (`app.state.run_log`); the response id is
+  the hash tag, so the three share one slot.
 - `lease:<name>` (string): other leases (the layout migration).
 - `carried:{bNNN}:<id>` (string): the Foundry v2 conversation a thread was carried to, with its owner and
   route (`app.state.carry_store`); in the thread's bucket, so the switch is one transaction.
@@ -71,6 +74,15 @@ class Keys:
 
     def carried(self, thread_id: str) -> str:
         return f"{self.prefix}carried:{tag(bucket_of(thread_id))}:{thread_id}"
+
+    def background(self, response_id: str) -> str:
+        return f"{self.prefix}bg:{{{response_id}}}"
+
+    def background_events(self, response_id: str) -> str:
+        return f"{self.prefix}bg:{{{response_id}}}:events"
+
+    def background_runner(self, response_id: str) -> str:
+        return f"{self.prefix}bg:{{{response_id}}}:runner"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

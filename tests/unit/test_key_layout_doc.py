@@ -28,6 +28,9 @@ def _written() -> set[str]:
         tagged(keys.owner(7, "<owner>")),
         tagged(keys.janitor_lease(7)),
         tagged(keys.carried("<id>")),
+        keys.background("<id>"),
+        keys.background_events("<id>"),
+        keys.background_runner("<id>"),
         # The store's other families (app/state/lookups.py, store.py), through the same prefixing.
         keys.raw("conv", "<owner>", "<route>", "<fp>"),
         keys.raw("conv", "<owner>", "<route>", "id", "<conversation>"),

@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.backends.assistants import mapping
-from app.backends.lease import Lease
+from app.backends.lease import Lease, LeasePolicy
 from app.core import approvals, failures
 from app.core.events import ApprovalRequired, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.records import CallRecord, ThreadRecord
@@ -86,6 +86,7 @@ class AssistantsTurn:
         self.run_active = False
         self.recorded = False
         self.lease: Lease | None = None
+        self.policy = LeasePolicy.for_ttl(req.lock_ttl_s) if req.lock_ttl_s else backend.lease
         self.used_at: float | None = None
         """Set when the turn completed: the thread's last use, recorded when the lease is released."""
         self.bound = False
@@ -117,7 +118,7 @@ class AssistantsTurn:
         return ThreadBound(thread_id=self.thread_id)
 
     async def _open_known(self, thread_id: str) -> bool:
-        record, token = await self.b.store.open_thread(thread_id, self.req.owner, ttl_ms=self.b.lease.ttl_ms)
+        record, token = await self.b.store.open_thread(thread_id, self.req.owner, ttl_ms=self.policy.ttl_ms)
         if record is None:
             return False
         self.thread_id = thread_id
@@ -130,7 +131,7 @@ class AssistantsTurn:
         if token is None:
             await self._lock()
         else:
-            self.lease = Lease(self.b.store, self.b.tasks, self.b.lease, thread_id, token)
+            self.lease = Lease(self.b.store, self.b.tasks, self.policy, thread_id, token)
         return True
 
     async def _create(self) -> None:
@@ -379,6 +380,11 @@ class AssistantsTurn:
             self._source = self._polled(followed)
         self._answered = True
 
+    def upstream(self) -> dict[str, str]:
+        """What another replica needs to follow this turn's run: its thread, run and the lock's token."""
+        ids = {"thread_id": self.thread_id, "run_id": self.run_id, "lock": self.lease.token if self.lease else None}
+        return {k: v for k, v in ids.items() if v}
+
     # -- close: leave nothing behind ------------------------------------------------------------
 
     async def close(self, ending: BaseException | None) -> None:
@@ -432,7 +438,7 @@ class AssistantsTurn:
 
     async def _lock(self) -> None:
         assert self.thread_id is not None
-        policy = self.b.lease
+        policy = self.policy
         token = await self.b.store.acquire_lock(self.thread_id, ttl_ms=policy.ttl_ms, wait_s=self.b.lock_wait_s)
         if token is None:
             raise ConflictError(

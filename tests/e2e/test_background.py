@@ -1,0 +1,152 @@
+"""Background responses through the official `openai` client, on an Assistants route and a Foundry v2 route:
+create answers at once, polling reaches the end, a cut stream resumes after N, cancel stops the run
+upstream, another key sees nothing, and a tool round trip completes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support import seed
+from tests.support.bridge import Bridge, running_bridge
+from tests.support.leftovers import active_runs, locks, wait_for
+from tests.support.servers import ServerThread
+
+A = "key-of-team-a-0123456789"
+B = "key-of-team-b-0123456789"
+KEYS = [{"name": "team-a", "key": A}, {"name": "team-b", "key": B}]
+ROUTES = ["demo-assistant", "demo-agent"]
+FLIGHTS = {"demo-assistant": "flights-assistant", "demo-agent": "flights-agent"}
+ENDED = ("completed", "failed", "cancelled", "incomplete")
+
+
+@pytest.fixture
+def keyed(emulator: ServerThread, redis_url: str, redis_prefix: str) -> Iterator[Bridge]:
+    with running_bridge(emulator.url, redis_url, redis_prefix, keys=KEYS, threads={"janitor": False}) as bridge:
+        yield bridge
+
+
+def poll(client: openai.OpenAI, response_id: str, within_s: float = 15) -> Any:
+    deadline = time.monotonic() + within_s
+    while True:
+        response = client.responses.retrieve(response_id)
+        if response.status in ENDED:
+            return response
+        assert time.monotonic() < deadline, f"still {response.status}"
+        time.sleep(0.05)
+
+
+def upstream_status(bridge: Bridge, response_id: str) -> str:
+    with bridge.emulator() as c:
+        answer = c.get(f"/api/projects/demo/openai/v1/responses/{response_id}", headers={"Authorization": "Bearer t"})
+        answer.raise_for_status()
+        return str(answer.json()["status"])
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_create_answers_at_once_and_polling_reaches_the_agents_text(keyed: Bridge, model: str) -> None:
+    client = keyed.client(api_key=A)
+    started = time.monotonic()
+    created = client.responses.create(model=model, input="/sleep 1500\nhello there", background=True)
+    assert time.monotonic() - started < 1.0
+    assert created.status in ("queued", "in_progress")
+    assert created.background is True
+    assert client.responses.retrieve(created.id).status in ("queued", "in_progress")
+    final = poll(client, created.id)
+    assert final.status == "completed"
+    assert final.output_text == "Echo: hello there"
+    assert final.background is True
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_a_cut_stream_resumes_with_only_the_events_after_n(keyed: Bridge, model: str) -> None:
+    client = keyed.client(api_key=A)
+    created = client.responses.create(model=model, input="/sleep 800\nresume me please", background=True)
+    first: list[Any] = []
+    with client.responses.retrieve(created.id, stream=True) as stream:
+        for event in stream:
+            first.append(event)
+            if len(first) == 2:
+                break  # the client's connection is cut here
+    cut = first[-1].sequence_number
+    rest = list(client.responses.retrieve(created.id, stream=True, starting_after=cut))
+    numbers = [e.sequence_number for e in rest]
+    assert numbers == list(range(cut + 1, cut + 1 + len(rest)))
+    assert rest[-1].type == "response.completed"
+    assert rest[-1].response.output_text == "Echo: resume me please"
+    assert "".join(e.delta for e in rest if e.type == "response.output_text.delta") == "Echo: resume me please"
+    # The whole stream again, from the start, is the same stream.
+    whole = list(client.responses.retrieve(created.id, stream=True))
+    assert [e.sequence_number for e in whole][cut + 1 :] == numbers
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_cancel_ends_a_running_response_and_its_run(keyed: Bridge, model: str) -> None:
+    client = keyed.client(api_key=A)
+    created = client.responses.create(model=model, input="/sleep 5000\nnever", background=True)
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    if model == "demo-assistant":
+        wait_for(lambda: not active_runs(keyed.emulator_url), what="no active run upstream")
+        wait_for(lambda: not locks(keyed.settings.redis_url or "", keyed.settings.redis_prefix), what="no lock")
+    else:
+        assert upstream_status(keyed, created.id) == "cancelled"
+    # Cancelling again answers the cancelled response (idempotent); the stream ends without a terminal event.
+    assert client.responses.cancel(created.id).status == "cancelled"
+    events = list(client.responses.retrieve(created.id, stream=True))
+    assert not [e for e in events if e.type in ("response.completed", "response.failed")]
+    # One that completed cannot be cancelled.
+    done = poll(client, client.responses.create(model=model, input="quick", background=True).id)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(done.id)
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_another_key_gets_404_on_retrieve_stream_and_cancel(keyed: Bridge, model: str) -> None:
+    created = keyed.client(api_key=A).responses.create(model=model, input="/sleep 500\nmine", background=True)
+    other = keyed.client(api_key=B)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        list(other.responses.retrieve(created.id, stream=True, starting_after=0))
+    with pytest.raises(openai.NotFoundError):
+        other.responses.cancel(created.id)
+    assert poll(keyed.client(api_key=A), created.id).output_text == "Echo: mine"
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_a_background_turn_with_a_tool_round_trip_completes(keyed: Bridge, model: str) -> None:
+    client = keyed.client(api_key=A)
+    route = FLIGHTS[model]
+    response = poll(
+        client,
+        client.responses.create(model=route, input=seed.QUESTION, tools=seed.RESPONSES_TOOLS, background=True).id,
+    )
+    rounds = 0
+    while calls := [item for item in response.output if item.type == "function_call"]:
+        # Stopped for the client's outputs: completed, with function_call items (as OpenAI shows it).
+        assert response.status == "completed"
+        rounds += 1
+        assert rounds <= 5
+        outputs = [
+            {"type": "function_call_output", "call_id": c.call_id, "output": seed.call(c.name, c.arguments)}
+            for c in calls
+        ]
+        created = client.responses.create(
+            model=route, previous_response_id=response.id, input=outputs, tools=seed.RESPONSES_TOOLS, background=True
+        )
+        response = poll(client, created.id)
+    assert rounds == 2
+    assert response.status == "completed"
+    assert f"There are {seed.expected_flights()} flights" in response.output_text
+
+
+def test_background_with_store_false_is_refused(keyed: Bridge) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        keyed.client(api_key=A).responses.create(model="demo-assistant", input="x", background=True, store=False)
+    assert info.value.body["param"] == "store"  # type: ignore[index]
