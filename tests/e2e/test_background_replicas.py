@@ -1,0 +1,92 @@
+"""A replica killed (`kill -9`) during a background run: another replica reports, resumes and cancels it.
+
+Assistants routes: the bridge's own runner dies with its replica; its state in Redis (status, events,
+thread/run ids, the thread lock's token) lets the other replica take the run over once the runner's
+lease lapses, following the run by polling. Foundry v2 routes: Azure runs the response; the other
+replica relays it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support.bridge import routes_for
+from tests.support.leftovers import active_runs, locks, wait_for
+from tests.support.process import bridge_processes, write_config
+from tests.support.servers import ServerThread
+
+KEY = "key-of-team-a-0123456789"
+ENDED = ("completed", "failed", "cancelled", "incomplete")
+
+
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=30)
+
+
+def _poll(client: openai.OpenAI, response_id: str, within_s: float = 20) -> Any:
+    deadline = time.monotonic() + within_s
+    while True:
+        response = client.responses.retrieve(response_id)
+        if response.status in ENDED:
+            return response
+        assert time.monotonic() < deadline, f"still {response.status}"
+        time.sleep(0.1)
+
+
+def _started(client: openai.OpenAI, response_id: str) -> None:
+    """The run is under way upstream (its first events are in the log)."""
+    events = client.responses.retrieve(response_id, stream=True, starting_after=-1)
+    for event in events:
+        if event.type == "response.in_progress":
+            events.close()
+            return
+    raise AssertionError("the response never started")
+
+
+@pytest.mark.usefixtures("process_identity")
+def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancelled_by_another(
+    emulator: ServerThread, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "config.yaml",
+        routes_for(emulator.url),
+        redis_prefix=redis_prefix,
+        keys=[{"name": "team-a", "key": KEY}],
+        limits={"lock_lease": "1s"},
+        threads={"janitor": False},
+    )
+    with bridge_processes(config, redis_url, tmp_path, 2) as (doomed, survivor):
+        first, other = _client(doomed.url), _client(survivor.url)
+        finishing = {
+            model: first.responses.create(model=model, input="/sleep 2500\nstill here", background=True)
+            for model in ("demo-assistant", "demo-agent")
+        }
+        cancelling = {
+            model: first.responses.create(model=model, input="/sleep 8000\nnever", background=True)
+            for model in ("demo-assistant", "demo-agent")
+        }
+        for created in [*finishing.values(), *cancelling.values()]:
+            _started(first, created.id)
+        doomed.kill()
+
+        for model, created in [*finishing.items(), *cancelling.items()]:
+            assert other.responses.retrieve(created.id).status in ("queued", "in_progress"), model
+        for model, created in finishing.items():
+            # A stream resumed on the survivor: only the events after N, to response.completed.
+            rest = list(other.responses.retrieve(created.id, stream=True, starting_after=1))
+            assert rest[0].sequence_number == 2, model
+            numbers = [e.sequence_number for e in rest]
+            assert numbers == list(range(2, 2 + len(numbers))), model
+            assert rest[-1].type == "response.completed", model
+            final = _poll(other, created.id)
+            assert (final.status, final.output_text) == ("completed", "Echo: still here"), model
+
+        for model, created in cancelling.items():
+            assert other.responses.cancel(created.id).status == "cancelled", model
+            assert other.responses.retrieve(created.id).status == "cancelled", model
+        wait_for(lambda: not active_runs(emulator.url), what="no active run upstream")
+        wait_for(lambda: not locks(redis_url, redis_prefix), what="no thread lock left")
