@@ -239,6 +239,7 @@ async def components(
         yield built
     finally:
         inflight.close()
+        await runs.hand_over()  # background runs go on upstream; another replica follows them
         inflight.end_all()  # whatever uvicorn's own grace left running ends in OpenAI's format too
         await tasks.drain(within_s=10.0)
         await http.close()

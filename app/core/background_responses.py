@@ -114,7 +114,7 @@ class BackgroundResponses:
                 "request": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
                 **upstream,
             }
-            await self.runs.start(response_id, turn, response, fields)
+            await self.runs.start(response_id, turn, response, fields, work=work)
             return response
         except BaseException as exc:
             await turn.end(exc)

@@ -89,6 +89,9 @@ class _Run:
         self.written = written
         self.status = self.response.get("status") or "in_progress"
         self.turn: Turn[StreamEvent] | None = None
+        self.work: Any = None
+        self.task: asyncio.Task[Any] | None = None
+        self.handed_over = False
         self.cancel_requested = False
         self._pending: list[StreamEvent] = []
         self._changed = False
@@ -185,6 +188,9 @@ class _Run:
             self._renewer.cancel()
         if self._writer is not None:
             await asyncio.shield(self._writer)
+        if self.handed_over:
+            await self._leave()
+            return
         if self.status not in ENDED:
             self.status = "failed"
             self.response.setdefault("error", {"code": "server_error", "message": "The response ended early."})
@@ -198,11 +204,24 @@ class _Run:
         except BridgeError as exc:
             log.warning("background response %s: its end was not kept: %s", self.id, exc.message)
         finally:
-            self.runs.local.pop(self.id, None)
-            try:
-                await self.runs.log.release_runner(self.id, self.token)
-            except BridgeError:
-                pass  # it expires on its own
+            await self._leave()
+
+    async def _leave(self) -> None:
+        self.runs.local.pop(self.id, None)
+        try:
+            await self.runs.log.release_runner(self.id, self.token)
+        except BridgeError:
+            pass  # it expires on its own
+
+    async def hand_over(self) -> None:
+        """Stop following the run and leave it, its lock and its state to the replica that takes it over."""
+        self.handed_over = True
+        hand_over = getattr(self.work, "hand_over", None)
+        if hand_over is not None:
+            hand_over()
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.wait([self.task])
 
 
 class BackgroundRuns:
@@ -231,7 +250,13 @@ class BackgroundRuns:
         return int(self.lease_s * 1000)
 
     async def start(
-        self, response_id: str, turn: Turn[StreamEvent], response: dict[str, Any], fields: Mapping[str, str]
+        self,
+        response_id: str,
+        turn: Turn[StreamEvent],
+        response: dict[str, Any],
+        fields: Mapping[str, str],
+        *,
+        work: Any = None,
     ) -> None:
         """Run an opened turn in the background, from its first event; `response` is the Response as the
         create answers it (kept as the progress until the events say more)."""
@@ -242,9 +267,16 @@ class BackgroundRuns:
         }
         token = await self.log.create(response_id, state, self.lease_ms)
         run = _Run(self, response_id, token, state, written=0)
-        run.turn = turn
+        run.turn, run.work = turn, work
         self.local[response_id] = run
-        self.tasks.spawn(run.drive(turn.events()), name=f"background-{response_id}")
+        run.task = self.tasks.spawn(run.drive(turn.events()), name=f"background-{response_id}")
+
+    async def hand_over(self) -> None:
+        """Shutdown: every run this replica follows is left to another replica (none is cancelled)."""
+        runs = list(self.local.values())
+        if runs:
+            log.info("handing %d background response(s) over to the other replicas", len(runs))
+        await asyncio.gather(*(run.hand_over() for run in runs), return_exceptions=True)
 
     async def snapshot(self, response_id: str) -> dict[str, Any]:
         state = await self._state(response_id)
@@ -325,7 +357,7 @@ class BackgroundRuns:
             self.tasks.spawn(self._cancel_orphan(run, takeover), name=f"cancel-bg-{response_id}")
         else:
             emitted = await self.log.all_events(response_id)
-            self.tasks.spawn(run.drive(takeover.follow(state, emitted)), name=f"takeover-{response_id}")
+            run.task = self.tasks.spawn(run.drive(takeover.follow(state, emitted)), name=f"takeover-{response_id}")
         return state
 
     async def _cancel_orphan(self, run: _Run, takeover: Takeover) -> None:

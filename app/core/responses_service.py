@@ -114,6 +114,12 @@ class _AssistantsResponse:
     async def close(self, ending: BaseException | None) -> None:
         await self.work.close(ending)
 
+    def hand_over(self) -> None:
+        """Leave the run to another replica (`app.core.background_runs`): `close` then leaves it going."""
+        hand_over = getattr(self.work, "hand_over", None)
+        if hand_over is not None:
+            hand_over()
+
     def upstream(self) -> dict[str, str]:
         """The ids another replica needs to follow this turn's run (`app.core.background_runs`)."""
         upstream = getattr(self.work, "upstream", None)

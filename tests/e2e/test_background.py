@@ -26,7 +26,9 @@ ENDED = ("completed", "failed", "cancelled", "incomplete")
 
 @pytest.fixture
 def keyed(emulator: ServerThread, redis_url: str, redis_prefix: str) -> Iterator[Bridge]:
-    with running_bridge(emulator.url, redis_url, redis_prefix, keys=KEYS, threads={"janitor": False}) as bridge:
+    with running_bridge(
+        emulator.url, redis_url, redis_prefix, keys=KEYS, threads={"janitor": False}, limits={"lock_wait": "0.2s"}
+    ) as bridge:
         yield bridge
 
 
@@ -150,3 +152,21 @@ def test_background_with_store_false_is_refused(keyed: Bridge) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         keyed.client(api_key=A).responses.create(model="demo-assistant", input="x", background=True, store=False)
     assert info.value.body["param"] == "store"  # type: ignore[index]
+
+
+def test_the_thread_is_in_flight_until_the_background_turn_ends(keyed: Bridge) -> None:
+    """The lock and the janitor see a background turn as in flight: a second turn on its thread is a 409,
+    a sweep far in the future leaves the thread alone; once it ended, the conversation goes on."""
+    client = keyed.client(api_key=A)
+    first = client.responses.create(model="demo-assistant", input="first")
+    running = client.responses.create(
+        model="demo-assistant", input="/sleep 1500\nsecond", previous_response_id=first.id, background=True
+    )
+    with pytest.raises(openai.ConflictError):
+        client.responses.create(model="demo-assistant", input="meanwhile", previous_response_id=first.id)
+    record = keyed.server.call(keyed.state.store.get_response(first.id, "team-a"))
+    swept = keyed.server.call(keyed.state.janitor.sweep(now=time.time() + 10**8))
+    assert record.thread_id in swept.skipped and not swept.deleted
+    assert poll(client, running.id).output_text == "Echo: second"
+    after = client.responses.create(model="demo-assistant", input="third", previous_response_id=running.id)
+    assert after.output_text == "Echo: third"

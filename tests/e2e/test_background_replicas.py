@@ -59,8 +59,14 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
         limits={"lock_lease": "1s"},
         threads={"janitor": False},
     )
-    with bridge_processes(config, redis_url, tmp_path, 2) as (doomed, survivor):
+    with bridge_processes(config, redis_url, tmp_path, 3) as (doomed, stopping, survivor):
         first, other = _client(doomed.url), _client(survivor.url)
+        # SIGTERM: the stopping replica hands its background run over rather than cancelling it.
+        handed = _client(stopping.url).responses.create(
+            model="demo-assistant", input="/sleep 2500\nhanded over", background=True
+        )
+        _started(first, handed.id)
+        stopping.terminate()
         finishing = {
             model: first.responses.create(model=model, input="/sleep 2500\nstill here", background=True)
             for model in ("demo-assistant", "demo-agent")
@@ -84,6 +90,13 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
             assert rest[-1].type == "response.completed", model
             final = _poll(other, created.id)
             assert (final.status, final.output_text) == ("completed", "Echo: still here"), model
+
+        stopping.proc.wait(15)
+        assert any("handing 1 background response(s) over" in line for line in stopping.log_lines())
+        assert (_poll(other, handed.id).output_text, other.responses.retrieve(handed.id).status) == (
+            "Echo: handed over",
+            "completed",
+        )
 
         for model, created in cancelling.items():
             assert other.responses.cancel(created.id).status == "cancelled", model

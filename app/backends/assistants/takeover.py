@@ -97,6 +97,10 @@ class AssistantsTakeover:
             used_at = time.time()
             for event in builder.finish(reason, usage):
                 yield event
+        except asyncio.CancelledError:
+            if lease is not None:
+                lease.abandon()  # handed over (this replica stops): the lock stays the run's
+            raise
         finally:
             if lease is not None:
                 await lease.release(used_at)

@@ -385,6 +385,14 @@ class AssistantsTurn:
         ids = {"thread_id": self.thread_id, "run_id": self.run_id, "lock": self.lease.token if self.lease else None}
         return {k: v for k, v in ids.items() if v}
 
+    def hand_over(self) -> None:
+        """This replica is stopping and another will follow the (background) run: `close` then leaves
+        the run going, the thread recorded and its lock held (its token is in the background state)."""
+        self.run_active = False
+        self.bound = True
+        if self.lease is not None:
+            self.lease.abandon()
+
     # -- close: leave nothing behind ------------------------------------------------------------
 
     async def close(self, ending: BaseException | None) -> None:
