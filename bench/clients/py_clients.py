@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from datetime import date
@@ -70,6 +71,9 @@ EXPECT = {
     "responses_stream": "Echo: hello matrix",
     "responses_tools": FLIGHTS,
     "responses_multi_turn": "Echo: second question",
+    "background": "Echo: hello matrix",
+    "background_resume": "Echo: hello matrix",
+    "background_cancel": "cancelled",
 }
 HISTORY = [
     {"role": "user", "content": "first question"},
@@ -150,6 +154,32 @@ def openai_client(demo: str, flights: str) -> dict[str, Callable[[], str]]:
     def responses_multi_turn() -> str:
         first = client.responses.create(model=demo, input="first question")
         return client.responses.create(model=demo, previous_response_id=first.id, input="second question").output_text
+
+    def polled(response_id: str) -> Any:
+        for _ in range(300):
+            response = client.responses.retrieve(response_id)
+            if response.status not in ("queued", "in_progress"):
+                return response
+            time.sleep(0.05)
+        raise AssertionError("the background response did not end")
+
+    def background() -> str:
+        created = client.responses.create(model=demo, input="/sleep 300\nhello matrix", background=True)
+        assert created.status in ("queued", "in_progress"), created.status
+        return str(polled(created.id).output_text)
+
+    def background_resume() -> str:
+        created = client.responses.create(model=demo, input="/sleep 300\nhello matrix", background=True)
+        with client.responses.retrieve(created.id, stream=True) as stream:
+            cut = next(iter(stream)).sequence_number  # the connection is cut after the first event
+        rest = list(client.responses.retrieve(created.id, stream=True, starting_after=cut))
+        assert rest[0].sequence_number == cut + 1 and rest[-1].type == "response.completed", rest
+        return "".join(e.delta for e in rest if e.type == "response.output_text.delta")
+
+    def background_cancel() -> str:
+        created = client.responses.create(model=demo, input="/sleep 5000\nnever", background=True)
+        client.responses.cancel(created.id)
+        return str(client.responses.retrieve(created.id).status)
 
     return locals_of(locals())
 
