@@ -21,6 +21,7 @@ from tests.support.servers import ServerThread
 
 KEY = "key-of-team-a-0123456789"
 ENDED = ("completed", "failed", "cancelled", "incomplete")
+TOOLS: Any = [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}]
 
 
 def _client(url: str) -> openai.OpenAI:
@@ -75,7 +76,10 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
             model: first.responses.create(model=model, input="/sleep 8000\nnever", background=True)
             for model in ("demo-assistant", "demo-agent")
         }
-        for created in [*finishing.values(), *cancelling.values()]:
+        calling = first.responses.create(
+            model="demo-assistant", input='/sleep 2500\n/tool lookup {"q": "x"}', tools=TOOLS, background=True
+        )
+        for created in [*finishing.values(), *cancelling.values(), calling]:
             _started(first, created.id)
         doomed.kill()
 
@@ -90,6 +94,19 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
             assert rest[-1].type == "response.completed", model
             final = _poll(other, created.id)
             assert (final.status, final.output_text) == ("completed", "Echo: still here"), model
+
+        # Taken over while the agent worked, the run stops for the client's outputs: completed with the
+        # call, and the outputs continue the run.
+        stopped = _poll(other, calling.id)
+        [call] = [item for item in stopped.output if item.type == "function_call"]
+        assert (stopped.status, call.name) == ("completed", "lookup")
+        answered = other.responses.create(
+            model="demo-assistant",
+            previous_response_id=stopped.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "found"}],
+            tools=TOOLS,
+        )
+        assert answered.output_text == "Tool lookup returned: found"
 
         stopping.proc.wait(15)
         assert any("handing 1 background response(s) over" in line for line in stopping.log_lines())

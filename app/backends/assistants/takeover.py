@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.backends.assistants import mapping
 from app.backends.lease import Lease, LeasePolicy
+from app.core import approvals
 from app.core.events import TextDelta
 from app.core.records import CallRecord
 from app.core.responses_codec import ResponseBuilder
@@ -88,6 +89,12 @@ class AssistantsTakeover:
                     if isinstance(e, TextDelta)
                 )
                 for event in builder.text(text[len(said) :] if text.startswith(said) else text):
+                    yield event
+            elif requests := mapping.approvals_of(run):
+                # The client answers them (a route that approves or denies on its own does so only for
+                # the turns it follows from their start).
+                await self._save_calls(state, run, tuple(approvals.as_tool_call(r).id for r in requests))
+                for event in builder.approvals(requests):
                     yield event
             elif reason == "tool_calls":
                 calls = mapping.tool_calls_of(run)
