@@ -170,3 +170,26 @@ def test_the_thread_is_in_flight_until_the_background_turn_ends(keyed: Bridge) -
     assert poll(client, running.id).output_text == "Echo: second"
     after = client.responses.create(model="demo-assistant", input="third", previous_response_id=running.id)
     assert after.output_text == "Echo: third"
+
+
+def test_any_replica_follows_and_cancels_a_response_another_runs(
+    emulator: ServerThread, redis_url: str, redis_prefix: str
+) -> None:
+    """Two replicas on one Redis: the one that did not start the response streams it live and cancels it
+    (the run upstream too), while the one running it is alive."""
+    with (
+        running_bridge(emulator.url, redis_url, redis_prefix, keys=KEYS, threads={"janitor": False}) as one,
+        running_bridge(emulator.url, redis_url, redis_prefix, keys=KEYS, threads={"janitor": False}) as two,
+    ):
+        runner, other = one.client(api_key=A), two.client(api_key=A)
+        live = runner.responses.create(model="demo-assistant", input="/sleep 600\nfollowed elsewhere", background=True)
+        events = list(other.responses.retrieve(live.id, stream=True))
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert events[-1].type == "response.completed"
+        assert events[-1].response.output_text == "Echo: followed elsewhere"
+
+        slow = runner.responses.create(model="demo-assistant", input="/sleep 5000\nnever", background=True)
+        assert other.responses.cancel(slow.id).status == "cancelled"
+        assert runner.responses.retrieve(slow.id).status == "cancelled"
+        wait_for(lambda: not active_runs(one.emulator_url), what="no active run upstream")
+        wait_for(lambda: not locks(redis_url, redis_prefix), what="no lock")
