@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import openai
+import redis
 import pytest
 
 from tests.support import seed
@@ -196,3 +197,39 @@ def test_any_replica_follows_and_cancels_a_response_another_runs(
         wait_for(lambda: not active_runs(one.emulator_url), what="no active run upstream")
         if redis_mode == "standalone":
             wait_for(lambda: not locks(redis_url, redis_prefix), what="no lock")
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_a_streamed_background_create_streams_it_live_and_a_foreground_response_cannot_be_streamed_again(
+    keyed: Bridge, model: str
+) -> None:
+    client = keyed.client(api_key=A)
+    events = list(client.responses.create(model=model, input="/sleep 300\nlive", background=True, stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].type == "response.created" and events[0].response.background is True
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == "Echo: live"
+    foreground = client.responses.create(model=model, input="plain")
+    with pytest.raises(openai.BadRequestError):
+        list(client.responses.retrieve(foreground.id, stream=True))
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(foreground.id)
+
+
+def test_the_event_log_is_bounded_and_expires(emulator: ServerThread, redis_url: str, redis_prefix: str) -> None:
+    """Past `responses.background_max_events` only the end is kept; every key of it carries the TTL."""
+    settings: dict[str, Any] = {"responses": {"background_max_events": 4, "background_ttl": "1h"}}
+    with running_bridge(emulator.url, redis_url, redis_prefix, **settings) as bridge:
+        client = bridge.client()
+        created = client.responses.create(model="demo-assistant", input="a b c d e f g h", background=True)
+        assert poll(client, created.id).output_text == "Echo: a b c d e f g h"
+        events = list(client.responses.retrieve(created.id, stream=True))
+        assert [e.sequence_number for e in events][:4] == [0, 1, 2, 3]
+        assert len(events) == 5 and events[-1].type == "response.completed"
+        keys = bridge.state.store.keys
+        r = redis.Redis.from_url(redis_url)
+        try:
+            for key in (keys.background(created.id), keys.background_events(created.id)):
+                assert 0 < r.pttl(key) <= 3_600_000, key
+            assert r.xlen(keys.background_events(created.id)) == 6  # 5 events and the end mark
+        finally:
+            r.close()

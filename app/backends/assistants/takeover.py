@@ -10,6 +10,7 @@ request's outputs reach the run), the end. Then the lock is released, as the dea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -64,11 +65,17 @@ class AssistantsTakeover:
                 req, response_id=state["id"], markers=route.citation_markers if route else "numbered"
             )
             builder.replay(emitted)
-            run = await client.get_run(thread_id, run_id, deadline)
-            delays = self.b.poll.delays()
-            while run.get("status") not in mapping.TERMINAL:
-                await asyncio.sleep(next(delays))
+            try:
                 run = await client.get_run(thread_id, run_id, deadline)
+                delays = self.b.poll.delays()
+                while run.get("status") not in mapping.TERMINAL:
+                    await asyncio.sleep(next(delays))
+                    run = await client.get_run(thread_id, run_id, deadline)
+            except BridgeError:
+                # Past the deadline (or Azure failing): the run must not go on with nobody following it.
+                with contextlib.suppress(BridgeError):
+                    await client.cancel_run(thread_id, run_id, time.monotonic() + 10)
+                raise
             status = run.get("status")
             usage, _ = mapping.turn_usage(run, reported=mapping.NO_USAGE, seen=mapping.NO_USAGE)
             try:
