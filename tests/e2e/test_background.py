@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import openai
-import redis
 import pytest
+import redis
 
 from tests.support import seed
 from tests.support.bridge import Bridge, running_bridge
