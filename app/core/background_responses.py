@@ -19,7 +19,6 @@ from app.core.background_runs import BackgroundRuns
 from app.core.lifetime import InFlight, Turn
 from app.core.records import ResponseRecord
 from app.core.relay_markers import MarkerRelay
-from app.core.responses_codec import ResponseBuilder
 from app.core.responses_service import ResponsesService, StreamEvent
 from app.core.service import route_for
 from app.errors import InvalidRequestError
@@ -37,11 +36,15 @@ class Detachable(Protocol):
 
 @runtime_checkable
 class Runnable(Protocol):
-    """A turn the bridge runs itself, its Response built here (Assistants)."""
+    """A turn the bridge runs itself (Assistants; any backend whose upstream keeps no background work)."""
 
-    builder: ResponseBuilder
+    def created(self) -> dict[str, Any]:
+        """The Response as the create answers it (once the turn opened)."""
+        ...
 
-    def upstream(self) -> dict[str, str]: ...
+    def upstream(self) -> dict[str, str]:
+        """What the backend's `Takeover` needs to follow the run from another replica."""
+        ...
 
 
 def is_background(record: ResponseRecord) -> bool:
@@ -90,14 +93,14 @@ class BackgroundResponses:
                 )
                 return response
             assert isinstance(work, Runnable)
-            response = work.builder.response()
+            response = work.created()
             response_id = str(response["id"])
             await self.responses.index.save_response(
                 ResponseRecord(
                     response_id=response_id,
                     owner=owner,
                     route=req.model,
-                    backend="assistants",
+                    backend=route.backend,
                     thread_id=bound.thread_id,
                     run_id=None,
                     upstream_id=None,
@@ -110,7 +113,7 @@ class BackgroundResponses:
                 "id": response_id,
                 "owner": owner,
                 "route": req.model,
-                "backend": "assistants",
+                "backend": route.backend,
                 "request": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
                 **upstream,
             }

@@ -323,6 +323,12 @@ class BackgroundRuns:
                     await takeover.cancel(state, release=False)
                 except BridgeError as exc:
                     log.warning("background response %s: cancelling its run failed: %s", response_id, exc.message)
+            elif (token := await self.log.take_runner(response_id, self.lease_ms)) is not None:
+                # Nobody runs it and nobody can follow it: it ends cancelled here.
+                orphan = _Run(self, response_id, token, state, written=0)
+                self.local[response_id] = orphan
+                orphan.status = "cancelled"
+                await orphan._end()
         give_up = time.monotonic() + _CANCEL_WAIT_S
         while time.monotonic() < give_up:
             state = await self._state(response_id)

@@ -120,6 +120,9 @@ class _AssistantsResponse:
         if hand_over is not None:
             hand_over()
 
+    def created(self) -> dict[str, Any]:
+        return self.builder.response()
+
     def upstream(self) -> dict[str, str]:
         """The ids another replica needs to follow this turn's run (`app.core.background_runs`)."""
         upstream = getattr(self.work, "upstream", None)
