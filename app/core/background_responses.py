@@ -160,6 +160,8 @@ class BackgroundResponses:
             relay = self.responses.passthrough
             assert relay is not None
             cancelled = await relay.cancel(record.upstream_id or response_id, record.route)
+            if self.responses.settings.keys:
+                await self.responses.claim_output(cancelled, record.owner)
             route = self.responses.settings.route(record.route)
             return MarkerRelay(route.citation_markers).response(cancelled) if route is not None else cancelled
         if not record.data.get("running"):

@@ -303,6 +303,11 @@ class ResponsesService:
         self.background: Progress | None = None
         """Background responses the bridge runs itself (set when the app is built)."""
 
+    async def claim_output(self, response: dict[str, Any], owner: str) -> None:
+        ids = _output_ids(response)
+        if ids:
+            await self.index.claim_items(ids, owner)
+
     async def owned(self, response_id: str, owner: str) -> ResponseRecord:
         return await self._owned(response_id, owner)
 
@@ -484,6 +489,9 @@ class ResponsesService:
         if record.backend == "foundry":
             assert self.passthrough is not None
             relayed = await self.passthrough.get(record.upstream_id or response_id, record.route)
+            if record.data.get("background") and self.settings.keys:
+                # A background response's items reach a client that polls it: they are its owner's.
+                await self.claim_output(relayed, record.owner)
             route = self.settings.route(record.route)
             return MarkerRelay(route.citation_markers).response(relayed) if route is not None else relayed
         response: dict[str, Any] = record.data.get("response", {})

@@ -233,3 +233,15 @@ def test_the_event_log_is_bounded_and_expires(emulator: ServerThread, redis_url:
             assert r.xlen(keys.background_events(created.id)) == 6  # 5 events and the end mark
         finally:
             r.close()
+
+
+def test_a_polled_foundry_background_responses_items_are_its_owners(keyed: Bridge) -> None:
+    """Azure resolves an item_reference across the project: the items of a background response the owner
+    only polled are refused to another key, as a foreground response's are."""
+    a, b = keyed.client(api_key=A), keyed.client(api_key=B)
+    done = poll(a, a.responses.create(model="demo-agent", input="A's secret", background=True).id)
+    reference: Any = [{"type": "item_reference", "id": done.output[0].id}, {"role": "user", "content": "tell"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        b.responses.create(model="demo-agent", input=reference)
+    assert info.value.body["param"] == "input[0].id"  # type: ignore[index]
+    assert a.responses.create(model="demo-agent", input=reference).output_text == "Echo: tell"
