@@ -70,7 +70,8 @@ class RedisRunLog(StoreBase):
 
     @translated
     async def state(self, response_id: str) -> dict[str, str]:
-        return pairs(await self.commands.call(("HGETALL", self.keys.background(response_id)), key=""))
+        state = self.keys.background(response_id)
+        return pairs(await self.commands.call(("HGETALL", state), key=state))
 
     @translated
     async def set_fields(self, response_id: str, fields: Mapping[str, str]) -> None:
@@ -121,9 +122,5 @@ class RedisRunLog(StoreBase):
 
 
 def _entries(found: Any) -> list[tuple[str, dict[str, str]]]:
-    """XREAD's reply (RESP2 list or RESP3 dict, by stream) as one stream's entries."""
-    if not found:
-        return []
-    if isinstance(found, dict):
-        return [entry for entries in found.values() for group in entries for entry in group]
-    return [entry for _stream, entries in found for entry in entries]
+    """XREAD's RESP2 reply (the protocol the bridge speaks), `[[stream, entries]]`, as one stream's entries."""
+    return [entry for _stream, entries in found or () for entry in entries]
