@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.bridge import routes_for
+from tests.support.bridge import routes_for, running_bridge
 from tests.support.leftovers import active_runs, locks, wait_for
 from tests.support.process import bridge_processes, write_config
 from tests.support.servers import ServerThread
@@ -60,7 +60,15 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
         limits={"lock_lease": "1s"},
         threads={"janitor": False},
     )
-    with bridge_processes(config, redis_url, tmp_path, 3) as (doomed, stopping, survivor):
+    settings: dict[str, Any] = {
+        "keys": [{"name": "team-a", "key": KEY}],
+        "limits": {"lock_lease": "1s"},
+        "threads": {"janitor": False},
+    }
+    with (
+        bridge_processes(config, redis_url, tmp_path, 2) as (doomed, stopping),
+        running_bridge(emulator.url, redis_url, redis_prefix, **settings) as survivor,  # in-process: quicker
+    ):
         first, other = _client(doomed.url), _client(survivor.url)
         # SIGTERM: the stopping replica hands its background run over rather than cancelling it.
         handed = _client(stopping.url).responses.create(
