@@ -6,6 +6,7 @@ client sees it, and every lookup (`previous_response_id`, an `item_reference`, G
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ class ResponseIndex(Protocol):
 
 class Progress(Protocol):
     async def snapshot(self, response_id: str) -> dict[str, Any]: ...
+
+    async def cancel(self, response_id: str) -> dict[str, Any]: ...
 
 
 class ResponsesRelay(Protocol):
@@ -499,6 +502,10 @@ class ResponsesService:
 
     async def delete(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)
+        if record.data.get("running") and self.background is not None:
+            # A running background response stops first (its run too), so nothing writes it back.
+            with contextlib.suppress(InvalidRequestError):
+                await self.background.cancel(response_id)
         if record.backend == "foundry":
             assert self.passthrough is not None
             await self.passthrough.delete(record.upstream_id or response_id, record.route)

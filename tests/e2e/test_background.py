@@ -246,3 +246,14 @@ def test_a_polled_foundry_background_responses_items_are_its_owners(keyed: Bridg
         b.responses.create(model="demo-agent", input=reference)
     assert info.value.body["param"] == "input[0].id"  # type: ignore[index]
     assert a.responses.create(model="demo-agent", input=reference).output_text == "Echo: tell"
+
+
+@pytest.mark.parametrize("model", ROUTES)
+def test_deleting_a_running_background_response_stops_it(keyed: Bridge, model: str) -> None:
+    client = keyed.client(api_key=A)
+    created = client.responses.create(model=model, input="/sleep 5000\nnever", background=True)
+    assert client.responses.delete(created.id) is None  # the SDK returns nothing for a delete
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    if model == "demo-assistant":
+        wait_for(lambda: not active_runs(keyed.emulator_url), what="no active run upstream")
