@@ -192,19 +192,12 @@ def locals_of(scope: dict[str, Any]) -> dict[str, Callable[[], str]]:
 
 
 def curl_client(demo: str, flights: str) -> dict[str, Callable[[], str]]:
-    def post(path: str, body: dict[str, Any]) -> str:
+    def post(path: str, body: dict[str, Any] | None = None) -> str:
+        return curl(path, "-H", "Content-Type: application/json", "-d", json.dumps(body) if body is not None else "")
+
+    def curl(path: str, *args: str) -> str:
         done = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--fail-with-body",
-                "-N",
-                f"{V1}{path}",
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-                json.dumps(body),
-            ],
+            ["curl", "-sS", "--fail-with-body", "-N", f"{V1}{path}", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -302,6 +295,30 @@ def curl_client(demo: str, flights: str) -> dict[str, Callable[[], str]]:
                 post("/responses", {"model": demo, "previous_response_id": first["id"], "input": "second question"})
             )
         )
+
+    def started(text: str) -> str:
+        created = json.loads(post("/responses", {"model": demo, "input": text, "background": True}))
+        assert created["status"] in ("queued", "in_progress"), created
+        return str(created["id"])
+
+    def background() -> str:
+        response_id = started("/sleep 300\nhello matrix")
+        for _ in range(300):
+            response = json.loads(curl(f"/responses/{response_id}"))
+            if response["status"] not in ("queued", "in_progress"):
+                return text_of(response)
+            time.sleep(0.05)
+        raise AssertionError("the background response did not end")
+
+    def background_resume() -> str:
+        response_id = started("/sleep 300\nhello matrix")
+        rest = sse(curl(f"/responses/{response_id}?stream=true&starting_after=2"))
+        assert rest[0]["sequence_number"] == 3 and rest[-1]["type"] == "response.completed", rest
+        return "".join(e["delta"] for e in rest if e["type"] == "response.output_text.delta")
+
+    def background_cancel() -> str:
+        response_id = started("/sleep 5000\nnever")
+        return str(json.loads(post(f"/responses/{response_id}/cancel"))["status"])
 
     return locals_of(locals())
 
