@@ -139,6 +139,10 @@ class ClientDisconnectedError(BridgeError, status=499, type="client_disconnected
     """The client hung up: the turn ends (its run is cancelled); nobody reads this error."""
 
 
+class ResponseCancelledError(ClientDisconnectedError, code="response_cancelled"):
+    """A background response the client cancelled: its run is cancelled, its thread kept."""
+
+
 class UpstreamTimeoutError(BridgeError, status=504, type="timeout_error", code="upstream_timeout"): ...
 
 

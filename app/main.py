@@ -22,6 +22,7 @@ from app.api.application import build_api
 from app.backends.assistants.backend import AssistantsBackend
 from app.backends.assistants.client import AssistantsClient
 from app.backends.assistants.conversations import AssistantsThreads
+from app.backends.assistants.takeover import AssistantsTakeover
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, AuthProvider, build_auth
 from app.backends.carry import Carrier
 from app.backends.foundry.backend import FoundryBackend
@@ -36,6 +37,8 @@ from app.backends.retry import RetryPolicy
 from app.backends.upstream import UpstreamClient, http_session, proxy_for
 from app.core import tracing
 from app.core.background import BackgroundTasks
+from app.core.background_responses import BackgroundResponses, FinalResponses
+from app.core.background_runs import BackgroundRuns
 from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
 from app.core.held_conversations import HeldConversations
@@ -55,6 +58,7 @@ from app.state.connect import build as build_redis
 from app.state.connect import check_mode
 from app.state.janitor import Janitor, JanitorPolicy
 from app.state.migrate import migrate
+from app.state.run_log import RedisRunLog
 from app.state.store import RedisStore
 from app.state.threads_admin import ThreadAdmin
 from app.state.traced import TracedCommands
@@ -77,6 +81,7 @@ class Components:
     auths: dict[str, AuthProvider]
     service: TurnService
     responses: ResponsesService
+    background: BackgroundResponses
     files: FileRelay
     conversations: ConversationsService
     admin: ThreadAdmin
@@ -183,6 +188,32 @@ async def components(
         metrics=metrics,
     )
     tool_schemas = ToolSchemas(carry_store)
+    assistants = backends["assistants"]
+    assert isinstance(assistants, AssistantsBackend)
+    responses = ResponsesService(
+        settings,
+        backends,
+        store,
+        foundry,
+        conversations=store,
+        tasks=tasks,
+        inflight=inflight,
+        files=store,
+        carry=carrier,
+        calls=store,
+        tool_schemas=tool_schemas,
+        meter=meter,
+        held=store,
+    )
+    runs = BackgroundRuns(
+        RedisRunLog(store, ttl_s=settings.responses.background_ttl),
+        FinalResponses(responses),
+        tasks,
+        {"assistants": AssistantsTakeover(assistants, settings)},
+        lease_s=settings.limits.lock_lease,
+        max_events=settings.responses.background_max_events,
+    )
+    responses.background = runs
     deleters = {name: client.delete_thread for name, client in assistants_clients.items()}
     fetchers: dict[str, Fetch] = {name: client.file_content for name, client in assistants_clients.items()}
     fetchers.update({name: client.file_content for name, client in foundry_clients.items()})
@@ -207,21 +238,8 @@ async def components(
             meter=meter,
             held=store,
         ),
-        responses=ResponsesService(
-            settings,
-            backends,
-            store,
-            foundry,
-            conversations=store,
-            tasks=tasks,
-            inflight=inflight,
-            files=store,
-            carry=carrier,
-            calls=store,
-            tool_schemas=tool_schemas,
-            meter=meter,
-            held=store,
-        ),
+        responses=responses,
+        background=BackgroundResponses(responses, runs, tasks),
         files=FileRelay(store, fetchers),
         conversations=ConversationsService(
             settings,
@@ -253,6 +271,7 @@ async def components(
         yield built
     finally:
         inflight.close()
+        await runs.hand_over()  # background runs go on upstream; another replica follows them
         inflight.end_all()  # whatever uvicorn's own grace left running ends in OpenAI's format too
         await tasks.drain(within_s=10.0)
         await http.close()
@@ -290,6 +309,7 @@ def create_app(
             app.state.service = built.service
             app.state.migrations = built.migrations
             app.state.responses = built.responses
+            app.state.background = built.background
             app.state.files = built.files
             app.state.conversations = built.conversations
             app.state.admin = built.admin

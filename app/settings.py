@@ -284,6 +284,11 @@ class RedisSettings(_Strict):
 class ResponseSettings(_Strict):
     ttl: Seconds = 30 * 86400.0
     """How long a Responses-API response id (previous_response_id, GET /v1/responses/{id}) is kept."""
+    background_ttl: Seconds = 86400.0
+    """Assistants routes: how long a background response's state and stream events stay in Redis after
+    their last write (resume and progress need them; its final Response is kept `ttl` like any other)."""
+    background_max_events: int = Field(default=10_000, gt=0)
+    """Assistants routes: the stream events kept per background response; past it only the end is kept."""
 
 
 class LimitSettings(_Strict):

@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api import bodies, errors, sse, turn_routes, warnings
+from app.api import background, bodies, errors, sse, turn_routes, warnings
 from app.api.deps import OwnerDep, ResponsesDep, authenticate
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import timing
 from app.core.responses_service import ResponsesService, StreamEvent, final_response
-from app.errors import BridgeError, InvalidRequestError
+from app.errors import BridgeError
 from app.wire.responses import ResponsesRequest
 
 router = APIRouter()
@@ -24,6 +24,7 @@ def install(app: FastAPI) -> None:
     the rest is `router`'s."""
     turn_routes.add(app, turn_routes.TurnRoute("/v1/responses", create_response, body=ResponsesRequest))
     app.include_router(router)
+    app.include_router(background.router)
 
 
 async def create_response(request: Request) -> JSONResponse | sse.EventStream:
@@ -36,11 +37,11 @@ async def create_response(request: Request) -> JSONResponse | sse.EventStream:
     if request.app.state.settings.log_content:
         request.state.content = str(body.input)[:1000]
     principal.check_model(body.model)
-    if body.background:
-        raise InvalidRequestError("background responses are not supported by this bridge.", param="background")
     warnings.note(request, "responses", body)
     # What the client sent, extra fields included, for the Foundry pass-through.
     raw: dict[str, Any] = body.model_dump(exclude_unset=True)
+    if body.background:
+        return await background.create(request, body, raw, principal.name)
     turn = await service.respond(body, raw, owner=principal.name)
     bound, watch = await open_watched(request, turn, keep_watching=not body.stream)
     headers = bound_headers(bound)
@@ -60,8 +61,12 @@ async def create_response(request: Request) -> JSONResponse | sse.EventStream:
     return JSONResponse(response, headers=headers)
 
 
-@router.get("/v1/responses/{response_id}")
-async def get_response(response_id: str, service: ResponsesDep, owner: OwnerDep) -> JSONResponse:
+@router.get("/v1/responses/{response_id}", response_model=None)
+async def get_response(
+    response_id: str, request: Request, service: ResponsesDep, owner: OwnerDep
+) -> JSONResponse | sse.EventStream:
+    if request.query_params.get("stream") == "true":
+        return await background.stream(request, response_id, owner)
     return JSONResponse(await service.get(response_id, owner=owner))
 
 

@@ -74,6 +74,13 @@ class Lease:
         except StoreUnavailableError:
             pass  # the next renewal tries again; the lease outlives a short outage
 
+    def abandon(self) -> None:
+        """Stop renewing and never release: the lock is another holder's to release now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.token = None
+
     async def release(self, used_at: float | None) -> None:
         """Free the lock and record the thread's last use; a store outage is waited out in the background."""
         if self._timer is not None:

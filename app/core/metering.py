@@ -330,6 +330,11 @@ class Metered(Generic[E]):
     def events(self) -> AsyncIterator[E]:
         return self.work.events()
 
+    def __getattr__(self, name: str) -> Any:
+        # What a work offers beyond `Work` (a background turn's `created`, `upstream`, `detach`, `hand_over`:
+        # `app.core.background_responses`) is the wrapped work's: metering adds to a turn, it hides nothing.
+        return getattr(self.work, name)
+
     async def close(self, ending: BaseException | None) -> None:
         try:
             if self._admitted:

@@ -167,12 +167,8 @@ RESPONSES: tuple[Param, ...] = (
     ),
     _p(
         "background",
-        Rule("refused", "not supported by this bridge", harmless=(False,)),
-        Rule(
-            "refused",
-            "not supported by this bridge (it creates background responses itself, to cancel them on hang-up)",
-            harmless=(False,),
-        ),
+        Rule("accepted", "the bridge runs the turn itself, its events kept in Redis (docs/background.md)"),
+        Rule("mapped", "Azure's own background mode; retrieve, resume and cancel relayed (docs/background.md)"),
     ),
     _p(
         "stream_options",

@@ -164,7 +164,7 @@ class ResponseBuilder:
             # Assistants threads truncate on their own: what a run does unless the client said otherwise.
             "truncation": req.truncation or "auto",
             "metadata": req.metadata or {},
-            "background": False,
+            "background": bool(req.background),
         }
         for echoed in ("user", "safety_identifier", "prompt_cache_key"):
             value = getattr(req, echoed)
@@ -190,6 +190,17 @@ class ResponseBuilder:
             if item["type"] in ("function_call", "mcp_approval_request")
         )
         return Message("assistant", text, calls)
+
+    def replay(self, emitted: list[dict[str, Any]]) -> None:
+        """Pick up a response whose first events went out from another replica: its text so far (in the
+        one message a turn builds), then numbering after the last of `emitted`, with nothing emitted."""
+        self.created_at = int(next((e["response"]["created_at"] for e in emitted if "response" in e), self.created_at))
+        self.start()
+        text = "".join(str(e.get("delta") or "") for e in emitted if e.get("type") == "response.output_text.delta")
+        if text:
+            self._open_message()
+            self._text.append(text)
+        self._seq = max((int(e["sequence_number"]) for e in emitted), default=-1) + 1
 
     @property
     def started(self) -> bool:

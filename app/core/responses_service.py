@@ -6,6 +6,7 @@ client sees it, and every lookup (`previous_response_id`, an `item_reference`, G
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -62,6 +63,12 @@ class HeldHistories(EndpointStore, HeldLookup, Protocol):
     async def item_responses(self, item_ids: Sequence[str]) -> list[str | None]: ...
 
 
+class Progress(Protocol):
+    async def snapshot(self, response_id: str) -> dict[str, Any]: ...
+
+    async def cancel(self, response_id: str) -> dict[str, Any]: ...
+
+
 class ResponsesRelay(Protocol):
     """The Foundry v2 side: a sanitized body with the route's agent_reference, relayed whole."""
 
@@ -72,6 +79,10 @@ class ResponsesRelay(Protocol):
     async def delete(self, response_id: str, model: str) -> dict[str, Any]: ...
 
     async def input_items(self, response_id: str, model: str, params: dict[str, str]) -> dict[str, Any]: ...
+
+    def stream(self, response_id: str, model: str, after: int) -> AsyncIterator[StreamEvent]: ...
+
+    async def cancel(self, response_id: str, model: str) -> dict[str, Any]: ...
 
 
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
@@ -128,6 +139,20 @@ class _AssistantsResponse:
 
     async def close(self, ending: BaseException | None) -> None:
         await self.work.close(ending)
+
+    def hand_over(self) -> None:
+        """Leave the run to another replica (`app.core.background_runs`): `close` then leaves it going."""
+        hand_over = getattr(self.work, "hand_over", None)
+        if hand_over is not None:
+            hand_over()
+
+    def created(self) -> dict[str, Any]:
+        return self.builder.response()
+
+    def upstream(self) -> dict[str, str]:
+        """The ids another replica needs to follow this turn's run (`app.core.background_runs`)."""
+        upstream = getattr(self.work, "upstream", None)
+        return upstream() if upstream is not None else {}
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         for out in self.builder.start():
@@ -266,6 +291,13 @@ class _RecordedRelay:
                         await self.files.save_files(records_of([annotation], route=self.model, owner=self.owner))
                 yield data
 
+    def detach(self) -> dict[str, Any]:
+        """Leave a background response running upstream (its stream closes, it is not cancelled); the
+        Response as Azure created it."""
+        detach = getattr(self.work, "detach", None)
+        assert detach is not None
+        return self.markers.response(detach())
+
     async def _record_items(self) -> None:
         ids, self._items = list(dict.fromkeys(self._items)), []
         if ids:
@@ -309,6 +341,16 @@ class ResponsesService:
         self.passthrough = relay
         self.tasks = tasks
         self.inflight = inflight
+        self.background: Progress | None = None
+        """Background responses the bridge runs itself (set when the app is built)."""
+
+    async def claim_output(self, response: dict[str, Any], owner: str) -> None:
+        ids = _output_ids(response)
+        if ids:
+            await self.index.claim_items(ids, owner)
+
+    async def owned(self, response_id: str, owner: str) -> ResponseRecord:
+        return await self._owned(response_id, owner)
 
     async def _previous(self, req: ResponsesRequest, owner: str) -> ResponseRecord | None:
         if not req.previous_response_id:
@@ -327,6 +369,13 @@ class ResponsesService:
         (first: response.created)."""
         route = route_for(self.settings, req.model)
         deadline = time.monotonic() + route.timeout
+        work = await self.prepare(req, route, body, owner, deadline)
+        return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
+
+    async def prepare(
+        self, req: ResponsesRequest, route: RouteSettings, body: dict[str, Any], owner: str, deadline: float
+    ) -> Work[StreamEvent]:
+        """What a turn of `req` does on its route's backend (checked, nothing sent upstream yet)."""
         held: ConversationRecord | None = None
         if req.conversation is not None:
             if req.previous_response_id:
@@ -363,7 +412,7 @@ class ResponsesService:
             work = await self._assistants(req, route, owner, deadline, held, account)
         if account is not None and self.meter is not None:
             work = self.meter.wrap(work, account, operation="responses")
-        return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
+        return work
 
     async def _endpoint(
         self,
@@ -468,6 +517,8 @@ class ResponsesService:
             deadline=deadline,
             approvals=approvals.mode_for(route.mcp_approval, dialect="responses"),
             conversation=conv.conversation_id if conv is not None else None,
+            # A background turn holds its thread until its deadline, whichever replica follows it.
+            lock_ttl_s=route.timeout if req.background else None,
         )
         return _AssistantsResponse(
             self.backends["assistants"].turn(turn),
@@ -583,9 +634,14 @@ class ResponsesService:
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)
+        if record.data.get("running") and self.background is not None:
+            return await self.background.snapshot(response_id)
         if record.backend == "foundry":
             assert self.passthrough is not None
             relayed = await self.passthrough.get(record.upstream_id or response_id, record.route)
+            if record.data.get("background") and self.settings.keys:
+                # A background response's items reach a client that polls it: they are its owner's.
+                await self.claim_output(relayed, record.owner)
             route = self.settings.route(record.route)
             return MarkerRelay(route.citation_markers).response(relayed) if route is not None else relayed
         response: dict[str, Any] = record.data.get("response", {})
@@ -593,6 +649,10 @@ class ResponsesService:
 
     async def delete(self, response_id: str, *, owner: str) -> dict[str, Any]:
         record = await self._owned(response_id, owner)
+        if record.data.get("running") and self.background is not None:
+            # A running background response stops first (its run too), so nothing writes it back.
+            with contextlib.suppress(InvalidRequestError):
+                await self.background.cancel(response_id)
         if record.backend == "foundry":
             assert self.passthrough is not None
             await self.passthrough.delete(record.upstream_id or response_id, record.route)

@@ -103,6 +103,9 @@ class TurnRequest:
     conversation: str | None = None
     """The conversation the turn continues: on Foundry v2 the project's (sent as `conversation`, with
     `new_items`); on Assistants the bridge's, whose thread is `cursor` (never replaced by a new thread)."""
+    lock_ttl_s: float | None = None
+    """A background turn's thread lock lives this long unrenewed (its deadline), so that a replica that
+    dies mid-run leaves the thread locked for the replica that takes the run over; None: `limits.lock_lease`."""
 
 
 def pending_tool_results(items: tuple[Item, ...]) -> tuple[ToolResult, ...]:

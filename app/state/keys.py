@@ -17,6 +17,9 @@ or script on a thread stays in one hash slot of a Redis Cluster.
   behind it (Assistants routes) or its history (agent-endpoint routes), metadata.
 - `history:<id>` (list): the items an agent-endpoint conversation or response chain holds, one JSON each.
 - `item:<id>` (string): the agent-endpoint response whose output the item is (for `item_reference`).
+- `bg:{<id>}` (hash), `bg:{<id>}:events` (stream), `bg:{<id>}:runner` (string): a background response's
+  state, its event log and the lease of the replica running it (`app.state.run_log`); the response id is
+  the hash tag, so the three share one slot.
 - `lease:<name>` (string): other leases (the layout migration).
 - `carried:{bNNN}:<id>` (string): the Foundry v2 conversation a thread was carried to, with its owner and
   route (`app.state.carry_store`); in the thread's bucket, so the switch is one transaction.
@@ -105,6 +108,15 @@ class Keys:
 
     def item(self, item_id: str) -> str:
         return f"{self.prefix}item:{item_id}"
+
+    def background(self, response_id: str) -> str:
+        return f"{self.prefix}bg:{{{response_id}}}"
+
+    def background_events(self, response_id: str) -> str:
+        return f"{self.prefix}bg:{{{response_id}}}:events"
+
+    def background_runner(self, response_id: str) -> str:
+        return f"{self.prefix}bg:{{{response_id}}}:runner"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

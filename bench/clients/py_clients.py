@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -78,6 +79,9 @@ EXPECT = {
     # The emulator's `/recall` answers with the user messages the agent was given before it.
     "conversation": "Recall: first question",
     "chat_conversation_id": "Recall: first question",
+    "background": "Echo: hello matrix",
+    "background_resume": "Echo: hello matrix",
+    "background_cancel": "cancelled",
 }
 HISTORY = [
     {"role": "user", "content": "first question"},
@@ -179,6 +183,32 @@ def openai_client(demo: str, flights: str) -> dict[str, Callable[[], str]]:
             )
         return reply.choices[0].message.content or ""
 
+    def polled(response_id: str) -> Any:
+        for _ in range(300):
+            response = client.responses.retrieve(response_id)
+            if response.status not in ("queued", "in_progress"):
+                return response
+            time.sleep(0.05)
+        raise AssertionError("the background response did not end")
+
+    def background() -> str:
+        created = client.responses.create(model=demo, input="/sleep 300\nhello matrix", background=True)
+        assert created.status in ("queued", "in_progress"), created.status
+        return str(polled(created.id).output_text)
+
+    def background_resume() -> str:
+        created = client.responses.create(model=demo, input="/sleep 300\nhello matrix", background=True)
+        with client.responses.retrieve(created.id, stream=True) as stream:
+            cut = next(iter(stream)).sequence_number  # the connection is cut after the first event
+        rest = list(client.responses.retrieve(created.id, stream=True, starting_after=cut))
+        assert rest[0].sequence_number == cut + 1 and rest[-1].type == "response.completed", rest
+        return "".join(e.delta for e in rest if e.type == "response.output_text.delta")
+
+    def background_cancel() -> str:
+        created = client.responses.create(model=demo, input="/sleep 5000\nnever", background=True)
+        client.responses.cancel(created.id)
+        return str(client.responses.retrieve(created.id).status)
+
     return locals_of(locals())
 
 
@@ -190,19 +220,12 @@ def locals_of(scope: dict[str, Any]) -> dict[str, Callable[[], str]]:
 
 
 def curl_client(demo: str, flights: str) -> dict[str, Callable[[], str]]:
-    def post(path: str, body: dict[str, Any]) -> str:
+    def post(path: str, body: dict[str, Any] | None = None) -> str:
+        return curl(path, "-H", "Content-Type: application/json", "-d", json.dumps(body) if body is not None else "")
+
+    def curl(path: str, *args: str) -> str:
         done = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--fail-with-body",
-                "-N",
-                f"{V1}{path}",
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-                json.dumps(body),
-            ],
+            ["curl", "-sS", "--fail-with-body", "-N", f"{V1}{path}", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -306,6 +329,30 @@ def curl_client(demo: str, flights: str) -> dict[str, Callable[[], str]]:
         for text in ("first question", "/recall"):
             answer = text_of(json.loads(post("/responses", {"model": demo, "input": text, "conversation": conv["id"]})))
         return answer
+
+    def started(text: str) -> str:
+        created = json.loads(post("/responses", {"model": demo, "input": text, "background": True}))
+        assert created["status"] in ("queued", "in_progress"), created
+        return str(created["id"])
+
+    def background() -> str:
+        response_id = started("/sleep 300\nhello matrix")
+        for _ in range(300):
+            response = json.loads(curl(f"/responses/{response_id}"))
+            if response["status"] not in ("queued", "in_progress"):
+                return text_of(response)
+            time.sleep(0.05)
+        raise AssertionError("the background response did not end")
+
+    def background_resume() -> str:
+        response_id = started("/sleep 300\nhello matrix")
+        rest = sse(curl(f"/responses/{response_id}?stream=true&starting_after=2"))
+        assert rest[0]["sequence_number"] == 3 and rest[-1]["type"] == "response.completed", rest
+        return "".join(e["delta"] for e in rest if e["type"] == "response.output_text.delta")
+
+    def background_cancel() -> str:
+        response_id = started("/sleep 5000\nnever")
+        return str(json.loads(post(f"/responses/{response_id}/cancel"))["status"])
 
     return locals_of(locals())
 

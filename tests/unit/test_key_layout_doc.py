@@ -31,6 +31,9 @@ def _written() -> set[str]:
         keys.conversation("<id>"),
         keys.history("<id>"),
         keys.item("<id>"),
+        keys.background("<id>"),
+        keys.background_events("<id>"),
+        keys.background_runner("<id>"),
         # The store's other families (app/state/lookups.py, store.py), through the same prefixing.
         keys.raw("conv", "<owner>", "<route>", "<fp>"),
         keys.raw("conv", "<owner>", "<route>", "id", "<conversation>"),

@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.backends.assistants import mapping
-from app.backends.lease import Lease
+from app.backends.lease import Lease, LeasePolicy
 from app.core import approvals, failures
 from app.core.events import ApprovalRequired, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.records import CallRecord, ThreadRecord
@@ -87,6 +87,7 @@ class AssistantsTurn:
         self.run_active = False
         self.recorded = False
         self.lease: Lease | None = None
+        self.policy = LeasePolicy.for_ttl(req.lock_ttl_s) if req.lock_ttl_s else backend.lease
         self.used_at: float | None = None
         """Set when the turn completed: the thread's last use, recorded when the lease is released."""
         self.bound = False
@@ -132,7 +133,7 @@ class AssistantsTurn:
         await self._start_run()
 
     async def _open_known(self, thread_id: str) -> bool:
-        record, token = await self.b.store.open_thread(thread_id, self.req.owner, ttl_ms=self.b.lease.ttl_ms)
+        record, token = await self.b.store.open_thread(thread_id, self.req.owner, ttl_ms=self.policy.ttl_ms)
         if record is None:
             return False
         self.thread_id = thread_id
@@ -145,7 +146,7 @@ class AssistantsTurn:
         if token is None:
             await self._lock()
         else:
-            self.lease = Lease(self.b.store, self.b.tasks, self.b.lease, thread_id, token)
+            self.lease = Lease(self.b.store, self.b.tasks, self.policy, thread_id, token)
         return True
 
     async def _create(self) -> None:
@@ -394,6 +395,19 @@ class AssistantsTurn:
             self._source = self._polled(followed)
         self._answered = True
 
+    def upstream(self) -> dict[str, str]:
+        """What another replica needs to follow this turn's run: its thread, run and the lock's token."""
+        ids = {"thread_id": self.thread_id, "run_id": self.run_id, "lock": self.lease.token if self.lease else None}
+        return {k: v for k, v in ids.items() if v}
+
+    def hand_over(self) -> None:
+        """This replica is stopping and another will follow the (background) run: `close` then leaves
+        the run going, the thread recorded and its lock held (its token is in the background state)."""
+        self.run_active = False
+        self.bound = True
+        if self.lease is not None:
+            self.lease.abandon()
+
     # -- close: leave nothing behind ------------------------------------------------------------
 
     async def close(self, ending: BaseException | None) -> None:
@@ -447,7 +461,7 @@ class AssistantsTurn:
 
     async def _lock(self) -> None:
         assert self.thread_id is not None
-        policy = self.b.lease
+        policy = self.policy
         token = await self.b.store.acquire_lock(self.thread_id, ttl_ms=policy.ttl_ms, wait_s=self.b.lock_wait_s)
         if token is None:
             raise ConflictError(

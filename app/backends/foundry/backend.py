@@ -290,6 +290,13 @@ class FoundryRelayTurn:
     def _relabel(self, response: dict[str, Any]) -> None:
         self.b.relabel(response, self.model)
 
+    def detach(self) -> dict[str, Any]:
+        """A background response goes on upstream: its stream closes, the response is not cancelled."""
+        assert self.created is not None
+        self.reader.cancellable = False
+        response: dict[str, Any] = self.created["response"]
+        return response
+
     async def close(self, ending: BaseException | None) -> None:
         await self.reader.close()
 
@@ -325,6 +332,25 @@ class FoundryBackend:
 
     async def get(self, response_id: str, model: str) -> dict[str, Any]:
         response = await self.client(model).get_response(response_id)
+        self.relabel(response, model)
+        return response
+
+    async def stream(self, response_id: str, model: str, after: int) -> AsyncIterator[StreamEvent]:
+        """A background response's events after sequence number `after`, as Azure keeps them, to its end."""
+        async with self.client(model).stream_response(response_id, after) as events:
+            async for sse in events:
+                if sse.data == "[DONE]":
+                    return
+                data = sse.json()
+                if not isinstance(data, dict):
+                    continue
+                response = data.get("response")
+                if isinstance(response, dict):
+                    self.relabel(response, model)
+                yield data
+
+    async def cancel(self, response_id: str, model: str) -> dict[str, Any]:
+        response = await self.client(model).cancel_response(response_id)
         self.relabel(response, model)
         return response
 

@@ -43,6 +43,15 @@ class FoundryClient:
             operation="create_response",
         )
 
+    def stream_response(self, response_id: str, after: int) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
+        """A background response's events after sequence number `after`, live until it ends."""
+        params = {"stream": "true"}
+        if after >= 0:
+            params["starting_after"] = str(after)
+        return self.upstream.stream(
+            "GET", self._url(f"/responses/{response_id}"), params=params, idempotent=True, operation="stream_response"
+        )
+
     async def get_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
             "GET", self._url(f"/responses/{response_id}"), deadline=deadline, operation="get_response"
