@@ -141,11 +141,11 @@ async def components(
         assistants_clients=assistants_clients,
         foundry_clients=foundry_clients,
         auths=auths,
-        service=TurnService(settings, backends, store, tasks=tasks, inflight=inflight, files=store),
+        service=TurnService(settings, backends, store, tasks=tasks, inflight=inflight, files=store, items=store),
         responses=ResponsesService(
             settings, backends, store, foundry, conversations=store, tasks=tasks, inflight=inflight, files=store
         ),
-        files=FileRelay(store, fetchers),
+        files=FileRelay(store, fetchers, max_id_length=settings.limits.max_id_length),
         conversations=ConversationsService(settings, foundry_clients, store),
         admin=ThreadAdmin(store, deleters, metrics),
         janitor=Janitor(

@@ -1,30 +1,44 @@
 """`/v1/conversations` on Foundry v2 routes: relayed to the route's project, every id owner-checked.
 
-A conversation id belongs to the key that created it through the bridge (or first used it); any
-other key gets the 404 an unknown id gets. OpenAI's conversation calls name no model, so the project
-is the one the key's Foundry v2 routes point at; a key with routes on several projects names one
-with `model` (in the body, or `?model=` on the other calls).
+A conversation id belongs to the key that created it through the bridge (or the owner an admin
+adopted it for: `agent-bridge conversations adopt`); any other key, and any id the bridge never
+recorded, gets the 404 an unknown id gets, and nothing reaches Azure. OpenAI's conversation calls
+name no model, so the project is the one the key's Foundry v2 routes point at; a key with routes on
+several projects names one with `model` (in the body, or `?model=` on the other calls).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from app.core import ids, ownership
+from app.core.ownership import Kind, OwnerIndex
 from app.errors import InvalidRequestError, ModelNotFoundError, NotFoundError
 from app.settings import Settings
 
 
 class ConversationRelay(Protocol):
-    """A route's way to its project's `/openai/v1/conversations` (`FoundryClient` fits)."""
+    """A route's way to its project's `/openai/v1/conversations` (`FoundryClient` fits); the relay puts
+    `conversation_id` into the URL as one encoded path segment."""
 
     async def conversation_request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        conversation_id: str | None,
+        suffix: str = "",
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
     ) -> dict[str, Any]: ...
 
 
-class ConversationOwners(Protocol):
-    async def claim_conversation(self, conversation_id: str, owner: str) -> bool: ...
+class ConversationOwners(OwnerIndex, Protocol):
+    async def record_conversation(self, conversation_id: str, owner: str) -> bool: ...
+
+    async def claim_items(self, item_ids: Sequence[str], owner: str) -> None: ...
+
+    async def forget(self, kind: Kind, object_id: str) -> None: ...
 
 
 def project_route(settings: Settings, may_use: Callable[[str], bool], model: str | None) -> str:
@@ -66,19 +80,32 @@ class ConversationsService:
         self.settings = settings
         self.relays = relays
         self.owners = owners
+        self.rules = ids.rules_of(settings.limits)
 
     def _relay(self, may_use: Callable[[str], bool], model: str | None) -> ConversationRelay:
         return self.relays[project_route(self.settings, may_use, model)]
 
-    async def _owned(self, conversation_id: str, owner: str) -> None:
-        if not await self.owners.claim_conversation(conversation_id, owner):
-            raise NotFoundError(f"Conversation with id '{conversation_id}' not found.", param="conversation_id")
+    async def _items_checked(self, body: dict[str, Any], owner: str) -> None:
+        """The items of a create or add-items body: grammar, bounds, and every item or file they name the
+        owner's (Azure resolves an `item_reference` across the whole project)."""
+        keyed = bool(self.settings.keys)
+        refs = ownership.input_refs(body.get("items"), "items", self.rules)
+        await ownership.check(self.owners, refs if keyed else [], owner=owner)
+
+    async def _record_items(self, answer: dict[str, Any], owner: str) -> None:
+        """Items the bridge relayed to their conversation's owner are that owner's (to reference later)."""
+        data = answer.get("data")
+        if bool(self.settings.keys) and isinstance(data, list):
+            found = [i["id"] for i in data if isinstance(i, dict) and ids.is_id(i.get("id"), self.rules.max_length)]
+            if found:
+                await self.owners.claim_items(found, owner)
 
     async def create(self, body: dict[str, Any], *, owner: str, may_use: Callable[[str], bool]) -> dict[str, Any]:
         model = body.pop("model", None)
         relay = self._relay(may_use, model if isinstance(model, str) else None)
-        created = await relay.conversation_request("POST", "", json=body)
-        await self.owners.claim_conversation(str(created["id"]), owner)
+        await self._items_checked(body, owner)
+        created = await relay.conversation_request("POST", None, json=body)
+        await self.owners.record_conversation(str(created["id"]), owner)
         return created
 
     async def call(
@@ -93,7 +120,30 @@ class ConversationsService:
         json: Any = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Any other conversation call (get, delete, items list and create), once the id is the owner's."""
+        """Any other conversation call (get, delete, items list and create), once the id is the owner's.
+
+        An id outside the grammar or without the owner's record is the 404 of an unknown conversation,
+        before anything else is read or relayed; nothing is written for it."""
+        ref = ownership.Ref("conversation", conversation_id, "conversation_id")
+        ids.path_id(conversation_id, self.rules.max_length, _unknown_conversation)
         relay = self._relay(may_use, model)
-        await self._owned(conversation_id, owner)
-        return await relay.conversation_request(method, f"/{conversation_id}{suffix}", json=json, params=params)
+        if params is not None:
+            params = ids.list_params(dict(params), self.rules.max_length)
+        json_refs = ownership.input_refs(json.get("items"), "items", self.rules) if isinstance(json, dict) else []
+        keyed = bool(self.settings.keys)
+        await ownership.check(self.owners, [ref, *(json_refs if keyed else [])], owner=owner)
+        try:
+            answer = await relay.conversation_request(method, conversation_id, suffix, json=json, params=params)
+        except NotFoundError:
+            if method == "DELETE" and not suffix:
+                await self.owners.forget("conversation", conversation_id)
+            raise
+        if method == "DELETE" and not suffix:
+            await self.owners.forget("conversation", conversation_id)
+        else:
+            await self._record_items(answer, owner)
+        return answer
+
+
+def _unknown_conversation(conversation_id: str) -> NotFoundError:
+    return NotFoundError(f"Conversation with id '{conversation_id}' not found.", param="conversation_id")

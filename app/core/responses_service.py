@@ -10,13 +10,14 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from app.core import approvals, conversation, failures, input_items, responses_codec, responses_input
+from app.core import approvals, conversation, failures, ids, input_items, ownership, responses_codec, responses_input
 from app.core.annotations import MarkerMode, parse_response_annotation
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
 from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded, records_of
 from app.core.lifetime import InFlight, Turn, Work
+from app.core.ownership import OwnerIndex, Ref
 from app.core.records import ResponseRecord
 from app.core.relay_markers import MarkerRelay
 from app.core.service import AgentBackend, route_for
@@ -28,7 +29,7 @@ from app.wire.responses import ResponsesRequest
 StreamEvent = dict[str, Any]
 
 
-class ResponseIndex(Protocol):
+class ResponseIndex(OwnerIndex, Protocol):
     async def save_response(self, rec: ResponseRecord) -> None: ...
 
     async def get_response(self, response_id: str, owner: str) -> ResponseRecord | None: ...
@@ -37,11 +38,7 @@ class ResponseIndex(Protocol):
 
     async def delete_response(self, response_id: str) -> None: ...
 
-    async def claim_conversation(self, conversation_id: str, owner: str) -> bool: ...
-
     async def claim_items(self, item_ids: Sequence[str], owner: str) -> None: ...
-
-    async def item_owners(self, item_ids: Sequence[str]) -> list[str | None]: ...
 
 
 class ResponsesRelay(Protocol):
@@ -261,10 +258,12 @@ class ResponsesService:
         self.passthrough = relay
         self.tasks = tasks
         self.inflight = inflight
+        self.rules = ids.rules_of(settings.limits)
 
     async def _previous(self, req: ResponsesRequest, owner: str) -> ResponseRecord | None:
         if not req.previous_response_id:
             return None
+        ids.body_id(req.previous_response_id, "previous_response_id", self.rules.max_length)
         record = await self.index.get_response(req.previous_response_id, owner)
         if record is None or record.route != req.model:
             raise NotFoundError(
@@ -295,6 +294,8 @@ class ResponsesService:
                 "conversation with previous_response_id.",
                 param="conversation",
             )
+        # Grammar and bounds only: an Assistants route sends Azure text, never an id the client named.
+        ownership.input_refs(req.input, "input", self.rules, stored_items=False)
         referenced, anchor = await self._referenced(req, owner)
         items, instructions, held = responses_input.parse_input(req, referenced)
         # An item_reference continues the response it names, as previous_response_id does; what it
@@ -360,19 +361,20 @@ class ResponsesService:
         self, req: ResponsesRequest, route: RouteSettings, body: dict[str, Any], owner: str, deadline: float
     ) -> Work[StreamEvent]:
         assert self.passthrough is not None
-        await self._previous(req, owner)
-        if req.conversation is not None:
-            conversation_id = req.conversation if isinstance(req.conversation, str) else req.conversation.get("id")
-            if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
-                raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
-        # One owner (no client keys) has no one to be kept apart from: no item records, no lookups.
+        # Every id the body names, checked against the grammar, then owner-checked in one round trip:
+        # Azure resolves them across the whole project, so an id with no record of the caller's is
+        # answered as unknown and never relayed (`app.core.ownership`).
+        refs: list[Ref] = []
+        if req.previous_response_id is not None:
+            previous = ids.body_id(req.previous_response_id, "previous_response_id", self.rules.max_length)
+            refs.append(Ref("response", previous, "previous_response_id"))
+        conversation_ref = ownership.conversation_of(req.conversation, self.rules)
+        if conversation_ref is not None:
+            refs.append(conversation_ref)
+        # One owner (no client keys) has no one to be kept apart from: no item or file records.
         keyed = bool(self.settings.keys)
-        refs = responses_input.item_references(req) if keyed else []
-        if refs:
-            owners = await self.index.item_owners([item_id for _, item_id in refs])
-            for (i, item_id), producer in zip(refs, owners, strict=True):
-                if producer is not None and producer != owner:  # another key's item: as if unknown
-                    raise InvalidRequestError(f"Item with id '{item_id}' not found.", param=f"input[{i}].id")
+        refs += [r for r in ownership.input_refs(req.input, "input", self.rules) if keyed]
+        await ownership.check(self.index, refs, owner=owner, route=req.model)
         work = self.passthrough.relay(body, model=req.model, deadline=deadline)
         return _RecordedRelay(
             work,
@@ -381,7 +383,7 @@ class ResponsesService:
             index=self.index,
             files=self.files,
             markers=route.citation_markers,
-            record_items=keyed and req.store is not False,
+            record_items=keyed,
         )
 
     async def get(self, response_id: str, *, owner: str) -> dict[str, Any]:
@@ -405,22 +407,24 @@ class ResponsesService:
     async def input_items(self, response_id: str, *, owner: str, params: dict[str, str]) -> dict[str, Any]:
         """The items a response was made from: relayed on Foundry routes, kept with the record on Assistants ones."""
         record = await self._owned(response_id, owner)
+        params = ids.list_params(dict(params), self.rules.max_length)
         if record.backend == "foundry":
             assert self.passthrough is not None
             return await self.passthrough.input_items(record.upstream_id or response_id, record.route, params)
         rendered = input_items.render(response_id, record.data.get("input") or [])
-        limit = params.get("limit", "20")
-        if not limit.isdigit():
-            raise InvalidRequestError("Invalid value for 'limit': expected an integer.", param="limit")
-        return input_items.page(
-            rendered, limit=int(limit), order=params.get("order", "desc"), after=params.get("after")
-        )
+        limit = ids.list_limit(params.get("limit"))
+        return input_items.page(rendered, limit=limit, order=params.get("order", "desc"), after=params.get("after"))
 
     async def _owned(self, response_id: str, owner: str) -> ResponseRecord:
+        ids.path_id(response_id, self.rules.max_length, _response_not_found)
         record = await self.index.get_response(response_id, owner)
         if record is None:
-            raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
+            raise _response_not_found(response_id)
         return record
+
+
+def _response_not_found(response_id: str) -> NotFoundError:
+    return NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
 
 
 def _output_ids(response: Any) -> list[str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.core import approvals, chat_codec, conversation
+from app.core import approvals, chat_codec, conversation, ids
 from app.core.annotations import rewritten
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
@@ -34,6 +34,10 @@ def route_for(settings: Settings, model: str) -> RouteSettings:
     if route is None:
         raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
     return route
+
+
+class ItemIndex(Protocol):
+    async def claim_items(self, item_ids: Sequence[str], owner: str) -> None: ...
 
 
 class AgentBackend(Protocol):
@@ -64,7 +68,9 @@ class _ChatWork:
         *,
         conversation_id: str | None,
         files: FileIndex | None = None,
+        items: ItemIndex | None = None,
     ) -> None:
+        self.items = items
         self.files = files
         self.work = work
         self.index = index
@@ -94,6 +100,9 @@ class _ChatWork:
             elif isinstance(event, ApprovalRequired):
                 reply.tool_calls = tuple(approvals.as_tool_call(r) for r in event.requests)
             elif isinstance(event, TurnCompleted):
+                if event.items and self.items is not None:
+                    # Fail closed needs a record for every item a turn made: these are this owner's.
+                    await self.items.claim_items(event.items, req.owner)
                 reply.text = "".join(parts)
                 await conversation.remember(
                     self.index,
@@ -120,7 +129,9 @@ class TurnService:
         tasks: BackgroundTasks,
         inflight: InFlight,
         files: FileIndex | None = None,
+        items: ItemIndex | None = None,
     ) -> None:
+        self.items = items
         self.files = files
         self.settings = settings
         self.backends = backends
@@ -138,6 +149,8 @@ class TurnService:
                 param="messages",
                 code="too_many_messages",
             )
+        conversation_id = ids.conversation_name(conversation_id)
+        _check_call_ids(req, ids.rules_of(self.settings.limits))
         parsed = chat_codec.parse_request(req)
         items = approvals.resolve(parsed.items)
         found = await conversation.resolve(
@@ -163,6 +176,25 @@ class TurnService:
             approvals=approvals.mode_for(route.mcp_approval, dialect="chat"),
         )
         work = _ChatWork(
-            self.backends[route.backend].turn(turn), self.index, turn, conversation_id=conversation_id, files=self.files
+            self.backends[route.backend].turn(turn),
+            self.index,
+            turn,
+            conversation_id=conversation_id,
+            files=self.files,
+            items=self.items if self.settings.keys else None,
         )
         return Turn(work, deadline=deadline, timeout_s=route.timeout, tasks=self.tasks, inflight=self.inflight)
+
+
+def _check_call_ids(req: ChatCompletionRequest, rules: ids.IdRules) -> None:
+    """Tool-call ids (an assistant message's calls, a tool message's answer) follow the id grammar, and
+    a request answers at most `max_referenced_ids` calls (each is looked up)."""
+    answers = 0
+    for i, message in enumerate(req.messages):
+        for j, call in enumerate(message.tool_calls or ()):
+            ids.body_id(call.id, f"messages[{i}].tool_calls[{j}].id", rules.max_length)
+        if message.tool_call_id is not None:
+            ids.body_id(message.tool_call_id, f"messages[{i}].tool_call_id", rules.max_length)
+            answers += 1
+    if answers > rules.max_referenced_ids:
+        ids.too_many("referenced ids", answers, rules.max_referenced_ids, "messages")

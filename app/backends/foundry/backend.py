@@ -181,6 +181,7 @@ class FoundryChatTurn:
         if (calls or requests) and reason == "stop":
             reason = "tool_calls"  # the final Response left its output out; the stream had the calls
         usage = mapping.usage_of(response)
+        items = mapping.output_item_ids(response)
         if requests and not calls:
             mode = self.req.approvals
             if mode in ("approve", "deny"):
@@ -189,9 +190,9 @@ class FoundryChatTurn:
                 return []
             if mode == "refuse":
                 raise approvals.refused(self.req.model, requests)
-            return [ApprovalRequired(requests=requests), TurnCompleted(reason, usage, cursor=response["id"])]
+            return [ApprovalRequired(requests=requests), TurnCompleted(reason, usage, response["id"], items)]
         events: list[TurnEvent] = [ToolCallsRequired(calls=calls)] if calls else []
-        events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=response["id"]))
+        events.append(TurnCompleted(reason, usage, response["id"], items))
         return events
 
     async def close(self, ending: BaseException | None) -> None:
