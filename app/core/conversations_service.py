@@ -144,6 +144,21 @@ class ConversationsService:
             await self._record_items(answer, owner)
         return answer
 
+    async def adopt(self, conversation_id: str, *, owner: str, route: str) -> dict[str, Any]:
+        """An admin's act: a conversation made outside the bridge becomes `owner`'s, once Azure confirms it
+        exists on `route`'s project. Never done by first use (`call` refuses ids without a record)."""
+        ids.body_id(conversation_id, "conversation_id", self.rules.max_length)
+        names = {key.name for key in self.settings.keys}
+        if names and owner not in names:
+            raise InvalidRequestError(f"No client key is named '{owner}'.", param="owner")
+        project = project_route(self.settings, lambda name: name == route, route)
+        found = await self.relays[project].conversation_request("GET", conversation_id)
+        if not await self.owners.record_conversation(conversation_id, owner):
+            raise InvalidRequestError(
+                f"Conversation '{conversation_id}' belongs to another owner already.", param="conversation_id"
+            )
+        return found
+
 
 def _unknown_conversation(conversation_id: str) -> NotFoundError:
     return NotFoundError(f"Conversation with id '{conversation_id}' not found.", param="conversation_id")
