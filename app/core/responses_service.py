@@ -261,7 +261,7 @@ class ResponsesService:
         self.rules = ids.rules_of(settings.limits)
 
     async def _previous(self, req: ResponsesRequest, owner: str) -> ResponseRecord | None:
-        if not req.previous_response_id:
+        if req.previous_response_id is None:
             return None
         ids.body_id(req.previous_response_id, "previous_response_id", self.rules.max_length)
         record = await self.index.get_response(req.previous_response_id, owner)
