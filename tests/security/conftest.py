@@ -15,7 +15,6 @@ import pytest
 import redis
 
 from tests.support.bridge import ENTRA, Bridge, routes_for, running_bridge
-from tests.support.chat import turn
 from tests.support.servers import ServerThread
 
 VICTIM = "key-of-the-victim-team-0123"
@@ -88,7 +87,7 @@ def _thread(bridge: Bridge, thread_id: str) -> dict[str, Any]:
 
 
 def _seed(world: World) -> None:
-    v, bridge = world.victim, world.bridge
+    v = world.victim
     client = world.client(VICTIM)
     foundry = client.responses.create(model="demo-agent", input=f"foundry {SECRET}")
     v.foundry_response, v.foundry_item = foundry.id, foundry.output[-1].id or ""
@@ -101,9 +100,12 @@ def _seed(world: World) -> None:
     v.conversation_item = client.conversations.items.list(conversation.id).data[0].id
     code = client.responses.create(model="code-agent", input=f"/file {SECRET}.csv").model_dump(mode="json")
     v.file = code["output"][-1]["content"][0]["annotations"][0]["file_id"]
-    v.history = [{"role": "user", "content": f"/tool lookup {{\"q\": \"{SECRET}\"}}"}]
+    v.history = [{"role": "user", "content": f'/tool lookup {{"q": "{SECRET}"}}'}]
     raw = client.chat.completions.with_raw_response.create(
-        model="demo-assistant", messages=v.history, tools=TOOLS, extra_headers={"X-Conversation-Id": v.conversation_name}
+        model="demo-assistant",
+        messages=v.history,
+        tools=TOOLS,
+        extra_headers={"X-Conversation-Id": v.conversation_name},
     )
     v.thread = raw.headers["x-thread-id"]
     v.call = raw.parse().choices[0].message.tool_calls[0].id  # type: ignore[index]

@@ -65,7 +65,9 @@ def test_thread_ids_in_admin_paths(unchanged: World) -> None:
     with unchanged.http(MALLORY) as c:
         refused(unchanged, _paths(c, "/admin/threads/{id}", unchanged.victim.thread, ("GET", "DELETE")), (403, 307, 404, 405))  # fmt: skip
     with unchanged.http(ADMIN) as c:
-        hostile = [(f"GET {v}", lambda v=v: c.get(f"/admin/threads/{v}")) for v in path_variants(unchanged.victim.thread)[1:]]
+        hostile = [
+            (f"GET {v}", lambda v=v: c.get(f"/admin/threads/{v}")) for v in path_variants(unchanged.victim.thread)[1:]
+        ]
         refused(unchanged, hostile, (307, 404, 405))  # fmt: skip
 
 
@@ -114,7 +116,9 @@ RESPONSE_FIELDS = [
 @pytest.mark.parametrize("field", RESPONSE_FIELDS)
 def test_ids_in_responses_bodies(unchanged: World, field: str) -> None:
     with unchanged.http(MALLORY) as c:
-        attempts = [(label, lambda b=body: c.post("/v1/responses", json=b)) for label, body in _bodies(unchanged, field)]
+        attempts = [
+            (label, lambda b=body: c.post("/v1/responses", json=b)) for label, body in _bodies(unchanged, field)
+        ]
         refused(unchanged, attempts, (400, 404))
 
 
@@ -161,7 +165,8 @@ def test_conversation_names_in_the_header(unchanged: World) -> None:
         body = {"model": "demo-assistant", "messages": [{"role": "user", "content": "hi"}]}
         hostile = [f"{name}#", f"{name} x", f"{name}{{b001}}", f"{name}*", "x" * 300, f"{name}%0A"]
         attempts = [
-            (h, lambda h=h: c.post("/v1/chat/completions", json=body, headers={"X-Conversation-Id": h})) for h in hostile
+            (h, lambda h=h: c.post("/v1/chat/completions", json=body, headers={"X-Conversation-Id": h}))
+            for h in hostile
         ]
         attempts.append(
             (
