@@ -181,3 +181,23 @@ def test_conversation_names_in_the_header(unchanged: World) -> None:
         same = c.post("/v1/chat/completions", json=body, headers={"X-Conversation-Id": name})
         assert same.status_code == 200 and same.headers["x-thread-id"] != unchanged.victim.thread
         assert "zebra" not in same.text
+
+
+def test_path_ids_through_the_official_client(unchanged: World) -> None:
+    """The official client percent-encodes what it is given: every hostile value, every path that takes an id."""
+    client, v = unchanged.client(MALLORY), unchanged.victim
+    calls: list[tuple[str, Callable[[str], Any]]] = [
+        (v.foundry_response, client.responses.retrieve),
+        (v.assistants_response, client.responses.delete),
+        (v.foundry_response, client.responses.input_items.list),
+        (v.conversation, client.conversations.retrieve),
+        (v.conversation, client.conversations.delete),
+        (v.conversation, client.conversations.items.list),
+        (v.file, lambda i: client.files.content(i).content),
+    ]
+    attempts = []
+    for victim_id, call in calls:
+        for value in body_variants(victim_id):
+            if value.strip(".") and value.strip():  # the client refuses empty and dot-only segments itself
+                attempts.append((f"{victim_id} {value!r}", lambda c=call, i=value: c(i)))
+    refused_by_client(unchanged, attempts)

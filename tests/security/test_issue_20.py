@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -156,31 +157,34 @@ def test_4_ownership_goes_with_the_conversation(unchanged: World) -> None:
 )  # fmt: skip
 @pytest.mark.parametrize("model", ["demo-agent", "demo-assistant"])
 def test_8_bounds_are_400s_naming_what_was_exceeded(
-    unchanged: World, body: dict, param: str, code: str, model: str
-) -> None:  # type: ignore[type-arg]
+    world: World, body: dict[str, Any], param: str, code: str, model: str
+) -> None:
     """Problem 8: no cap on input items (main: 50,000 items made one Redis call over tens of thousands of
     keys), none on ids or references (main: relayed). Each bound is a 400 naming what was exceeded."""
-    with unchanged.http(MALLORY) as c:
-        before = unchanged.upstream_requests()
+    with world.http(MALLORY) as c:
+        before = world.upstream_requests()
         answer = c.post("/v1/responses", json={"model": model, **body})
         assert answer.status_code == 400, answer.text
         assert (answer.json()["error"]["param"], answer.json()["error"]["code"]) == (param, code)
-        assert unchanged.upstream_requests() == before
+        assert world.upstream_requests() == before
 
 
-@pytest.mark.parametrize("limit", ["²", "abc", "-1", "0", "101", "1e3", "99999999999999999999", " 5", "٣"])
-def test_8_a_limit_that_is_not_an_integer_is_a_400_on_every_list(unchanged: World, limit: str) -> None:
+LIMITS = ["²", "abc", "-1", "0", "101", "1e3", "99999999999999999999", " 5", "٣"]
+
+
+def test_8_a_limit_that_is_not_an_integer_is_a_400_on_every_list(world: World) -> None:
     """Problem 8: `limit=²` on an Assistants route's input_items answered 500 on main (`"²".isdigit()`
     holds, `int("²")` fails); on Foundry routes any limit was relayed. Now a 400 on every list endpoint."""
-    v = unchanged.victim
-    with unchanged.http(VICTIM) as c:
-        before = unchanged.upstream_requests()
+    v = world.victim
+    with world.http(VICTIM) as c:
+        before = world.upstream_requests()
         for url in (
             f"/v1/responses/{v.assistants_response}/input_items",
             f"/v1/responses/{v.foundry_response}/input_items",
             f"/v1/conversations/{v.conversation}/items",
         ):
-            answer = c.get(url, params={"limit": limit})
-            assert answer.status_code == 400, (url, answer.text)
-            assert answer.json()["error"]["param"] == "limit"
-        assert unchanged.upstream_requests() == before
+            for limit in LIMITS:
+                answer = c.get(url, params={"limit": limit})
+                assert answer.status_code == 400, (url, limit, answer.text)
+                assert answer.json()["error"]["param"] == "limit"
+        assert world.upstream_requests() == before
