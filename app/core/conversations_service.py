@@ -94,11 +94,9 @@ class ConversationsService:
 
     async def _record_items(self, answer: dict[str, Any], owner: str) -> None:
         """Items the bridge relayed to their conversation's owner are that owner's (to reference later)."""
-        data = answer.get("data")
-        if bool(self.settings.keys) and isinstance(data, list):
-            found = [i["id"] for i in data if isinstance(i, dict) and ids.is_id(i.get("id"), self.rules.max_length)]
-            if found:
-                await self.owners.claim_items(found, owner)
+        found = ownership.listed(answer, self.rules.max_length) if self.settings.keys else []
+        if found:
+            await self.owners.claim_items(found, owner)
 
     async def create(self, body: dict[str, Any], *, owner: str, may_use: Callable[[str], bool]) -> dict[str, Any]:
         model = body.pop("model", None)

@@ -112,3 +112,11 @@ def conversation_of(value: Any, rules: ids.IdRules) -> Ref | None:
     raw = value.get("id") if isinstance(value, dict) else value
     param = "conversation.id" if isinstance(value, dict) else "conversation"
     return Ref("conversation", ids.body_id(raw, param, rules.max_length), param)
+
+
+def listed(answer: Any, max_length: int) -> list[str]:
+    """The ids of a list answer's items (`{"data": [{"id": ...}, ...]}`): what a listing showed its caller."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, list):
+        return []
+    return [i["id"] for i in data if isinstance(i, dict) and ids.is_id(i.get("id"), max_length)]

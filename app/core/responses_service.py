@@ -410,7 +410,13 @@ class ResponsesService:
         params = ids.list_params(dict(params), self.rules.max_length)
         if record.backend == "foundry":
             assert self.passthrough is not None
-            return await self.passthrough.input_items(record.upstream_id or response_id, record.route, params)
+            listed = await self.passthrough.input_items(record.upstream_id or response_id, record.route, params)
+            if self.settings.keys:
+                # The owner may name these later (an item_reference): they are the owner's.
+                found = ownership.listed(listed, self.rules.max_length)
+                if found:
+                    await self.index.claim_items(found, owner)
+            return listed
         rendered = input_items.render(response_id, record.data.get("input") or [])
         limit = ids.list_limit(params.get("limit"))
         return input_items.page(rendered, limit=limit, order=params.get("order", "desc"), after=params.get("after"))

@@ -98,6 +98,22 @@ def test_3_ids_without_a_record_are_refused_and_chat_items_are_recorded(unchange
     assert new and {unchanged.redis.get(k) for k in new} == {b"victim"}
 
 
+def test_3_items_listed_to_their_owner_are_theirs_to_reference(unchanged: World) -> None:
+    """Fail closed must not lock owners out: input items a response's listing showed its owner, and
+    conversation items listed to their owner, can be referenced by that owner (and by no one else)."""
+    v = unchanged.victim
+    client = unchanged.client(VICTIM)
+    listed = client.responses.input_items.list(v.foundry_response).data[0].id
+    assert listed is not None
+    answer = client.responses.create(
+        model="demo-agent", input=[{"type": "item_reference", "id": listed}, {"role": "user", "content": "again"}]
+    )
+    assert answer.output_text == "Echo: again"
+    with unchanged.http(MALLORY) as c:
+        body = {"model": "demo-agent", "input": [{"type": "item_reference", "id": listed}]}
+        refused(unchanged, [("listed to the victim", lambda: c.post("/v1/responses", json=body))], (400,))
+
+
 def test_4_an_unknown_conversation_is_nobodys_until_an_admin_adopts_it(
     unchanged: World, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
