@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from app import cli
-from tests.security.conftest import KEYS, MALLORY, SECRET, VICTIM, World, refused
+from tests.security.conftest import ADMIN, KEYS, MALLORY, SECRET, VICTIM, World, refused
 from tests.support.bridge import routes_for
 
 PROJECT = "/api/projects/demo/openai/v1"
@@ -204,3 +204,7 @@ def test_8_a_limit_that_is_not_an_integer_is_a_400_on_every_list(world: World) -
                 assert answer.status_code == 400, (url, limit, answer.text)
                 assert answer.json()["error"]["param"] == "limit"
         assert world.upstream_requests() == before
+    with world.http(ADMIN) as c:
+        for limit in ("²", "abc", "-1", "0", "1e3", "99999999999999999999", "٣"):  # it pages up to 1000
+            answer = c.get("/admin/threads", params={"limit": limit})
+            assert answer.status_code == 400 and answer.json()["error"]["param"].endswith("limit"), answer.text
