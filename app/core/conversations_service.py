@@ -130,13 +130,14 @@ class ConversationsService:
         json_refs = ownership.input_refs(json.get("items"), "items", self.rules) if isinstance(json, dict) else []
         keyed = bool(self.settings.keys)
         await ownership.check(self.owners, [ref, *(json_refs if keyed else [])], owner=owner)
+        deleting = method == "DELETE" and not suffix
         try:
             answer = await relay.conversation_request(method, conversation_id, suffix, json=json, params=params)
         except NotFoundError:
-            if method == "DELETE" and not suffix:
+            if deleting:  # Azure no longer has it: nor does its owner
                 await self.owners.forget("conversation", conversation_id)
             raise
-        if method == "DELETE" and not suffix:
+        if deleting:
             await self.owners.forget("conversation", conversation_id)
         else:
             await self._record_items(answer, owner)
