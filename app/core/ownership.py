@@ -105,6 +105,26 @@ def _walk(items: list[Any], where: str, rules: ids.IdRules, stored_items: bool) 
                     yield Ref("file", ids.body_id(part["file_id"], param, rules.max_length), param)
 
 
+def tool_ids(tools: Any, rules: ids.IdRules) -> None:
+    """Ids inside a Responses body's tools (a code-interpreter `container` and its `file_ids`, file
+    search's `vector_store_ids`): grammar only, as the bridge never relays a client's tools to a
+    Foundry v2 agent (it declares its own: `backends/foundry/overrides.py`)."""
+    if not isinstance(tools, list):
+        return
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            continue
+        container = tool.get("container")
+        if isinstance(container, str):
+            ids.body_id(container, f"tools[{i}].container", rules.max_length)
+        listed_ids = {"vector_store_ids": tool.get("vector_store_ids")}
+        if isinstance(container, dict):
+            listed_ids["container.file_ids"] = container.get("file_ids")
+        for name, values in listed_ids.items():
+            for j, value in enumerate(values if isinstance(values, list) else []):
+                ids.body_id(value, f"tools[{i}].{name}[{j}]", rules.max_length)
+
+
 def conversation_of(value: Any, rules: ids.IdRules) -> Ref | None:
     """The `conversation` of a Responses body (an id, or `{"id": ...}`), checked against the grammar."""
     if value is None:

@@ -277,6 +277,7 @@ class ResponsesService:
         """The turn of one request, whatever the backend; its events are Responses stream events
         (first: response.created)."""
         route = route_for(self.settings, req.model)
+        ownership.tool_ids(req.tools, self.rules)
         deadline = time.monotonic() + route.timeout
         work: Work[StreamEvent]
         if route.backend == "foundry":

@@ -100,3 +100,16 @@ def test_the_doc_states_the_defaults() -> None:
         assert row is not None and int(row.group(1)) == getattr(defaults, name), name
     assert ids.CONVERSATION_NAME.pattern.removesuffix("+") + "{1,256}" in text
     assert ids.AZURE_ID.pattern.removesuffix("+") + "{1,limits.max_id_length}" in text
+
+
+def test_ids_inside_tools_follow_the_grammar() -> None:
+    rules = ids.IdRules()
+    ownership.tool_ids([{"type": "code_interpreter", "container": "cntr_1"}, {"type": "function"}], rules)
+    for tools, param in (
+        ([{"type": "code_interpreter", "container": "cntr_1/../x"}], "tools[0].container"),
+        ([{"type": "code_interpreter", "container": {"file_ids": ["f", "f?"]}}], "tools[0].container.file_ids[1]"),
+        ([{"type": "file_search", "vector_store_ids": ["vs#1"]}], "tools[0].vector_store_ids[0]"),
+    ):
+        with pytest.raises(InvalidRequestError) as info:
+            ownership.tool_ids(tools, rules)
+        assert info.value.param == param
