@@ -41,6 +41,7 @@ class Victim:
     conversation: str = ""
     conversation_item: str = ""
     file: str = ""
+    container: str = ""
     call: str = ""
     thread: str = ""
     conversation_name: str = "victim-chat"
@@ -61,10 +62,11 @@ class World:
     def client(self, key: str) -> openai.OpenAI:
         return self.bridge.client(api_key=key)
 
-    def upstream_requests(self) -> int:
+    def upstream_requests(self, *, besides: tuple[str, ...] = ()) -> int:
+        """Requests the emulator has seen, but for the operations `besides` (ones that carry no client id)."""
         with self.bridge.emulator() as c:
-            total: int = c.get("/_emulator/stats").json()["total"]
-            return total
+            stats = c.get("/_emulator/stats").json()
+        return int(stats["total"]) - sum(n for op, n in stats["by_operation"].items() if op in besides)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything of the victim's, read back as the victim."""
@@ -99,7 +101,8 @@ def _seed(world: World) -> None:
     v.conversation = conversation.id
     v.conversation_item = client.conversations.items.list(conversation.id).data[0].id
     code = client.responses.create(model="code-agent", input=f"/file {SECRET}.csv").model_dump(mode="json")
-    v.file = code["output"][-1]["content"][0]["annotations"][0]["file_id"]
+    note = code["output"][-1]["content"][0]["annotations"][0]
+    v.file, v.container = note["file_id"], note["container_id"]
     v.history = [{"role": "user", "content": f'/tool lookup {{"q": "{SECRET}"}}'}]
     raw = client.chat.completions.with_raw_response.create(
         model="demo-assistant",
@@ -151,17 +154,20 @@ def unchanged(world: World) -> Iterator[World]:
 Send = Callable[[], httpx.Response]
 
 
-def refused(world: World, attempts: list[tuple[str, Send]], statuses: tuple[int, ...]) -> None:
+def refused(
+    world: World, attempts: list[tuple[str, Send]], statuses: tuple[int, ...], *, besides: tuple[str, ...] = ()
+) -> None:
     """Each attempt answers one of `statuses` (never a 5xx), carries none of the victim's content, and
-    none of them made the emulator see a request (a refused id never reaches Azure)."""
-    before = world.upstream_requests()
+    none of them made the emulator see a request (a refused id never reaches Azure), but for the
+    operations `besides`, which carry no client id."""
+    before = world.upstream_requests(besides=besides)
     problems = []
     for label, send in attempts:
         answer = send()
         if answer.status_code not in statuses or SECRET in answer.text:
             problems.append(f"{label}: {answer.status_code} {answer.text[:200]}")
     assert problems == []
-    assert world.upstream_requests() == before, "a refused id reached the emulator"
+    assert world.upstream_requests(besides=besides) == before, "a refused id reached the emulator"
 
 
 def refused_by_client(world: World, attempts: list[tuple[str, Callable[[], Any]]]) -> None:

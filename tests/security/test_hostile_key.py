@@ -21,6 +21,7 @@ from tests.security.conftest import (
     refused_by_client,
 )
 
+AGENT_VERSION = "GET /api/projects/{project}/agents/{agent_name}/versions/{version}"
 RESPONSE_PATHS = ["/v1/responses/{id}", "/v1/responses/{id}/input_items"]
 CONVERSATION_PATHS = ["/v1/conversations/{id}", "/v1/conversations/{id}/items"]
 
@@ -94,6 +95,8 @@ def _bodies(world: World, field: str) -> list[tuple[str, dict[str, Any]]]:
             {"type": "input_text", "text": "read it"}, {"type": "input_file", "file_id": i}]}]}),
         "function_call_output": (v.call, "demo-assistant", lambda i: {"input": [
             {"type": "function_call_output", "call_id": i, "output": "stolen"}]}),
+        "tools container": (v.container, "demo-agent", lambda i: {"input": "list files", "tools": [
+            {"type": "code_interpreter", "container": i}]}),
     }  # fmt: skip
     victim_id, model, make = cases[field]
     return [(f"{field}={value!r}", {"model": model, **make(value)}) for value in body_variants(victim_id)]
@@ -110,6 +113,7 @@ RESPONSE_FIELDS = [
     "input item id",
     "input_file",
     "function_call_output",
+    "tools container",
 ]
 
 
@@ -119,7 +123,8 @@ def test_ids_in_responses_bodies(unchanged: World, field: str) -> None:
         attempts = [
             (label, lambda b=body: c.post("/v1/responses", json=b)) for label, body in _bodies(unchanged, field)
         ]
-        refused(unchanged, attempts, (400, 404))
+        # Declared tools are checked against the agent version's, read (no client id in it) when not cached.
+        refused(unchanged, attempts, (400, 404), besides=(AGENT_VERSION,))
 
 
 @pytest.mark.parametrize("field", ["item_reference/foundry", "item_reference/conversation", "input_file"])
