@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,11 +101,8 @@ class _ChatWork:
             elif isinstance(event, ApprovalRequired):
                 reply.tool_calls = tuple(approvals.as_tool_call(r) for r in event.requests)
             elif isinstance(event, TurnCompleted):
-                if event.items and self.items is not None:
-                    # Fail closed needs a record for every item a turn made: these are this owner's.
-                    await self.items.claim_items(event.items, req.owner)
                 reply.text = "".join(parts)
-                await conversation.remember(
+                remembered = conversation.remember(
                     self.index,
                     owner=req.owner,
                     route=req.model,
@@ -114,6 +112,12 @@ class _ChatWork:
                     conversation_id=self.conversation_id,
                     previous_cursor=req.cursor,
                 )
+                if event.items and self.items is not None:
+                    # Fail closed needs a record of every item a turn made: these are this owner's. Written
+                    # alongside the conversation's cursor, so the turn waits for one round trip, not two.
+                    await asyncio.gather(remembered, self.items.claim_items(event.items, req.owner))
+                else:
+                    await remembered
             yield event
 
 
