@@ -115,6 +115,8 @@ class FoundryChatTurn:
         self.answered: dict[str, bool] | None = None
         """Approvals the route answered itself: the turn goes on with one more response carrying them."""
         self.answered_for: str | None = None
+        self.made: list[str] = []
+        """Output item ids of every response of the turn (one more per approvals the route answered)."""
 
     async def open(self) -> ThreadBound:
         req = self.req
@@ -181,7 +183,8 @@ class FoundryChatTurn:
         if (calls or requests) and reason == "stop":
             reason = "tool_calls"  # the final Response left its output out; the stream had the calls
         usage = mapping.usage_of(response)
-        items = mapping.output_item_ids(response)
+        self.made += mapping.output_item_ids(response)
+        items = tuple(self.made)
         if requests and not calls:
             mode = self.req.approvals
             if mode in ("approve", "deny"):
