@@ -138,6 +138,7 @@ class TurnService:
         self.items = items
         self.files = files
         self.settings = settings
+        self.rules = ids.rules_of(settings.limits)
         self.backends = backends
         self.index = index
         self.tasks = tasks
@@ -154,7 +155,7 @@ class TurnService:
                 code="too_many_messages",
             )
         conversation_id = ids.conversation_name(conversation_id)
-        _check_call_ids(req, ids.rules_of(self.settings.limits))
+        _check_call_ids(req, self.rules)
         parsed = chat_codec.parse_request(req)
         items = approvals.resolve(parsed.items)
         found = await conversation.resolve(
