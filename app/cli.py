@@ -1,4 +1,5 @@
-"""`agent-bridge serve | emulator | dev | check-config | threads | migrate | migrate-agent`: the command line."""
+"""`agent-bridge serve | emulator | dev | check-config | threads | conversations | migrate | migrate-agent | usage`:
+the command line."""
 
 from __future__ import annotations
 
@@ -274,6 +275,32 @@ async def _reconcile(built: Any, args: argparse.Namespace, show: Any) -> int:
     return 1 if result.failed else 0
 
 
+def _conversations(args: argparse.Namespace) -> int:
+    """`conversations adopt`: an admin makes a conversation created outside the bridge a key's own."""
+    import asyncio
+    import json
+
+    from app.errors import BridgeError
+    from app.main import components
+
+    settings = _load(args.config)
+    if settings.redis_url is None:
+        print("agent-bridge conversations: set REDIS_URL: ownership lives in the service's Redis.", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        async with components(settings) as built:
+            found = await built.conversations.adopt(args.conversation_id, owner=args.owner, route=args.route)
+        print(json.dumps({"id": found.get("id"), "owner": args.owner, "route": args.route, "adopted": True}))
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except BridgeError as exc:
+        print(f"agent-bridge conversations {args.action}: {exc.message}", file=sys.stderr)
+        return 1
+
+
 def _print_threads(page: dict[str, object], *, as_json: bool) -> None:
     import json
 
@@ -371,6 +398,17 @@ def parser() -> argparse.ArgumentParser:
     threads.set_defaults(run=_threads)
 
     usage_cli.add_parser(command, config_help, os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))
+    conversations = command("conversations", "Foundry v2 conversations' ownership (needs REDIS_URL)")
+    config_default = os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml")
+    conversations.add_argument("--config", default=config_default, help=config_help)
+    conversation_actions = conversations.add_subparsers(dest="action", required=True, metavar="ACTION")
+    adopt = conversation_actions.add_parser(
+        "adopt", help="make a conversation created outside the bridge a key's own", formatter_class=formatter
+    )
+    adopt.add_argument("conversation_id", help="the conversation's id (conv_...)")
+    adopt.add_argument("--owner", required=True, help="the key name that will own it")
+    adopt.add_argument("--route", required=True, help="a Foundry v2 route (model name) on the conversation's project")
+    conversations.set_defaults(run=_conversations)
 
     check = command("check-config", "validate a config file without starting; reports every problem")
     check.add_argument("--config", default=os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"), help=config_help)

@@ -237,10 +237,11 @@ async def components(
             tool_schemas=tool_schemas,
             meter=meter,
             held=store,
+            items=store,
         ),
         responses=responses,
         background=BackgroundResponses(responses, runs, tasks),
-        files=FileRelay(store, fetchers),
+        files=FileRelay(store, fetchers, max_id_length=settings.limits.max_id_length),
         conversations=ConversationsService(
             settings,
             {name: client for name, client in foundry_clients.items() if client.route.backend == "foundry"},

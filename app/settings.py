@@ -294,6 +294,12 @@ class ResponseSettings(_Strict):
 class LimitSettings(_Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_messages: int = Field(default=1000, gt=0)
+    max_input_items: int = Field(default=1000, gt=0)
+    """Input items per `/v1/responses` request (chat requests: `max_messages`)."""
+    max_referenced_ids: int = Field(default=100, gt=0)
+    """Ids one request may name (item references, input item ids, file ids): each is owner-checked."""
+    max_id_length: int = Field(default=128, ge=16, le=1024)
+    """The longest id a client may send (Azure's ids are well under 100 characters)."""
     lock_wait: Seconds = 5.0
     """How long a turn waits for a busy conversation before answering 409."""
     max_history_items: int = Field(default=500, gt=0)

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.api.deps import AdminDep
-from app.errors import InvalidRequestError
+from app.core import ids
+from app.errors import InvalidRequestError, NotFoundError
 from app.settings import Seconds
 from app.state.threads_admin import ThreadAdmin, ThreadFilter, record_json
 
@@ -18,6 +19,15 @@ router = APIRouter(prefix="/admin")
 def _admin(request: Request) -> ThreadAdmin:
     admin: ThreadAdmin = request.app.state.admin
     return admin
+
+
+def _thread_id(request: Request, thread_id: str) -> str:
+    """A thread id outside the id grammar is the 404 of one the registry does not hold."""
+    return ids.path_id(thread_id, request.app.state.settings.limits.max_id_length, _unknown_thread)
+
+
+def _unknown_thread(thread_id: str) -> NotFoundError:
+    return NotFoundError(f"No thread '{thread_id}' in the registry.", param="thread_id")
 
 
 class PurgeRequest(BaseModel):
@@ -59,12 +69,12 @@ async def list_threads(
 
 @router.get("/threads/{thread_id}")
 async def show_thread(request: Request, principal: AdminDep, thread_id: str) -> dict[str, Any]:
-    return record_json(await _admin(request).show(thread_id))
+    return record_json(await _admin(request).show(_thread_id(request, thread_id)))
 
 
 @router.delete("/threads/{thread_id}")
 async def delete_thread(request: Request, principal: AdminDep, thread_id: str) -> dict[str, Any]:
-    await _admin(request).delete(thread_id)
+    await _admin(request).delete(_thread_id(request, thread_id))
     return {"id": thread_id, "object": "thread.deleted", "deleted": True}
 
 

@@ -188,13 +188,13 @@ class Carrier:
         if conversation is None:
             first = list(carried.items[:BATCH])
             body = {"items": first, "metadata": {"agent_bridge_thread": thread_id}}
-            created = await self._patient(lambda: target.conversation_request("POST", "", json=body), deadline)
+            created = await self._patient(lambda: target.conversation_request("POST", None, json=body), deadline)
             conversation = str(created["id"])
             await self.carry_store.begin(thread_id, conversation)
             held, requests = len(first), requests + 1
         for batch in carried.batches(held):
-            path = f"/{conversation}/items"
-            await self._patient(partial(target.conversation_request, "POST", path, json={"items": batch}), deadline)
+            request = partial(target.conversation_request, "POST", conversation, "/items", json={"items": batch})
+            await self._patient(request, deadline)
             requests += 1
         found = await self._count_items(target, conversation, deadline)
         requests += 1
@@ -204,7 +204,7 @@ class Carrier:
                 "expected; the thread stays on its source (nothing was switched).",
                 code="carry_unverified",
             )
-        if not await self.store.claim_conversation(conversation, record.owner):
+        if not await self.store.record_conversation(conversation, record.owner):
             raise UpstreamError(f"Conversation {conversation} is recorded for another owner.", code="carry_owner")
         now = time.time()
         due = now + self.keep_source.get(route, 7 * 86400.0)
@@ -241,7 +241,7 @@ class Carrier:
         total = 0
         while True:
             page = await self._patient(
-                partial(target.conversation_request, "GET", f"/{conversation}/items", params=params), deadline
+                partial(target.conversation_request, "GET", conversation, "/items", params=params), deadline
             )
             data = page.get("data") or []
             total += len(data)

@@ -44,10 +44,6 @@ class ConversationIndex(Protocol):
 
     async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None: ...
 
-    async def claim_conversation(self, conversation_id: str, owner: str) -> bool:
-        """A Foundry v2 project conversation id belongs to the first owner that uses it through the bridge."""
-        ...
-
 
 @dataclass(frozen=True)
 class Resolution:

@@ -77,6 +77,8 @@ class TurnCompleted:
     usage: Usage | None
     cursor: str
     """Where the conversation continues next turn (thread id / last response id)."""
+    items: tuple[str, ...] = ()
+    """The ids of the output items the turn made upstream (Foundry v2): recorded as the owner's."""
 
 
 TurnEvent = ThreadBound | TextDelta | Cited | ApprovalRequired | ToolCallsRequired | TurnCompleted

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
+from app.core import ids
 from app.core.events import Annotation, Cited, TurnEvent
 from app.core.records import FileRecord
 from app.errors import NotFoundError
@@ -52,13 +53,20 @@ async def recorded(
 class FileRelay:
     """Serves a recorded file from the route that produced it."""
 
-    def __init__(self, index: FileIndex, fetchers: Mapping[str, Fetch]) -> None:
+    def __init__(self, index: FileIndex, fetchers: Mapping[str, Fetch], *, max_id_length: int = 128) -> None:
         self.index = index
         self.fetchers = fetchers
+        self.max_id_length = max_id_length
 
     async def content(self, file_id: str, *, owner: str) -> tuple[bytes, str]:
+        """A file id outside the grammar, unrecorded or another owner's is the 404 of an unknown file."""
+        ids.path_id(file_id, self.max_id_length, _unknown_file)
         record = await self.index.get_file(file_id, owner)
         fetch = self.fetchers.get(record.route) if record is not None else None
         if record is None or fetch is None:
-            raise NotFoundError(f"No file with id '{file_id}' found.", param="file_id")
+            raise _unknown_file(file_id)
         return await fetch(file_id, record.container_id)
+
+
+def _unknown_file(file_id: str) -> NotFoundError:
+    return NotFoundError(f"No file with id '{file_id}' found.", param="file_id")

@@ -16,8 +16,10 @@ from app.core import (
     conversation,
     failures,
     history,
+    ids,
     input_items,
     migration,
+    ownership,
     responses_codec,
     responses_input,
 )
@@ -30,6 +32,7 @@ from app.core.files import FileIndex, recorded, records_of
 from app.core.held_conversations import HeldLookup, conversation_id_of, held_for_turn, not_found
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.metering import Account, Meter, account_response, has_tool_outputs
+from app.core.ownership import OwnerIndex, Ref
 from app.core.records import ConversationRecord, ResponseRecord
 from app.core.relay_markers import MarkerRelay
 from app.core.service import AgentBackend, route_for
@@ -41,7 +44,7 @@ from app.wire.responses import ResponsesRequest
 StreamEvent = dict[str, Any]
 
 
-class ResponseIndex(Protocol):
+class ResponseIndex(OwnerIndex, Protocol):
     async def save_response(self, rec: ResponseRecord) -> None: ...
 
     async def get_response(self, response_id: str, owner: str) -> ResponseRecord | None: ...
@@ -50,11 +53,7 @@ class ResponseIndex(Protocol):
 
     async def delete_response(self, response_id: str) -> None: ...
 
-    async def claim_conversation(self, conversation_id: str, owner: str) -> bool: ...
-
     async def claim_items(self, item_ids: Sequence[str], owner: str) -> None: ...
-
-    async def item_owners(self, item_ids: Sequence[str]) -> list[str | None]: ...
 
 
 class HeldHistories(EndpointStore, HeldLookup, Protocol):
@@ -341,6 +340,7 @@ class ResponsesService:
         self.passthrough = relay
         self.tasks = tasks
         self.inflight = inflight
+        self.rules = ids.rules_of(settings.limits)
         self.background: Progress | None = None
         """Background responses the bridge runs itself (set when the app is built)."""
 
@@ -353,8 +353,9 @@ class ResponsesService:
         return await self._owned(response_id, owner)
 
     async def _previous(self, req: ResponsesRequest, owner: str) -> ResponseRecord | None:
-        if not req.previous_response_id:
+        if req.previous_response_id is None:
             return None
+        ids.body_id(req.previous_response_id, "previous_response_id", self.rules.max_length)
         record = await self.index.get_response(req.previous_response_id, owner)
         if record is None or record.route != req.model:
             raise NotFoundError(
@@ -376,6 +377,7 @@ class ResponsesService:
         self, req: ResponsesRequest, route: RouteSettings, body: dict[str, Any], owner: str, deadline: float
     ) -> Work[StreamEvent]:
         """What a turn of `req` does on its route's backend (checked, nothing sent upstream yet)."""
+        ownership.tool_ids(req.tools, self.rules)
         held: ConversationRecord | None = None
         if req.conversation is not None:
             if req.previous_response_id:
@@ -386,6 +388,7 @@ class ResponsesService:
                     code="mutually_exclusive_parameters",
                 )
             conversation_id = conversation_id_of(req.conversation)
+            ownership.conversation_of(req.conversation, self.rules)  # the grammar, before any lookup
             if self.held is not None:
                 held = await held_for_turn(
                     self.held, self.settings, conversation_id, owner=owner, model=req.model, param="conversation"
@@ -486,6 +489,8 @@ class ResponsesService:
         conv: ConversationRecord | None = None,
         account: Account | None = None,
     ) -> Work[StreamEvent]:
+        # Grammar and bounds only: an Assistants route sends Azure text, never an id the client named.
+        ownership.input_refs(req.input, "input", self.rules, stored_items=False)
         referenced, anchor = await self._referenced(req, owner)
         items, instructions, held = responses_input.parse_input(req, referenced)
         # An item_reference continues the response it names, as previous_response_id does; what it
@@ -567,9 +572,23 @@ class ResponsesService:
         account: Account | None = None,
     ) -> Work[StreamEvent]:
         assert self.passthrough is not None
-        previous = await self._previous(req, owner)
+        # Every id the body names, checked against the grammar, then owner-checked in one round trip:
+        # Azure resolves them across the whole project, so an id with no record of the caller's is
+        # answered as unknown and never relayed (`app.core.ownership`).
+        refs: list[Ref] = []
+        if req.previous_response_id is not None:
+            previous_id = ids.body_id(req.previous_response_id, "previous_response_id", self.rules.max_length)
+            refs.append(Ref("response", previous_id, "previous_response_id"))
+        conversation_ref = ownership.conversation_of(req.conversation, self.rules)
+        if conversation_ref is not None:
+            refs.append(conversation_ref)
+        # One owner (no client keys) has no one to be kept apart from: no item or file records.
+        keyed = bool(self.settings.keys)
+        refs += [r for r in ownership.input_refs(req.input, "input", self.rules) if keyed]
+        await ownership.check(self.index, refs, owner=owner, route=req.model)
         carried: str | None = None
-        if previous is not None and route.migrate_from is not None:
+        previous = await self._previous(req, owner) if route.migrate_from is not None else None
+        if previous is not None:
             if previous.backend == "assistants":
                 carried = await self._carried(req, previous, body, owner, deadline)
                 if carried is None:  # tool outputs for a run that waits on the Assistants side: it finishes there
@@ -581,18 +600,9 @@ class ResponsesService:
                 carried = str(found) if found else None
             if carried is not None:
                 body = {k: v for k, v in body.items() if k != "previous_response_id"} | {"conversation": carried}
-        elif req.conversation is not None:
-            conversation_id = req.conversation if isinstance(req.conversation, str) else req.conversation.get("id")
-            if not isinstance(conversation_id, str) or not await self.index.claim_conversation(conversation_id, owner):
-                raise NotFoundError(f"Conversation '{conversation_id}' not found.", param="conversation")
-        # One owner (no client keys) has no one to be kept apart from: no item records, no lookups.
         keyed = bool(self.settings.keys)
-        refs = responses_input.item_references(req) if keyed else []
-        if refs:
-            owners = await self.index.item_owners([item_id for _, item_id in refs])
-            for (i, item_id), producer in zip(refs, owners, strict=True):
-                if producer is not None and producer != owner:  # another key's item: as if unknown
-                    raise InvalidRequestError(f"Item with id '{item_id}' not found.", param=f"input[{i}].id")
+        refs += [r for r in ownership.input_refs(req.input, "input", self.rules) if keyed]
+        await ownership.check(self.index, refs, owner=owner, route=req.model)
         work = self.passthrough.relay(body, model=req.model, deadline=deadline)
         return _RecordedRelay(
             work,
@@ -662,9 +672,16 @@ class ResponsesService:
     async def input_items(self, response_id: str, *, owner: str, params: dict[str, str]) -> dict[str, Any]:
         """The items a response was made from: relayed on Foundry routes, kept with the record on Assistants ones."""
         record = await self._owned(response_id, owner)
+        params = ids.list_params(dict(params), self.rules.max_length)
         if record.backend == "foundry":
             assert self.passthrough is not None
-            return await self.passthrough.input_items(record.upstream_id or response_id, record.route, params)
+            listed = await self.passthrough.input_items(record.upstream_id or response_id, record.route, params)
+            if self.settings.keys:
+                # The owner may name these later (an item_reference): they are the owner's.
+                found = ownership.listed(listed, self.rules.max_length)
+                if found:
+                    await self.index.claim_items(found, owner)
+            return listed
         if record.backend == "endpoint":
             assert self.held is not None
             start, count = record.data["inputs"]
@@ -672,18 +689,19 @@ class ResponsesService:
             rendered = kept[int(start) :]
         else:
             rendered = input_items.render(response_id, record.data.get("input") or [])
-        limit = params.get("limit", "20")
-        if not limit.isdigit():
-            raise InvalidRequestError("Invalid value for 'limit': expected an integer.", param="limit")
-        return input_items.page(
-            rendered, limit=int(limit), order=params.get("order", "desc"), after=params.get("after")
-        )
+        limit = ids.list_limit(params.get("limit"))
+        return input_items.page(rendered, limit=limit, order=params.get("order", "desc"), after=params.get("after"))
 
     async def _owned(self, response_id: str, owner: str) -> ResponseRecord:
+        ids.path_id(response_id, self.rules.max_length, _response_not_found)
         record = await self.index.get_response(response_id, owner)
         if record is None:
-            raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
+            raise _response_not_found(response_id)
         return record
+
+
+def _response_not_found(response_id: str) -> NotFoundError:
+    return NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")
 
 
 def _output_ids(response: Any) -> list[str]:

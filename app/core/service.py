@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.core import approvals, chat_codec, conversation, history, migration
+from app.core import approvals, chat_codec, conversation, history, ids, migration, ownership
 from app.core.annotations import rewritten
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
@@ -24,6 +25,7 @@ from app.core.files import FileIndex, record_cited
 from app.core.held_conversations import HeldLookup, conversation_id_of, held_for_turn, not_found
 from app.core.lifetime import InFlight, Turn, Work
 from app.core.metering import Account, Meter
+from app.core.ownership import OwnerIndex
 from app.core.turn import Item, Message, ToolCall, TurnRequest, pending_tool_results
 from app.errors import InvalidRequestError, ModelNotFoundError
 from app.settings import RouteSettings, Settings
@@ -36,6 +38,10 @@ def route_for(settings: Settings, model: str) -> RouteSettings:
     if route is None:
         raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
     return route
+
+
+class ItemIndex(OwnerIndex, Protocol):
+    async def claim_items(self, item_ids: Sequence[str], owner: str) -> None: ...
 
 
 class AgentBackend(Protocol):
@@ -69,7 +75,9 @@ class _ChatWork:
         account: Account | None = None,
         remember: bool = True,
         previous_cursor: str | None = None,
+        items: ItemIndex | None = None,
     ) -> None:
+        self.items = items
         self.remember = remember
         """False when the turn's place needs no fingerprint (a bridge conversation, a stateless chat)."""
         self.previous_cursor = previous_cursor
@@ -107,18 +115,27 @@ class _ChatWork:
                     self.account.finish_reason = event.finish_reason
                     if event.usage is not None:
                         self.account.used(event.usage.prompt_tokens, event.usage.completion_tokens)
+                writes = []
                 if self.remember:
                     reply.text = "".join(parts)
-                    await conversation.remember(
-                        self.index,
-                        owner=req.owner,
-                        route=req.model,
-                        items=req.items,
-                        reply=reply.message(),
-                        cursor=event.cursor,
-                        conversation_id=self.conversation_id,
-                        previous_cursor=self.previous_cursor,
+                    writes.append(
+                        conversation.remember(
+                            self.index,
+                            owner=req.owner,
+                            route=req.model,
+                            items=req.items,
+                            reply=reply.message(),
+                            cursor=event.cursor,
+                            conversation_id=self.conversation_id,
+                            previous_cursor=self.previous_cursor,
+                        )
                     )
+                if event.items and self.items is not None:
+                    # Fail closed needs a record of every item a turn made: these are this owner's. Written
+                    # alongside the conversation's cursor, so the turn waits for one round trip, not two.
+                    writes.append(self.items.claim_items(event.items, req.owner))
+                if writes:
+                    await asyncio.gather(*writes)
             yield event
 
 
@@ -139,7 +156,9 @@ class TurnService:
         tool_schemas: migration.ToolSchemas | None = None,
         meter: Meter | None = None,
         held: HeldLookup | None = None,
+        items: ItemIndex | None = None,
     ) -> None:
+        self.items = items
         self.held = held
         self.tool_schemas = tool_schemas
         self.carry = carry
@@ -147,6 +166,7 @@ class TurnService:
         self.files = files
         self.meter = meter
         self.settings = settings
+        self.rules = ids.rules_of(settings.limits)
         self.backends = backends
         self.index = index
         self.tasks = tasks
@@ -162,6 +182,8 @@ class TurnService:
                 param="messages",
                 code="too_many_messages",
             )
+        conversation_id = ids.conversation_name(conversation_id)
+        _check_call_ids(req, self.rules)
         parsed = chat_codec.parse_request(req)
         if self.tool_schemas is not None and route.backend == "assistants" and parsed.tools:
             await self.tool_schemas.note(req.model, parsed.tools)
@@ -236,6 +258,7 @@ class TurnService:
             account=account,
             remember=remember,
             previous_cursor=previous_cursor,
+            items=self.items if self.settings.keys else None,
         )
         if meter is not None and account is not None:
             work = meter.wrap(work, account, operation="chat.completions")
@@ -254,7 +277,7 @@ class TurnService:
                 param="conversation",
                 code="mutually_exclusive_parameters",
             )
-        conversation_id = conversation_id_of(named)
+        conversation_id = ids.body_id(conversation_id_of(named), "conversation", self.rules.max_length)
         held = None
         if self.held is not None:
             held = await held_for_turn(
@@ -265,8 +288,9 @@ class TurnService:
             cursor = held.thread_id or held.conversation_id
             found = conversation.Resolution(cursor=cursor, new_items=new_items, prefix_fingerprint=None)
             return found, conversation_id if held.thread_id is not None else None
-        if route.backend != "foundry" or not await self.index.claim_conversation(conversation_id, owner):
+        if route.backend != "foundry" or self.items is None:
             raise not_found(conversation_id, "conversation")
+        await ownership.check(self.items, [ownership.Ref("conversation", conversation_id, "conversation")], owner=owner)
         return conversation.Resolution(cursor=None, new_items=new_items, prefix_fingerprint=None), conversation_id
 
     async def _endpoint_place(
@@ -283,3 +307,17 @@ class TurnService:
             return fresh, None
         new_items = conversation.after_last_assistant(items)
         return conversation.Resolution(cursor=chain, new_items=new_items, prefix_fingerprint=None), chain
+
+
+def _check_call_ids(req: ChatCompletionRequest, rules: ids.IdRules) -> None:
+    """Tool-call ids (an assistant message's calls, a tool message's answer) follow the id grammar, and
+    a request answers at most `max_referenced_ids` calls (each is looked up)."""
+    answers = 0
+    for i, message in enumerate(req.messages):
+        for j, call in enumerate(message.tool_calls or ()):
+            ids.body_id(call.id, f"messages[{i}].tool_calls[{j}].id", rules.max_length)
+        if message.tool_call_id is not None:
+            ids.body_id(message.tool_call_id, f"messages[{i}].tool_call_id", rules.max_length)
+            answers += 1
+    if answers > rules.max_referenced_ids:
+        ids.too_many("referenced ids", answers, rules.max_referenced_ids, "messages")

@@ -1,4 +1,4 @@
-"""Single-key lookups by id: conversation cursors, tool-call, response and file records, owned conversations.
+"""Single-key lookups by id: conversation cursors, tool-call, response and file records (ownership: `ownership`).
 
 Each record is one key, so none needs a hash tag; reads of several keys at once are split per slot
 on a cluster (`_mget`). Response records are stored compact: no
@@ -16,7 +16,8 @@ from redis.commands.core import AsyncScript
 
 from app.core.records import CallRecord, FileRecord, ResponseRecord
 from app.core.turn import Usage
-from app.state.store_base import StoreBase, translated
+from app.state.ownership import Ownership
+from app.state.store_base import translated
 
 
 def _call_from(raw: str | None) -> CallRecord | None:
@@ -45,7 +46,7 @@ return false
 _RESPONSE_DEFAULTS: dict[str, Any] = {"thread_id": None, "run_id": None, "upstream_id": None, "data": {}}
 
 
-class Lookups(StoreBase):
+class Lookups(Ownership):
     thread_ttl_ms: int
     response_ttl_ms: int
     _take_script: AsyncScript
@@ -104,24 +105,13 @@ class Lookups(StoreBase):
         return value
 
     @translated
-    async def claim_conversation(self, conversation_id: str, owner: str) -> bool:
-        """A Foundry conversation id belongs to the first owner that uses it through the bridge."""
-        key = self.key("owned", "conversation", conversation_id)
-        await self.redis.set(key, owner, nx=True, px=self.response_ttl_ms)
-        return bool(await self.redis.get(key) == owner)
-
-    @translated
     async def claim_items(self, item_ids: Sequence[str], owner: str) -> None:
-        """Foundry v2 output items belong to the owner whose turn produced them (SET NX: first owner wins)."""
+        """Foundry v2 items belong to the owner whose turn produced them, or whose conversation call
+        relayed them (SET NX: first owner wins)."""
         async with self.redis.pipeline(transaction=False) as pipe:  # per node on a cluster
             for item_id in item_ids:
                 pipe.set(self.key("owned", "item", item_id), owner, nx=True, px=self.response_ttl_ms)
             await pipe.execute()
-
-    @translated
-    async def item_owners(self, item_ids: Sequence[str]) -> list[str | None]:
-        """Who produced each item through the bridge (None: not an output the bridge relayed)."""
-        return await self._mget([self.key("owned", "item", i) for i in item_ids])
 
     # -- tool calls ------------------------------------------------------------------------------
 
@@ -162,8 +152,9 @@ class Lookups(StoreBase):
 
     @translated
     async def get_responses(self, response_ids: Sequence[str], owner: str) -> list[ResponseRecord | None]:
-        """Several records in one MGET (per slot on a cluster), each None unless the owner's."""
-        raws = await self._mget([self.key("resp", r) for r in response_ids])
+        """Several records in one round trip (per node on a cluster), each None unless the owner's; each
+        record found is renewed (a response in use keeps its record)."""
+        raws = await self._renewed([self.key("resp", r) for r in response_ids])
         records = [None if raw is None else ResponseRecord(**(_RESPONSE_DEFAULTS | json.loads(raw))) for raw in raws]
         return [r if r is not None and r.owner == owner else None for r in records]
 
@@ -182,7 +173,7 @@ class Lookups(StoreBase):
 
     @translated
     async def get_file(self, file_id: str, owner: str) -> FileRecord | None:
-        raw = await self.redis.get(self.key("file", file_id))
+        raw = (await self._renewed([self.key("file", file_id)]))[0]
         if raw is None:
             return None
         record = FileRecord(**json.loads(raw))

@@ -112,11 +112,16 @@ def test_response_ids_of_another_key_are_404(keyed: Bridge, model: str) -> None:
 
 
 def test_foundry_conversation_of_another_key_is_404(keyed: Bridge) -> None:
+    """Ownership fails closed: a conversation made outside the bridge is no key's (not the first user's),
+    and one made through the bridge is its creator's only."""
     with keyed.emulator() as c:
-        conversation = c.post(
+        outside = c.post(
             "/api/projects/demo/openai/v1/conversations", headers={"Authorization": "Bearer t"}, json={}
         ).json()["id"]
     a, b = keyed.client(api_key=A), keyed.client(api_key=B)
+    with pytest.raises(openai.NotFoundError):
+        a.responses.create(model="demo-agent", input="first", conversation=outside)
+    conversation = a.conversations.create().id
     assert a.responses.create(model="demo-agent", input="first", conversation=conversation).output_text == "Echo: first"
     with pytest.raises(openai.NotFoundError):
         b.responses.create(model="demo-agent", input="peek", conversation=conversation)

@@ -352,7 +352,39 @@ async def test_conversation_ids_bind_per_owner_and_route(store: RedisStore) -> N
 async def test_foundry_items_belong_to_the_first_owner_that_produced_them(store: RedisStore) -> None:
     await store.claim_items(["msg_a", "fc_b"], "alice")
     await store.claim_items(["fc_b", "msg_c"], "bob")  # the first owner keeps an item; bob gets his new one
-    assert await store.item_owners(["msg_a", "fc_b", "msg_c", "msg_never"]) == ["alice", "alice", "bob", None]
+    found = await store.owners([("item", i) for i in ("msg_a", "fc_b", "msg_c", "msg_never")])
+    assert [o.owner if o else None for o in found] == ["alice", "alice", "bob", None]
+
+
+async def test_ownership_records_are_renewed_on_use_and_an_unknown_id_writes_nothing(
+    store: RedisStore, client: Redis, redis_prefix: str
+) -> None:
+    """One round trip (a pipeline; per node on the cluster, where these keys sit in different slots)
+    reads the records of several kinds at once and renews each one found; an unknown id leaves no key."""
+    await store.claim_items(["msg_a"], "alice")
+    assert await store.record_conversation("conv_a", "alice")
+    assert not await store.record_conversation("conv_a", "bob")  # an adopted or created id is never taken over
+    await store.save_response(
+        ResponseRecord(
+            response_id="resp_a", owner="alice", route="demo", backend="foundry", thread_id=None, run_id=None,
+            upstream_id="resp_a", created_at=1.0,
+        )
+    )  # fmt: skip
+    for key in ("owned:item:msg_a", "owned:conversation:conv_a", "resp:resp_a"):
+        await client.pexpire(redis_prefix + key, 1000)
+    refs = [("item", "msg_a"), ("conversation", "conv_a"), ("response", "resp_a"), ("conversation", "conv_zz")]
+    found = await store.owners(refs)  # type: ignore[arg-type]
+    assert [(o.owner, o.route) if o else None for o in found] == [
+        ("alice", None),
+        ("alice", None),
+        ("alice", "demo"),
+        None,
+    ]
+    for key in ("owned:item:msg_a", "owned:conversation:conv_a", "resp:resp_a"):
+        assert await client.pttl(redis_prefix + key) > 7_000_000  # renewed to the response TTL
+    assert not await client.exists(redis_prefix + "owned:conversation:conv_zz")
+    await store.forget("conversation", "conv_a")
+    assert (await store.owners([("conversation", "conv_a")]))[0] is None
 
 
 async def test_call_records_round_trip_with_their_ttl(store: RedisStore, client: Redis, redis_prefix: str) -> None:

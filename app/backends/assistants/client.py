@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from app.backends.upstream import SSEEvent, UpstreamClient, query_string
+from app.core.ids import segment
 from app.settings import RouteSettings
 
 AOAI_DEFAULT_API_VERSION = "2024-05-01-preview"
@@ -73,13 +74,13 @@ class AssistantsClient:
     def create_run_stream(
         self, thread_id: str, body: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
-        return self._stream(f"/threads/{thread_id}/runs", body, deadline, "create_run")
+        return self._stream(f"/threads/{segment(thread_id)}/runs", body, deadline, "create_run")
 
     def submit_tool_outputs_stream(
         self, thread_id: str, run_id: str, answers: dict[str, Any], deadline: float
     ) -> AbstractAsyncContextManager[AsyncIterator[SSEEvent]]:
         """`answers` is `{"tool_outputs": [...]}` or, for MCP approvals, `{"tool_approvals": [...]}`."""
-        path = f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"
+        path = f"/threads/{segment(thread_id)}/runs/{segment(run_id)}/submit_tool_outputs"
         return self._stream(path, {**answers, "stream": True}, deadline, "submit_tool_outputs")
 
     # -- plain operations (a POST that starts or feeds a run is never retried: it would run twice) --
@@ -90,25 +91,27 @@ class AssistantsClient:
         )
 
     async def create_run(self, thread_id: str, body: dict[str, Any], deadline: float) -> dict[str, Any]:
-        path = f"/threads/{thread_id}/runs"
+        path = f"/threads/{segment(thread_id)}/runs"
         return await self._call("POST", path, "create_run", body=body, deadline=deadline, idempotent=False)
 
     async def submit_tool_outputs(
         self, thread_id: str, run_id: str, answers: dict[str, Any], deadline: float
     ) -> dict[str, Any]:
-        path = f"/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"
+        path = f"/threads/{segment(thread_id)}/runs/{segment(run_id)}/submit_tool_outputs"
         return await self._call("POST", path, "submit_tool_outputs", body=answers, deadline=deadline, idempotent=False)
 
     async def get_run(self, thread_id: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
-        return await self._call("GET", f"/threads/{thread_id}/runs/{run_id}", "get_run", deadline=deadline)
+        path = f"/threads/{segment(thread_id)}/runs/{segment(run_id)}"
+        return await self._call("GET", path, "get_run", deadline=deadline)
 
     async def cancel_run(self, thread_id: str, run_id: str, deadline: float | None = None) -> dict[str, Any]:
-        return await self._call("POST", f"/threads/{thread_id}/runs/{run_id}/cancel", "cancel_run", deadline=deadline)
+        path = f"/threads/{segment(thread_id)}/runs/{segment(run_id)}/cancel"
+        return await self._call("POST", path, "cancel_run", deadline=deadline)
 
     async def run_messages(self, thread_id: str, run_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
         params = {**self.params, "run_id": run_id, "order": "asc", "limit": "100"}
         result = await self._call(
-            "GET", f"/threads/{thread_id}/messages", "list_messages", params=params, deadline=deadline
+            "GET", f"/threads/{segment(thread_id)}/messages", "list_messages", params=params, deadline=deadline
         )
         data: list[dict[str, Any]] = result.get("data") or []
         return data
@@ -116,7 +119,8 @@ class AssistantsClient:
     async def run_steps(self, thread_id: str, run_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
         """Every step of a run, oldest first, all pages (`GET .../runs/{run_id}/steps`)."""
         params = {**self.params, "order": "asc", "limit": "100"}
-        return await self._pages(f"/threads/{thread_id}/runs/{run_id}/steps", "list_run_steps", params, deadline)
+        path = f"/threads/{segment(thread_id)}/runs/{segment(run_id)}/steps"
+        return await self._pages(path, "list_run_steps", params, deadline)
 
     async def thread_messages(self, thread_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
         """Every message of a thread, oldest first, all pages."""
@@ -149,7 +153,7 @@ class AssistantsClient:
         return await self._call("DELETE", f"/threads/{thread_id}/messages/{message_id}", "delete_message")
 
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
-        await self._call("DELETE", f"/threads/{thread_id}", "delete_thread", deadline=deadline)
+        await self._call("DELETE", f"/threads/{segment(thread_id)}", "delete_thread", deadline=deadline)
 
     async def list_threads(self) -> list[dict[str, Any]]:
         """Every thread of the project, all pages (Foundry classic only: Azure OpenAI cannot list threads)."""
@@ -158,8 +162,8 @@ class AssistantsClient:
     async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
         """A file's bytes (`GET /files/{id}/content`): code-interpreter outputs, cited documents."""
         return await self.upstream.content(
-            self._url(f"/files/{file_id}/content"), params=self.params, operation="file_content"
+            self._url(f"/files/{segment(file_id)}/content"), params=self.params, operation="file_content"
         )
 
     async def get_assistant(self, assistant_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/assistants/{assistant_id}", "get_assistant")
+        return await self._call("GET", f"/assistants/{segment(assistant_id)}", "get_assistant")

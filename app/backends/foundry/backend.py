@@ -117,6 +117,8 @@ class FoundryChatTurn:
         self.answered: dict[str, bool] | None = None
         """Approvals the route answered itself: the turn goes on with one more response carrying them."""
         self.answered_for: str | None = None
+        self.made: list[str] = []
+        """Output item ids of every response of the turn (one more per approvals the route answered)."""
 
     async def open(self) -> ThreadBound:
         req = self.req
@@ -185,6 +187,8 @@ class FoundryChatTurn:
         if (calls or requests) and reason == "stop":
             reason = "tool_calls"  # the final Response left its output out; the stream had the calls
         usage = mapping.usage_of(response)
+        self.made += mapping.output_item_ids(response)
+        items = tuple(self.made)
         if requests and not calls:
             mode = self.req.approvals
             if mode in ("approve", "deny"):
@@ -194,11 +198,11 @@ class FoundryChatTurn:
             if mode == "refuse":
                 raise approvals.refused(self.req.model, requests)
             cursor = str(self.req.cursor) if is_conversation(self.req.cursor) else str(response["id"])
-            return [ApprovalRequired(requests=requests), TurnCompleted(reason, usage, cursor=cursor)]
+            return [ApprovalRequired(requests=requests), TurnCompleted(reason, usage, cursor, items)]
         events: list[TurnEvent] = [ToolCallsRequired(calls=calls)] if calls else []
         # A carried conversation stays the cursor: its turns run with `conversation` from then on.
         cursor = str(self.req.cursor) if is_conversation(self.req.cursor) else str(response["id"])
-        events.append(TurnCompleted(finish_reason=reason, usage=mapping.usage_of(response), cursor=cursor))
+        events.append(TurnCompleted(reason, usage, cursor, items))
         return events
 
     async def close(self, ending: BaseException | None) -> None:

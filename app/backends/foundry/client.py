@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from app.backends.upstream import SSEEvent, UpstreamClient
+from app.core.ids import segment
 from app.settings import RouteSettings
 
 
@@ -54,26 +55,36 @@ class FoundryClient:
 
     async def get_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "GET", self._url(f"/responses/{response_id}"), deadline=deadline, operation="get_response"
+            "GET", self._url(f"/responses/{segment(response_id)}"), deadline=deadline, operation="get_response"
         )
         return result
 
     async def delete_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "DELETE", self._url(f"/responses/{response_id}"), deadline=deadline, operation="delete_response"
+            "DELETE", self._url(f"/responses/{segment(response_id)}"), deadline=deadline, operation="delete_response"
         )
         return result
 
     async def get_input_items(self, response_id: str, params: dict[str, str]) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "GET", self._url(f"/responses/{response_id}/input_items"), params=params, operation="list_input_items"
+            "GET",
+            self._url(f"/responses/{segment(response_id)}/input_items"),
+            params=params,
+            operation="list_input_items",
         )
         return result
 
     async def conversation_request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        conversation_id: str | None,
+        suffix: str = "",
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """`/openai/v1/conversations{path}` on the route's project, relayed as it is."""
+        """`/openai/v1/conversations[/{id}{suffix}]` on the route's project, the id one encoded segment."""
+        path = "" if conversation_id is None else f"/{segment(conversation_id)}{suffix}"
         result: dict[str, Any] = await self.upstream.request(
             method,
             self._url(f"/conversations{path}"),
@@ -87,13 +98,17 @@ class FoundryClient:
 
     async def cancel_response(self, response_id: str, deadline: float | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.upstream.request(
-            "POST", self._url(f"/responses/{response_id}/cancel"), deadline=deadline, operation="cancel_response"
+            "POST",
+            self._url(f"/responses/{segment(response_id)}/cancel"),
+            deadline=deadline,
+            operation="cancel_response",
         )
         return result
 
     async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
         """A file's bytes: a code-interpreter container's file, or a project file."""
-        path = f"/containers/{container_id}/files/{file_id}/content" if container_id else f"/files/{file_id}/content"
+        file = segment(file_id)
+        path = f"/containers/{segment(container_id)}/files/{file}/content" if container_id else f"/files/{file}/content"
         return await self.upstream.content(self._url(path), operation="file_content")
 
     async def get_agent_definition(self, deadline: float | None = None) -> dict[str, Any]:

@@ -132,6 +132,14 @@ def usage_of(response: dict[str, Any]) -> Usage | None:
     return Usage(prompt, completion, int(usage.get("total_tokens") or prompt + completion))
 
 
+def output_item_ids(response: dict[str, Any]) -> tuple[str, ...]:
+    """The ids of a Response's output items (the owner's to reference later)."""
+    output = response.get("output")
+    if not isinstance(output, list):
+        return ()
+    return tuple(i["id"] for i in output if isinstance(i, dict) and isinstance(i.get("id"), str))
+
+
 def function_call(item: dict[str, Any]) -> ToolCall:
     """A `function_call` output item as a neutral tool call (its id is the item's `call_id`)."""
     return ToolCall(id=str(item["call_id"]), name=str(item["name"]), arguments=str(item.get("arguments") or ""))
