@@ -29,8 +29,16 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _load(path: str, *, require_routes: bool = False) -> Settings:
+    """The settings, or exit 2 naming every problem. `require_routes`: for serving, so a config the server
+    would refuse (no route; no key without `open_mode`) is refused here, before anything starts."""
+    from app.core.keys import keys_problem
+
     try:
-        return load_settings(path, require_routes=require_routes)
+        settings = load_settings(path, require_routes=require_routes)
+        problem = keys_problem(settings) if require_routes else None
+        if problem is not None:
+            raise ConfigError(f"{path}: keys: {problem}")
+        return settings
     except ConfigError as exc:
         problems = str(exc).splitlines()
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
@@ -109,6 +117,8 @@ def _dev(args: argparse.Namespace) -> int:
     emulator's App Service managed-identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, which
     azure-identity's `ManagedIdentityCredential` reads, also inside `DefaultAzureCredential`).
     """
+    # With the emulator, and only here, open mode is asked for on the operator's behalf (keys still win).
+    os.environ.setdefault("AGENT_BRIDGE_OPEN_MODE", "true")
     _load(args.config, require_routes=True)
     exe = [sys.executable, "-m", "app.cli"]
     emulator = subprocess.Popen([*exe, "emulator", "--host", args.host, "--port", str(args.emulator_port)])

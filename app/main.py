@@ -35,12 +35,12 @@ from app.backends.upstream import UpstreamClient, http_session, proxy_for
 from app.core.background import BackgroundTasks
 from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
-from app.core.keys import KeyRing
+from app.core.keys import KeyRing, keys_problem
 from app.core.lifetime import InFlight
 from app.core.migration import ToolSchemas
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
-from app.errors import StoreUnavailableError
+from app.errors import ConfigError, StoreUnavailableError
 from app.metrics import Metrics
 from app.settings import RouteSettings, Settings, config_warnings, load_settings
 from app.state.carry_store import CarryStore
@@ -273,13 +273,17 @@ def create_app(
                 if sweeper is not None:
                     await sweeper
 
+    problem = keys_problem(settings)
+    if problem is not None:
+        raise ConfigError(f"refusing to start: {problem}")
     for warning in config_warnings(settings):
         log.warning("%s", warning)
     keys = KeyRing(settings.keys)
     if keys.open_mode:
         log.warning(
-            "No client keys are configured: the bridge is OPEN. Every caller is the single owner "
-            "'anonymous' and may use every route and the admin API. Configure `keys` or AGENT_BRIDGE_API_KEYS."
+            "open_mode is set and no client keys are configured: the bridge is OPEN. Every caller is the "
+            "single owner 'anonymous' and may use every route; the admin API answers 401. Configure `keys` "
+            "or AGENT_BRIDGE_API_KEYS for anything but a local trial."
         )
     return build_api(
         lifespan=lifespan,
