@@ -94,7 +94,7 @@ def test_a_protected_metrics_endpoint_gets_its_key_from_a_secret() -> None:
 
 
 def test_without_keys_or_the_explicit_setting_the_chart_does_not_render(tmp_path: Path) -> None:
-    with pytest.raises(RenderFailed, match="no client keys. Set config.keys") as refused:
+    with pytest.raises(RenderFailed, match=r"no client keys\. Set config\.keys") as refused:
         render(CHART)
     assert "keysFromSecret: true" in str(refused.value) and "config.open_mode: true" in str(refused.value)
     with pytest.raises(RenderFailed):
