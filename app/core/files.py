@@ -13,8 +13,8 @@ from app.core.events import Annotation, Cited, TurnEvent
 from app.core.records import FileRecord
 from app.errors import NotFoundError
 
-Fetch = Callable[[str, str | None], Awaitable[tuple[bytes, str]]]
-"""(file id, container id) -> (content, media type), for one route."""
+Fetch = Callable[[str, str | None], Awaitable[tuple[AsyncIterator[bytes], str]]]
+"""(file id, container id) -> (content in chunks, media type), for one route."""
 
 
 class FileIndex(Protocol):
@@ -56,7 +56,7 @@ class FileRelay:
         self.index = index
         self.fetchers = fetchers
 
-    async def content(self, file_id: str, *, owner: str) -> tuple[bytes, str]:
+    async def content(self, file_id: str, *, owner: str) -> tuple[AsyncIterator[bytes], str]:
         record = await self.index.get_file(file_id, owner)
         fetch = self.fetchers.get(record.route) if record is not None else None
         if record is None or fetch is None:

@@ -73,7 +73,7 @@ class FoundryClient:
         )
         return result
 
-    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
+    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[AsyncIterator[bytes], str]:
         """A file's bytes: a code-interpreter container's file, or a project file."""
         path = f"/containers/{container_id}/files/{file_id}/content" if container_id else f"/files/{file_id}/content"
         return await self.upstream.content(self._url(path), operation="file_content")
