@@ -88,12 +88,15 @@ class _AssistantsResponse:
         conversations: ConversationIndex,
         files: FileIndex | None = None,
         markers: MarkerMode = "numbered",
+        instructions: str | None = None,
     ) -> None:
         self.files = files
         self.work = work
         self.req = req
         self.owner = owner
         self.items = items
+        self.instructions = instructions
+        """The request's system and developer text and `instructions`: part of its fingerprint."""
         self.previous = previous
         self.index = index
         self.conversations = conversations
@@ -145,6 +148,7 @@ class _AssistantsResponse:
                         reply=builder.reply(),
                         cursor=event.cursor,
                         conversation_id=None,
+                        instructions=self.instructions,
                     )
                 if req.store is not False:
                     await self.index.save_response(
@@ -315,7 +319,12 @@ class ResponsesService:
         else:
             # A client that resends the whole input (the Agents SDK does) is followed like a chat client.
             found = await conversation.resolve(
-                self.conversations, owner=owner, route=req.model, items=items, conversation_id=None
+                self.conversations,
+                owner=owner,
+                route=req.model,
+                items=items,
+                conversation_id=None,
+                instructions=instructions,
             )
             cursor, new_items = found.cursor, found.new_items
         tools = responses_codec.parse_tools(req)
@@ -344,6 +353,7 @@ class ResponsesService:
             conversations=self.conversations,
             files=self.files,
             markers=route.citation_markers,
+            instructions=instructions,
         )
 
     async def _referenced(

@@ -104,6 +104,7 @@ class _ChatWork:
                     cursor=event.cursor,
                     conversation_id=self.conversation_id,
                     previous_cursor=req.cursor,
+                    instructions=req.instructions,
                 )
             yield event
 
@@ -156,6 +157,7 @@ class TurnService:
             conversation_id=conversation_id,
             # A migrating route's cursor may be a thread or a conversation: both only grow, so both are taken.
             claim=route.backend == "assistants" or route.migrate_from is not None,
+            instructions=parsed.instructions,
         )
         deadline = time.monotonic() + route.timeout
         cursor, backend = found.cursor, route.backend
