@@ -197,6 +197,8 @@ def _threads(args: argparse.Namespace) -> int:
                 return await _purge(admin, args, seconds(args.older_than), show)
             elif args.action == "reconcile":
                 return await _reconcile(built, args, show)
+            elif args.action == "accept-loss":
+                show({"restored": await built.watch.marker.restore("threads accept-loss")})
         return 0
 
     try:
@@ -271,6 +273,9 @@ async def _reconcile(built: Any, args: argparse.Namespace, show: Any) -> int:
         result = await built.admin.reconcile(listers, adopt=args.adopt, dry_run=args.dry_run, progress=progress)
     finally:
         progress.close()
+    # Every orphan adopted: the registry is whole again as far as Azure can tell, so a lost store's
+    # marker is rewritten (and the bridge ready again). Not after a dry run, a deletion or a failure.
+    restored = args.adopt and not args.dry_run and not result.failed
     show(
         {
             "orphans": result.orphans,
@@ -279,6 +284,7 @@ async def _reconcile(built: Any, args: argparse.Namespace, show: Any) -> int:
             "left_alone": result.foreign,
             "failed": result.failed,
             **({"dry_run": True} if args.dry_run else {}),
+            **({"marker_restored": await built.watch.marker.restore("threads reconcile --adopt")} if restored else {}),
         }
     )
     return 1 if result.failed else 0
@@ -378,6 +384,11 @@ def parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--adopt", action="store_true", help="record them instead of deleting them")
     reconcile.add_argument("--dry-run", action="store_true", help="only report them")
     reconcile.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+    action(
+        "accept-loss",
+        "after a lost store: rewrite the registry marker, so the bridge is ready again (what reconcile --adopt "
+        "could not bring back stays lost)",
+    )
     threads.set_defaults(run=_threads)
 
     check = command("check-config", "validate a config file without starting; reports every problem")

@@ -50,6 +50,7 @@ from app.state.janitor import Janitor, JanitorPolicy
 from app.state.migrate import migrate
 from app.state.store import RedisStore
 from app.state.threads_admin import ThreadAdmin
+from app.state.watch import StoreWatch
 
 log = logging.getLogger("agent_bridge")
 
@@ -77,6 +78,7 @@ class Components:
     carry_store: CarryStore
     carrier: Carrier
     migrations: Migrations
+    watch: StoreWatch
 
 
 @asynccontextmanager
@@ -216,6 +218,7 @@ async def components(
         carry_store=carry_store,
         carrier=carrier,
         migrations=Migrations(store, carrier),
+        watch=StoreWatch(store, metrics, require_noeviction=settings.redis.require_noeviction),
     )
     try:
         yield built
@@ -263,6 +266,11 @@ def create_app(
             app.state.admin = built.admin
             app.state.janitor = built.janitor
             app.state.inflight = built.inflight
+            app.state.watch = built.watch
+            try:
+                await built.watch.check()  # logs an evicting policy or a lost store; /readyz reports them
+            except StoreUnavailableError:
+                log.warning("redis: the eviction policy and the registry marker could not be read at start-up")
             stop = asyncio.Event()
             sweeper = asyncio.create_task(built.janitor.run(stop)) if settings.threads.janitor else None
             try:

@@ -271,6 +271,9 @@ class RedisSettings(_Strict):
     """Per worker (per cluster node on a cluster). Budget: replicas x workers x this <= the cache's limit."""
     connect_timeout: Seconds = 2.0
     command_timeout: Seconds = 5.0
+    require_noeviction: bool = False
+    """An evicting `maxmemory-policy` is always reported (an error line, `/readyz`, a gauge); true also makes
+    `/readyz` fail on it (docs/security.md says why the default only reports)."""
 
 
 class ResponseSettings(_Strict):

@@ -19,6 +19,8 @@ or script on a thread stays in one hash slot of a Redis Cluster.
 - `carry:<route>` (hash): conversations of a route carried and failed (the flip-back guard, metrics).
 - `tools:<route>` (hash): function tool schemas clients sent on an Assistants route, by name (bounded).
 - `probe:<name>` (string): the readiness probe's own key, seconds-lived.
+- `registry` (hash): the registry marker, written once when the registry is created; its loss is a
+  lost store (`app.state.marker`).
 
 Layout 1 (before buckets) kept `thread:<id>`, `threads:idle` and `owner:<owner>:threads`;
 `app.state.migrate` moves a registry from it.
@@ -71,6 +73,9 @@ class Keys:
 
     def carried(self, thread_id: str) -> str:
         return f"{self.prefix}carried:{tag(bucket_of(thread_id))}:{thread_id}"
+
+    def marker(self) -> str:
+        return f"{self.prefix}registry"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

@@ -28,6 +28,7 @@ def _written() -> set[str]:
         tagged(keys.owner(7, "<owner>")),
         tagged(keys.janitor_lease(7)),
         tagged(keys.carried("<id>")),
+        keys.marker(),
         # The store's other families (app/state/lookups.py, store.py), through the same prefixing.
         keys.raw("conv", "<owner>", "<route>", "<fp>"),
         keys.raw("conv", "<owner>", "<route>", "id", "<conversation>"),
