@@ -30,8 +30,16 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _load(path: str, *, require_routes: bool = False) -> Settings:
+    """The settings, or exit 2 naming every problem. `require_routes`: for serving, so a config the server
+    would refuse (no route; no key without `open_mode`) is refused here, before anything starts."""
+    from app.core.keys import keys_problem
+
     try:
-        return load_settings(path, require_routes=require_routes)
+        settings = load_settings(path, require_routes=require_routes)
+        problem = keys_problem(settings) if require_routes else None
+        if problem is not None:
+            raise ConfigError(f"{path}: keys: {problem}")
+        return settings
     except ConfigError as exc:
         problems = str(exc).splitlines()
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
@@ -110,6 +118,8 @@ def _dev(args: argparse.Namespace) -> int:
     emulator's App Service managed-identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, which
     azure-identity's `ManagedIdentityCredential` reads, also inside `DefaultAzureCredential`).
     """
+    # With the emulator, and only here, open mode is asked for on the operator's behalf (keys still win).
+    os.environ.setdefault("AGENT_BRIDGE_OPEN_MODE", "true")
     _load(args.config, require_routes=True)
     exe = [sys.executable, "-m", "app.cli"]
     emulator = subprocess.Popen([*exe, "emulator", "--host", args.host, "--port", str(args.emulator_port)])
@@ -188,6 +198,8 @@ def _threads(args: argparse.Namespace) -> int:
                 return await _purge(admin, args, seconds(args.older_than), show)
             elif args.action == "reconcile":
                 return await _reconcile(built, args, show)
+            elif args.action == "accept-loss":
+                show({"restored": await built.watch.marker.restore("threads accept-loss")})
         return 0
 
     try:
@@ -262,6 +274,9 @@ async def _reconcile(built: Any, args: argparse.Namespace, show: Any) -> int:
         result = await built.admin.reconcile(listers, adopt=args.adopt, dry_run=args.dry_run, progress=progress)
     finally:
         progress.close()
+    # Every orphan adopted: the registry is whole again as far as Azure can tell, so a lost store's
+    # marker is rewritten (and the bridge ready again). Not after a dry run, a deletion or a failure.
+    restored = args.adopt and not args.dry_run and not result.failed
     show(
         {
             "orphans": result.orphans,
@@ -270,6 +285,7 @@ async def _reconcile(built: Any, args: argparse.Namespace, show: Any) -> int:
             "left_alone": result.foreign,
             "failed": result.failed,
             **({"dry_run": True} if args.dry_run else {}),
+            **({"marker_restored": await built.watch.marker.restore("threads reconcile --adopt")} if restored else {}),
         }
     )
     return 1 if result.failed else 0
@@ -395,6 +411,11 @@ def parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--adopt", action="store_true", help="record them instead of deleting them")
     reconcile.add_argument("--dry-run", action="store_true", help="only report them")
     reconcile.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+    action(
+        "accept-loss",
+        "after a lost store: rewrite the registry marker, so the bridge is ready again (what reconcile --adopt "
+        "could not bring back stays lost)",
+    )
     threads.set_defaults(run=_threads)
 
     usage_cli.add_parser(command, config_help, os.environ.get("AGENT_BRIDGE_CONFIG", "config.yaml"))

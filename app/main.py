@@ -42,13 +42,13 @@ from app.core.background_runs import BackgroundRuns
 from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
 from app.core.held_conversations import HeldConversations
-from app.core.keys import KeyRing
+from app.core.keys import KeyRing, keys_problem
 from app.core.lifetime import InFlight
 from app.core.metering import Meter
 from app.core.migration import ToolSchemas
 from app.core.responses_service import ResponsesService
 from app.core.service import AgentBackend, TurnService
-from app.errors import StoreUnavailableError
+from app.errors import ConfigError, StoreUnavailableError
 from app.metrics import Metrics
 from app.settings import RouteSettings, Settings, config_warnings, load_settings
 from app.state.accounting import Accounting
@@ -62,6 +62,7 @@ from app.state.run_log import RedisRunLog
 from app.state.store import RedisStore
 from app.state.threads_admin import ThreadAdmin
 from app.state.traced import TracedCommands
+from app.state.watch import StoreWatch
 
 log = logging.getLogger("agent_bridge")
 
@@ -91,6 +92,7 @@ class Components:
     carrier: Carrier
     migrations: Migrations
     accounting: Accounting
+    watch: StoreWatch
 
 
 @asynccontextmanager
@@ -267,6 +269,7 @@ async def components(
         carrier=carrier,
         migrations=Migrations(store, carrier),
         accounting=accounting,
+        watch=StoreWatch(store, metrics, require_noeviction=settings.redis.require_noeviction),
     )
     try:
         yield built
@@ -316,6 +319,11 @@ def create_app(
             app.state.admin = built.admin
             app.state.janitor = built.janitor
             app.state.inflight = built.inflight
+            app.state.watch = built.watch
+            try:
+                await built.watch.check()  # logs an evicting policy or a lost store; /readyz reports them
+            except StoreUnavailableError:
+                log.warning("redis: the eviction policy and the registry marker could not be read at start-up")
             stop = asyncio.Event()
             sweeper = asyncio.create_task(built.janitor.run(stop)) if settings.threads.janitor else None
             try:
@@ -328,14 +336,18 @@ def create_app(
                 if traces_owned:
                     telemetry.shutdown()  # what is batched goes out before the process ends
 
+    problem = keys_problem(settings)
+    if problem is not None:
+        raise ConfigError(f"refusing to start: {problem}")
     traces_owned = telemetry.setup()
     for warning in config_warnings(settings):
         log.warning("%s", warning)
     keys = KeyRing(settings.keys)
     if keys.open_mode:
         log.warning(
-            "No client keys are configured: the bridge is OPEN. Every caller is the single owner "
-            "'anonymous' and may use every route and the admin API. Configure `keys` or AGENT_BRIDGE_API_KEYS."
+            "open_mode is set and no client keys are configured: the bridge is OPEN. Every caller is the "
+            "single owner 'anonymous' and may use every route; the admin API answers 401. Configure `keys` "
+            "or AGENT_BRIDGE_API_KEYS for anything but a local trial."
         )
     return build_api(
         lifespan=lifespan,

@@ -158,6 +158,21 @@ class Metrics:
         self.rate_limited = Counter(
             "agent_bridge_rate_limited", "Turns refused by a key's limit.", ["owner", "limit"], registry=r
         )
+        self.redis_evicting = Gauge(
+            "agent_bridge_redis_evicting",
+            "Redis's maxmemory-policy evicts keys: 1 evicting, 0 noeviction, -1 unknown (CONFIG refused).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.store_lost = Gauge(
+            "agent_bridge_store_lost",
+            "1 while the registry marker says the state store lost its data (until an operator restores it).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.store_losses = Counter(
+            "agent_bridge_store_losses", "Losses of the state store this process detected (once each).", registry=r
+        )
 
     def render(self) -> bytes:
         if self.multiprocess:

@@ -50,6 +50,20 @@ Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 SecondsOrOff = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 
 
+def _secret(value: Any) -> Any:
+    """A secret goes into a header or an AUTH as it is: surrounding whitespace (the newline `echo` or a
+    file adds) or a control character would make it a different secret, or split a header."""
+    if isinstance(value, str) and (value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+        raise ValueError(
+            "has leading or trailing whitespace or a control character (a newline from a file or `echo`?): "
+            "remove it; the value is used exactly as written"
+        )
+    return value
+
+
+Secret = Annotated[str, BeforeValidator(_secret)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,7 +72,7 @@ class AuthSettings(_Strict):
     """How the bridge authenticates to Azure for one route."""
 
     type: Literal["api_key", "entra"] = "api_key"
-    api_key: str | None = Field(default=None, repr=False)
+    api_key: Secret | None = Field(default=None, repr=False)
     client_id: str | None = None
     """Entra only: the client id of a user-assigned managed identity."""
     scope: str | None = None
@@ -213,7 +227,7 @@ class KeySettings(_Strict):
     """A client key: its name is the owner of everything created with it."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
-    key: str | None = Field(default=None, min_length=16, repr=False)
+    key: Secret | None = Field(default=None, min_length=16, repr=False)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     """The key's SHA-256 (hex), so the key itself need not be in the config."""
     models: list[str] = Field(default_factory=lambda: ["*"])
@@ -258,7 +272,7 @@ class RedisAuthSettings(_Strict):
     """How the bridge authenticates to Redis."""
 
     type: Literal["access_key", "entra"] = "access_key"
-    access_key: str | None = Field(default=None, repr=False)
+    access_key: Secret | None = Field(default=None, repr=False)
     """The cache's access key (or a password); default: the password in the URL, if any."""
     username: str | None = None
     """access_key: an ACL user. entra: the object (principal) id of the identity, as the cache's
@@ -279,6 +293,9 @@ class RedisSettings(_Strict):
     """Per worker (per cluster node on a cluster). Budget: replicas x workers x this <= the cache's limit."""
     connect_timeout: Seconds = 2.0
     command_timeout: Seconds = 5.0
+    require_noeviction: bool = False
+    """An evicting `maxmemory-policy` is always reported (an error line, `/readyz`, a gauge); true also makes
+    `/readyz` fail on it (docs/security.md says why the default only reports)."""
 
 
 class ResponseSettings(_Strict):
@@ -352,6 +369,9 @@ class Settings(BaseSettings):
     sse_keepalive: SecondsOrOff = 15.0
     """A stream that sent nothing for this long sends an SSE comment, so idle-timeout gateways keep
     it open while the agent works; 0 turns it off."""
+    open_mode: bool = False
+    """Without client keys the bridge refuses to start unless this is true (env AGENT_BRIDGE_OPEN_MODE):
+    then every caller is the one owner `anonymous` and the admin API stays closed. No effect with keys."""
     config_path: str | None = None
 
     @model_validator(mode="after")

@@ -109,7 +109,9 @@ def bridge(config: Path, logs: Path, workers: int = 1, tree: Path | None = None)
     port = free_port()
     command = [*AGENT_BRIDGE, "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
     command += ["--workers", str(workers)]
-    env = {"REDIS_URL": REDIS_URL}
+    # The bench's bridges have no keys: open mode, asked for through the environment, which a tree of a
+    # commit before the setting ignores (its config would refuse an unknown key).
+    env = {"REDIS_URL": REDIS_URL, "AGENT_BRIDGE_OPEN_MODE": "true"}
     if workers > 1:
         metrics_dir = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)

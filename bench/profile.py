@@ -33,7 +33,10 @@ def _profiled(config: Path, logs: Path, turns: int) -> dict[Any, Any]:
     command += ["--config", str(config), "--port", str(port), "--log-level", "warning"]
     with (logs / f"bridge-{turns}.log").open("wb") as log:
         bridge = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "REDIS_URL": REDIS_URL}
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "REDIS_URL": REDIS_URL, "AGENT_BRIDGE_OPEN_MODE": "true"},
         )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", bridge)

@@ -12,7 +12,6 @@ from app.core.conversations_service import ConversationsService
 from app.core.keys import KeyRing, Principal
 from app.core.responses_service import ResponsesService
 from app.core.service import TurnService
-from app.errors import PermissionDeniedError
 from app.settings import Settings
 from app.state.store import RedisStore
 
@@ -48,9 +47,10 @@ async def _owner(principal: Annotated[Principal, Depends(_principal)]) -> str:
     return principal.name
 
 
-async def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-    if not principal.admin:
-        raise PermissionDeniedError("This endpoint needs an admin key.")
+async def _admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    keys: KeyRing = request.app.state.keys
+    principal = keys.authenticate_admin(authorization, "This endpoint")
+    request.state.owner = principal.name
     return principal
 
 
@@ -84,9 +84,10 @@ def access(setting: Literal["metrics_auth", "openapi_auth"]) -> Callable[..., Aw
         if level == "open":
             return
         keys: KeyRing = request.app.state.keys
-        principal = keys.authenticate(authorization)
-        if level == "admin" and not principal.admin:
-            raise PermissionDeniedError(f"{request.url.path} needs an admin key on this bridge.")
+        if level == "admin":
+            keys.authenticate_admin(authorization, f"{request.url.path} on this bridge")
+        else:
+            keys.authenticate(authorization)
 
     return check
 

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app import __version__
 from app.api.deps import PrincipalDep, SettingsDep, StoreDep, access
 from app.errors import ModelNotFoundError, StoreUnavailableError
+from app.state.watch import StoreWatch
 
 router = APIRouter()
 log = logging.getLogger("agent_bridge.health")
@@ -28,15 +29,28 @@ _PROBE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @router.get("/readyz")
-async def readyz(settings: SettingsDep, store: StoreDep) -> JSONResponse:
+async def readyz(request: Request, settings: SettingsDep, store: StoreDep) -> JSONResponse:
     """Ready when the store's real path works: a write and a read of this process's probe key (on a
-    cluster, through the slot map). Clients get a generic word; what failed goes to the log."""
+    cluster, through the slot map), and the store has not lost its data (the registry marker). Redis's
+    eviction policy is reported (`redis.maxmemory_policy`, `redis.evicting`); it fails readiness only
+    with `redis.require_noeviction`. Clients get a generic word; what failed goes to the log."""
     checks: dict[str, Any] = {"config": {"ok": True, "routes": len(settings.routes)}}
+    watch: StoreWatch = request.app.state.watch
     try:
         ok = await store.probe(_PROBE)
         checks["redis"] = {"ok": ok} if ok else {"ok": False, "error": "the state store did not keep a write"}
         if not ok:
             log.warning("readyz: the probe key read back a different value")
+        report = await watch.check()
+        checks["redis"]["maxmemory_policy"] = report.policy
+        checks["redis"]["evicting"] = report.evicting
+        if report.evicting and watch.require_noeviction:
+            checks["redis"].update(ok=False, error=f"maxmemory-policy is {report.policy}, not noeviction")
+        if report.marker.lost:
+            checks["registry"] = {"ok": False, "error": f"the state store lost its data: {report.marker.reason}"}
+            checks["registry"]["lost_at"] = report.marker.lost_at
+        else:
+            checks["registry"] = {"ok": True}
     except StoreUnavailableError:
         checks["redis"] = {"ok": False, "error": "the state store is unavailable"}  # details: the store's log
     ready = all(c["ok"] for c in checks.values())

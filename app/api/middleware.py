@@ -69,7 +69,7 @@ class RequestContextMiddleware:
             request_id = "req_" + os.urandom(12).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        clock = timing.begin()
+        clock = timing.begin(request_id)
         warnings = notices.begin()
         raw_id = request_id.encode()
         facts = _Facts()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from azure.core.credentials_async import AsyncTokenCredential
 from app.core import timing
 from app.errors import ConfigError, UpstreamAuthError
 from app.settings import AuthSettings
+
+log = logging.getLogger("agent_bridge.upstream")
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 """Azure OpenAI resources (Assistants)."""
@@ -111,7 +114,20 @@ class EntraAuth:
             with timing.upstream_wait():
                 token = await self.credential.get_token(self.scope)
         except Exception as exc:
-            raise UpstreamAuthError(f"upstream authentication failed: {_reason(exc)}") from exc
+            # The credential's text names identity endpoints, tenants and client ids: the log has it.
+            request_id = timing.request_id()
+            log.error(
+                "upstream: no Entra token for scope %s (request %s): %s",
+                self.scope,
+                request_id or "-",
+                _reason(exc),
+                extra={"request_id": request_id or None},
+            )
+            where = f" under request id {request_id}" if request_id else ""
+            raise UpstreamAuthError(
+                "upstream authentication failed: the bridge could not get a token for Azure; an operator must "
+                f"check its identity. The bridge's log has the details{where}."
+            ) from exc
         now = self._clock()
         margin = min(self.refresh_margin_s, max(0.0, (token.expires_on - now) / 2))
         self._token, self._refresh_at = token, token.expires_on - margin

@@ -9,6 +9,7 @@ connection pool stays flat as concurrency grows, where httpx's costs grow with e
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -35,6 +36,8 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+
+log = logging.getLogger("agent_bridge.upstream")
 
 # Calls without a deadline (the janitor, the admin API) still may not hang.
 _UNBOUNDED = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=30.0)
@@ -220,7 +223,15 @@ def translate(
             param = fields.details[0].get("param") or None  # one refused parameter: name it as OpenAI does
         return InvalidRequestError(message, param=param, code=code, **reason)
     if status in (401, 403):
-        return UpstreamAuthError(f"upstream authentication failed (HTTP {status}): {message}", **reason)
+        # Azure's words name the resource, the identity or the policy: the operator's business, not a caller's.
+        log.error(
+            "upstream: Azure refused the bridge's credentials (HTTP %s, request %s): %s",
+            status,
+            timing.request_id() or "-",
+            message,
+            extra={"request_id": timing.request_id() or None, "upstream_status": status},
+        )
+        return UpstreamAuthError(auth_refused(status))
     if status == 404:
         return NotFoundError(message, code="upstream_not_found", **reason)
     if status == 409:
@@ -235,12 +246,38 @@ def translate(
     return UpstreamError(f"Azure rejected the request (HTTP {status}): {message}", **reason)
 
 
+def auth_refused(status: int | None = None) -> str:
+    """What a client is told when Azure refused the bridge's own credentials (the details: the log)."""
+    said = f" (HTTP {status})" if status is not None else ""
+    return (
+        f"upstream authentication failed{said}: Azure refused this bridge's credentials for the route; "
+        f"an operator must check its auth. The bridge's log has the details{_under_request_id()}."
+    )
+
+
+def _under_request_id() -> str:
+    request_id = timing.request_id()
+    return f" under request id {request_id}" if request_id else ""
+
+
 def translate_transport(exc: BaseException) -> BridgeError:
-    """The error a failed exchange becomes when Azure gave no answer at all."""
+    """The error a failed exchange becomes when Azure gave no answer at all. The client gets a generic
+    word: the exception's text names hosts, ports and proxies; it goes to the log with the request id."""
+    detail = str(exc).strip()[:300]
+    log.warning(
+        "upstream: no answer from Azure (request %s): %s%s",
+        timing.request_id() or "-",
+        type(exc).__name__,
+        f": {detail}" if detail else "",
+        extra={"request_id": timing.request_id() or None},
+    )
     if isinstance(exc, TimeoutError):
-        return UpstreamTimeoutError(f"Azure did not answer in time ({type(exc).__name__})")
-    detail = str(exc).strip()[:200]
-    return UpstreamError(f"could not reach Azure: {type(exc).__name__}" + (f": {detail}" if detail else ""))
+        return UpstreamTimeoutError(f"Azure did not answer in time{_under_request_id()}.")
+    return UpstreamError(
+        f"could not reach Azure (the connection failed); try again shortly. "
+        f"The bridge's log has the details{_under_request_id()}.",
+        code="upstream_unreachable",
+    )
 
 
 def _deadline_passed() -> UpstreamTimeoutError:
@@ -303,10 +340,27 @@ class UpstreamClient:
     async def content(
         self, url: str, *, params: dict[str, str] | None = None, deadline: float | None = None,
         operation: str = "content",
-    ) -> tuple[bytes, str]:  # fmt: skip
-        """GET a binary body (a file's content) and its media type."""
-        answer = await self._send("GET", url, None, params, deadline, True, operation, read=True)
-        return answer.content, answer.headers.get("Content-Type", "application/octet-stream")
+    ) -> tuple[AsyncGenerator[bytes, None], str]:  # fmt: skip
+        """GET a binary body (a file's content): its chunks as Azure sends them, and its media type.
+
+        The status is checked first (an error is raised here, before any byte goes to a client); the
+        chunks are read as the consumer asks, never the whole file at once. Closing the generator (or
+        reading it to its end) gives the connection back."""
+        answer = await self._send("GET", url, None, params, deadline, True, operation, read=False)
+        response = answer.live
+        assert response is not None
+        readany = response.content.readany if isinstance(response, aiohttp.ClientResponse) else response.readany
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            try:
+                while chunk := await readany():
+                    yield chunk
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise translate_transport(exc) from exc
+            finally:
+                response.close()
+
+        return chunks(), answer.headers.get("Content-Type", "application/octet-stream")
 
     @asynccontextmanager
     async def stream(

@@ -69,6 +69,7 @@ async def resolve(
     items: tuple[Item, ...],
     conversation_id: str | None,
     claim: bool = True,
+    instructions: str | None = None,
 ) -> Resolution:
     """Where the conversation continues. `claim`: the cursor is a thread, whose end is taken (see the
     module docstring); False for cursors that never move (Foundry response ids)."""
@@ -77,7 +78,7 @@ async def resolve(
         if cursor is None:
             return Resolution(cursor=None, new_items=items, prefix_fingerprint=None)
         return Resolution(cursor=cursor, new_items=after_last_assistant(items), prefix_fingerprint=None)
-    prints = fingerprint.chain(items)
+    prints = fingerprint.chain(items, instructions)
     # Only prefixes that end with an assistant message can have been stored.
     candidates = [i for i, item in enumerate(items) if isinstance(item, Message) and item.role == "assistant"]
     if not candidates:
@@ -101,6 +102,7 @@ async def remember(
     cursor: str,
     conversation_id: str | None,
     previous_cursor: str | None = None,
+    instructions: str | None = None,
 ) -> None:
     """Store where this conversation continues, keyed by what the client will send next time.
 
@@ -111,4 +113,4 @@ async def remember(
         if cursor != previous_cursor:
             await index.bind_conversation_id(owner, route, conversation_id, cursor)
         return
-    await index.save_conversation(owner, route, fingerprint.extend(None, (*items, reply)), cursor)
+    await index.save_conversation(owner, route, fingerprint.extend(None, (*items, reply), instructions), cursor)

@@ -14,8 +14,8 @@ from app.core.events import Annotation, Cited, TurnEvent
 from app.core.records import FileRecord
 from app.errors import NotFoundError
 
-Fetch = Callable[[str, str | None], Awaitable[tuple[bytes, str]]]
-"""(file id, container id) -> (content, media type), for one route."""
+Fetch = Callable[[str, str | None], Awaitable[tuple[AsyncIterator[bytes], str]]]
+"""(file id, container id) -> (content in chunks, media type), for one route."""
 
 
 class FileIndex(Protocol):
@@ -58,7 +58,7 @@ class FileRelay:
         self.fetchers = fetchers
         self.max_id_length = max_id_length
 
-    async def content(self, file_id: str, *, owner: str) -> tuple[bytes, str]:
+    async def content(self, file_id: str, *, owner: str) -> tuple[AsyncIterator[bytes], str]:
         """A file id outside the grammar, unrecorded or another owner's is the 404 of an unknown file."""
         ids.path_id(file_id, self.max_id_length, _unknown_file)
         record = await self.index.get_file(file_id, owner)

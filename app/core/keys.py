@@ -1,7 +1,8 @@
 """Client keys: who is calling (the owner of what they create), which models they may use, admin or not.
 
 Keys are kept only as SHA-256 digests and compared in constant time against every configured key, so
-neither timing nor logs reveal one. No key configured means open mode: one `anonymous` owner.
+neither timing nor logs reveal one. No key configured means open mode, only when asked for in so many
+words (`open_mode: true`): one `anonymous` owner, never an admin.
 """
 
 from __future__ import annotations
@@ -11,10 +12,23 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app.errors import AuthenticationError, ModelNotFoundError
-from app.settings import KeySettings
+from app.errors import AuthenticationError, ModelNotFoundError, PermissionDeniedError
+from app.settings import KeySettings, Settings
 
 ANONYMOUS = "anonymous"
+
+NO_KEYS = (
+    "no client keys are configured. Set `keys` in the config file (or AGENT_BRIDGE_API_KEYS="
+    '"name:key,..."), or, to run without keys (every caller is the one owner "anonymous" and the admin '
+    "API stays closed), set `open_mode: true` (env AGENT_BRIDGE_OPEN_MODE=true)"
+)
+
+
+def keys_problem(settings: Settings) -> str | None:
+    """Why this config must not serve: no keys and open mode not asked for (None when it may)."""
+    if settings.keys or settings.open_mode:
+        return None
+    return NO_KEYS
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class Principal:
             )
 
 
-OPEN = Principal(name=ANONYMOUS, models=None, admin=True)
+OPEN = Principal(name=ANONYMOUS, models=None, admin=False)
 
 
 def digest(key: str) -> bytes:
@@ -75,3 +89,16 @@ class KeyRing:
         if found is None:
             raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")
         return found
+
+    def authenticate_admin(self, authorization: str | None, what: str) -> Principal:
+        """An admin key's principal. Open mode has none: every caller gets 401, whatever it sends."""
+        if self.open_mode:
+            raise AuthenticationError(
+                f"{what} needs an admin key, and this bridge runs in open mode (no keys are configured). "
+                "Configure an admin key (`keys: [{name, key, admin: true}]`) to use it.",
+                code="invalid_api_key",
+            )
+        principal = self.authenticate(authorization)
+        if not principal.admin:
+            raise PermissionDeniedError(f"{what} needs an admin key.")
+        return principal

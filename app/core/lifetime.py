@@ -215,6 +215,12 @@ class Turn(Generic[E]):
         if self._waiting and self._driver is not None and not self._cancelled:
             self._cancelled = True
             self._driver.cancel()
+        elif self._opened:
+            # The driver is not waiting on Azure: it is handing an event to the client, and a client
+            # that stopped reading holds it there as long as it likes. The turn's deadline is the
+            # stream's write deadline: the turn ends now all the same (its run cancelled, its lock
+            # freed); the driver meets the ending at its next step, if the write ever returns.
+            self._close(error)
 
     @property
     def ended_by(self) -> BridgeError | None:
@@ -222,14 +228,18 @@ class Turn(Generic[E]):
 
     # -- the one end -------------------------------------------------------------------------------
 
-    async def end(self, ending: BaseException | None = None) -> None:
-        """Idempotent. Starts the backend's clean-up in its own task and waits for it unless cancelled."""
+    def _close(self, ending: BaseException | None) -> asyncio.Task[Any]:
+        """The backend's clean-up, started once, in a task of its own."""
         if self._closing is None:
             if self._timer is not None:
                 self._timer.cancel()
             self._inflight.discard(self)
             self._closing = self._tasks.spawn(self._work.close(self._ending or ending), name="turn-close")
-        closing = self._closing
+        return self._closing
+
+    async def end(self, ending: BaseException | None = None) -> None:
+        """Idempotent. Starts the backend's clean-up in its own task and waits for it unless cancelled."""
+        closing = self._close(ending)
         if closing.done():
             closing.result()  # ended already (the route's `finally` after the events' own): as awaiting it would
             return

@@ -118,6 +118,7 @@ class _AssistantsResponse:
         markers: MarkerMode = "numbered",
         account: Account | None = None,
         held: str | None = None,
+        instructions: str | None = None,
     ) -> None:
         self.held = held
         """The bridge conversation (a thread) the turn continues: it knows its place, no fingerprint needed."""
@@ -127,6 +128,8 @@ class _AssistantsResponse:
         self.req = req
         self.owner = owner
         self.items = items
+        self.instructions = instructions
+        """The request's system and developer text and `instructions`: part of its fingerprint."""
         self.previous = previous
         self.index = index
         self.conversations = conversations
@@ -198,6 +201,7 @@ class _AssistantsResponse:
                         reply=builder.reply(),
                         cursor=event.cursor,
                         conversation_id=None,
+                        instructions=self.instructions,
                     )
                 if req.store is not False:
                     await self.index.save_response(
@@ -503,7 +507,12 @@ class ResponsesService:
         else:
             # A client that resends the whole input (the Agents SDK does) is followed like a chat client.
             found = await conversation.resolve(
-                self.conversations, owner=owner, route=req.model, items=items, conversation_id=None
+                self.conversations,
+                owner=owner,
+                route=req.model,
+                items=items,
+                conversation_id=None,
+                instructions=instructions,
             )
             cursor, new_items = found.cursor, found.new_items
         tools = responses_codec.parse_tools(req)
@@ -537,6 +546,7 @@ class ResponsesService:
             markers=route.citation_markers,
             account=account,
             held=conv.conversation_id if conv is not None else None,
+            instructions=instructions,
         )
 
     async def _referenced(

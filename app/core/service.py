@@ -128,6 +128,7 @@ class _ChatWork:
                             cursor=event.cursor,
                             conversation_id=self.conversation_id,
                             previous_cursor=self.previous_cursor,
+                            instructions=req.instructions,
                         )
                     )
                 if event.items and self.items is not None:
@@ -204,6 +205,7 @@ class TurnService:
                 conversation_id=conversation_id,
                 # A migrating route's cursor may be a thread or a conversation: both only grow, so both are taken.
                 claim=route.backend == "assistants" or route.migrate_from is not None,
+                instructions=parsed.instructions,
             )
             project_conversation, remember, previous_cursor = None, True, found.cursor
         deadline = time.monotonic() + route.timeout

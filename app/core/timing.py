@@ -15,6 +15,8 @@ class RequestTiming:
     upstream_s: float = 0.0
     """Seconds spent waiting on Azure (from sending a request to the end of its body or stream)."""
     upstream_requests: int = 0
+    request_id: str = ""
+    """The request's id (X-Request-Id), so what goes to the log only can be found from a client's report."""
 
     def overhead_ms(self, now: float | None = None) -> float:
         total = (now if now is not None else time.perf_counter()) - self.started
@@ -26,14 +28,20 @@ class RequestTiming:
 _current: ContextVar[RequestTiming | None] = ContextVar("request_timing", default=None)
 
 
-def begin() -> RequestTiming:
-    timing = RequestTiming()
+def begin(request_id: str = "") -> RequestTiming:
+    timing = RequestTiming(request_id=request_id)
     _current.set(timing)
     return timing
 
 
 def current() -> RequestTiming | None:
     return _current.get()
+
+
+def request_id() -> str:
+    """The id of the request being served ("" outside one)."""
+    timing = _current.get()
+    return timing.request_id if timing is not None else ""
 
 
 @contextmanager

@@ -31,6 +31,8 @@ or script on a thread stays in one hash slot of a Redis Cluster.
   `rate:{u:<owner>}:d:<YYYY-MM-DD>` (string: tokens) and `inflight:{u:<owner>}` (zset: turn tokens scored
   by when they lapse): a limited key's counters. An owner's keys share the hash tag `{u:<owner>}`, so a
   turn's admission and its end are one script each, in one slot (`app.state.accounting`).
+- `registry` (hash): the registry marker, written once when the registry is created; its loss is a
+  lost store (`app.state.marker`).
 
 Layout 1 (before buckets) kept `thread:<id>`, `threads:idle` and `owner:<owner>:threads`;
 `app.state.migrate` moves a registry from it.
@@ -117,6 +119,9 @@ class Keys:
 
     def background_runner(self, response_id: str) -> str:
         return f"{self.prefix}bg:{{{response_id}}}:runner"
+
+    def marker(self) -> str:
+        return f"{self.prefix}registry"
 
     # Layout 1, read only by the migration.
     def v1_thread(self, thread_id: str) -> str:

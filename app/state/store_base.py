@@ -37,7 +37,8 @@ GATE_WAIT_S = 5.0
 def translated(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        store = args[0]
+        owner: Any = args[0]
+        store = owner if isinstance(owner, StoreBase) else owner.store  # a store, or a helper holding one
         assert isinstance(store, StoreBase)
         gate = store.gate
         try:

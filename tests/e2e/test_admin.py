@@ -95,6 +95,26 @@ def test_non_admin_keys_get_403_and_no_key_401(admin_bridge: Bridge) -> None:
     assert httpx.get(f"{admin_bridge.url}/admin/threads").status_code == 401
 
 
+def test_open_mode_never_grants_the_admin_api(bridge: Bridge) -> None:
+    """A keyless bridge (open mode, asked for) serves every route to `anonymous`, and no admin at all."""
+    thread_id = _chat(bridge, "anything", "demo-assistant", "mine")
+    for key in (None, "anything", ADMIN):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=bridge.url, headers=headers, timeout=30) as c:
+            for method, path in (
+                ("GET", "/admin/threads"),
+                ("GET", f"/admin/threads/{thread_id}"),
+                ("DELETE", f"/admin/threads/{thread_id}"),
+                ("POST", "/admin/threads/purge"),
+            ):
+                response = c.request(method, path, json={} if method == "POST" else None)
+                assert response.status_code == 401, (method, path, response.text)
+                error = response.json()["error"]
+                assert error["type"] == "authentication_error" and "open mode" in error["message"]
+                assert set(error) >= {"message", "type", "param", "code"}
+    assert not any(t["deleted"] for t in bridge.emulator_threads() if t["id"] == thread_id)
+
+
 def _cli(config: Path, redis_url: str, *args: str) -> Any:
     env = {**os.environ, "REDIS_URL": redis_url}
     done = subprocess.run(

@@ -130,6 +130,11 @@ def test_a_code_interpreter_file_is_fetched_by_its_owner_through_the_openai_clie
         relayed = owner.files.content(file_id)
         assert relayed.content == upstream.content
         assert relayed.response.headers["content-type"].split(";")[0] == upstream.headers["content-type"].split(";")[0]
+        # A file the agent wrote is never rendered in the bridge's origin: an attachment, not sniffed, and
+        # streamed (chunked as Azure sends it, not buffered into one Content-Length body).
+        assert relayed.response.headers["content-disposition"] == "attachment"
+        assert relayed.response.headers["x-content-type-options"] == "nosniff"
+        assert "content-length" not in relayed.response.headers
         with pytest.raises(openai.NotFoundError) as info:
             bridge.client(api_key=OWNER_B).files.content(file_id)
         assert info.value.code == "not_found"

@@ -219,6 +219,19 @@ def test_editing_an_earlier_message_starts_a_new_thread(bridge: Bridge) -> None:
     assert [m["text"] for m in new_thread["messages"]][:3] == ["first, edited", "Echo: first", "second"]
 
 
+def test_different_system_or_developer_text_never_continues_another_end_users_thread(bridge: Bridge) -> None:
+    """One key, two end users whose apps differ only in their system (or developer) prompt, with the
+    same visible history: each continues its own thread, never the other's (and its hidden tool outputs)."""
+    history = [{"role": "user", "content": "what do you know?"}]
+    reply, alice = _chat(bridge, [{"role": "system", "content": "Tenant Alice."}, *history])
+    follow = [*history, {"role": "assistant", "content": reply}, {"role": "user", "content": "tell me"}]
+    for instructions in ({"role": "system", "content": "Tenant Bob."}, {"role": "developer", "content": "Tenant Bob."}):
+        _, other = _chat(bridge, [instructions, *follow])
+        assert other != alice
+    _, again = _chat(bridge, [{"role": "system", "content": "Tenant Alice."}, *follow])
+    assert again == alice
+
+
 def test_conversation_id_header_with_only_the_newest_message(bridge: Bridge) -> None:
     headers = {"X-Conversation-Id": "support-ticket-42"}
     threads = set()

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -21,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMAND = str(Path(sys.executable).parent / "agent-bridge")
 
 
-def agent_bridge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [COMMAND, *args], capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})}
-    )
+def agent_bridge(*args: str, env: Mapping[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command, with `env` over this process's environment (a None value removes that variable)."""
+    merged = {**os.environ, **(env or {})}
+    environ = {name: value for name, value in merged.items() if value is not None}
+    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=60, check=False, env=environ)
 
 
 def _parsers(
@@ -110,10 +112,25 @@ def test_check_config_without_routes_is_an_error(tmp_path: Path, text: str) -> N
     assert "routes: no route is configured" in done.stderr
 
 
-def test_check_config_accepts_the_shipped_config() -> None:
-    done = agent_bridge("check-config", "--config", str(ROOT / "config.yaml"))
+def test_check_config_accepts_the_shipped_config_with_open_mode_asked_for() -> None:
+    done = agent_bridge("check-config", "--config", str(ROOT / "config.yaml"), env={"AGENT_BRIDGE_OPEN_MODE": "true"})
     assert done.returncode == 0, done.stderr
     assert "OK, 6 routes" in done.stdout and "demo-assistant: assistants asst_demo" in done.stdout
+
+
+def test_without_keys_or_open_mode_the_shipped_config_does_not_serve_and_says_what_to_set(tmp_path: Path) -> None:
+    clean: dict[str, str | None] = {"AGENT_BRIDGE_OPEN_MODE": None, "AGENT_BRIDGE_API_KEYS": None}
+    checked = agent_bridge("check-config", "--config", str(ROOT / "config.yaml"), env=clean)
+    served = agent_bridge("serve", "--config", str(ROOT / "config.yaml"), "--port", "0", env=clean)
+    for done in (checked, served):
+        assert done.returncode == 2, done.stderr
+        assert "no client keys are configured" in done.stderr
+        assert "`keys`" in done.stderr and "AGENT_BRIDGE_API_KEYS" in done.stderr
+        assert "open_mode: true" in done.stderr and "AGENT_BRIDGE_OPEN_MODE=true" in done.stderr
+    keyed = agent_bridge(
+        "check-config", "--config", str(ROOT / "config.yaml"), env={**clean, "AGENT_BRIDGE_API_KEYS": "a:" + "k" * 20}
+    )
+    assert keyed.returncode == 0, keyed.stderr
 
 
 def test_threads_list_prints_a_table_by_default_and_json_for_scripts(

@@ -14,6 +14,12 @@ from tests.support.bridge import Bridge, running_bridge
 from tests.support.chat import answered, turn
 from tests.support.servers import ServerThread
 
+USER = "team-key-0123456789abcdef"
+ADMIN = "ops-key-0123456789abcdef"
+KEYS = [{"name": "team", "key": USER}, {"name": "ops", "key": ADMIN, "admin": True}]
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
+"""The admin API needs an admin key: open mode never grants it."""
+
 
 def _wait(predicate: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -35,7 +41,9 @@ def _keys_per_node(cluster_url: str, prefix: str) -> dict[int, int]:
 
 
 def _thread_of(bridge: Bridge, messages: list[dict[str, Any]], **kw: Any) -> tuple[str, str]:
-    raw = bridge.client().chat.completions.with_raw_response.create(model="demo-assistant", messages=messages, **kw)
+    raw = bridge.client(api_key=USER).chat.completions.with_raw_response.create(
+        model="demo-assistant", messages=messages, **kw
+    )
     return raw.parse().choices[0].message.content or "", str(raw.headers["x-thread-id"])
 
 
@@ -44,8 +52,8 @@ def test_two_replicas_on_a_cluster_pass_the_end_to_end_flows(
 ) -> None:
     janitor = {"ttl": "6s", "sweep_interval": "300ms", "retry_base": "300ms"}
     with (
-        running_bridge(emulator.url, redis_cluster_url, redis_prefix, threads=janitor) as a,
-        running_bridge(emulator.url, redis_cluster_url, redis_prefix, threads=janitor) as b,
+        running_bridge(emulator.url, redis_cluster_url, redis_prefix, threads=janitor, keys=KEYS) as a,
+        running_bridge(emulator.url, redis_cluster_url, redis_prefix, threads=janitor, keys=KEYS) as b,
     ):
         assert a.state.store.cluster and b.state.store.cluster
         # Fingerprint chat: a client resends its history; the next turn on the other replica continues.
@@ -59,7 +67,7 @@ def test_two_replicas_on_a_cluster_pass_the_end_to_end_flows(
         headers = {"X-Conversation-Id": "ticket-7"}
         _, c1 = _thread_of(a, [{"role": "user", "content": "one"}], extra_headers=headers)
         streamed = turn(
-            b.client(),
+            b.client(api_key=USER),
             stream=True,
             model="demo-assistant",
             messages=[{"role": "user", "content": "two"}],
@@ -72,20 +80,22 @@ def test_two_replicas_on_a_cluster_pass_the_end_to_end_flows(
         # Tool calls asked on a, answered on b.
         tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}]
         messages: list[dict[str, Any]] = [{"role": "user", "content": '/tool add {"a": 1, "b": 2}'}]
-        first = turn(a.client(), stream=False, model="demo-assistant", messages=messages, tools=tools)
+        first = turn(a.client(api_key=USER), stream=False, model="demo-assistant", messages=messages, tools=tools)
         assert first.finish_reason == "tool_calls"
         messages += answered(first, "3")
-        final = turn(b.client(), stream=True, model="demo-assistant", messages=messages, tools=tools)
+        final = turn(b.client(api_key=USER), stream=True, model="demo-assistant", messages=messages, tools=tools)
         assert final.text == "Tool add returned: 3"
 
         # previous_response_id across replicas.
-        r1 = a.client().responses.create(model="demo-assistant", input="remember me")
-        r2 = b.client().responses.create(model="demo-assistant", input="and now", previous_response_id=r1.id)
+        r1 = a.client(api_key=USER).responses.create(model="demo-assistant", input="remember me")
+        r2 = b.client(api_key=USER).responses.create(
+            model="demo-assistant", input="and now", previous_response_id=r1.id
+        )
         assert r2.output_text == "Echo: and now"
-        assert b.client().responses.retrieve(r1.id).id == r1.id
+        assert b.client(api_key=USER).responses.retrieve(r1.id).id == r1.id
 
         # Admin list / show / delete, from either replica.
-        with httpx.Client(base_url=b.url, timeout=30) as c:
+        with httpx.Client(base_url=b.url, timeout=30, headers=ADMIN_AUTH) as c:
             listed: list[str] = []
             after = None
             while True:
@@ -97,7 +107,7 @@ def test_two_replicas_on_a_cluster_pass_the_end_to_end_flows(
             assert t1 in listed and c1 in listed and len(listed) == len(set(listed))
             assert c.get(f"/admin/threads/{t1}").json()["turns"] == 2
             assert c.delete(f"/admin/threads/{t1}").json()["deleted"] is True
-        with httpx.Client(base_url=a.url, timeout=30) as c:
+        with httpx.Client(base_url=a.url, timeout=30, headers=ADMIN_AUTH) as c:
             assert c.get(f"/admin/threads/{t1}").status_code == 404
             assert c.get("/readyz").json()["ready"] is True
 

@@ -110,9 +110,10 @@ def test_the_readme_is_a_front_door() -> None:
 def shipped_bridge(emulator_server: ServerThread, tmp_path_factory: pytest.TempPathFactory) -> BridgeProcess:
     """The shipped config.yaml as `make run` uses it: its routes on the emulator, the embedded Redis."""
     tmp = tmp_path_factory.mktemp("readme")
-    # `make run` (`agent-bridge dev`) gives the bridge the emulator's managed identity: project
-    # endpoints take Entra tokens only.
+    # `make run` (`agent-bridge dev`) gives the bridge the emulator's managed identity (project
+    # endpoints take Entra tokens only) and asks for open mode (the shipped config has no keys).
     env = {
+        "AGENT_BRIDGE_OPEN_MODE": "true",
         "AZURE_EMULATOR_URL": emulator_server.url,
         "IDENTITY_ENDPOINT": f"{emulator_server.url}/msi/token",
         "IDENTITY_HEADER": "agent-bridge-readme",

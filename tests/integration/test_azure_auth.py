@@ -104,13 +104,18 @@ async def test_a_token_is_refreshed_once_its_margin_begins(
     assert credential.calls == 2
 
 
-async def test_a_credential_error_becomes_upstream_auth_error_without_secrets() -> None:
+async def test_a_credential_error_becomes_upstream_auth_error_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
     auth = EntraAuth(StandInCredential(Clock(), fail=True), "scope")
     with pytest.raises(UpstreamAuthError) as info:
         await auth.headers()
     message = info.value.message
-    assert message.startswith("upstream authentication failed: ClientAuthenticationError: ManagedIdentityCredential")
-    assert "eyJ" not in message and "hunter2" not in message and "second line" not in message
+    # The client gets a summary; the credential's first line (secrets cut out) goes to the log only.
+    assert message.startswith("upstream authentication failed: the bridge could not get a token for Azure")
+    assert "ManagedIdentityCredential" not in message
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "agent_bridge.upstream"]
+    assert "ClientAuthenticationError: ManagedIdentityCredential" in logged
+    for text in (message, logged):
+        assert "eyJ" not in text and "hunter2" not in text and "second line" not in text
     assert isinstance(info.value.__cause__, ClientAuthenticationError)
     assert info.value.status == 502 and info.value.code == "upstream_authentication_failed"
 

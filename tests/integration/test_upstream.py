@@ -20,7 +20,7 @@ from starlette.routing import Route
 from app.backends.azure_auth import ApiKeyAuth, EntraAuth
 from app.backends.http1 import StreamClient
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import SSEEvent, UpstreamClient, http_session
+from app.backends.upstream import SSEEvent, UpstreamClient, auth_refused, http_session
 from app.core import timing
 from app.errors import (
     ConflictError,
@@ -225,7 +225,7 @@ async def test_a_post_that_broke_after_sending_is_not_repeated(
     assert azure.hits["/drop"] == 1 + RetryPolicy.testing().max_attempts
 
 
-async def test_a_refused_connection_is_retried_even_for_a_create() -> None:
+async def test_a_refused_connection_is_retried_even_for_a_create(caplog: pytest.LogCaptureFixture) -> None:
     attempts = 0
 
     async def count(*_: object) -> None:
@@ -234,12 +234,19 @@ async def test_a_refused_connection_is_retried_even_for_a_create() -> None:
 
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(count)
+    port = free_port()
+    timing.begin("req_transport_test")
     async with aiohttp.ClientSession(trace_configs=[trace]) as http:
         with pytest.raises(UpstreamError) as info:
-            await client(http).request("POST", f"http://127.0.0.1:{free_port()}/runs", json={}, idempotent=False)
+            await client(http).request("POST", f"http://127.0.0.1:{port}/runs", json={}, idempotent=False)
     assert attempts == RetryPolicy.testing().max_attempts
-    assert info.value.message.startswith("could not reach Azure: ClientConnectorError")
-    assert SECRET_KEY not in info.value.message
+    # The client is told what happened, not where: no host, port or exception text; the log has them.
+    message = info.value.message
+    assert message.startswith("could not reach Azure (the connection failed)") and "req_transport_test" in message
+    assert "127.0.0.1" not in message and str(port) not in message and "Connector" not in message
+    assert info.value.code == "upstream_unreachable" and SECRET_KEY not in message
+    logged = [r for r in caplog.records if r.name == "agent_bridge.upstream"]
+    assert any(str(port) in r.getMessage() and getattr(r, "request_id", None) == "req_transport_test" for r in logged)
 
 
 async def test_persistent_429_is_a_rate_limit_error_with_retry_after(
@@ -293,11 +300,15 @@ async def test_400_keeps_azures_message_param_and_code(azure: Azure, http: aioht
 
 
 async def test_401_is_an_upstream_auth_error_without_the_key(
-    azure: Azure, http: aiohttp.ClientSession, url: str
+    azure: Azure, http: aiohttp.ClientSession, url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    timing.begin("req_auth_test")
     with pytest.raises(UpstreamAuthError) as info:
         await client(http).request("GET", f"{url}/status/401")
-    assert info.value.message == "upstream authentication failed (HTTP 401): Azure says 401."
+    # Azure's own words (which name resources, identities, policies) are summarised, and logged.
+    assert info.value.message.startswith("upstream authentication failed (HTTP 401): Azure refused this bridge's")
+    assert "Azure says" not in str(info.value.envelope()) and "req_auth_test" in info.value.message
+    assert any("Azure says 401." in r.getMessage() for r in caplog.records if r.name == "agent_bridge.upstream")
     assert info.value.status == 502 and SECRET_KEY not in str(info.value.envelope())
     assert azure.hits["/status/401"] == 1  # an api-key has nothing to refresh
 
@@ -329,7 +340,7 @@ async def test_401_with_a_cached_token_fetches_a_new_one_once(
 @pytest.mark.parametrize(
     ("code", "error", "text"),
     [
-        (403, UpstreamAuthError, "upstream authentication failed (HTTP 403): Azure says 403."),
+        (403, UpstreamAuthError, auth_refused(403)),
         (404, NotFoundError, "Azure says 404."),
         (409, ConflictError, "Azure says 409."),
         (500, UpstreamError, "Azure says 500."),

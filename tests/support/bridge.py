@@ -119,6 +119,9 @@ def running_bridge(
     routes: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Iterator[Bridge]:
+    """`settings` as `load_settings` takes them; without `keys` the bridge runs in open mode, asked for
+    explicitly (`open_mode: true`) as a keyless bridge must be (pass `open_mode=False` to test the refusal)."""
+    settings.setdefault("open_mode", True)
     config = load_settings(
         None,
         env={},

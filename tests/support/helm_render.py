@@ -1,5 +1,6 @@
 """`helm template` for this repository's chart when no helm binary can be installed: the subset of Go
-templates the chart uses (values, if/end, toYaml | nindent, .Files.Get | nindent, include | sha256sum, add),
+templates the chart uses (values, if/end with not/or/and, fail, toYaml | nindent, .Files.Get | nindent, include | sha256sum,
+add),
 nothing more.
 An unknown action fails the render, so a template that needs more is caught, not silently mis-rendered."""
 
@@ -26,7 +27,38 @@ def _lookup(expr: str, ctx: dict[str, Any]) -> Any:
     return node
 
 
+class RenderFailed(Exception):
+    """The chart called `fail` (helm prints the message and renders nothing)."""
+
+
+def _condition(expr: str, ctx: dict[str, Any]) -> bool:
+    """Go template truth: false, 0, nil and empty strings, lists and maps are false. `not X`, `or X Y ...`,
+    `and X Y ...`, parenthesised."""
+    expr = expr.strip()
+    if expr.startswith("(") and expr.endswith(")"):
+        return _condition(expr[1:-1], ctx)
+    name, _, rest = expr.partition(" ")
+    if name in ("not", "or", "and"):
+        args, depth, current = [], 0, ""
+        for char in rest.strip() + " ":
+            if char == " " and depth == 0:
+                if current:
+                    args.append(current)
+                current = ""
+                continue
+            depth += (char == "(") - (char == ")")
+            current += char
+        values = [_condition(arg, ctx) for arg in args]
+        if name == "not":
+            (value,) = values
+            return not value
+        return any(values) if name == "or" else all(values)
+    return bool(_lookup(expr, ctx))
+
+
 def _eval(action: str, ctx: dict[str, Any], chart: Path) -> str:
+    if m := re.fullmatch(r'fail "((?:[^"\\]|\\.)*)"', action):
+        raise RenderFailed(m.group(1))
     if m := re.fullmatch(r"toYaml (\S+) \| nindent (\d+)", action):
         text = yaml.safe_dump(_lookup(m.group(1), ctx), sort_keys=False).rstrip("\n")
         pad = " " * int(m.group(2))
@@ -60,7 +92,7 @@ def render_file(path: Path, ctx: dict[str, Any], chart: Path) -> str:
         pos = m.end()
         action = m.group(2)
         if action.startswith("if "):
-            active.append(bool(_lookup(action[3:].strip(), ctx)))
+            active.append(_condition(action[3:], ctx))
         elif action == "end":
             active.pop()
         elif all(active):

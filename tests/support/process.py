@@ -38,6 +38,9 @@ class BridgeProcess:
 
 
 def write_config(path: Path, routes: dict[str, Any], **settings: Any) -> Path:
+    """A config file; without `keys` the bridge it starts runs in open mode, asked for explicitly
+    (`open_mode: true`), as a keyless bridge must be."""
+    settings.setdefault("open_mode", True)
     path.write_text(yaml.safe_dump({"routes": routes, **settings}))
     return path
 

@@ -141,3 +141,25 @@ async def test_unmoving_cursors_are_found_without_a_claim() -> None:
             index, owner="o", route="r", items=(U1, A1, Message("user", text)), conversation_id=None, claim=False
         )
         assert found.cursor == "resp_1"
+
+
+async def test_system_and_developer_text_are_part_of_the_fingerprint() -> None:
+    """Two end users under one key, the same visible history, different system prompts: two threads."""
+    assert fingerprint.chain([U1, A1], "persona A") != fingerprint.chain([U1, A1], "persona B")
+    assert fingerprint.chain([U1, A1], None) == fingerprint.chain([U1, A1])  # none: as before
+    assert fingerprint.extend(None, [U1, A1], "persona A") == fingerprint.chain([U1, A1], "persona A")[1]
+    index = DictIndex()
+    await conversation.remember(
+        index, owner="o", route="r", items=(U1,), reply=A1, cursor="thread_a", conversation_id=None,
+        instructions="persona A",
+    )  # fmt: skip
+    other = await conversation.resolve(
+        index, owner="o", route="r", items=(U1, A1, U2), conversation_id=None, instructions="persona B"
+    )
+    assert other.cursor is None and other.new_items == (U1, A1, U2)
+    bare = await conversation.resolve(index, owner="o", route="r", items=(U1, A1, U2), conversation_id=None)
+    assert bare.cursor is None
+    same = await conversation.resolve(
+        index, owner="o", route="r", items=(U1, A1, U2), conversation_id=None, instructions="persona A"
+    )
+    assert same.cursor == "thread_a" and same.new_items == (U2,)

@@ -9,13 +9,21 @@ from typing import Any
 import pytest
 
 from app.settings import load_settings
-from tests.support.helm_render import render
+from tests.support.helm_render import RenderFailed, render
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "agent-bridge"
 
 
+KEYED = {
+    "config": {"keys": [{"name": "team-a", "sha256": "ab" * 32}, {"name": "ops", "sha256": "cd" * 32, "admin": True}]}
+}
+
+
 def _render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    return render(CHART, values)
+    """The chart with client keys (without them it refuses to render) and these values over them."""
+    merged = {**KEYED, **(values or {})}
+    merged["config"] = {**KEYED["config"], **(values or {}).get("config", {})}
+    return render(CHART, merged)
 
 
 def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -83,6 +91,22 @@ def test_a_protected_metrics_endpoint_gets_its_key_from_a_secret() -> None:
     endpoint = _one(objects, "ServiceMonitor")["spec"]["endpoints"][0]
     assert endpoint["authorization"] == {"type": "Bearer", "credentials": secret}
     assert "metrics_auth: admin" in _one(objects, "ConfigMap")["data"]["config.yaml"]
+
+
+def test_without_keys_or_the_explicit_setting_the_chart_does_not_render(tmp_path: Path) -> None:
+    with pytest.raises(RenderFailed, match=r"no client keys\. Set config\.keys") as refused:
+        render(CHART)
+    assert "keysFromSecret: true" in str(refused.value) and "config.open_mode: true" in str(refused.value)
+    with pytest.raises(RenderFailed):
+        render(CHART, {"config": {"keys": []}, "keysFromSecret": False})
+    for values in ({"keysFromSecret": True}, {"config": {"open_mode": True}}):
+        config_text = _one(render(CHART, values), "ConfigMap")["data"]["config.yaml"]
+        (tmp_path / "config.yaml").write_text(config_text)
+        settings = load_settings(tmp_path / "config.yaml", env={})
+        assert settings.open_mode == ("config" in values) and not settings.keys
+    keyed = _one(_render(), "ConfigMap")["data"]["config.yaml"]
+    (tmp_path / "config.yaml").write_text(keyed)
+    assert [k.name for k in load_settings(tmp_path / "config.yaml", env={}).keys] == ["team-a", "ops"]
 
 
 def test_an_unknown_template_action_fails_the_render(tmp_path: Path) -> None:

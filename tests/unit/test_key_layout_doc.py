@@ -34,6 +34,7 @@ def _written() -> set[str]:
         keys.background("<id>"),
         keys.background_events("<id>"),
         keys.background_runner("<id>"),
+        keys.marker(),
         # The store's other families (app/state/lookups.py, store.py), through the same prefixing.
         keys.raw("conv", "<owner>", "<route>", "<fp>"),
         keys.raw("conv", "<owner>", "<route>", "id", "<conversation>"),

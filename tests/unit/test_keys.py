@@ -6,8 +6,9 @@ import hashlib
 
 import pytest
 
-from app.core.keys import ANONYMOUS, KeyRing
+from app.core.keys import ANONYMOUS, KeyRing, keys_problem
 from app.errors import AuthenticationError, ConfigError, ModelNotFoundError
+from app.main import create_app
 from app.settings import load_settings
 
 ROUTES = {
@@ -16,11 +17,35 @@ ROUTES = {
 }
 
 
-def test_open_mode_is_one_anonymous_admin_owner() -> None:
+def test_open_mode_is_one_anonymous_owner_and_never_an_admin() -> None:
     ring = KeyRing([])
     assert ring.open_mode
     principal = ring.authenticate(None)
-    assert principal.name == ANONYMOUS and principal.admin and principal.may_use("anything")
+    assert principal.name == ANONYMOUS and not principal.admin and principal.may_use("anything")
+    with pytest.raises(AuthenticationError, match="open mode"):
+        ring.authenticate_admin("Bearer anything-at-all-0123456789", "The admin API")
+
+
+def test_without_keys_only_the_explicit_setting_lets_a_bridge_serve() -> None:
+    refused = load_settings(None, env={}, routes=ROUTES)
+    problem = keys_problem(refused)
+    assert problem is not None and "open_mode: true" in problem and "AGENT_BRIDGE_API_KEYS" in problem
+    with pytest.raises(ConfigError, match="refusing to start: no client keys"):
+        create_app(refused)
+    assert keys_problem(load_settings(None, env={}, routes=ROUTES, open_mode=True)) is None
+    keyed = load_settings(None, env={"AGENT_BRIDGE_API_KEYS": "a:a-key-0123456789abcdef"}, routes=ROUTES)
+    assert keys_problem(keyed) is None
+
+
+@pytest.mark.parametrize("bad", ["a-key-0123456789abcdef\n", " a-key-0123456789abcdef", "a-key-01234\r\n56789abc"])
+def test_secrets_with_whitespace_or_control_characters_are_refused_at_load(bad: str) -> None:
+    routes = {"a": {**ROUTES["a"], "auth": {"type": "api_key", "api_key": bad}}}
+    with pytest.raises(ConfigError, match=r"routes\.a\.auth\.api_key: has leading or trailing whitespace"):
+        load_settings(None, env={}, routes=routes, open_mode=True)
+    with pytest.raises(ConfigError, match=r"keys\[0\]\.key: has leading or trailing whitespace"):
+        load_settings(None, env={}, routes=ROUTES, keys=[{"name": "a", "key": bad}])
+    with pytest.raises(ConfigError, match=r"redis\.auth\.access_key: has leading"):
+        load_settings(None, env={}, routes=ROUTES, open_mode=True, redis={"auth": {"access_key": bad}})
 
 
 def test_config_keys_by_value_or_digest_and_env_keys() -> None:

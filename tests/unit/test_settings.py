@@ -99,7 +99,8 @@ def test_durations(tmp_path: Path) -> None:
     assert settings.limits.lock_wait == 0.25
 
 
-def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_BRIDGE_OPEN_MODE", "true")  # the shipped config has no keys
     assert cli.main(["check-config", "--config", str(ROOT / "config.yaml")]) == 0
     out = capsys.readouterr().out
     assert "OK, 6 routes" in out and "flights-agent: foundry flights-demo:1" in out
@@ -120,7 +121,7 @@ def test_a_key_on_a_project_endpoint_is_a_warning_not_a_refusal(
 ) -> None:
     config = _write(
         tmp_path,
-        "routes:\n"
+        "open_mode: true\nroutes:\n"
         f"  keyed:\n    endpoint: {PROJECT}\n    agent: {{name: a}}\n    auth: {{type: api_key, api_key: k}}\n"
         f"  entra:\n    endpoint: {PROJECT}\n    agent: {{name: b, version: '2'}}\n    auth: {{type: entra}}\n"
         "  resource:\n    endpoint: https://r.openai.azure.com\n    assistant_id: asst_x\n"

@@ -159,7 +159,7 @@ class AssistantsClient:
         """Every thread of the project, all pages (Foundry classic only: Azure OpenAI cannot list threads)."""
         return await self._pages("/threads", "list_threads", {**self.params, "limit": "100", "order": "asc"})
 
-    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
+    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[AsyncIterator[bytes], str]:
         """A file's bytes (`GET /files/{id}/content`): code-interpreter outputs, cited documents."""
         return await self.upstream.content(
             self._url(f"/files/{segment(file_id)}/content"), params=self.params, operation="file_content"

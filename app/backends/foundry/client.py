@@ -105,7 +105,7 @@ class FoundryClient:
         )
         return result
 
-    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[bytes, str]:
+    async def file_content(self, file_id: str, container_id: str | None = None) -> tuple[AsyncIterator[bytes], str]:
         """A file's bytes: a code-interpreter container's file, or a project file."""
         file = segment(file_id)
         path = f"/containers/{segment(container_id)}/files/{file}/content" if container_id else f"/files/{file}/content"
