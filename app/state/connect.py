@@ -9,14 +9,12 @@
 from __future__ import annotations
 
 import logging
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,10 +22,8 @@ from redis.exceptions import RedisError
 
 from app.errors import ConfigError
 from app.settings import RedisSettings
-from app.state.commands import ChannelCommands, ClientCommands, ClusterCommands, Commands
-from app.state.reauth import Reauthenticator, reauth_connection_class
+from app.state.reauth import Recycler
 from app.state.redis_auth import Credential, EntraCredentialProvider, entra_provider
-from app.state.resp import Endpoint
 
 log = logging.getLogger("agent_bridge.store")
 
@@ -48,41 +44,25 @@ _SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster", "unix"}
 
 @dataclass
 class Connection:
-    """A client, the lean channels a turn's commands take (`commands`), and what both own besides their
-    connections (an Entra credential with its refresh and re-authentication tasks)."""
+    """A client and what it owns besides its connections (an Entra credential with its refresh task, and
+    the recycler that moves the connections to each new token)."""
 
     client: Any
-    commands: Commands
     providers: list[EntraCredentialProvider] = field(default_factory=list)
-    reauth: Reauthenticator | None = None
+    reauth: Recycler | None = None
 
     async def aclose(self) -> None:
-        if self.reauth is not None:
-            await self.reauth.aclose()
-        await self.commands.aclose()
         await self.client.aclose()
         for provider in self.providers:
             await provider.aclose()
 
 
-def _connection(client: Any, commands: Commands, provider: EntraCredentialProvider | None) -> Connection:
+def _connection(client: Any, provider: EntraCredentialProvider | None) -> Connection:
     if provider is None:
-        return Connection(client, commands)
-    # Our own re-authentication, not redis-py's (see app.state.reauth for why): the provider hands
-    # each new token to it, and it moves every open connection of the client to that token. The lean
-    # channels send theirs in order with their other commands, so nothing can race it.
-    reauth = Reauthenticator(client, provider)
+        return Connection(client)
+    reauth = Recycler(client)
     provider.subscribe(reauth)
-
-    async def moved(credential: Credential, _deadline: float) -> None:
-        try:
-            await commands.reauthenticate(credential.user, credential.token)
-        except (RedisError, OSError, TimeoutError) as exc:
-            # The channel's next connection opens with the new token; this one is closed by Redis.
-            log.warning("redis: a lean channel did not take the new Entra token: %s", type(exc).__name__)
-
-    provider.subscribe(moved)
-    return Connection(client, commands, [provider], reauth)
+    return Connection(client, [provider], reauth)
 
 
 def is_cluster_url(url: str) -> bool:
@@ -126,45 +106,6 @@ def _options(url: str, settings: RedisSettings) -> tuple[dict[str, Any], EntraCr
     return options, provider
 
 
-def _reauth_connections(cluster: RedisCluster) -> None:
-    """The cluster client's connections re-authenticate themselves before their next command too.
-
-    RedisCluster takes no connection class (it picks redis-py's TCP or TLS one), but every node it
-    discovers later is built from the keyword dict it shares with its nodes manager, and the startup
-    nodes, built already, have opened no connection yet."""
-    manager = cluster.nodes_manager
-    kwargs = manager.connection_kwargs
-    kwargs["connection_class"] = reauth_connection_class(kwargs["connection_class"])
-    for node in manager.startup_nodes.values():  # the same ClusterNode objects as cluster.startup_nodes
-        node.connection_class = kwargs["connection_class"]
-
-
-def _tls(options: dict[str, Any]) -> ssl.SSLContext:
-    """The TLS context redis-py builds from the same options (`ssl_*`), for the lean channels."""
-    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    context.check_hostname = bool(options.get("ssl_check_hostname"))
-    context.verify_mode = ssl.CERT_REQUIRED if options.get("ssl_cert_reqs") == "required" else ssl.CERT_NONE
-    if options.get("ssl_certfile"):
-        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-    return context
-
-
-def _endpoint(url: str, options: dict[str, Any], provider: EntraCredentialProvider | None) -> Endpoint:
-    parsed = parse_url(url.replace("+cluster", "", 1))
-    return Endpoint(
-        host=parsed.get("host") or "127.0.0.1",
-        port=int(parsed.get("port") or 6379),
-        path=parsed.get("path"),
-        db=int(parsed.get("db") or 0),
-        username=options.get("username", parsed.get("username")),
-        password=options.get("password", parsed.get("password")),
-        credentials=provider,
-        tls=_tls(options) if urlparse(url).scheme.startswith("rediss") else None,
-        connect_timeout=options["socket_connect_timeout"],
-        command_timeout=options["socket_timeout"],
-    )
-
-
 def connect(url: str | None, settings: RedisSettings | None = None) -> Any:
     """The client (`Redis` or `RedisCluster`); `build()` also returns what must be closed with it."""
     return build(url, settings).client
@@ -182,7 +123,7 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         from fakeredis import FakeAsyncRedis
 
         embedded = FakeAsyncRedis(decode_responses=True)
-        return Connection(embedded, ClientCommands(embedded))
+        return Connection(embedded)
     settings = settings or RedisSettings()
     options, provider = _options(url, settings)
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
@@ -190,20 +131,15 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         cluster = RedisCluster.from_url(
             url.replace("+cluster", "", 1), max_connections=settings.max_connections, retry=retry, **options
         )
-        if provider is not None:
-            _reauth_connections(cluster)
-        return _connection(cluster, ClusterCommands(cluster, _endpoint(url, options, provider)), provider)
+        return _connection(cluster, provider)
     # A blocking pool: redis-py's default pool raises MaxConnectionsError at once when a burst of
     # turns wants more than 100 connections (seen as 503s with 1,000 streams opened together).
     pool = BlockingConnectionPool.from_url(
         url, max_connections=settings.max_connections, timeout=settings.command_timeout, retry=retry, **options
     )
-    if provider is not None:
-        # Set before the pool opens any connection (`from_url` picks the TCP or TLS class itself).
-        pool.connection_class = reauth_connection_class(pool.connection_class)
     client = Redis(connection_pool=pool)
     client.auto_close_connection_pool = True
-    return _connection(client, ChannelCommands(_endpoint(url, options, provider)), provider)
+    return _connection(client, provider)
 
 
 async def check_mode(client: Any, url: str | None) -> None:
