@@ -94,6 +94,7 @@ async def components(
         thread_ttl_s=settings.threads.ttl,
         response_ttl_s=settings.responses.ttl,
         on_error=metrics.store_errors.inc,
+        commands=connection.commands,
     )
     try:
         await migrate(store)

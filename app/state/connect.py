@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,8 +24,10 @@ from redis.exceptions import RedisError
 
 from app.errors import ConfigError
 from app.settings import RedisSettings
+from app.state.commands import ChannelCommands, ClientCommands, ClusterCommands, Commands
 from app.state.reauth import Recycler
 from app.state.redis_auth import Credential, EntraCredentialProvider, entra_provider
+from app.state.resp import Endpoint
 
 log = logging.getLogger("agent_bridge.store")
 
@@ -44,25 +48,38 @@ _SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster", "unix"}
 
 @dataclass
 class Connection:
-    """A client and what it owns besides its connections (an Entra credential with its refresh task, and
-    the recycler that moves the connections to each new token)."""
+    """A client, the fast path a turn's commands take (`commands`), and what both own besides their
+    connections (an Entra credential with its refresh task, and the recycler that moves redis-py's
+    connections to each new token)."""
 
     client: Any
+    commands: Commands
     providers: list[EntraCredentialProvider] = field(default_factory=list)
     reauth: Recycler | None = None
 
     async def aclose(self) -> None:
+        await self.commands.aclose()
         await self.client.aclose()
         for provider in self.providers:
             await provider.aclose()
 
 
-def _connection(client: Any, provider: EntraCredentialProvider | None) -> Connection:
+def _connection(client: Any, commands: Commands, provider: EntraCredentialProvider | None) -> Connection:
     if provider is None:
-        return Connection(client)
+        return Connection(client, commands)
     reauth = Recycler(client)
     provider.subscribe(reauth)
-    return Connection(client, [provider], reauth)
+
+    async def moved(credential: Credential, _deadline: float) -> None:
+        # The fast path's connections take the new token in order with their other commands.
+        try:
+            await commands.reauthenticate(credential.user, credential.token)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # The channel's next connection opens with the new token; this one is closed by Redis.
+            log.warning("redis: the fast path did not take the new Entra token: %s", type(exc).__name__)
+
+    provider.subscribe(moved)
+    return Connection(client, commands, [provider], reauth)
 
 
 def is_cluster_url(url: str) -> bool:
@@ -82,6 +99,7 @@ def _options(url: str, settings: RedisSettings) -> tuple[dict[str, Any], EntraCr
         "socket_timeout": settings.command_timeout,
         "socket_connect_timeout": settings.connect_timeout,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "socket_keepalive": True,
     }
     if scheme.startswith("rediss"):
         options |= {
@@ -106,6 +124,33 @@ def _options(url: str, settings: RedisSettings) -> tuple[dict[str, Any], EntraCr
     return options, provider
 
 
+def _tls(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context redis-py builds from the same options (`ssl_*`), for the fast path."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    context.check_hostname = bool(options.get("ssl_check_hostname"))
+    context.verify_mode = ssl.CERT_REQUIRED if options.get("ssl_cert_reqs") == "required" else ssl.CERT_NONE
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
+
+
+def _endpoint(url: str, options: dict[str, Any], provider: EntraCredentialProvider | None) -> Endpoint:
+    parsed = parse_url(url.replace("+cluster", "", 1))
+    return Endpoint(
+        host=parsed.get("host") or "127.0.0.1",
+        port=int(parsed.get("port") or 6379),
+        path=parsed.get("path"),
+        db=int(parsed.get("db") or 0),
+        username=options.get("username", parsed.get("username")),
+        password=options.get("password", parsed.get("password")),
+        credentials=provider,
+        tls=_tls(options) if urlparse(url).scheme.startswith("rediss") else None,
+        connect_timeout=options["socket_connect_timeout"],
+        command_timeout=options["socket_timeout"],
+        health_interval=options["health_check_interval"],
+    )
+
+
 def connect(url: str | None, settings: RedisSettings | None = None) -> Any:
     """The client (`Redis` or `RedisCluster`); `build()` also returns what must be closed with it."""
     return build(url, settings).client
@@ -123,7 +168,7 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         from fakeredis import FakeAsyncRedis
 
         embedded = FakeAsyncRedis(decode_responses=True)
-        return Connection(embedded)
+        return Connection(embedded, ClientCommands(embedded))
     settings = settings or RedisSettings()
     options, provider = _options(url, settings)
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
@@ -131,7 +176,7 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         cluster = RedisCluster.from_url(
             url.replace("+cluster", "", 1), max_connections=settings.max_connections, retry=retry, **options
         )
-        return _connection(cluster, provider)
+        return _connection(cluster, ClusterCommands(cluster, _endpoint(url, options, provider)), provider)
     # A blocking pool: redis-py's default pool raises MaxConnectionsError at once when a burst of
     # turns wants more than 100 connections (seen as 503s with 1,000 streams opened together).
     pool = BlockingConnectionPool.from_url(
@@ -139,7 +184,7 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
     )
     client = Redis(connection_pool=pool)
     client.auto_close_connection_pool = True
-    return _connection(client, provider)
+    return _connection(client, ChannelCommands(_endpoint(url, options, provider)), provider)
 
 
 async def check_mode(client: Any, url: str | None) -> None:

@@ -100,7 +100,7 @@ class Lookups(StoreBase):
     async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:
         """The conversation's cursor; reading it renews its TTL (so a follow-up need not write it again)."""
         key = self.key("conv", owner, route, "id", conversation_id)
-        value: str | None = await self.redis.getex(key, px=self.thread_ttl_ms)
+        value: str | None = await self.commands.call(("GETEX", key, "PX", self.thread_ttl_ms), key=key)
         return value
 
     @translated

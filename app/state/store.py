@@ -3,7 +3,8 @@
 A thread's record, lock, idle entry and owner entry share one hash-tagged bucket, so each turn
 opens its thread in one round trip and closes it in one (a script each, in one slot), on a
 standalone Redis and on a cluster alike. Conversation, call and response records are single keys
-(`lookups`). Every command goes through redis-py (`docs/performance-redis.md`: a turn's cost).
+(`lookups`). A turn's three commands take the fast path (`commands`); everything else, redis-py
+(docs/performance-redis.md says why).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from app.core.records import CallRecord, ResponseRecord, ThreadRecord
+from app.state.commands import Commands, Script
 from app.state.keys import BUCKETS, bucket_of
 from app.state.lookups import TAKE_CONVERSATION, Lookups
 from app.state.store_base import translated
@@ -33,7 +35,8 @@ _EXTEND = (
 # The start of a turn in one round trip: the thread's record and, only when it is the caller's
 # (ARGV[1]), its lock if free (SET NX PX). {} for an unknown thread or another owner's (no lock taken);
 # else {1 if locked else 0, field, value, ...}. KEYS (record, lock) share the thread's hash tag. One
-# script, not a pipeline: one redis-py call costs as much CPU as a pipeline's set-up.
+# script, not a pipeline of two: the fast path carries single commands only, so a command that fails
+# (a redirect, a dropped connection) has run entirely or not at all.
 _OPEN_TURN = """
 local fields = redis.call('hgetall', KEYS[1])
 local owner
@@ -116,16 +119,18 @@ class RedisStore(Lookups):
         thread_ttl_s: float = 7 * 86400,
         response_ttl_s: float = 30 * 86400,
         on_error: Callable[[], None] | None = None,
+        commands: Commands | None = None,
     ) -> None:
-        super().__init__(redis, prefix=prefix, on_error=on_error)
+        super().__init__(redis, prefix=prefix, on_error=on_error, commands=commands)
         self.thread_ttl_ms = int(thread_ttl_s * 1000)
         self.response_ttl_ms = int(response_ttl_s * 1000)
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
-        self._close_turn = redis.register_script(_CLOSE_TURN)
         self._take_script = redis.register_script(TAKE_CONVERSATION)
         self._claim_idle = redis.register_script(_CLAIM_IDLE)
-        self._open_turn = redis.register_script(_OPEN_TURN)
+        # The turn's own two, for the fast path.
+        self._open_turn = Script(_OPEN_TURN)
+        self._close_script = Script(_CLOSE_TURN)
 
     @translated
     async def ping(self) -> None:
@@ -175,7 +180,7 @@ class RedisStore(Lookups):
         """
         token = secrets.token_hex(16)
         keys = [self.keys.thread(thread_id), self.keys.lock(thread_id)]
-        reply = await self._open_turn(keys=keys, args=[owner, token, ttl_ms])
+        reply = await self.commands.script(self._open_turn, keys, [owner, token, ttl_ms])
         if not reply:
             return None, None
         locked, *flat = reply
@@ -188,7 +193,7 @@ class RedisStore(Lookups):
         if now is None and token is None:
             return
         keys = [self.keys.thread(thread_id), self.keys.idle_of(thread_id), self.keys.lock(thread_id)]
-        await self._close_turn(keys=keys, args=["" if now is None else repr(now), thread_id, token or ""])
+        await self.commands.script(self._close_script, keys, ["" if now is None else repr(now), thread_id, token or ""])
 
     @translated
     async def forget_thread(self, thread_id: str) -> None:

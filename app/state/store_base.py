@@ -18,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from app.errors import StoreUnavailableError
+from app.state.commands import ClientCommands, Commands
 from app.state.keys import Keys
 
 P = ParamSpec("P")
@@ -64,10 +65,13 @@ class StoreBase:
         *,
         prefix: str,
         on_error: Callable[[], None] | None,
+        commands: Commands | None = None,
     ) -> None:
         self.on_error = on_error
         # With decode_responses=True every reply is a str, which redis-py's stubs cannot express.
         self.redis: Any = redis
+        # A turn's three commands (`app.state.commands`): the fast path where `connect` built one.
+        self.commands: Commands = commands or ClientCommands(redis)
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.cluster = isinstance(redis, RedisCluster)

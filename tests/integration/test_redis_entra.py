@@ -5,8 +5,9 @@ without a new AUTH is closed (`tests.support.token_issuer`).
 Through the bridge's own path (`app.state.connect.build` and `RedisStore`), over several token
 lifetimes, with a pool of several connections, some busy and some idle: at each new token every
 connection is recycled (redis-py's maintenance hooks: a busy one when its command gives it back, an
-idle one at once) and reopens with the new token, so every connection open when a token expires
-authenticated with its successor, and no command fails; a token revoked after the connections moved
+idle one at once) and reopens with the new token, and the turn's fast path sends AUTH in order with
+its commands, so every connection open when a token expires authenticated with its successor, and no
+command fails; a token revoked after the connections moved
 on costs nothing; a cluster client does the same on every node.
 """
 
@@ -24,6 +25,7 @@ import pytest
 import redis
 
 from app.settings import RedisAuthSettings, RedisSettings
+from app.state.commands import ClusterCommands
 from app.state.connect import Connection, build
 from app.state.store import RedisStore, ThreadRecord
 from tests.support.identity import point_managed_identity
@@ -118,10 +120,14 @@ class Load:
         thread_id = f"thread_entra_{n % 50}"
         try:
             await self.store.record_thread(ThreadRecord(thread_id, "demo", "assistants", "alice", 1.0, time.time()))
-            token = await self.store.acquire_lock(thread_id, ttl_ms=5000, wait_s=2.0)
+            # A turn's own commands (the fast path), then redis-py's lock and read.
+            record, token = await self.store.open_thread(thread_id, "alice", ttl_ms=5000)
+            assert record is not None
+            if token is None:
+                token = await self.store.acquire_lock(thread_id, ttl_ms=5000, wait_s=2.0)
             assert await self.store.get_thread(thread_id) is not None
             if token is not None:
-                await self.store.release_lock(thread_id, token)
+                await self.store.close_turn(thread_id, token, now=time.time())
             self.ops += 1
         except BaseException as exc:
             self.errors.append(exc)
@@ -185,7 +191,7 @@ def _judged(issuer: TokenIssuer) -> set[int]:
 
 
 async def _live_through_expiries(connection: Connection, issuer: TokenIssuer, *, revoke: bool) -> Load:
-    store = RedisStore(connection.client, prefix="entra-test:")
+    store = RedisStore(connection.client, prefix="entra-test:", commands=connection.commands)
     load = Load(store)
     await load.burst(POOL)  # opens the pool's connections, all with the first token
     assert not load.errors, load.errors
@@ -226,9 +232,11 @@ def _assert_moved_on(issuer: TokenIssuer, connection: Connection) -> None:
     assert issuer.lapsed == [], _debug(issuer)
     judged = [{(c.node, c.addr) for c in issuer.checks if c.token_index == i} for i in sorted(_judged(issuer))]
     assert len(judged) >= EXPIRIES and all(judged), judged
-    # Recycled, not re-authenticated in place: none of the connections open at the first expiry is
-    # still open, several tokens later.
-    assert not judged[0] & set(issuer.connections()), judged[0]
+    # redis-py's connections are recycled, not re-authenticated in place: of the connections open at
+    # the first expiry, several tokens later only the fast path's (one per node, moved by AUTH in
+    # order with its commands) are still open.
+    fast_path = connection.commands.channels if isinstance(connection.commands, ClusterCommands) else [None]
+    assert len(judged[0] & set(issuer.connections())) <= len(fast_path), judged[0]
     assert issuer.auth_failures() == []
     assert connection.reauth.rotations >= EXPIRIES
 

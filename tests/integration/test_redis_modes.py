@@ -113,7 +113,7 @@ async def _works(url: str, settings: RedisSettings, prefix: str) -> None:
     connection = build(url, settings)
     redis = connection.client
     try:
-        store = RedisStore(redis, prefix=prefix)
+        store = RedisStore(redis, prefix=prefix, commands=connection.commands)
         for _ in range(50):
             try:
                 await store.ping()
@@ -138,7 +138,7 @@ async def test_tls_without_the_ca_fails_with_a_message_that_names_no_host(
     port, _ = tls_redis
     connection = build(f"rediss://127.0.0.1:{port}/0", RedisSettings())
     try:
-        store = RedisStore(connection.client, prefix=redis_prefix)
+        store = RedisStore(connection.client, prefix=redis_prefix, commands=connection.commands)
         for check in (store.probe("tls-test"), store.ping()):  # redis-py's connections, then a lean channel
             with pytest.raises(StoreUnavailableError) as caught:
                 await check
@@ -154,7 +154,7 @@ async def test_hostname_check_and_verify_options(tls_redis: tuple[int, Path], re
     strict = RedisSettings(tls=RedisTLSSettings(ca_file=str(ca)))
     connection = build(f"rediss://localhost:{port}/0", strict)
     try:
-        store = RedisStore(connection.client, prefix=redis_prefix)
+        store = RedisStore(connection.client, prefix=redis_prefix, commands=connection.commands)
         with pytest.raises(StoreUnavailableError):
             await store.ping()
         with pytest.raises(StoreUnavailableError):
@@ -195,7 +195,7 @@ async def test_cluster_errors_are_store_errors_without_redis_text(redis_cluster_
     connection = build(plain)
     redis = connection.client
     try:
-        store = RedisStore(redis, prefix=redis_prefix)
+        store = RedisStore(redis, prefix=redis_prefix, commands=connection.commands)
         messages: list[str] = []
         for n in range(20):
             try:

@@ -32,8 +32,8 @@ HANDSHAKE = {"PING", "HELLO", "SELECT", "CLIENT", "AUTH"}
 
 @pytest.fixture(params=["standalone", "cluster"])
 async def connection(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> AsyncIterator[Connection]:
-    """Each store test runs on a standalone Redis and on a real 3-master cluster, with the client as
-    the app builds it."""
+    """Each store test runs on a standalone Redis and on a real 3-master cluster, with the client and
+    the fast path for a turn's commands as the app builds them."""
     url = redis_url if request.param == "standalone" else request.getfixturevalue("redis_cluster_url")
     built = build(url)
     try:
@@ -59,6 +59,7 @@ def store(connection: Connection, redis_prefix: str) -> RedisStore:
         prefix=redis_prefix,
         thread_ttl_s=3600,
         response_ttl_s=7200,
+        commands=connection.commands,
     )
 
 
