@@ -9,10 +9,11 @@ without a new AUTH):
 - a free one is closed now, out of reach of any command while it closes, and reopens on its next use.
 
 Standalone, `ConnectionPool.run_proactive_reconnect()` does both under the pool's lock (the one
-`get_connection` and `release` take), so no connection moves between the free and in-use lists
-meanwhile: `update_active_connections_for_reconnect()` followed by `disconnect(inuse_connections=False)`
-would close the free connections in tasks that start a loop step later, when a command may have taken
-one. On a cluster, per node (the discovered ones and the startup ones, whose discovery connection
+`get_connection` and `release` take; held while the free connections close, a round trip at most for
+a TLS close), so no connection moves between the free and in-use lists meanwhile:
+`update_active_connections_for_reconnect()` followed by `disconnect(inuse_connections=False)` would
+close the free connections in tasks that start a loop step later, when a command may have taken one.
+On a cluster, per node (the discovered ones and the startup ones, whose discovery connection
 stays open): `update_active_connections_for_reconnect()` and `disconnect_free_connections()`, which
 takes the free connections out of the free list while they close.
 
