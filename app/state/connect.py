@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from app.errors import ConfigError
 from app.settings import RedisSettings
 from app.state.commands import ChannelCommands, ClientCommands, ClusterCommands, Commands
-from app.state.reauth import Reauthenticator, reauth_connection_class
+from app.state.reauth import Recycler
 from app.state.redis_auth import Credential, EntraCredentialProvider, entra_provider
 from app.state.resp import Endpoint
 
@@ -48,17 +48,16 @@ _SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster", "unix"}
 
 @dataclass
 class Connection:
-    """A client, the lean channels a turn's commands take (`commands`), and what both own besides their
-    connections (an Entra credential with its refresh and re-authentication tasks)."""
+    """A client, the fast path a turn's commands take (`commands`), and what both own besides their
+    connections (an Entra credential with its refresh task, and the recycler that moves redis-py's
+    connections to each new token)."""
 
     client: Any
     commands: Commands
     providers: list[EntraCredentialProvider] = field(default_factory=list)
-    reauth: Reauthenticator | None = None
+    reauth: Recycler | None = None
 
     async def aclose(self) -> None:
-        if self.reauth is not None:
-            await self.reauth.aclose()
         await self.commands.aclose()
         await self.client.aclose()
         for provider in self.providers:
@@ -68,18 +67,16 @@ class Connection:
 def _connection(client: Any, commands: Commands, provider: EntraCredentialProvider | None) -> Connection:
     if provider is None:
         return Connection(client, commands)
-    # Our own re-authentication, not redis-py's (see app.state.reauth for why): the provider hands
-    # each new token to it, and it moves every open connection of the client to that token. The lean
-    # channels send theirs in order with their other commands, so nothing can race it.
-    reauth = Reauthenticator(client, provider)
+    reauth = Recycler(client)
     provider.subscribe(reauth)
 
     async def moved(credential: Credential, _deadline: float) -> None:
+        # The fast path's connections take the new token in order with their other commands.
         try:
             await commands.reauthenticate(credential.user, credential.token)
         except (RedisError, OSError, TimeoutError) as exc:
             # The channel's next connection opens with the new token; this one is closed by Redis.
-            log.warning("redis: a lean channel did not take the new Entra token: %s", type(exc).__name__)
+            log.warning("redis: the fast path did not take the new Entra token: %s", type(exc).__name__)
 
     provider.subscribe(moved)
     return Connection(client, commands, [provider], reauth)
@@ -102,6 +99,7 @@ def _options(url: str, settings: RedisSettings) -> tuple[dict[str, Any], EntraCr
         "socket_timeout": settings.command_timeout,
         "socket_connect_timeout": settings.connect_timeout,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "socket_keepalive": True,
     }
     if scheme.startswith("rediss"):
         options |= {
@@ -126,21 +124,8 @@ def _options(url: str, settings: RedisSettings) -> tuple[dict[str, Any], EntraCr
     return options, provider
 
 
-def _reauth_connections(cluster: RedisCluster) -> None:
-    """The cluster client's connections re-authenticate themselves before their next command too.
-
-    RedisCluster takes no connection class (it picks redis-py's TCP or TLS one), but every node it
-    discovers later is built from the keyword dict it shares with its nodes manager, and the startup
-    nodes, built already, have opened no connection yet."""
-    manager = cluster.nodes_manager
-    kwargs = manager.connection_kwargs
-    kwargs["connection_class"] = reauth_connection_class(kwargs["connection_class"])
-    for node in manager.startup_nodes.values():  # the same ClusterNode objects as cluster.startup_nodes
-        node.connection_class = kwargs["connection_class"]
-
-
 def _tls(options: dict[str, Any]) -> ssl.SSLContext:
-    """The TLS context redis-py builds from the same options (`ssl_*`), for the lean channels."""
+    """The TLS context redis-py builds from the same options (`ssl_*`), for the fast path."""
     context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
     context.check_hostname = bool(options.get("ssl_check_hostname"))
     context.verify_mode = ssl.CERT_REQUIRED if options.get("ssl_cert_reqs") == "required" else ssl.CERT_NONE
@@ -162,6 +147,7 @@ def _endpoint(url: str, options: dict[str, Any], provider: EntraCredentialProvid
         tls=_tls(options) if urlparse(url).scheme.startswith("rediss") else None,
         connect_timeout=options["socket_connect_timeout"],
         command_timeout=options["socket_timeout"],
+        health_interval=options["health_check_interval"],
     )
 
 
@@ -190,17 +176,12 @@ def build(url: str | None, settings: RedisSettings | None = None) -> Connection:
         cluster = RedisCluster.from_url(
             url.replace("+cluster", "", 1), max_connections=settings.max_connections, retry=retry, **options
         )
-        if provider is not None:
-            _reauth_connections(cluster)
         return _connection(cluster, ClusterCommands(cluster, _endpoint(url, options, provider)), provider)
     # A blocking pool: redis-py's default pool raises MaxConnectionsError at once when a burst of
     # turns wants more than 100 connections (seen as 503s with 1,000 streams opened together).
     pool = BlockingConnectionPool.from_url(
         url, max_connections=settings.max_connections, timeout=settings.command_timeout, retry=retry, **options
     )
-    if provider is not None:
-        # Set before the pool opens any connection (`from_url` picks the TCP or TLS class itself).
-        pool.connection_class = reauth_connection_class(pool.connection_class)
     client = Redis(connection_pool=pool)
     client.auto_close_connection_pool = True
     return _connection(client, ChannelCommands(_endpoint(url, options, provider)), provider)

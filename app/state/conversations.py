@@ -51,16 +51,13 @@ class ConversationRecords(StoreBase):
             "metadata": _compact(rec.metadata),
         }
         flat = [part for pair in fields.items() for part in pair]
-        await self.commands.transaction(
-            [("HSET", key, *flat), ("PEXPIRE", key, self.thread_ttl_ms)],
-            key=key,
-        )
+        await self._pipelined([("HSET", key, *flat), ("PEXPIRE", key, self.thread_ttl_ms)], transaction=True)
 
     @translated
     async def held_conversation(self, conversation_id: str) -> ConversationRecord | None:
         """The record, whoever owns it (the caller checks the owner); reading it renews its TTL."""
         key = self.keys.conversation(conversation_id)
-        reply, _ = await self.commands.transaction([("HGETALL", key), ("PEXPIRE", key, self.thread_ttl_ms)], key=key)
+        reply, _ = await self._pipelined([("HGETALL", key), ("PEXPIRE", key, self.thread_ttl_ms)], transaction=True)
         fields = pairs(reply)
         if not fields:
             return None
@@ -120,7 +117,7 @@ class ConversationRecords(StoreBase):
         commands: list[tuple[Any, ...]] = [("DEL", key)]
         if items:
             commands += [("RPUSH", key, *[_compact(i) for i in items]), ("PEXPIRE", key, self.thread_ttl_ms)]
-        await self.commands.transaction(commands, key=key)
+        await self._pipelined(commands, transaction=True)
 
     # -- output items of agent-endpoint responses ------------------------------------------------
 

@@ -56,7 +56,7 @@ class Lookups(Ownership):
     @translated
     async def save_conversation(self, owner: str, route: str, fingerprint: str, value: str) -> None:
         key = self.key("conv", owner, route, fingerprint)
-        await self.commands.call(("SET", key, value, "PX", self.thread_ttl_ms), key=key)
+        await self.redis.set(key, value, px=self.thread_ttl_ms)
 
     @translated
     async def find_conversation(self, owner: str, route: str, fingerprints: Sequence[str]) -> tuple[int, str] | None:
@@ -95,7 +95,7 @@ class Lookups(Ownership):
     @translated
     async def bind_conversation_id(self, owner: str, route: str, conversation_id: str, value: str) -> None:
         key = self.key("conv", owner, route, "id", conversation_id)
-        await self.commands.call(("SET", key, value, "PX", self.thread_ttl_ms), key=key)
+        await self.redis.set(key, value, px=self.thread_ttl_ms)
 
     @translated
     async def conversation_by_id(self, owner: str, route: str, conversation_id: str) -> str | None:

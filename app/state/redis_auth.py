@@ -4,10 +4,10 @@ redis-py asks the provider for `(user, token)` whenever a connection opens. In a
 the provider fetches the next token `refresh_margin_s` before the current one expires (or at half
 its life) with an async azure-identity credential (no thread, no blocking call on the event loop;
 `redis-entraid` runs a synchronous credential instead), and hands each new token to its
-subscribers: `app.state.reauth` re-authenticates the open connections with it.
+subscribers: `app.state.reauth` recycles the open connections, which reopen with it.
 
-It is deliberately not a redis-py `StreamingCredentialProvider`: for those, redis-py 8.1 registers
-its own re-authentication of pooled connections, which races with commands (see `app.state.reauth`).
+It is deliberately not a redis-py `StreamingCredentialProvider`: for those, redis-py registers its
+own re-authentication of pooled connections, which misses busy ones (see `app.state.reauth`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import base64
 import json
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -82,7 +81,6 @@ class EntraCredentialProvider(CredentialProvider):
         self._fetching: asyncio.Task[Credential] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._subscribers: list[Subscriber] = []
-        self._held: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
         self.fetches = 0
 
     def subscribe(self, subscriber: Subscriber) -> None:
@@ -91,13 +89,6 @@ class EntraCredentialProvider(CredentialProvider):
     @property
     def current(self) -> Credential | None:
         return self._current
-
-    def held(self, connection: object) -> int:
-        """The generation a connection last authenticated with as far as we know (0: not known)."""
-        return self._held.get(connection, 0)
-
-    def mark(self, connection: object, generation: int) -> None:
-        self._held[connection] = max(generation, self._held.get(connection, 0))
 
     # -- redis-py's interface --------------------------------------------------------------------
 

@@ -45,9 +45,9 @@ class RedisRunLog(StoreBase):
         state, runner = self.keys.background(response_id), self.keys.background_runner(response_id)
         token = secrets.token_hex(16)
         flat = [part for pair in fields.items() for part in pair]
-        await self.commands.transaction(
+        await self._pipelined(
             [("HSET", state, *flat), ("PEXPIRE", state, self.ttl_ms), ("SET", runner, token, "PX", lease_ms)],
-            key=state,
+            transaction=True,
         )
         return token
 
@@ -66,7 +66,7 @@ class RedisRunLog(StoreBase):
             commands.append(("HSET", state, *[part for pair in fields.items() for part in pair]))
         if commands:
             commands += [("PEXPIRE", state, self.ttl_ms), ("PEXPIRE", log, self.ttl_ms)]
-            await self.commands.batch(commands, key=state)
+            await self._pipelined(commands, transaction=False)
 
     @translated
     async def state(self, response_id: str) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """The Redis store: the thread registry, its idle and owner indexes, locks and leases (key layout: `keys`).
 
 A thread's record, lock, idle entry and owner entry share one hash-tagged bucket, so each turn
-opens its thread in one round trip (a pipeline in one slot) and closes it in one (a script in one
-slot), on a standalone Redis and on a cluster alike. Conversation, call and response records are
-single keys (`lookups`), and so are the conversations the bridge holds (`conversations`).
+opens its thread in one round trip and closes it in one (a script each, in one slot), on a
+standalone Redis and on a cluster alike. Conversation, call and response records are single keys
+(`lookups`), and so are the conversations the bridge holds (`conversations`). A turn's three commands
+take the fast path (`commands`); everything else, redis-py (docs/performance-redis.md says why).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from app.core.records import CallRecord, ResponseRecord, ThreadRecord
-from app.state.commands import Commands, Script, pairs, truthy
+from app.state.commands import Commands, Script
 from app.state.conversations import ConversationRecords
 from app.state.keys import BUCKETS, bucket_of
 from app.state.lookups import TAKE_CONVERSATION, Lookups
@@ -32,6 +33,27 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _EXTEND = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 )
+# The start of a turn in one round trip: the thread's record and, only when it is the caller's
+# (ARGV[1]), its lock if free (SET NX PX). {} for an unknown thread or another owner's (no lock taken);
+# else {1 if locked else 0, field, value, ...}. KEYS (record, lock) share the thread's hash tag. One
+# script, not a pipeline of two: the fast path carries single commands only, so a command that fails
+# (a redirect, a dropped connection) has run entirely or not at all.
+_OPEN_TURN = """
+local fields = redis.call('hgetall', KEYS[1])
+local owner
+for i = 1, #fields, 2 do
+  if fields[i] == 'owner' then owner = fields[i + 1] end
+end
+if owner == nil or owner ~= ARGV[1] then
+  return {}
+end
+local locked = 0
+if redis.call('set', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  locked = 1
+end
+table.insert(fields, 1, locked)
+return fields
+"""
 # The end of a turn in one round trip: touch the thread (when ARGV[1] is a time, and only while it is
 # still registered: the janitor may have forgotten it meanwhile) and free its lock
 # (when ARGV[3] is still the lock's token). One script, not a pipeline of two: redis-py sends a
@@ -105,17 +127,15 @@ class RedisStore(Lookups, ConversationRecords):
         self.response_ttl_ms = int(response_ttl_s * 1000)
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
-        self._close_turn = redis.register_script(_CLOSE_TURN)
         self._take_script = redis.register_script(TAKE_CONVERSATION)
         self._claim_idle = redis.register_script(_CLAIM_IDLE)
-        # The same scripts for a turn's own commands (`self.commands`).
-        self._release_turn = Script(_RELEASE)
-        self._extend_turn = Script(_EXTEND)
+        # The turn's own two, for the fast path.
+        self._open_turn = Script(_OPEN_TURN)
         self._close_script = Script(_CLOSE_TURN)
 
     @translated
     async def ping(self) -> None:
-        await self.commands.call(("PING",), key="")
+        await self.redis.ping()
 
     @translated
     async def probe(self, name: str) -> bool:
@@ -131,15 +151,11 @@ class RedisStore(Lookups, ConversationRecords):
         """Record, idle entry and owner entry in one transaction (one slot, one round trip)."""
         bucket = bucket_of(rec.thread_id)
         record = self.keys.thread(rec.thread_id)
-        fields = [part for pair in _fields(rec).items() for part in pair]
-        await self.commands.transaction(
-            [
-                ("HSET", record, *fields),
-                ("ZADD", self.keys.idle(bucket), repr(rec.last_used_at), rec.thread_id),
-                ("SADD", self.keys.owner(bucket, rec.owner), rec.thread_id),
-            ],
-            key=record,
-        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(record, mapping=_fields(rec))
+            pipe.zadd(self.keys.idle(bucket), {rec.thread_id: rec.last_used_at})
+            pipe.sadd(self.keys.owner(bucket, rec.owner), rec.thread_id)
+            await pipe.execute()
 
     @translated
     async def get_thread(self, thread_id: str, owner: str | None = None) -> ThreadRecord | None:
@@ -161,19 +177,15 @@ class RedisStore(Lookups, ConversationRecords):
         """One round trip for the start of a turn: the thread's record and, if free, its lock.
 
         Returns (record, lock token); the token is None when the thread is busy (then wait with
-        `acquire_lock`) or unknown (the lock taken for an unknown thread is given back).
+        `acquire_lock`). An unknown thread, or another owner's, is (None, None) and no lock is taken.
         """
         token = secrets.token_hex(16)
-        lock_key = self.keys.lock(thread_id)
-        fields, set_reply = await self.commands.batch(
-            [("HGETALL", self.keys.thread(thread_id)), ("SET", lock_key, token, "NX", "PX", ttl_ms)], key=lock_key
-        )
-        locked = truthy(set_reply)
-        record = _thread_from(thread_id, pairs(fields))
-        if record is None or record.owner != owner:
-            if locked:
-                await self.commands.script(self._release_turn, [lock_key], [token])
+        keys = [self.keys.thread(thread_id), self.keys.lock(thread_id)]
+        reply = await self.commands.script(self._open_turn, keys, [owner, token, ttl_ms])
+        if not reply:
             return None, None
+        locked, *flat = reply
+        record = _thread_from(thread_id, dict(zip(flat[::2], flat[1::2], strict=True)))
         return record, token if locked else None
 
     @translated
@@ -284,7 +296,7 @@ class RedisStore(Lookups, ConversationRecords):
 
     @translated
     async def extend_lock(self, thread_id: str, token: str, ttl_ms: int) -> bool:
-        return bool(await self.commands.script(self._extend_turn, [self.keys.lock(thread_id)], [token, ttl_ms]))
+        return bool(await self._extend(keys=[self.keys.lock(thread_id)], args=[token, ttl_ms]))
 
     async def acquire_lease(self, name: str, *, ttl_ms: int) -> str | None:
         return await self._acquire(self.key("lease", name), ttl_ms=ttl_ms, wait_s=0)
@@ -314,11 +326,11 @@ class RedisStore(Lookups, ConversationRecords):
 
     @translated
     async def _set_nx(self, key: str, token: str, ttl_ms: int) -> bool:
-        return truthy(await self.commands.call(("SET", key, token, "NX", "PX", ttl_ms), key=key))
+        return bool(await self.redis.set(key, token, nx=True, px=ttl_ms))
 
     @translated
     async def _release_key(self, key: str, token: str) -> bool:
-        return bool(await self.commands.script(self._release_turn, [key], [token]))
+        return bool(await self._release(keys=[key], args=[token]))
 
     # -- raw access for the admin view and tests ---------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
@@ -71,7 +71,7 @@ class StoreBase:
         self.on_error = on_error
         # With decode_responses=True every reply is a str, which redis-py's stubs cannot express.
         self.redis: Any = redis
-        # A turn's own commands (`app.state.commands`): the lean channels where `connect` built them.
+        # A turn's three commands (`app.state.commands`): the fast path where `connect` built one.
         self.commands: Commands = commands or ClientCommands(redis)
         self.prefix = prefix
         self.keys = Keys(prefix)
@@ -80,6 +80,15 @@ class StoreBase:
 
     def key(self, *parts: str) -> str:
         return self.keys.raw(*parts)
+
+    async def _pipelined(self, commands: Sequence[Sequence[Any]], *, transaction: bool) -> list[Any]:
+        """Several commands of one slot in one round trip, through redis-py (the fast path carries single
+        commands only, so that a redirect or a drop never leaves part of a batch run)."""
+        async with self.redis.pipeline(transaction=transaction) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            results: list[Any] = await pipe.execute()
+        return results
 
     async def _mget(self, keys: list[str]) -> list[str | None]:
         """One MGET on a standalone Redis; split per slot (in parallel per node) on a cluster."""
