@@ -65,7 +65,7 @@ def _chat(client: openai.OpenAI, messages: list[dict[str, Any]], **kwargs: Any) 
 def _items(bridge: Bridge, conversation: str) -> list[dict[str, Any]]:
     client = bridge.state.components.foundry_clients["helper"]
     page = bridge.server.call(
-        client.conversation_request("GET", f"/{conversation}/items", params={"limit": "100", "order": "asc"})
+        client.conversation_request("GET", conversation, "/items", params={"limit": "100", "order": "asc"})
     )
     items: list[dict[str, Any]] = page["data"]
     return items
