@@ -27,7 +27,12 @@ MODEL = "endpoint-agent"
 @pytest.fixture
 def keyed(emulator: ServerThread, redis_url: str, redis_prefix: str) -> Iterator[Bridge]:
     with running_bridge(
-        emulator.url, redis_url, redis_prefix, routes=endpoint_routes(emulator.url), keys=KEYS, threads={"janitor": False}
+        emulator.url,
+        redis_url,
+        redis_prefix,
+        routes=endpoint_routes(emulator.url),
+        keys=KEYS,
+        threads={"janitor": False},
     ) as bridge:
         yield bridge
 
@@ -128,7 +133,11 @@ def test_a_background_turn_with_a_tool_round_trip_completes(keyed: Bridge) -> No
         ]
         background = rounds == 1
         response = client.responses.create(
-            model="endpoint-flights", previous_response_id=response.id, input=outputs, tools=tools, background=background
+            model="endpoint-flights",
+            previous_response_id=response.id,
+            input=outputs,
+            tools=tools,
+            background=background,
         )
         if background:
             response = poll(client, response.id)
