@@ -29,6 +29,7 @@ from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
 from app.backends.foundry.endpoint import EndpointBackend
+from app.backends.foundry.endpoint_takeover import EndpointTakeover
 from app.backends.http1 import StreamClient
 from app.backends.lease import LeasePolicy
 from app.backends.migration import Migrations, refuse_flip_back
@@ -211,7 +212,7 @@ async def components(
         RedisRunLog(store, ttl_s=settings.responses.background_ttl),
         FinalResponses(responses),
         tasks,
-        {"assistants": AssistantsTakeover(assistants, settings)},
+        {"assistants": AssistantsTakeover(assistants, settings), "endpoint": EndpointTakeover()},
         lease_s=settings.limits.lock_lease,
         max_events=settings.responses.background_max_events,
     )

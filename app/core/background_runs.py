@@ -45,6 +45,10 @@ class RunLog(Protocol):
 
     async def set_fields(self, response_id: str, fields: Mapping[str, str]) -> None: ...
 
+    async def cancelling(self, response_id: str) -> bool:
+        """Whether a cancel was asked for (the state's `cancel` mark)."""
+        ...
+
     async def read(self, response_id: str, after: int, *, block_ms: int | None) -> tuple[list[StreamEvent], bool]: ...
 
     async def all_events(self, response_id: str) -> list[StreamEvent]: ...
@@ -149,6 +153,11 @@ class _Run:
     async def _extend(self) -> None:
         try:
             await self.runs.log.renew_runner(self.id, self.token, self.runs.lease_ms)
+            # A cancel that reached another replica is only a mark in the state: a turn whose upstream cannot
+            # be stopped from there (an agent endpoint's stream is this replica's) ends when its runner sees it.
+            if self.turn is not None and not self.cancel_requested and await self.runs.log.cancelling(self.id):
+                self.cancel_requested = True
+                self.turn.abort(ResponseCancelledError("The response was cancelled."))
         except BridgeError:
             pass  # the next renewal tries again
 
@@ -305,18 +314,21 @@ class BackgroundRuns:
     async def cancel(self, response_id: str) -> dict[str, Any]:
         """Cancel a running response (its run upstream too); a cancelled one answers again; one that
         ended otherwise cannot be cancelled (400), as on Foundry v2."""
-        state = await self._state(response_id)
-        status = state.get("status")
+        status = (await self._kept(response_id)).get("status")
         if status in ENDED:
             if status != "cancelled":
                 raise InvalidRequestError(f"Cannot cancel a response with status '{status}'.", param="response_id")
             return await self.snapshot(response_id)
+        # Marked before it is looked at: a run nobody follows any more is then taken over to be cancelled
+        # (not followed first, which on a backend that cannot follow it would end it `failed`).
         await self.log.set_fields(response_id, {"cancel": "1"})
+        followed = response_id in self.local
+        state = await self._state(response_id)
         run = self.local.get(response_id)
         if run is not None and run.turn is not None:
             run.cancel_requested = True
             run.turn.abort(ResponseCancelledError("The response was cancelled."))
-        else:
+        elif followed or run is None:
             takeover = self.takeovers.get(state.get("backend", ""))
             if takeover is not None:
                 try:
@@ -337,14 +349,18 @@ class BackgroundRuns:
             await asyncio.sleep(0.05)
         return await self.snapshot(response_id)
 
-    async def _state(self, response_id: str) -> dict[str, str]:
-        """The response's state; one nobody runs any more (its replica died) is taken over here."""
+    async def _kept(self, response_id: str) -> dict[str, str]:
         state = await self.log.state(response_id)
         if not state:
             raise InvalidRequestError(
                 "This background response's progress is no longer kept; retrieve it once it has ended.",
                 param="response_id",
             )
+        return state
+
+    async def _state(self, response_id: str) -> dict[str, str]:
+        """The response's state; one nobody runs any more (its replica died) is taken over here."""
+        state = await self._kept(response_id)
         if state.get("status") in ENDED or response_id in self.local:
             return state
         takeover = self.takeovers.get(state.get("backend", ""))

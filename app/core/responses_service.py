@@ -26,7 +26,7 @@ from app.core import (
 from app.core.annotations import MarkerMode, parse_response_annotation
 from app.core.background import BackgroundTasks
 from app.core.conversation import ConversationIndex
-from app.core.endpoint_responses import EndpointResponse, EndpointStore
+from app.core.endpoint_responses import EndpointResponse, EndpointStore, RelayedWork, chain_of
 from app.core.events import ApprovalRequired, Cited, TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.files import FileIndex, recorded, records_of
 from app.core.held_conversations import HeldLookup, conversation_id_of, held_for_turn, not_found
@@ -71,7 +71,7 @@ class Progress(Protocol):
 class ResponsesRelay(Protocol):
     """The Foundry v2 side: a sanitized body with the route's agent_reference, relayed whole."""
 
-    def relay(self, body: dict[str, Any], *, model: str, deadline: float) -> Work[StreamEvent]: ...
+    def relay(self, body: dict[str, Any], *, model: str, deadline: float) -> RelayedWork: ...
 
     async def get(self, response_id: str, model: str) -> dict[str, Any]: ...
 
@@ -441,7 +441,7 @@ class ResponsesService:
             chain = held.conversation_id
             kept = await self.held.load_history(chain)
         elif previous is not None:
-            chain, length = str(previous.data["chain"]), int(previous.data["length"])
+            chain, length = chain_of(previous)
             kept = await self.held.load_history(chain, length)
             if len(kept) < length:  # the history expired before the response record did
                 raise NotFoundError(
@@ -466,6 +466,7 @@ class ResponsesService:
             previous_id=req.previous_response_id,
             keep=req.store is not False,
             account=account,
+            background=bool(req.background),
         )
 
     async def _anchor(self, req: ResponsesRequest, owner: str) -> tuple[ResponseRecord | None, int]:
@@ -692,7 +693,8 @@ class ResponsesService:
                 if found:
                     await self.index.claim_items(found, owner)
             return listed
-        if record.backend == "endpoint":
+        # A background response on an agent-endpoint route has its inputs in the chain once it completed.
+        if record.backend == "endpoint" and "inputs" in record.data:
             assert self.held is not None
             start, count = record.data["inputs"]
             kept = await self.held.load_history(str(record.data["chain"]), int(start) + int(count))

@@ -79,6 +79,11 @@ class RedisRunLog(StoreBase):
         await self.commands.call(("HSET", state, *[p for pair in fields.items() for p in pair]), key=state)
 
     @translated
+    async def cancelling(self, response_id: str) -> bool:
+        state = self.keys.background(response_id)
+        return await self.commands.call(("HGET", state, "cancel"), key=state) in ("1", b"1")
+
+    @translated
     async def read(self, response_id: str, after: int, *, block_ms: int | None) -> tuple[list[dict[str, Any]], bool]:
         """The events after sequence number `after` (waiting up to `block_ms` for one), and whether the
         log's end mark was among them."""

@@ -3,7 +3,8 @@
 Assistants routes: the bridge's own runner dies with its replica; its state in Redis (status, events,
 thread/run ids, the thread lock's token) lets the other replica take the run over once the runner's
 lease lapses, following the run by polling. Foundry v2 routes: Azure runs the response; the other
-replica relays it."""
+replica relays it. Agent-endpoint routes: the endpoint keeps nothing to follow, so the other replica
+ends the run `failed`, saying why (or `cancelled`, asked to cancel it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.bridge import routes_for, running_bridge
+from app.backends.foundry.endpoint_takeover import LOST
+from tests.support.agent_endpoint import endpoint_routes
+from tests.support.bridge import running_bridge
 from tests.support.leftovers import active_runs, locks, wait_for
 from tests.support.process import bridge_processes, write_config
 from tests.support.servers import ServerThread
@@ -54,7 +57,7 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
 ) -> None:
     config = write_config(
         tmp_path / "config.yaml",
-        routes_for(emulator.url),
+        endpoint_routes(emulator.url),
         redis_prefix=redis_prefix,
         keys=[{"name": "team-a", "key": KEY}],
         limits={"lock_lease": "1s"},
@@ -67,7 +70,9 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
     }
     with (
         bridge_processes(config, redis_url, tmp_path, 2) as (doomed, stopping),
-        running_bridge(emulator.url, redis_url, redis_prefix, **settings) as survivor,  # in-process: quicker
+        running_bridge(  # in-process: quicker
+            emulator.url, redis_url, redis_prefix, routes=endpoint_routes(emulator.url), **settings
+        ) as survivor,
     ):
         first, other = _client(doomed.url), _client(survivor.url)
         # SIGTERM: the stopping replica hands its background run over rather than cancelling it.
@@ -87,9 +92,21 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
         calling = first.responses.create(
             model="demo-assistant", input='/sleep 2500\n/tool lookup {"q": "x"}', tools=TOOLS, background=True
         )
-        for created in [*finishing.values(), *cancelling.values(), calling]:
+        lost, dropped = (
+            first.responses.create(model="endpoint-agent", input=f"/sleep 8000\n{text}", background=True)
+            for text in ("lost", "dropped")
+        )
+        for created in [*finishing.values(), *cancelling.values(), calling, lost, dropped]:
             _started(first, created.id)
         doomed.kill()
+
+        # The endpoint's stream died with the replica reading it: the run cannot be followed.
+        failed = _poll(other, lost.id)
+        assert (failed.status, failed.background) == ("failed", True)
+        assert failed.error is not None and (failed.error.code, failed.error.message) == ("server_error", LOST)
+        rest = list(other.responses.retrieve(lost.id, stream=True, starting_after=1))
+        assert rest[0].sequence_number == 2 and rest[-1].type == "response.failed"
+        assert other.responses.cancel(dropped.id).status == "cancelled"
 
         for model, created in [*finishing.items(), *cancelling.items()]:
             assert other.responses.retrieve(created.id).status in ("queued", "in_progress"), model

@@ -294,6 +294,12 @@ class FoundryRelayTurn:
     def _relabel(self, response: dict[str, Any]) -> None:
         self.b.relabel(response, self.model)
 
+    def response(self) -> dict[str, Any]:
+        """The Response as Azure created it (once `open` returned)."""
+        assert self.created is not None
+        response: dict[str, Any] = self.created["response"]
+        return response
+
     def detach(self) -> dict[str, Any]:
         """A background response goes on upstream: its stream closes, the response is not cancelled."""
         assert self.created is not None
