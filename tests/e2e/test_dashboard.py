@@ -41,13 +41,14 @@ def test_every_metric_the_dashboard_queries_is_exported(bridge: Bridge) -> None:
     assert len(queried) >= 10
     assert queried - exported == set()
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
-    for topic in ("turns", "latency", "errors by code", "tokens", "limits hit", "janitor backlog"):
+    for topic in ("turns", "latency", "errors by code", "tokens", "limits hit", "janitor backlog", "migration"):
         assert topic in titles
 
 
 def test_the_chart_ships_the_dashboard_as_a_configmap() -> None:
-    assert not [o for o in render(CHART) if o["metadata"]["name"].endswith("-dashboard")]  # opt-in
-    objects = render(CHART, {"grafanaDashboard": {"enabled": True}})
+    keyed = {"keysFromSecret": True}  # the chart renders only with keys (or open mode asked for)
+    assert not [o for o in render(CHART, keyed) if o["metadata"]["name"].endswith("-dashboard")]  # opt-in
+    objects = render(CHART, {**keyed, "grafanaDashboard": {"enabled": True}})
     (configmap,) = [o for o in objects if o["metadata"]["name"] == "bridge-dashboard"]
     assert configmap["kind"] == "ConfigMap"
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
