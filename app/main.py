@@ -25,11 +25,11 @@ from app.backends.azure_auth import AI_FOUNDRY_SCOPE, COGNITIVE_SERVICES_SCOPE, 
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
-from app.backends.http1 import StreamClient
+from app.backends.http_client import http_client
 from app.backends.lease import LeasePolicy
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import UpstreamClient, http_session, proxy_for
+from app.backends.upstream import UpstreamClient
 from app.core.background import BackgroundTasks
 from app.core.conversations_service import ConversationsService
 from app.core.files import Fetch, FileRelay
@@ -100,8 +100,7 @@ async def components(
         await migrate(store)
     except StoreUnavailableError:
         log.warning("redis: the registry layout could not be checked at start-up (Redis unavailable)")
-    http = http_session(user_agent=f"agent-bridge/{__version__}")
-    streams = StreamClient(user_agent=f"agent-bridge/{__version__}")
+    http = http_client(user_agent=f"agent-bridge/{__version__}")
     tasks = BackgroundTasks()
     inflight = InFlight()
     policy = retry or RetryPolicy()
@@ -110,9 +109,7 @@ async def components(
     foundry_clients: dict[str, FoundryClient] = {}
     for name, route in settings.routes.items():
         auths[name] = build_auth(route.auth, _scope_for(route))
-        upstream = UpstreamClient(
-            http, auths[name], policy, name=name, metrics=metrics, proxy=proxy_for(route.endpoint), streams=streams
-        )
+        upstream = UpstreamClient(http, auths[name], policy, name=name, metrics=metrics)
         if route.backend == "assistants":
             assistants_clients[name] = AssistantsClient(upstream, route)
         else:
@@ -167,8 +164,7 @@ async def components(
         inflight.close()
         inflight.end_all()  # whatever uvicorn's own grace left running ends in OpenAI's format too
         await tasks.drain(within_s=10.0)
-        await http.close()
-        streams.close()
+        await http.aclose()
         for auth in auths.values():
             await auth.aclose()
         await connection.aclose()
