@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from typing import Literal
 
 import httpx
-from httpx_aiohttp import HttpxAiohttpClient
+
+from app.backends import aiohttp_transport
 
 Transport = Literal["aiohttp", "httpx"]
 
@@ -66,7 +67,7 @@ def http_client(
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=keepalive_s
     )
-    kind = HttpxAiohttpClient if transport == "aiohttp" else httpx.AsyncClient
+    kind = aiohttp_transport.Client if transport == "aiohttp" else httpx.AsyncClient
     return kind(
         headers={"User-Agent": user_agent},
         timeout=TIMEOUT,
