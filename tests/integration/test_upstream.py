@@ -165,9 +165,7 @@ def client(http: httpx.AsyncClient, policy: RetryPolicy | None = None, auth: Any
     return UpstreamClient(http, auth or ApiKeyAuth(SECRET_KEY), policy or RetryPolicy.testing())
 
 
-async def test_429_is_retried_after_the_servers_retry_after_ms(
-    azure: Azure, http: httpx.AsyncClient, url: str
-) -> None:
+async def test_429_is_retried_after_the_servers_retry_after_ms(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     policy = dataclasses.replace(RetryPolicy.testing(), max_delay_s=1.0)
     started = time.monotonic()
     body = await client(http, policy).request("GET", f"{url}/throttled", params={"fail": "2", "ms": "150"})
@@ -194,9 +192,7 @@ async def test_a_refused_create_is_retried_even_when_not_idempotent(
     assert azure.hits["/unavailable"] == 2
 
 
-async def test_a_post_that_broke_after_sending_is_not_repeated(
-    azure: Azure, http: httpx.AsyncClient, url: str
-) -> None:
+async def test_a_post_that_broke_after_sending_is_not_repeated(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     with pytest.raises(UpstreamError) as info:
         await client(http).request("POST", f"{url}/drop", json={"create": "run"}, idempotent=False)
     assert azure.hits["/drop"] == 1
@@ -234,9 +230,7 @@ async def test_persistent_429_is_a_rate_limit_error_with_retry_after(
     assert info.value.headers["Retry-After"] == "1"
 
 
-async def test_a_long_retry_after_goes_to_the_client_at_once(
-    azure: Azure, http: httpx.AsyncClient, url: str
-) -> None:
+async def test_a_long_retry_after_goes_to_the_client_at_once(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     with pytest.raises(RateLimitError) as info:
         await client(http).request("GET", f"{url}/throttled", params={"after": "7"})
     assert azure.hits["/throttled"] == 1
@@ -273,9 +267,7 @@ async def test_400_keeps_azures_message_param_and_code(azure: Azure, http: httpx
     assert azure.hits["/invalid"] == 1
 
 
-async def test_401_is_an_upstream_auth_error_without_the_key(
-    azure: Azure, http: httpx.AsyncClient, url: str
-) -> None:
+async def test_401_is_an_upstream_auth_error_without_the_key(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     with pytest.raises(UpstreamAuthError) as info:
         await client(http).request("GET", f"{url}/status/401")
     assert info.value.message == "upstream authentication failed (HTTP 401): Azure says 401."
@@ -297,9 +289,7 @@ class TokenSource:
         pass
 
 
-async def test_401_with_a_cached_token_fetches_a_new_one_once(
-    azure: Azure, http: httpx.AsyncClient, url: str
-) -> None:
+async def test_401_with_a_cached_token_fetches_a_new_one_once(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     source = TokenSource()
     with pytest.raises(UpstreamAuthError):
         await client(http, auth=EntraAuth(source, "scope")).request("GET", f"{url}/status/401")
@@ -359,9 +349,7 @@ async def _collect(upstream: UpstreamClient, url: str, params: dict[str, str], i
             into.append(event)
 
 
-async def test_a_stream_checks_the_status_before_any_event(
-    azure: Azure, http: httpx.AsyncClient, url: str
-) -> None:
+async def test_a_stream_checks_the_status_before_any_event(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     received: list[SSEEvent] = []
     with pytest.raises(RateLimitError):
         await _collect(client(http), f"{url}/events", {}, received)
@@ -369,9 +357,7 @@ async def test_a_stream_checks_the_status_before_any_event(
     assert azure.hits["/events"] == RetryPolicy.testing().max_attempts
 
 
-async def test_a_stream_that_breaks_raises_after_its_events(
-    azure: Azure, http: httpx.AsyncClient, url: str
-) -> None:
+async def test_a_stream_that_breaks_raises_after_its_events(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     received: list[SSEEvent] = []
     with pytest.raises(UpstreamError) as info:
         await _collect(client(http), f"{url}/events", {"fail": "0", "cut": "1"}, received)
@@ -391,9 +377,7 @@ async def test_a_stream_read_to_its_end_gives_its_connection_back(
     assert len(azure.peers) == 3 and len(set(azure.peers)) == 1  # one keep-alive connection for all three
 
 
-async def test_an_abandoned_stream_closes_its_connection(
-    azure: Azure, http: httpx.AsyncClient, url: str
-) -> None:
+async def test_an_abandoned_stream_closes_its_connection(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     upstream = client(http)
     async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
         assert (await anext(aiter(events))).event == "thread.run.created"  # the client leaves here
