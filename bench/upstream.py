@@ -27,7 +27,10 @@ from bench.processes import ROOT, free_port
 
 EVENTS = [
     b'event: thread.run.created\ndata: {"id":"run_1","object":"thread.run","status":"queued"}\n\n',
-    *[b'event: thread.message.delta\ndata: {"id":"msg_1","delta":{"content":[{"index":0,"type":"text","text":{"value":"word "}}]}}\n\n'] * 10,
+    *[
+        b'event: thread.message.delta\ndata: {"id":"msg_1","delta":{"content":[{"index":0,"type":"text","text":{"value":"word "}}]}}\n\n'
+    ]
+    * 10,
     b'event: thread.run.completed\ndata: {"id":"run_1","status":"completed","usage":{"total_tokens":42}}\n\n',
     b"event: done\ndata: [DONE]\n\n",
 ]
