@@ -55,6 +55,13 @@ class _Body(httpx.AsyncByteStream):
 
 
 class Transport(AiohttpTransport):
+    def get_client(self) -> aiohttp.ClientSession:
+        """The library's session, but keeping no cookies (see http_client.NoCookies)."""
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.max_connections or 0, keepalive_timeout=self.limits.keepalive_expiry, ssl=self.ssl_context
+        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await super().handle_async_request(request)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from http.cookiejar import CookieJar
 from typing import Literal
 
 import httpx
@@ -34,6 +35,17 @@ TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0)
 
 
 _DEFAULT_PORTS = {"443": "https", "80": "http"}
+
+
+class NoCookies(CookieJar):
+    """A jar that keeps nothing: one client serves every route and key, so no cookie from one answer may
+    ride on another request (httpx keeps them by default); and reading none saves its parse per answer."""
+
+    def extract_cookies(self, response: object, request: object) -> None:
+        pass
+
+    def set_cookie(self, cookie: object) -> None:
+        pass
 
 
 def no_proxy_mounts(environ: Mapping[str, str] | None = None) -> dict[str, None]:
@@ -70,6 +82,7 @@ def http_client(
     kind = aiohttp_transport.Client if transport == "aiohttp" else httpx.AsyncClient
     return kind(
         headers={"User-Agent": user_agent},
+        cookies=NoCookies(),
         timeout=TIMEOUT,
         limits=limits,
         trust_env=True,

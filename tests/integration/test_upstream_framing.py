@@ -232,6 +232,22 @@ async def test_a_request_met_by_a_closing_connection_is_repeated_only_when_idemp
     assert await client.request("GET", f"{server.url}/a") == {"ok": True}
 
 
+async def test_no_cookie_from_one_answer_rides_on_another_request(
+    serve: Callable[[Reply], Awaitable[RawServer]], http: httpx.AsyncClient
+) -> None:
+    """One client serves every route and key: a cookie Azure (or a gateway) sets is not kept."""
+
+    async def reply(writer: asyncio.StreamWriter, request: bytes, count: int) -> bool:
+        await write(writer, JSON_OK.replace(b"\r\n\r\n", b"\r\nSet-Cookie: ARRAffinity=abc; Path=/\r\n\r\n", 1))
+        return True
+
+    server = await serve(reply)
+    client = upstream(http)
+    for _ in range(2):
+        assert await client.request("GET", f"{server.url}/thread") == {"ok": True}
+    assert all(b"\r\ncookie:" not in request.lower() for _, request in server.requests)
+
+
 @pytest.mark.parametrize("status", [301, 307, 308])
 async def test_a_redirect_is_an_error_and_not_followed(
     serve: Callable[[Reply], Awaitable[RawServer]], http: httpx.AsyncClient, status: int
