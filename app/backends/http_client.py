@@ -8,11 +8,13 @@ grows with every open connection (encode/httpx#3215), measured in docs/performan
 
 Proxies: httpx reads HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY once, when the client is built
 (`trust_env`), and matches each request's URL against them in memory. NO_PROXY as httpx reads it: a
-name (`example.com`: it and its subdomains), an IPv4 or IPv6 address, `localhost`, `*` (no proxy
-at all), `host:port`. Three curl forms it misreads are added here through httpx's own `mounts=`:
-`*.example.com` (its subdomains; httpx matches nothing), `.example.com` (the name itself too; httpx
-only its subdomains) and `host:443`/`host:80` (a URL on the scheme's default port has no port to
-match in httpx). Not supported (the request goes through the proxy): CIDR ranges (`10.0.0.0/8`).
+name (`example.com`: it and its subdomains, as curl), an IPv4 or IPv6 address, `localhost`, `*` (no
+proxy at all), `name:port`. Three forms it misreads are added here through httpx's own `mounts=`:
+`.example.com` (Python's urllib: the name and its subdomains; httpx: only the subdomains),
+`name:443`/`name:80` (an https/http URL on its default port has no port for httpx to match), and
+`*.example.com`, the subdomains (not curl's syntax, whose one wildcard is a lone `*`, but what many
+proxy settings write; httpx matches nothing). Not supported (the request goes through the proxy): CIDR ranges
+(`10.0.0.0/8`, curl 7.86+), and an IP's subnet in any form. docs/reference/libraries.md has the sources.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class NoCookies(CookieJar):
 
 
 def no_proxy_mounts(environ: Mapping[str, str] | None = None) -> dict[str, None]:
-    """httpx mounts (None: no proxy) for the NO_PROXY entries httpx itself misreads, as curl reads them."""
+    """httpx mounts (None: no proxy) for the NO_PROXY entries httpx itself misreads (see the module's docstring)."""
     env = os.environ if environ is None else environ
     no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
     mounts: dict[str, None] = {}
