@@ -32,8 +32,9 @@ from app.errors import (
     UpstreamTimeoutError,
 )
 
-# Failures after which the request certainly never reached Azure: safe to repeat even a create.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures after which the request certainly never reached Azure: safe to repeat even a create
+# (ProxyError: the proxy refused the tunnel).
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 _JSON = {"Content-Type": "application/json"}
 
 

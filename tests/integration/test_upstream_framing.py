@@ -318,3 +318,38 @@ async def test_proxies_come_from_the_environment(
             with pytest.raises(UpstreamError, match="could not reach Azure"):
                 await client.request("GET", url)
     assert bool(proxy.requests) == proxied
+
+
+@pytest.mark.parametrize(("no_proxy", "proxied"), [("", True), ("*.example.test", False), ("10.0.0.1", True)])
+async def test_https_goes_through_https_proxy_as_a_tunnel_unless_no_proxy_names_it(
+    serve: Callable[[Reply], Awaitable[RawServer]],
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+    no_proxy: str,
+    proxied: bool,
+) -> None:
+    """The proxy refuses every tunnel: a proxied request fails at the proxy (and, never sent to
+    Azure, is retried); a direct one fails to resolve the name."""
+
+    async def refuse(writer: asyncio.StreamWriter, request: bytes, count: int) -> bool:
+        await write(writer, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        return False
+
+    proxy = await serve(refuse)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    async with http_client(transport=transport) as http:  # type: ignore[arg-type]
+        with pytest.raises(UpstreamError) as info:
+            await upstream(http, max_attempts=2).request(
+                "POST", "https://azure.example.test/runs", json={}, idempotent=False
+            )
+    if proxied:
+        assert info.value.message.startswith("could not reach Azure: ProxyError")
+        assert [request.split(b"\r\n")[0] for _, request in proxy.requests] == [
+            b"CONNECT azure.example.test:443 HTTP/1.1"
+        ] * 2  # refused by the proxy, never sent to Azure: retried even as a create
+    else:
+        assert info.value.message.startswith("could not reach Azure: ConnectError")
+        assert proxy.requests == []
