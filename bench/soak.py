@@ -13,8 +13,9 @@ the race is. Each client is built with its defaults (`openai.AsyncOpenAI(base_ur
 `httpx.AsyncClient()`); the `openai` client retries a failed request twice by default, so its retries
 are counted too (from its own log), not only the errors that reach the caller.
 
-`--server-keepalive 5` serves the bridge with uvicorn's old 5 s, the control that shows the soak can
-see the race at all.
+`--server-keepalive 5s` serves the bridge with uvicorn's old 5 s, the control. Every error counts;
+`connection_closed_errors` are the race's own kind. httpx's default timeout is 5 s: on a saturated
+machine a turn's tail passes it, and those `ReadTimeout`s are the machine's, not the race's.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ import yaml
 from bench.processes import AGENT_BRIDGE, bridge, bridge_config, free_port, process
 
 MODEL = "demo-assistant"
+RACE = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError, openai.APIConnectionError)
+"""What a request sent on a connection the server had just closed fails with (no answer at all).
+`APIConnectionError` is the openai client's, after its own retries."""
 
 
 class RetryCounter(logging.Handler):
@@ -54,6 +58,7 @@ class RetryCounter(logging.Handler):
 
 async def _soak(kind: str, url: str, turns: int, concurrency: int, think_every: int) -> dict[str, Any]:
     errors: collections.Counter[str] = collections.Counter()
+    race: collections.Counter[str] = collections.Counter()
     done = 0
     per_worker = turns // concurrency
     counter = RetryCounter()
@@ -82,6 +87,8 @@ async def _soak(kind: str, url: str, turns: int, concurrency: int, think_every: 
                 done += 1
             except Exception as exc:
                 errors[f"{type(exc).__module__}.{type(exc).__name__}: {str(exc)[:80]}"] += 1
+                if isinstance(exc, RACE):
+                    race[type(exc).__name__] += 1
             if think_every and n % think_every == think_every - 1:
                 await asyncio.sleep(random.uniform(4.5, 5.5))
 
@@ -98,6 +105,7 @@ async def _soak(kind: str, url: str, turns: int, concurrency: int, think_every: 
         "turns": per_worker * concurrency,
         "completed": done,
         "errors": sum(errors.values()),
+        "connection_closed_errors": sum(race.values()),
         "error_kinds": dict(errors),
         "client_retries": counter.retries if kind == "openai" else None,
         "seconds": round(elapsed, 1),
