@@ -87,7 +87,7 @@ async def _soak(kind: str, url: str, turns: int, concurrency: int, think_every: 
                 done += 1
             except Exception as exc:
                 errors[f"{type(exc).__module__}.{type(exc).__name__}: {str(exc)[:80]}"] += 1
-                if isinstance(exc, RACE):
+                if isinstance(exc, RACE) and not isinstance(exc, openai.APITimeoutError):
                     race[type(exc).__name__] += 1
             if think_every and n % think_every == think_every - 1:
                 await asyncio.sleep(random.uniform(4.5, 5.5))
