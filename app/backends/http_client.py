@@ -72,7 +72,6 @@ def http_client(
     max_connections: int = 2000,
     keepalive_s: float = KEEPALIVE_S,
     transport: Transport = "aiohttp",
-    verify: bool | str = True,
 ) -> httpx.AsyncClient:
     """The client every route shares (build it inside the event loop that will use it).
 
@@ -90,5 +89,4 @@ def http_client(
         trust_env=True,
         mounts=no_proxy_mounts() or None,
         follow_redirects=False,
-        verify=verify,
     )
