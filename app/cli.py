@@ -64,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": int(settings.shutdown_grace) + _SHUTDOWN_MARGIN_S,
         "access_log": False,
         "http": StepWriteProtocol,
+        "timeout_keep_alive": settings.server.keepalive_timeout,
     }
     if args.workers > 1:
         if settings.redis_url is None:

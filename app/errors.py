@@ -19,7 +19,7 @@
     ├── ClientDisconnectedError      499 client_disconnected     (the client hung up; never rendered)
     └── UpstreamTimeoutError         504 timeout_error           code=upstream_timeout
 
-Foreign exceptions (aiohttp, redis, azure-identity) are translated where they are caught, with
+Foreign exceptions (httpx, redis, azure-identity) are translated where they are caught, with
 `raise ... from exc`; one handler in `app/api/` renders the envelope. `code` is never null: an
 error without one of its own takes its class's. Azure's reason (`details[]`, `innererror`) rides
 along in the envelope as extra fields, so the refused parameter or filter category stays visible.

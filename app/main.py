@@ -30,12 +30,12 @@ from app.backends.foundry.client import FoundryClient
 from app.backends.foundry.definitions import AgentDefinitions, DefinitionPolicy
 from app.backends.foundry.endpoint import EndpointBackend
 from app.backends.foundry.endpoint_takeover import EndpointTakeover
-from app.backends.http1 import StreamClient
+from app.backends.http_client import http_client
 from app.backends.lease import LeasePolicy
 from app.backends.migration import Migrations, refuse_flip_back
 from app.backends.polling import PollPolicy
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import UpstreamClient, http_session, proxy_for
+from app.backends.upstream import UpstreamClient
 from app.core import tracing
 from app.core.background import BackgroundTasks
 from app.core.background_responses import BackgroundResponses, FinalResponses
@@ -134,8 +134,7 @@ async def components(
         await migrate(store)
     except StoreUnavailableError:
         log.warning("redis: the registry layout could not be checked at start-up (Redis unavailable)")
-    http = http_session(user_agent=f"agent-bridge/{__version__}")
-    streams = StreamClient(user_agent=f"agent-bridge/{__version__}")
+    http = http_client(user_agent=f"agent-bridge/{__version__}")
     tasks = BackgroundTasks()
     inflight = InFlight()
     policy = retry or RetryPolicy()
@@ -144,9 +143,7 @@ async def components(
     foundry_clients: dict[str, FoundryClient] = {}
     for name, route in settings.routes.items():
         auths[name] = build_auth(route.auth, _scope_for(route))
-        upstream = UpstreamClient(
-            http, auths[name], policy, name=name, metrics=metrics, proxy=proxy_for(route.endpoint), streams=streams
-        )
+        upstream = UpstreamClient(http, auths[name], policy, name=name, metrics=metrics)
         if route.backend == "assistants":
             assistants_clients[name] = AssistantsClient(upstream, route)
         else:
@@ -154,10 +151,7 @@ async def components(
         source = route.source_route()
         if source is not None:  # the Assistants agent this route served before: its threads are carried
             auths[f"{name}@source"] = build_auth(source.auth, _scope_for(source))
-            upstream = UpstreamClient(
-                http, auths[f"{name}@source"], policy, name=name, metrics=metrics,
-                proxy=proxy_for(source.endpoint), streams=streams,
-            )  # fmt: skip
+            upstream = UpstreamClient(http, auths[f"{name}@source"], policy, name=name, metrics=metrics)
             assistants_clients[name] = AssistantsClient(upstream, source)
     lease_policy = lease or LeasePolicy.for_ttl(settings.limits.lock_lease)
     foundry = FoundryBackend(foundry_clients, tasks, metrics, AgentDefinitions(definition_policy))
@@ -279,8 +273,7 @@ async def components(
         await runs.hand_over()  # background runs go on upstream; another replica follows them
         inflight.end_all()  # whatever uvicorn's own grace left running ends in OpenAI's format too
         await tasks.drain(within_s=10.0)
-        await http.close()
-        streams.close()
+        await http.aclose()
         for auth in auths.values():
             await auth.aclose()
         await connection.aclose()

@@ -343,6 +343,11 @@ class ServerSettings(_Strict):
     """`/openapi.json`, the same choices."""
     docs: bool = False
     """Serve Swagger UI at `/docs` (it loads `/openapi.json` from the browser, without a key)."""
+    keepalive_timeout: Seconds = 75.0
+    """An idle client connection is closed after this long (uvicorn's `timeout_keep_alive`, 5 s by default).
+    Longer than the idle time of the gateways and clients in front (nginx and cloud load balancers keep
+    upstream connections 60 s or more; httpx's pool 5 s), so the bridge never closes a connection a
+    client is about to reuse: the client closes first."""
 
 
 class Settings(BaseSettings):

@@ -67,7 +67,16 @@ class TurnRoute(Route):
 
 def add(app: FastAPI, route: TurnRoute) -> None:
     """Put `route` on the app itself, after the turn routes already there and ahead of every other route
-    (a request is matched against the routes in order, each check a few calls)."""
+    (a request is matched against the routes in order, each check a few calls).
+
+    A turn route runs no FastAPI dependency: an app-level `dependencies=` (FastAPI copies it into its
+    own routes only) would silently skip it, so it is refused here; a router's is refused by
+    tests/unit/test_turn_route_dependencies.py."""
+    if app.router.dependencies:
+        raise RuntimeError(
+            "app-level dependencies= would not run for the plain turn routes (app.api.turn_routes): "
+            "check in the endpoints themselves, or in app.api.middleware, instead"
+        )
     routes = app.router.routes
     at = next((i for i, r in enumerate(routes) if not isinstance(r, TurnRoute)), len(routes))
     routes.insert(at, route)

@@ -15,7 +15,7 @@ Hint = float | Mapping[str, str] | None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)  # aiohttp's headers are case-insensitive; a plain dict may not be lower-case
+    value = headers.get(name)  # httpx's headers are case-insensitive; a plain dict may not be lower-case
     if value is None:
         value = next((v for k, v in headers.items() if k.lower() == name), None)
     return value

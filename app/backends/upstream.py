@@ -1,28 +1,24 @@
 """HTTP to Azure: auth headers, bounded retries, SSE parsing, error translation.
 
-Two transports. An event stream (a turn's one upstream request) goes over `http1.StreamClient`, a lean
-HTTP/1.1 client, unless the route goes through a proxy. Everything else goes over aiohttp, whose
-connection pool stays flat as concurrency grows, where httpx's costs grow with every open connection
-(about 20x the CPU per request at 64 concurrent streams, measured in `bench/`).
+Every request goes through one httpx client (`http_client.http_client`); httpx's exceptions are
+translated here, at the boundary, into app/errors.py's tree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from json import dumps, loads  # not `import json`: request() and stream() take a `json` argument
+from json import loads  # not `import json`: request() and stream() take a `json` argument
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-import aiohttp
+import httpx
 import orjson
 
-from app.backends import http1
 from app.backends.azure_auth import AuthProvider
 from app.backends.retry import RetryPolicy, server_hint
 from app.core import timing, tracing
@@ -39,54 +35,15 @@ from app.errors import (
 
 log = logging.getLogger("agent_bridge.upstream")
 
-# Calls without a deadline (the janitor, the admin API) still may not hang.
-_UNBOUNDED = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=30.0)
-# Failures after which the request certainly never reached Azure: safe to repeat even a create.
-_NEVER_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, http1.ConnectFailed)
-# Failures of the connection itself (not of an answer): worth another attempt where that is safe.
-_TRANSPORT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
-
-
-def http_session(*, max_connections: int = 2000, user_agent: str = "agent-bridge") -> aiohttp.ClientSession:
-    """The connection pool every route shares (call inside the event loop that will use it).
-
-    No `trust_env`: aiohttp would then read the proxy variables and ~/.netrc in a thread for every
-    request (40% of the bridge's CPU under load, measured). The proxy is resolved once per route
-    instead (`proxy_for`).
-    """
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, keepalive_timeout=30.0)
-    return aiohttp.ClientSession(
-        connector=connector, timeout=_UNBOUNDED, headers={"User-Agent": user_agent}, raise_for_status=False
-    )
-
-
-def proxy_for(endpoint: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The proxy for requests to `endpoint` from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY, if any."""
-    env = {k.lower(): v for k, v in (os.environ if environ is None else environ).items()}
-    parts = urlsplit(endpoint)
-    host = parts.hostname or ""
-    if _bypassed(host, env.get("no_proxy", "")):
-        return None
-    proxy = env.get(f"{parts.scheme}_proxy") or env.get("all_proxy")
-    return proxy or None
+# Failures after which the request certainly never reached Azure: safe to repeat even a create
+# (ProxyError: the proxy refused the tunnel).
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+_JSON = {"Content-Type": "application/json"}
 
 
 def query_string(params: Mapping[str, str]) -> str:
-    """`params` as a query string, encoded as `_stream_exchange` encodes them (for a URL that carries
-    them itself)."""
+    """`params` as a query string, encoded as httpx encodes `params=` (for a URL that carries them itself)."""
     return urlencode(params)
-
-
-def _bypassed(host: str, no_proxy: str) -> bool:
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        entry = entry.split(":")[0].lstrip(".")
-        if host == entry or host.endswith("." + entry):
-            return True
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +200,9 @@ def translate(
         return UpstreamTimeoutError(f"Azure timed out (HTTP {status}): {message}", **reason)
     if status >= 500:
         return UpstreamError(message, **reason)
+    if 300 <= status < 400:  # never followed: a moved endpoint is the operator's to fix, not ours to guess
+        where = (headers.get("location") or headers.get("Location") or "no Location")[:200]
+        return UpstreamError(f"Azure redirected the request (HTTP {status} to {where}); check the route's endpoint")
     return UpstreamError(f"Azure rejected the request (HTTP {status}): {message}", **reason)
 
 
@@ -271,7 +231,7 @@ def translate_transport(exc: BaseException) -> BridgeError:
         f": {detail}" if detail else "",
         extra={"request_id": timing.request_id() or None},
     )
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return UpstreamTimeoutError(f"Azure did not answer in time{_under_request_id()}.")
     return UpstreamError(
         f"could not reach Azure (the connection failed); try again shortly. "
@@ -287,38 +247,23 @@ def _deadline_passed() -> UpstreamTimeoutError:
 class UpstreamMetrics(Protocol):
     """What the client counts, as labelled prometheus counters (`app.metrics.Metrics` fits)."""
 
-    upstream_requests: Any  # labels: operation, status (an HTTP status or an aiohttp error's name)
+    upstream_requests: Any  # labels: operation, status (an HTTP status or an httpx error's name)
     upstream_retries: Any  # labels: operation
 
 
-@dataclass(slots=True)
-class _Answer:
-    """Azure's answer to one attempt: its body when it was read, else the live response to stream."""
-
-    status: int
-    headers: Mapping[str, str]
-    content: bytes
-    live: aiohttp.ClientResponse | http1.Response | None = None
-
-
 class UpstreamClient:
-    """One route's way to Azure: its credentials, the shared connection pool and the retry policy."""
+    """One route's way to Azure: its credentials, the shared httpx client and the retry policy."""
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
+        http: httpx.AsyncClient,
         auth: AuthProvider,
         retry: RetryPolicy,
         *,
         name: str = "azure",
         metrics: UpstreamMetrics | None = None,
-        proxy: str | None = None,
-        streams: http1.StreamClient | None = None,
     ) -> None:
         self.http = http
-        self.proxy = proxy
-        # Streams through a proxy stay on aiohttp (the lean client speaks to Azure directly only).
-        self.streams = streams if proxy is None else None
         self.auth = auth
         self.retry = retry
         self.name = name
@@ -329,11 +274,11 @@ class UpstreamClient:
         deadline: float | None = None, idempotent: bool = True, operation: str = "request",
     ) -> Any:  # fmt: skip
         """Send a request and return its parsed JSON body (None when empty)."""
-        answer = await self._send(method, url, json, params, deadline, idempotent, operation, read=True)
-        if not answer.content:
+        response = await self._send(method, url, json, params, deadline, idempotent, operation, read=True)
+        if not response.content:
             return None
         try:
-            return loads(answer.content)
+            return loads(response.content)
         except ValueError as exc:
             raise UpstreamError("Azure answered with a body that is not JSON") from exc
 
@@ -346,21 +291,18 @@ class UpstreamClient:
         The status is checked first (an error is raised here, before any byte goes to a client); the
         chunks are read as the consumer asks, never the whole file at once. Closing the generator (or
         reading it to its end) gives the connection back."""
-        answer = await self._send("GET", url, None, params, deadline, True, operation, read=False)
-        response = answer.live
-        assert response is not None
-        readany = response.content.readany if isinstance(response, aiohttp.ClientResponse) else response.readany
+        response = await self._send("GET", url, None, params, deadline, True, operation, read=False)
 
         async def chunks() -> AsyncGenerator[bytes, None]:
             try:
-                while chunk := await readany():
+                async for chunk in response.aiter_bytes():
                     yield chunk
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except httpx.HTTPError as exc:
                 raise translate_transport(exc) from exc
             finally:
-                response.close()
+                await response.aclose()
 
-        return chunks(), answer.headers.get("Content-Type", "application/octet-stream")
+        return chunks(), response.headers.get("Content-Type", "application/octet-stream")
 
     @asynccontextmanager
     async def stream(
@@ -371,31 +313,27 @@ class UpstreamClient:
 
         The events simply stop when the stream ends, with or without a terminal event: the consumer decides.
         """
-        answer = await self._send(method, url, json, params, deadline, idempotent, operation, read=False)
-        response = answer.live
-        assert response is not None
+        response = await self._send(method, url, json, params, deadline, idempotent, operation, read=False)
         events = self._events(response, deadline)
         try:
             yield events
         finally:
             await events.aclose()
-            # Read to its end, the answer gave its connection back to the pool already (aiohttp does
-            # at EOF); abandoned mid-stream, its connection is dropped, never reused half-read.
-            response.close()
+            # Read to its end, the answer's connection goes back to the pool; abandoned mid-stream,
+            # it is closed, never reused half-read.
+            await response.aclose()
 
-    async def _events(
-        self, response: aiohttp.ClientResponse | http1.Response, deadline: float | None = None
-    ) -> AsyncGenerator[SSEEvent, None]:
+    async def _events(self, response: httpx.Response, deadline: float | None = None) -> AsyncGenerator[SSEEvent, None]:
         decoder = SSEDecoder()
         current = timing.current()
-        readany = response.content.readany if isinstance(response, aiohttp.ClientResponse) else response.readany
+        chunks = response.aiter_raw()
         while True:
             started = time.perf_counter()
             try:
-                chunk = await readany()
-            except TimeoutError as exc:
+                chunk = await anext(chunks, b"")
+            except httpx.TimeoutException as exc:
                 raise UpstreamTimeoutError("Azure stopped sending the stream's events in time") from exc
-            except aiohttp.ClientError as exc:
+            except httpx.HTTPError as exc:
                 raise UpstreamError(f"the upstream event stream broke: {type(exc).__name__}") from exc
             finally:
                 if current is not None:
@@ -412,112 +350,86 @@ class UpstreamClient:
     async def _send(
         self, method: str, url: str, body: Any, params: dict[str, str] | None, deadline: float | None,
         idempotent: bool, operation: str, *, read: bool,
-    ) -> _Answer:  # fmt: skip
+    ) -> httpx.Response:  # fmt: skip
         """A successful answer (its body read when `read`), after as many attempts as the policy allows."""
         attempt, reauthenticated = 0, False
+        content = None if body is None else orjson.dumps(body)
         while True:
             attempt += 1
             if attempt > 1 and self.metrics is not None:
                 self.metrics.upstream_retries.labels(operation).inc()
             try:
-                answer = await self._attempt(method, url, body, params, deadline, read)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                response = await self._attempt(method, url, content, params, deadline, read)
+            except httpx.HTTPError as exc:
                 self._count(operation, type(exc).__name__)
-                retryable = isinstance(exc, _TRANSPORT)
+                retryable = isinstance(exc, httpx.TransportError)
                 if retryable and (idempotent or isinstance(exc, _NEVER_SENT)) and await self._pause(attempt, deadline):
                     continue
                 raise translate_transport(exc) from exc
-            status = answer.status
+            status = response.status_code
             self._count(operation, str(status))
-            if status < 400:
-                return answer
+            if status < 300:
+                return response
             if status == 401 and not reauthenticated and self.auth.invalidate():
                 reauthenticated, attempt = True, attempt - 1  # a cached token may have been revoked: once more
                 continue
             # An error answer means Azure did not act on the request: a retry is safe even for a create.
-            if self.retry.retries(status) and await self._pause(attempt, deadline, answer.headers):
+            if self.retry.retries(status) and await self._pause(attempt, deadline, response.headers):
                 continue
-            raise translate(status, answer.content, answer.headers, retry_after=self.retry.backoff(attempt))
+            raise translate(status, response.content, response.headers, retry_after=self.retry.backoff(attempt))
 
     async def _attempt(
-        self, method: str, url: str, body: Any, params: dict[str, str] | None, deadline: float | None, read: bool
-    ) -> _Answer:
+        self, method: str, url: str, content: bytes | None, params: dict[str, str] | None, deadline: float | None,
+        read: bool,
+    ) -> httpx.Response:  # fmt: skip
         """One exchange, bounded by the deadline: the answer's headers, and its body when `read` or when it failed."""
         if deadline is None:
-            return await self._exchange(method, url, body, params, _UNBOUNDED, read)
+            return await self._exchange(method, url, content, params, None, read)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _deadline_passed()
-        bounds = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, remaining), sock_read=remaining)
+        # httpx bounds each phase (a gap in a stream may not outlast the deadline); asyncio the whole.
+        bounds = httpx.Timeout(remaining, connect=min(10.0, remaining))
         try:
             async with asyncio.timeout(remaining):
-                return await self._exchange(method, url, body, params, bounds, read)
+                return await self._exchange(method, url, content, params, bounds, read)
         except TimeoutError as exc:
-            if isinstance(exc, aiohttp.ClientError):
-                raise  # aiohttp's own connect timeout: the policy decides on it
             raise _deadline_passed() from exc
 
     async def _exchange(
         self,
         method: str,
         url: str,
-        body: Any,
+        content: bytes | None,
         params: dict[str, str] | None,
-        bounds: aiohttp.ClientTimeout,
+        bounds: httpx.Timeout | None,
         read: bool,
-    ) -> _Answer:
+    ) -> httpx.Response:
         headers = await self.auth.headers()
         if tracing.ENABLED:  # the attempt's span, its traceparent sent on to Azure
             headers = tracing.outgoing(headers, method, url)
+        if content is not None:
+            headers.update(_JSON)
         current = timing.current()
         if current is not None:
             current.upstream_requests += 1
-        if not read and self.streams is not None:
-            return await self._stream_exchange(method, url, body, params, headers, bounds, current)
+        http = self.http
+        request = http.build_request(
+            method, url, content=content, params=params, headers=headers, timeout=bounds or httpx.USE_CLIENT_DEFAULT
+        )
         started = time.perf_counter()  # timing.upstream_wait(), inlined: it is half a dozen calls
         try:
-            response = await self.http.request(
-                method, url, json=body, params=params, headers=headers, timeout=bounds, proxy=self.proxy
-            )
-            if not read and response.status < 400:
-                return _Answer(response.status, response.headers, b"", response)
+            response = await http.send(request, stream=True)
+            if not read and response.status_code < 300:
+                return response
             try:
-                content = await response.read()
+                await response.aread()
             finally:
-                response.release()
+                await response.aclose()
         finally:
             if current is not None:
                 current.upstream_s += time.perf_counter() - started
-        return _Answer(response.status, response.headers, content)
-
-    async def _stream_exchange(
-        self,
-        method: str,
-        url: str,
-        body: Any,
-        params: dict[str, str] | None,
-        headers: Mapping[str, str],
-        bounds: aiohttp.ClientTimeout,
-        current: timing.RequestTiming | None,
-    ) -> _Answer:
-        assert self.streams is not None
-        target = f"{url}?{urlencode(params)}" if params else url
-        payload = b"" if body is None else dumps(body).encode()
-        started = time.perf_counter()  # timing.upstream_wait(), inlined (see _exchange)
-        try:
-            response = await self.streams.send(
-                method, target, payload, headers, connect_s=bounds.sock_connect or 10.0, read_s=bounds.sock_read or 30.0
-            )
-            if response.status < 400:
-                return _Answer(response.status, response.headers, b"", response)
-            try:
-                content = await response.read()
-            finally:
-                response.close()
-        finally:
-            if current is not None:
-                current.upstream_s += time.perf_counter() - started
-        return _Answer(response.status, response.headers, content)
+        return response
 
     async def _pause(self, attempt: int, deadline: float | None, hint: Mapping[str, str] | None = None) -> bool:
         """Sleep before the next attempt; False when the policy says there should be none."""

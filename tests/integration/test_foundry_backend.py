@@ -9,14 +9,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
+import httpx
 import pytest
 
 from app.backends.azure_auth import AI_FOUNDRY_SCOPE, AuthProvider, build_auth
 from app.backends.foundry.backend import FoundryBackend
 from app.backends.foundry.client import FoundryClient
+from app.backends.http_client import http_client
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import UpstreamClient, http_session
+from app.backends.upstream import UpstreamClient
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.lifetime import InFlight, Turn, Work
@@ -51,7 +52,7 @@ def _route(emulator: ServerThread, agent: str, timeout: float = 30.0) -> RouteSe
 class Foundry:
     """One backend and pass-through over two routes (`demo` and `flights`), plus the emulator's stats."""
 
-    def __init__(self, emulator: ServerThread, http: aiohttp.ClientSession, auth: AuthProvider) -> None:
+    def __init__(self, emulator: ServerThread, http: httpx.AsyncClient, auth: AuthProvider) -> None:
         self.emulator = emulator
         self.http = http
         upstream = UpstreamClient(http, auth, RetryPolicy.testing())
@@ -110,13 +111,12 @@ class Foundry:
         return [(str(data["type"]), data) async for data in turn.events()]
 
     async def stats(self) -> dict[str, Any]:
-        async with self.http.get(f"{self.emulator.url}/_emulator/stats", raise_for_status=True) as answer:
-            stats: dict[str, Any] = await answer.json()
+        answer = (await self.http.get(f"{self.emulator.url}/_emulator/stats")).raise_for_status()
+        stats: dict[str, Any] = answer.json()
         return stats
 
     async def reset_stats(self) -> None:
-        async with self.http.post(f"{self.emulator.url}/_emulator/stats/reset", raise_for_status=True):
-            pass
+        (await self.http.post(f"{self.emulator.url}/_emulator/stats/reset")).raise_for_status()
 
     async def creates(self) -> list[dict[str, Any]]:
         """The bodies of the create-response requests since the last stats reset."""
@@ -129,7 +129,7 @@ async def foundry(emulator: ServerThread) -> AsyncIterator[Foundry]:
     with managed_identity(emulator.url):
         auth = build_auth(AuthSettings(type="entra"), AI_FOUNDRY_SCOPE)
         try:
-            async with http_session() as http:
+            async with http_client() as http:
                 built = Foundry(emulator, http, auth)
                 await built.reset_stats()
                 yield built

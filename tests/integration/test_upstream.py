@@ -1,4 +1,4 @@
-"""UpstreamClient against a real HTTP server playing Azure: retries, hints, deadlines, errors, SSE."""
+"""UpstreamClient against a real HTTP server playing Azure: retries, hints, deadlines, errors, SSE (both transports)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aiohttp
+import httpx
 import pytest
 from azure.core.credentials import AccessToken
 from starlette.applications import Starlette
@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.backends.azure_auth import ApiKeyAuth, EntraAuth
-from app.backends.http1 import StreamClient
+from app.backends.http_client import http_client
 from app.backends.retry import RetryPolicy
-from app.backends.upstream import SSEEvent, UpstreamClient, auth_refused, http_session
+from app.backends.upstream import SSEEvent, UpstreamClient, auth_refused
 from app.core import timing
 from app.errors import (
     ConflictError,
@@ -149,10 +149,11 @@ def azure(azure_server: tuple[Azure, ServerThread]) -> Azure:
     return azure_server[0]
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with http_session() as session:
-        yield session
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's one client, over aiohttp's transport and over httpx's own."""
+    async with http_client(transport=request.param) as client:
+        yield client
 
 
 @pytest.fixture
@@ -160,31 +161,11 @@ def url(azure_server: tuple[Azure, ServerThread]) -> str:
     return azure_server[1].url
 
 
-@pytest.fixture(params=["aiohttp", "lean"])
-async def streams(request: pytest.FixtureRequest) -> AsyncIterator[StreamClient | None]:
-    """Event streams over aiohttp, and over the lean HTTP/1.1 client the app uses for them."""
-    if request.param == "aiohttp":
-        yield None
-        return
-    lean = StreamClient()
-    try:
-        yield lean
-    finally:
-        lean.close()
+def client(http: httpx.AsyncClient, policy: RetryPolicy | None = None, auth: Any = None) -> UpstreamClient:
+    return UpstreamClient(http, auth or ApiKeyAuth(SECRET_KEY), policy or RetryPolicy.testing())
 
 
-def client(
-    http: aiohttp.ClientSession,
-    policy: RetryPolicy | None = None,
-    auth: Any = None,
-    streams: StreamClient | None = None,
-) -> UpstreamClient:
-    return UpstreamClient(http, auth or ApiKeyAuth(SECRET_KEY), policy or RetryPolicy.testing(), streams=streams)
-
-
-async def test_429_is_retried_after_the_servers_retry_after_ms(
-    azure: Azure, http: aiohttp.ClientSession, url: str
-) -> None:
+async def test_429_is_retried_after_the_servers_retry_after_ms(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     policy = dataclasses.replace(RetryPolicy.testing(), max_delay_s=1.0)
     started = time.monotonic()
     body = await client(http, policy).request("GET", f"{url}/throttled", params={"fail": "2", "ms": "150"})
@@ -194,7 +175,7 @@ async def test_429_is_retried_after_the_servers_retry_after_ms(
     assert azure.headers[0]["api-key"] == SECRET_KEY
 
 
-async def test_503_then_200_and_timing_counts_each_request(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
+async def test_503_then_200_and_timing_counts_each_request(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     current = timing.begin()
     assert await client(http).request("GET", f"{url}/unavailable", params={"fail": "1"}) == {"ok": True}
     assert azure.hits["/unavailable"] == 2
@@ -203,7 +184,7 @@ async def test_503_then_200_and_timing_counts_each_request(azure: Azure, http: a
 
 
 async def test_a_refused_create_is_retried_even_when_not_idempotent(
-    azure: Azure, http: aiohttp.ClientSession, url: str
+    azure: Azure, http: httpx.AsyncClient, url: str
 ) -> None:
     upstream = client(http)
     body = await upstream.request("POST", f"{url}/unavailable", json={}, params={"fail": "1"}, idempotent=False)
@@ -211,46 +192,44 @@ async def test_a_refused_create_is_retried_even_when_not_idempotent(
     assert azure.hits["/unavailable"] == 2
 
 
-async def test_a_post_that_broke_after_sending_is_not_repeated(
-    azure: Azure, http: aiohttp.ClientSession, url: str
-) -> None:
+async def test_a_post_that_broke_after_sending_is_not_repeated(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     with pytest.raises(UpstreamError) as info:
         await client(http).request("POST", f"{url}/drop", json={"create": "run"}, idempotent=False)
     assert azure.hits["/drop"] == 1
     assert "could not reach Azure" in info.value.message
-    assert isinstance(info.value.__cause__, aiohttp.ClientError)
+    assert isinstance(info.value.__cause__, httpx.TransportError)
     # The same failure on an idempotent read is retried up to the policy's attempts.
     with pytest.raises(UpstreamError):
         await client(http).request("GET", f"{url}/drop")
     assert azure.hits["/drop"] == 1 + RetryPolicy.testing().max_attempts
 
 
-async def test_a_refused_connection_is_retried_even_for_a_create(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_refused_connection_is_retried_even_for_a_create(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     attempts = 0
 
-    async def count(*_: object) -> None:
+    async def count(_: httpx.Request) -> None:
         nonlocal attempts
         attempts += 1
 
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(count)
+    http.event_hooks["request"].append(count)
     port = free_port()
     timing.begin("req_transport_test")
-    async with aiohttp.ClientSession(trace_configs=[trace]) as http:
-        with pytest.raises(UpstreamError) as info:
-            await client(http).request("POST", f"http://127.0.0.1:{port}/runs", json={}, idempotent=False)
+    with pytest.raises(UpstreamError) as info:
+        await client(http).request("POST", f"http://127.0.0.1:{port}/runs", json={}, idempotent=False)
     assert attempts == RetryPolicy.testing().max_attempts
     # The client is told what happened, not where: no host, port or exception text; the log has them.
     message = info.value.message
     assert message.startswith("could not reach Azure (the connection failed)") and "req_transport_test" in message
-    assert "127.0.0.1" not in message and str(port) not in message and "Connector" not in message
+    assert "127.0.0.1" not in message and str(port) not in message and "ConnectError" not in message
     assert info.value.code == "upstream_unreachable" and SECRET_KEY not in message
     logged = [r for r in caplog.records if r.name == "agent_bridge.upstream"]
     assert any(str(port) in r.getMessage() and getattr(r, "request_id", None) == "req_transport_test" for r in logged)
 
 
 async def test_persistent_429_is_a_rate_limit_error_with_retry_after(
-    azure: Azure, http: aiohttp.ClientSession, url: str
+    azure: Azure, http: httpx.AsyncClient, url: str
 ) -> None:
     with pytest.raises(RateLimitError) as info:
         await client(http).request("POST", f"{url}/throttled", json={}, params={"ms": "10"})
@@ -260,16 +239,14 @@ async def test_persistent_429_is_a_rate_limit_error_with_retry_after(
     assert info.value.headers["Retry-After"] == "1"
 
 
-async def test_a_long_retry_after_goes_to_the_client_at_once(
-    azure: Azure, http: aiohttp.ClientSession, url: str
-) -> None:
+async def test_a_long_retry_after_goes_to_the_client_at_once(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     with pytest.raises(RateLimitError) as info:
         await client(http).request("GET", f"{url}/throttled", params={"after": "7"})
     assert azure.hits["/throttled"] == 1
     assert info.value.headers["Retry-After"] == "7"
 
 
-async def test_retries_stop_before_the_deadline(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
+async def test_retries_stop_before_the_deadline(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     policy = dataclasses.replace(RetryPolicy.testing(), max_attempts=10, max_delay_s=1.0)
     deadline = time.monotonic() + 0.5
     with pytest.raises(RateLimitError):
@@ -278,7 +255,7 @@ async def test_retries_stop_before_the_deadline(azure: Azure, http: aiohttp.Clie
     assert azure.hits["/throttled"] in (2, 3)  # at 0, ~0.2 and ~0.4 s; a wait that would end past it is not made
 
 
-async def test_a_slow_answer_ends_at_the_deadline(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
+async def test_a_slow_answer_ends_at_the_deadline(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     started = time.monotonic()
     with pytest.raises(UpstreamTimeoutError):
         await client(http).request("GET", f"{url}/slow", deadline=started + 0.3)
@@ -286,13 +263,13 @@ async def test_a_slow_answer_ends_at_the_deadline(azure: Azure, http: aiohttp.Cl
     assert azure.hits["/slow"] == 1
 
 
-async def test_a_passed_deadline_sends_nothing(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
+async def test_a_passed_deadline_sends_nothing(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     with pytest.raises(UpstreamTimeoutError):
         await client(http).request("GET", f"{url}/slow", deadline=time.monotonic() - 1)
     assert azure.hits["/slow"] == 0
 
 
-async def test_400_keeps_azures_message_param_and_code(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
+async def test_400_keeps_azures_message_param_and_code(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
         await client(http).request("POST", f"{url}/invalid", json={"x": 1})
     assert (info.value.message, info.value.param, info.value.code) == ("Unknown parameter: 'x'.", "x", "bad")
@@ -300,7 +277,7 @@ async def test_400_keeps_azures_message_param_and_code(azure: Azure, http: aioht
 
 
 async def test_401_is_an_upstream_auth_error_without_the_key(
-    azure: Azure, http: aiohttp.ClientSession, url: str, caplog: pytest.LogCaptureFixture
+    azure: Azure, http: httpx.AsyncClient, url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     timing.begin("req_auth_test")
     with pytest.raises(UpstreamAuthError) as info:
@@ -327,9 +304,7 @@ class TokenSource:
         pass
 
 
-async def test_401_with_a_cached_token_fetches_a_new_one_once(
-    azure: Azure, http: aiohttp.ClientSession, url: str
-) -> None:
+async def test_401_with_a_cached_token_fetches_a_new_one_once(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     source = TokenSource()
     with pytest.raises(UpstreamAuthError):
         await client(http, auth=EntraAuth(source, "scope")).request("GET", f"{url}/status/401")
@@ -349,7 +324,7 @@ async def test_401_with_a_cached_token_fetches_a_new_one_once(
     ],
 )
 async def test_other_failures_are_translated(
-    azure: Azure, http: aiohttp.ClientSession, url: str, code: int, error: type[Exception], text: str
+    azure: Azure, http: httpx.AsyncClient, url: str, code: int, error: type[Exception], text: str
 ) -> None:
     with pytest.raises(error) as info:
         await client(http).request("GET", f"{url}/status/{code}")
@@ -359,14 +334,14 @@ async def test_other_failures_are_translated(
         assert info.value.code == "upstream_not_found"  # type: ignore[attr-defined]
 
 
-async def test_an_empty_answer_is_none(azure: Azure, http: aiohttp.ClientSession, url: str) -> None:
+async def test_an_empty_answer_is_none(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     assert await client(http).request("DELETE", f"{url}/empty") is None
 
 
 async def test_a_stream_yields_events_after_a_refused_first_attempt(
-    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
+    azure: Azure, http: httpx.AsyncClient, url: str
 ) -> None:
-    upstream = client(http, streams=streams)
+    upstream = client(http)
     async with upstream.stream("POST", f"{url}/events", json={"stream": True}, params={"fail": "1"}) as events:
         received = [event async for event in events]
     assert azure.hits["/events"] == 2
@@ -389,22 +364,18 @@ async def _collect(upstream: UpstreamClient, url: str, params: dict[str, str], i
             into.append(event)
 
 
-async def test_a_stream_checks_the_status_before_any_event(
-    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
-) -> None:
+async def test_a_stream_checks_the_status_before_any_event(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     received: list[SSEEvent] = []
     with pytest.raises(RateLimitError):
-        await _collect(client(http, streams=streams), f"{url}/events", {}, received)
+        await _collect(client(http), f"{url}/events", {}, received)
     assert received == []  # the context was never entered
     assert azure.hits["/events"] == RetryPolicy.testing().max_attempts
 
 
-async def test_a_stream_that_breaks_raises_after_its_events(
-    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
-) -> None:
+async def test_a_stream_that_breaks_raises_after_its_events(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
     received: list[SSEEvent] = []
     with pytest.raises(UpstreamError) as info:
-        await _collect(client(http, streams=streams), f"{url}/events", {"fail": "0", "cut": "1"}, received)
+        await _collect(client(http), f"{url}/events", {"fail": "0", "cut": "1"}, received)
     assert [e.event for e in received] == ["entered", "thread.run.created", "thread.message.delta"]
     assert received[1].json() == {"id": "run_1", "status": "queued"}
     assert "stream broke" in info.value.message
@@ -412,19 +383,17 @@ async def test_a_stream_that_breaks_raises_after_its_events(
 
 
 async def test_a_stream_read_to_its_end_gives_its_connection_back(
-    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
+    azure: Azure, http: httpx.AsyncClient, url: str
 ) -> None:
-    upstream = client(http, streams=streams)
+    upstream = client(http)
     for _ in range(3):
         async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
             assert [e.event async for e in events][-1] == "done"
     assert len(azure.peers) == 3 and len(set(azure.peers)) == 1  # one keep-alive connection for all three
 
 
-async def test_an_abandoned_stream_closes_its_connection(
-    azure: Azure, http: aiohttp.ClientSession, url: str, streams: StreamClient | None
-) -> None:
-    upstream = client(http, streams=streams)
+async def test_an_abandoned_stream_closes_its_connection(azure: Azure, http: httpx.AsyncClient, url: str) -> None:
+    upstream = client(http)
     async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:
         assert (await anext(aiter(events))).event == "thread.run.created"  # the client leaves here
     async with upstream.stream("POST", f"{url}/events", json={}, params={"fail": "0"}) as events:

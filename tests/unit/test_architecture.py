@@ -57,3 +57,14 @@ def test_the_api_never_calls_azure() -> None:
     for module, imports in _modules("api").items():
         assert not _uses(imports, "httpx"), f"api/{module} imports httpx"
         assert not _uses(imports, "app.backends.upstream"), f"api/{module} talks to Azure"
+
+
+def test_one_http_client_to_azure_and_no_http_parsing_of_our_own() -> None:
+    """httpx is the upstream API; aiohttp only as its transport; no HTTP/1.1 parser used directly."""
+    for module, imports in _modules().items():
+        if module != "backends/aiohttp_transport.py":
+            assert not _uses(imports, "aiohttp"), f"{module} imports aiohttp (only the transport adapter may)"
+        for parser in ("httptools", "h11", "httpcore"):
+            assert not _uses(imports, parser), f"{module} imports {parser}: HTTP is parsed by the libraries"
+        if not module.startswith("backends/"):
+            assert not _uses(imports, "httpx"), f"{module} imports httpx: Azure is reached from app/backends/ only"

@@ -117,3 +117,9 @@ def test_an_unknown_template_action_fails_the_render(tmp_path: Path) -> None:
     (chart / "templates" / "x.yaml").write_text("k: {{ tpl .Values.a . }}\n")
     with pytest.raises(ValueError, match="unsupported"):
         render(chart)
+
+
+def test_the_chart_keeps_idle_client_connections_longer_than_gateways_do(tmp_path: Path) -> None:
+    config_text = _one(_render(), "ConfigMap")["data"]["config.yaml"]
+    (tmp_path / "config.yaml").write_text(config_text)
+    assert load_settings(tmp_path / "config.yaml", env={}).server.keepalive_timeout > 60

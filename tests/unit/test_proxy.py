@@ -1,25 +1,27 @@
-"""The proxy a route's requests go through: resolved once from the environment, as curl reads it."""
+"""NO_PROXY entries httpx misreads, handed to it as mounts (see app/backends/http_client.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.backends.upstream import proxy_for
+from app.backends.http_client import no_proxy_mounts
 
 
 @pytest.mark.parametrize(
-    ("environ", "expected"),
+    ("no_proxy", "mounts"),
     [
-        ({}, None),
-        ({"HTTPS_PROXY": "http://proxy.corp:3128"}, "http://proxy.corp:3128"),
-        ({"https_proxy": "http://lower:1", "ALL_PROXY": "http://all:2"}, "http://lower:1"),
-        ({"ALL_PROXY": "http://all:2"}, "http://all:2"),
-        ({"HTTP_PROXY": "http://plain:3"}, None),  # an https endpoint does not use the http proxy
-        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "localhost,.azure.com"}, None),
-        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "openai.azure.com:443"}, None),
-        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, None),
-        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "other.example,azure.co"}, "http://p:1"),
+        ("", {}),
+        ("localhost,10.0.0.1,example.com,::1", {}),  # httpx reads these itself
+        ("*.azure.com", {"all://*.azure.com": None}),
+        (".azure.com", {"all://azure.com": None}),
+        ("openai.azure.com:443", {"https://*openai.azure.com": None}),
+        ("plain.test:80, *.Corp.Example ", {"http://*plain.test": None, "all://*.corp.example": None}),
+        ("host:8443,*.", {}),  # not a default port; a bare `*.`
     ],
 )
-def test_proxy_for_reads_the_environment_like_curl(environ: dict[str, str], expected: str | None) -> None:
-    assert proxy_for("https://my-resource.openai.azure.com/openai", environ) == expected
+def test_no_proxy_mounts(no_proxy: str, mounts: dict[str, None]) -> None:
+    assert no_proxy_mounts({"NO_PROXY": no_proxy}) == mounts
+
+
+def test_the_lower_case_variable_wins_as_in_urllib() -> None:
+    assert no_proxy_mounts({"no_proxy": "*.a.test", "NO_PROXY": "*.b.test"}) == {"all://*.a.test": None}

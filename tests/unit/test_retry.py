@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from email.utils import formatdate
 
+import httpx
 import pytest
-from multidict import CIMultiDict
 
 from app.backends.retry import RetryPolicy, server_hint
 
@@ -31,7 +31,7 @@ def test_jitter_stays_within_its_band_and_varies() -> None:
 def test_retry_after_ms_wins_over_retry_after() -> None:
     assert server_hint({"retry-after-ms": "250", "retry-after": "7"}) == pytest.approx(0.25)
     assert server_hint({"retry-after": "7"}) == 7.0
-    assert server_hint(CIMultiDict({"Retry-After-Ms": "40"})) == pytest.approx(0.04)  # aiohttp's headers
+    assert server_hint(httpx.Headers({"Retry-After-Ms": "40"})) == pytest.approx(0.04)  # httpx's headers
     assert server_hint({"Retry-After": "3"}) == 3.0  # a plain dict with other casing
 
 
@@ -58,7 +58,7 @@ def test_unusable_hints(headers: dict[str, str] | None, expected: float | None) 
 
 def test_next_delay_takes_the_hint_as_seconds_or_headers() -> None:
     assert EXACT.next_delay(1, 3.5) == 3.5
-    assert EXACT.next_delay(3, CIMultiDict({"Retry-After-Ms": "20"})) == pytest.approx(0.02)
+    assert EXACT.next_delay(3, httpx.Headers({"Retry-After-Ms": "20"})) == pytest.approx(0.02)
     assert EXACT.next_delay(3, {"unrelated": "1"}) == pytest.approx(0.8)  # no hint in them: backoff
 
 
