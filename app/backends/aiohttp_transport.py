@@ -16,7 +16,10 @@ from typing import Any
 
 import aiohttp
 import httpx
+from aiohttp.payload import TOO_LARGE_BYTES_BODY
 from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
+
+_CHUNK = 1 << 16
 
 # Most specific first: the first class the cause is an instance of decides.
 _MAPPING: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -54,6 +57,19 @@ class _Body(httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
+class _Chunks(httpx.AsyncByteStream):
+    """A body sent in slices: aiohttp warns (ResourceWarning) that a raw bytes body past 1 MiB may hold the
+    event loop while it is written, and takes an async iterable as a stream instead."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        view = memoryview(self._body)
+        for start in range(0, len(view), _CHUNK):
+            yield bytes(view[start : start + _CHUNK])
+
+
 class Transport(AiohttpTransport):
     def get_client(self) -> aiohttp.ClientSession:
         """The library's session, but keeping no cookies (see http_client.NoCookies)."""
@@ -63,6 +79,15 @@ class Transport(AiohttpTransport):
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        content = request.content
+        if len(content) > TOO_LARGE_BYTES_BODY:  # a large body (up to limits.max_body_bytes) goes as a stream
+            request = httpx.Request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                stream=_Chunks(content),
+                extensions=request.extensions,
+            )
         try:
             response = await super().handle_async_request(request)
         except httpx.TransportError as exc:

@@ -225,8 +225,9 @@ def translate_transport(exc: BaseException) -> BridgeError:
     word: the exception's text names hosts, ports and proxies; it goes to the log with the request id."""
     detail = str(exc).strip()[:300]
     log.warning(
-        "upstream: no answer from Azure (request %s): %s%s",
+        "upstream: no answer from Azure (request %s) at %s: %s%s",
         timing.request_id() or "-",
+        _target(exc),
         type(exc).__name__,
         f": {detail}" if detail else "",
         extra={"request_id": timing.request_id() or None},
@@ -238,6 +239,15 @@ def translate_transport(exc: BaseException) -> BridgeError:
         f"The bridge's log has the details{_under_request_id()}.",
         code="upstream_unreachable",
     )
+
+
+def _target(exc: BaseException) -> str:
+    """Where the failed request went (scheme, host, port, path; no query), for the operator's log."""
+    try:
+        url = exc.request.url if isinstance(exc, httpx.RequestError) else None
+    except RuntimeError:  # an httpx error raised without its request
+        url = None
+    return "an unknown address" if url is None else f"{url.scheme}://{url.host}:{url.port or ''}{url.path}"
 
 
 def _deadline_passed() -> UpstreamTimeoutError:

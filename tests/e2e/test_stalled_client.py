@@ -25,18 +25,22 @@ def _stalled_stream(bridge: Bridge, conversation: str) -> tuple[socket.socket, d
     body = json.dumps({"model": "demo-assistant", "stream": True, "messages": [{"role": "user", "content": QUESTION}]})
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", bridge.server.port))
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
-        f"X-Conversation-Id: {conversation}\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    sock.sendall(head.encode() + body.encode())
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(1024)
-    lines = received.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-    assert lines[0].startswith("HTTP/1.1 200"), lines
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    try:
+        sock.connect(("127.0.0.1", bridge.server.port))
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
+            f"X-Conversation-Id: {conversation}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(1024)
+        lines = received.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 200"), lines
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    except BaseException:
+        sock.close()  # a failed start leaves no socket for the next test's warnings
+        raise
     return sock, headers
 
 
