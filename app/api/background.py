@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from app.api import sse
 from app.api.deps import OwnerDep
 from app.core.background_responses import BackgroundResponses
-from app.core.responses_service import StreamEvent
+from app.core.response_works import StreamEvent
 from app.errors import BridgeError, InvalidRequestError
 from app.wire.responses import ResponsesRequest
 

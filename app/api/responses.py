@@ -12,7 +12,8 @@ from app.api import background, bodies, errors, sse, turn_routes, warnings
 from app.api.deps import OwnerDep, ResponsesDep, authenticate
 from app.api.turns import TurnStream, bound_headers, open_watched
 from app.core import timing
-from app.core.responses_service import ResponsesService, StreamEvent, final_response
+from app.core.response_works import StreamEvent, final_response
+from app.core.responses_service import ResponsesService
 from app.errors import BridgeError
 from app.wire.responses import ResponsesRequest
 

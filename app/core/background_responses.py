@@ -19,7 +19,8 @@ from app.core.background_runs import BackgroundRuns
 from app.core.lifetime import InFlight, Turn
 from app.core.records import ResponseRecord
 from app.core.relay_markers import MarkerRelay
-from app.core.responses_service import ResponsesService, StreamEvent
+from app.core.response_works import StreamEvent
+from app.core.responses_service import ResponsesService
 from app.core.service import route_for
 from app.errors import InvalidRequestError
 from app.wire.responses import ResponsesRequest

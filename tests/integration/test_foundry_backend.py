@@ -21,7 +21,7 @@ from app.backends.upstream import UpstreamClient
 from app.core.background import BackgroundTasks
 from app.core.events import TextDelta, ThreadBound, ToolCallsRequired, TurnCompleted, TurnEvent
 from app.core.lifetime import InFlight, Turn, Work
-from app.core.responses_service import final_response
+from app.core.response_works import final_response
 from app.core.turn import FunctionTool, Item, Message, ToolResult, TurnRequest
 from app.errors import InvalidRequestError, NotFoundError, RateLimitError, UpstreamTimeoutError
 from app.settings import AuthSettings, RouteSettings
