@@ -223,7 +223,9 @@ def test_a_store_outage_creates_nothing_upstream_and_failed_releases_are_retried
 ) -> None:
     url, server = own_redis
     # A long lease: the lock can only go away because its release was retried, not because it expired.
-    with running_bridge(emulator.url, url, redis_prefix, limits={"lock_lease": "60s"}) as bridge:
+    # A short command timeout: each request of the outage waits out its commands' timeouts, not 5 s each.
+    limits = {"lock_lease": "60s"}
+    with running_bridge(emulator.url, url, redis_prefix, limits=limits, redis={"command_timeout": "1s"}) as bridge:
         headers = {"X-Conversation-Id": "outage"}
         client = bridge.client()
         first = client.chat.completions.with_raw_response.create(
