@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from http.cookiejar import CookieJar
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -48,6 +48,41 @@ class NoCookies(CookieJar):
 
     def set_cookie(self, cookie: object) -> None:
         pass
+
+
+class _Jarless(httpx.Cookies):
+    """Cookies that are neither read from an answer nor sent: httpx wraps every answer and request in
+    urllib's cookie objects before it asks the jar (about 60 us of CPU per request, `make profile`),
+    even when the jar keeps nothing."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
+
+
+class _NoCookies:
+    """A client whose `cookies` (httpx's public attribute, which `send` reads) is always empty and `_Jarless`."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _JARLESS
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        pass  # nothing is kept
+
+
+_JARLESS = _Jarless()
+
+
+class _AiohttpClient(_NoCookies, aiohttp_transport.Client):
+    pass
+
+
+class _HttpxClient(_NoCookies, httpx.AsyncClient):
+    pass
 
 
 def no_proxy_mounts(environ: Mapping[str, str] | None = None) -> dict[str, None]:
@@ -80,7 +115,7 @@ def http_client(
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=keepalive_s
     )
-    kind = aiohttp_transport.Client if transport == "aiohttp" else httpx.AsyncClient
+    kind = _AiohttpClient if transport == "aiohttp" else _HttpxClient
     return kind(
         headers={"User-Agent": user_agent},
         cookies=NoCookies(),

@@ -125,12 +125,12 @@ class AssistantsClient:
     async def thread_messages(self, thread_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
         """Every message of a thread, oldest first, all pages."""
         params = {**self.params, "order": "asc", "limit": "100"}
-        return await self._pages(f"/threads/{thread_id}/messages", "list_messages", params, deadline)
+        return await self._pages(f"/threads/{segment(thread_id)}/messages", "list_messages", params, deadline)
 
     async def thread_runs(self, thread_id: str, deadline: float | None = None) -> list[dict[str, Any]]:
         """Every run of a thread, oldest first, all pages."""
         params = {**self.params, "order": "asc", "limit": "100"}
-        return await self._pages(f"/threads/{thread_id}/runs", "list_runs", params, deadline)
+        return await self._pages(f"/threads/{segment(thread_id)}/runs", "list_runs", params, deadline)
 
     # -- a thread as a conversation (`app.backends.assistants.conversations`) ---------------------
 
@@ -139,18 +139,20 @@ class AssistantsClient:
 
     async def list_messages(self, thread_id: str, params: dict[str, str]) -> dict[str, Any]:
         return await self._call(
-            "GET", f"/threads/{thread_id}/messages", "list_messages", params={**self.params, **params}
+            "GET", f"/threads/{segment(thread_id)}/messages", "list_messages", params={**self.params, **params}
         )
 
     async def create_message(self, thread_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        path = f"/threads/{thread_id}/messages"
+        path = f"/threads/{segment(thread_id)}/messages"
         return await self._call("POST", path, "create_message", body=body, idempotent=False)
 
     async def get_message(self, thread_id: str, message_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/threads/{thread_id}/messages/{message_id}", "get_message")
+        return await self._call("GET", f"/threads/{segment(thread_id)}/messages/{segment(message_id)}", "get_message")
 
     async def delete_message(self, thread_id: str, message_id: str) -> dict[str, Any]:
-        return await self._call("DELETE", f"/threads/{thread_id}/messages/{message_id}", "delete_message")
+        return await self._call(
+            "DELETE", f"/threads/{segment(thread_id)}/messages/{segment(message_id)}", "delete_message"
+        )
 
     async def delete_thread(self, thread_id: str, deadline: float | None = None) -> None:
         await self._call("DELETE", f"/threads/{segment(thread_id)}", "delete_thread", deadline=deadline)
