@@ -79,6 +79,7 @@ def main(argv: list[str]) -> int:
         "AZURE_EMULATOR_URL": emulator,
         "IDENTITY_ENDPOINT": f"{emulator}/msi/token",
         "IDENTITY_HEADER": "agent-bridge-clients",
+        "AGENT_BRIDGE_OPEN_MODE": "true",  # the shipped config has no keys: a local trial, as `make run`
     }
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ab-clients-") as tmp:
