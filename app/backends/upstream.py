@@ -278,6 +278,11 @@ class UpstreamClient:
         self.retry = retry
         self.name = name
         self.metrics = metrics
+        # The client's own headers (User-Agent, Accept, ...), taken once: each request is built as an
+        # httpx.Request from them (httpx's `client.send` API) rather than by `build_request`, which merges
+        # the client's headers, cookies, params and base URL again for every request.
+        self._headers = dict(http.headers)
+        self._timeout = http.timeout.as_dict()
 
     async def request(
         self, method: str, url: str, *, json: Any = None, params: dict[str, str] | None = None,
@@ -399,7 +404,13 @@ class UpstreamClient:
         if remaining <= 0:
             raise _deadline_passed()
         # httpx bounds each phase (a gap in a stream may not outlast the deadline); asyncio the whole.
-        bounds = httpx.Timeout(remaining, connect=min(10.0, remaining))
+        # The request's `timeout` extension, as httpx.Timeout(remaining, connect=...).as_dict() gives it.
+        bounds: dict[str, float | None] = {
+            "connect": min(10.0, remaining),
+            "read": remaining,
+            "write": remaining,
+            "pool": remaining,
+        }
         try:
             async with asyncio.timeout(remaining):
                 return await self._exchange(method, url, content, params, bounds, read)
@@ -412,7 +423,7 @@ class UpstreamClient:
         url: str,
         content: bytes | None,
         params: dict[str, str] | None,
-        bounds: httpx.Timeout | None,
+        bounds: dict[str, float | None] | None,
         read: bool,
     ) -> httpx.Response:
         headers = await self.auth.headers()
@@ -424,8 +435,13 @@ class UpstreamClient:
         if current is not None:
             current.upstream_requests += 1
         http = self.http
-        request = http.build_request(
-            method, url, content=content, params=params, headers=headers, timeout=bounds or httpx.USE_CLIENT_DEFAULT
+        request = httpx.Request(
+            method,
+            url,
+            params=params,
+            content=content,
+            headers={**self._headers, **headers},
+            extensions={"timeout": bounds if bounds is not None else self._timeout},
         )
         started = time.perf_counter()  # timing.upstream_wait(), inlined: it is half a dozen calls
         try:
