@@ -73,12 +73,13 @@ def test_a_killed_replicas_background_responses_are_reported_resumed_and_cancell
         running_bridge(  # in-process: quicker
             emulator.url, redis_url, redis_prefix, routes=endpoint_routes(emulator.url), **settings
         ) as survivor,
+        # Closed at the end: a killed replica's pooled connections would otherwise warn in a later test.
+        _client(doomed.url) as first,
+        _client(survivor.url) as other,
+        _client(stopping.url) as to_stopping,
     ):
-        first, other = _client(doomed.url), _client(survivor.url)
         # SIGTERM: the stopping replica hands its background run over rather than cancelling it.
-        handed = _client(stopping.url).responses.create(
-            model="demo-assistant", input="/sleep 2500\nhanded over", background=True
-        )
+        handed = to_stopping.responses.create(model="demo-assistant", input="/sleep 2500\nhanded over", background=True)
         _started(first, handed.id)
         stopping.terminate()
         finishing = {

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -57,8 +58,22 @@ def _config(tmp_path: Path, emulator: ServerThread, prefix: str, **settings: Any
     )
 
 
+_OPEN: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Every client is closed at the end of its test: pooled connections to a stopped replica would
+    otherwise be collected (and warned about) in a later test."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def _client(url: str, owner: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=KEYS[owner], max_retries=0)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEYS[owner], max_retries=0)
+    _OPEN.append(client)
+    return client
 
 
 def _usage(url: str, **params: str) -> list[dict[str, Any]]:
