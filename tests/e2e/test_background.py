@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from tests.support import seed
+from tests.support.background import cut_and_resume, poll
 from tests.support.bridge import Bridge, running_bridge
 from tests.support.leftovers import active_runs, locks, wait_for
 from tests.support.servers import ServerThread
@@ -22,7 +23,6 @@ B = "key-of-team-b-0123456789"
 KEYS = [{"name": "team-a", "key": A}, {"name": "team-b", "key": B}]
 ROUTES = ["demo-assistant", "demo-agent"]
 FLIGHTS = {"demo-assistant": "flights-assistant", "demo-agent": "flights-agent"}
-ENDED = ("completed", "failed", "cancelled", "incomplete")
 
 
 @pytest.fixture
@@ -31,16 +31,6 @@ def keyed(emulator: ServerThread, redis_url: str, redis_prefix: str) -> Iterator
         emulator.url, redis_url, redis_prefix, keys=KEYS, threads={"janitor": False}, limits={"lock_wait": "0.2s"}
     ) as bridge:
         yield bridge
-
-
-def poll(client: openai.OpenAI, response_id: str, within_s: float = 15) -> Any:
-    deadline = time.monotonic() + within_s
-    while True:
-        response = client.responses.retrieve(response_id)
-        if response.status in ENDED:
-            return response
-        assert time.monotonic() < deadline, f"still {response.status}"
-        time.sleep(0.05)
 
 
 def upstream_status(bridge: Bridge, response_id: str) -> str:
@@ -69,23 +59,15 @@ def test_create_answers_at_once_and_polling_reaches_the_agents_text(keyed: Bridg
 @pytest.mark.parametrize("model", ROUTES)
 def test_a_cut_stream_resumes_with_only_the_events_after_n(keyed: Bridge, model: str) -> None:
     client = keyed.client(api_key=A)
-    created = client.responses.create(model=model, input="/sleep 800\nresume me please", background=True)
-    first: list[Any] = []
-    with client.responses.retrieve(created.id, stream=True) as stream:
-        for event in stream:
-            first.append(event)
-            if len(first) == 2:
-                break  # the client's connection is cut here
-    cut = first[-1].sequence_number
-    rest = list(client.responses.retrieve(created.id, stream=True, starting_after=cut))
+    resumed = cut_and_resume(client, model, "resume me please")
+    cut, rest = resumed.cut, resumed.rest
     numbers = [e.sequence_number for e in rest]
     assert numbers == list(range(cut + 1, cut + 1 + len(rest)))
     assert rest[-1].type == "response.completed"
     assert rest[-1].response.output_text == "Echo: resume me please"
     assert "".join(e.delta for e in rest if e.type == "response.output_text.delta") == "Echo: resume me please"
     # The whole stream again, from the start, is the same stream.
-    whole = list(client.responses.retrieve(created.id, stream=True))
-    assert [e.sequence_number for e in whole][cut + 1 :] == numbers
+    assert [e.sequence_number for e in resumed.whole][cut + 1 :] == numbers
 
 
 @pytest.mark.parametrize("model", ROUTES)

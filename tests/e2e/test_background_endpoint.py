@@ -14,9 +14,9 @@ import openai
 import pytest
 
 from app.backends.foundry.endpoint_takeover import LOST
-from tests.e2e.test_background import poll
 from tests.support import seed
 from tests.support.agent_endpoint import KEYS, A, B, endpoint_routes
+from tests.support.background import cut_and_resume, poll
 from tests.support.bridge import Bridge, running_bridge
 from tests.support.servers import ServerThread
 
@@ -62,21 +62,13 @@ def test_create_answers_at_once_and_polling_reaches_the_agents_text(keyed: Bridg
 
 def test_a_cut_stream_resumes_with_only_the_events_after_n(keyed: Bridge) -> None:
     client = keyed.client(api_key=A)
-    created = client.responses.create(model=MODEL, input="/sleep 800\nresume me please", background=True)
-    first: list[Any] = []
-    with client.responses.retrieve(created.id, stream=True) as stream:
-        for event in stream:
-            first.append(event)
-            if len(first) == 2:
-                break  # the client's connection is cut here
-    cut = first[-1].sequence_number
-    rest = list(client.responses.retrieve(created.id, stream=True, starting_after=cut))
+    resumed = cut_and_resume(client, MODEL, "resume me please")
+    cut, rest, whole = resumed.cut, resumed.rest, resumed.whole
     numbers = [e.sequence_number for e in rest]
     assert numbers == list(range(cut + 1, cut + 1 + len(rest)))
     assert rest[-1].type == "response.completed"
     assert rest[-1].response.output_text == "Echo: resume me please"
     assert "".join(e.delta for e in rest if e.type == "response.output_text.delta") == "Echo: resume me please"
-    whole = list(client.responses.retrieve(created.id, stream=True))
     assert [e.sequence_number for e in whole][cut + 1 :] == numbers
     assert whole[0].type == "response.created"
     assert {r.background for r in _responses(whole)} == {True}  # every Response the events carry says so

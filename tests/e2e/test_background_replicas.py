@@ -8,7 +8,6 @@ ends the run `failed`, saying why (or `cancelled`, asked to cancel it)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,13 @@ import pytest
 
 from app.backends.foundry.endpoint_takeover import LOST
 from tests.support.agent_endpoint import endpoint_routes
+from tests.support.background import poll
 from tests.support.bridge import running_bridge
 from tests.support.leftovers import active_runs, locks, wait_for
 from tests.support.process import bridge_processes, write_config
 from tests.support.servers import ServerThread
 
 KEY = "key-of-team-a-0123456789"
-ENDED = ("completed", "failed", "cancelled", "incomplete")
 TOOLS: Any = [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}]
 
 
@@ -32,13 +31,7 @@ def _client(url: str) -> openai.OpenAI:
 
 
 def _poll(client: openai.OpenAI, response_id: str, within_s: float = 20) -> Any:
-    deadline = time.monotonic() + within_s
-    while True:
-        response = client.responses.retrieve(response_id)
-        if response.status in ENDED:
-            return response
-        assert time.monotonic() < deadline, f"still {response.status}"
-        time.sleep(0.1)
+    return poll(client, response_id, within_s, every_s=0.1)
 
 
 def _started(client: openai.OpenAI, response_id: str) -> None:
